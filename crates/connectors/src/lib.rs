@@ -1,0 +1,21 @@
+//! Tributary's adapters: one module per external system, each implementing ports of
+//! `tributary-core`, each with the same shape (`config.rs` for its serde config, one file
+//! per port it implements).
+//!
+//! | port | embedded adapter | real adapter |
+//! |---|---|---|
+//! | `Log` | [`redb`] (a durable embedded log) | [`kafka`] |
+//! | `AnalyticsStore` | [`sqlite`] | [`postgres`] |
+//! | `DocumentStore` | [`sqlite`] | [`mongodb`] |
+//! | `Cache` | [`memory`] (moka) | [`redis`] |
+//!
+//! [`registry`] builds the adapter a config names.
+
+pub mod kafka;
+pub mod memory;
+pub mod mongodb;
+pub mod postgres;
+pub mod redb;
+pub mod redis;
+pub mod registry;
+pub mod sqlite;

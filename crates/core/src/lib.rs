@@ -1,0 +1,15 @@
+//! Tributary's core: the domain and the pipeline logic, with no I/O.
+//!
+//! Everything here is deterministic and synchronous, except the port traits in [`ports`],
+//! which the adapters in `tributary-connectors` implement for the embedded mode and for the
+//! real servers (Kafka, PostgreSQL, MongoDB, Redis). The engine drives a pipeline through
+//! these traits only, so it never knows which mode it runs in.
+
+pub mod event;
+pub mod parse;
+pub mod partition;
+pub mod pipeline;
+pub mod ports;
+pub mod window;
+
+pub use event::{Event, EventId, StreamName, Timestamp};

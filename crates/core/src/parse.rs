@@ -1,0 +1,297 @@
+//! Turns a request body into events: a JSON object, a JSON array of objects, or NDJSON.
+//!
+//! Parsing is all-or-nothing: either every event of the body is valid and the whole batch
+//! is returned, or the caller gets every problem at once (the line and column of malformed
+//! JSON, or the index, field and reason of each invalid event), so a client can fix and
+//! resend the whole request. Nothing here writes anywhere.
+
+use serde_json::Value;
+
+use crate::event::{Event, EventId, MAX_KEY_LEN, StreamName, Timestamp};
+
+/// How a body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object, or a JSON array of objects (`application/json`).
+    Json,
+    /// One JSON object per line (`application/x-ndjson`); blank lines are skipped.
+    Ndjson,
+}
+
+/// One reason one event of a batch is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventError {
+    /// Position of the event in the request, from 0.
+    pub index: usize,
+    /// The field at fault (`""` for the event as a whole).
+    pub field: &'static str,
+    /// What is wrong, for a person to read.
+    pub reason: String,
+}
+
+/// Why a body yields no events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is not well-formed JSON (or a line of NDJSON is not).
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Malformed {
+        /// 1-based line of the body.
+        line: usize,
+        /// 1-based column within that line.
+        column: usize,
+        /// What the JSON parser expected.
+        message: String,
+    },
+    /// Well-formed JSON, but neither an object nor an array.
+    #[error("the body must be a JSON object or an array of objects")]
+    WrongShape,
+    /// The body holds no event at all.
+    #[error("the body holds no events")]
+    Empty,
+    /// Some events are invalid; none of the batch is accepted.
+    #[error("{} invalid event field(s)", .0.len())]
+    Invalid(Vec<EventError>),
+}
+
+/// Parses `body` into events of `stream`. Events without an `id` get a UUIDv7; events
+/// without a `ts` get `now` (ingestion time).
+///
+/// # Errors
+/// See [`ParseError`]; on error nothing of the body is returned.
+pub fn parse_events(
+    body: &[u8],
+    format: BodyFormat,
+    stream: &StreamName,
+    now: Timestamp,
+) -> Result<Vec<Event>, ParseError> {
+    let objects = match format {
+        BodyFormat::Json => split_json(body)?,
+        BodyFormat::Ndjson => split_ndjson(body)?,
+    };
+    if objects.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let mut events = Vec::with_capacity(objects.len());
+    let mut errors = Vec::new();
+    for (index, value) in objects.into_iter().enumerate() {
+        match event_from_value(value, stream, now) {
+            Ok(event) => events.push(event),
+            Err(reasons) => errors.extend(reasons.into_iter().map(|(field, reason)| EventError {
+                index,
+                field,
+                reason,
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ParseError::Invalid(errors))
+    }
+}
+
+fn malformed(err: &serde_json::Error, line_offset: usize) -> ParseError {
+    ParseError::Malformed {
+        line: err.line() + line_offset,
+        column: err.column(),
+        message: strip_position(&err.to_string()),
+    }
+}
+
+/// serde_json appends " at line L column C"; the position is reported in its own fields.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn split_json(body: &[u8]) -> Result<Vec<Value>, ParseError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
+            ParseError::Empty
+        } else {
+            malformed(&e, 0)
+        }
+    })?;
+    match value {
+        Value::Array(items) => Ok(items),
+        object @ Value::Object(_) => Ok(vec![object]),
+        _ => Err(ParseError::WrongShape),
+    }
+}
+
+fn split_ndjson(body: &[u8]) -> Result<Vec<Value>, ParseError> {
+    let mut values = Vec::new();
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value: Value = serde_json::from_slice(line).map_err(|e| malformed(&e, n))?;
+        values.push(value);
+    }
+    Ok(values)
+}
+
+type FieldErrors = Vec<(&'static str, String)>;
+
+fn event_from_value(value: Value, stream: &StreamName, now: Timestamp) -> Result<Event, FieldErrors> {
+    let Value::Object(mut object) = value else {
+        return Err(vec![("", "each event must be a JSON object".to_owned())]);
+    };
+    let mut errors = FieldErrors::new();
+
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => Some(EventId::generate()),
+        Some(Value::String(s)) => EventId::new(s)
+            .map_err(|reason| errors.push(("id", reason.to_owned())))
+            .ok(),
+        Some(_) => {
+            errors.push(("id", "must be a string".to_owned()));
+            None
+        }
+    };
+    let ts = match object.remove("ts") {
+        None | Some(Value::Null) => Some(now),
+        Some(Value::String(s)) => Timestamp::parse_rfc3339(&s)
+            .map_err(|reason| errors.push(("ts", reason.to_owned())))
+            .ok(),
+        Some(Value::Number(n)) => match n.as_i64().map(Timestamp::from_millis) {
+            Some(ts) if ts.to_datetime().is_some() => Some(ts),
+            _ => {
+                errors.push(("ts", "epoch milliseconds must be an integer in range".to_owned()));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push((
+                "ts",
+                "must be an RFC 3339 date-time string or epoch milliseconds".to_owned(),
+            ));
+            None
+        }
+    };
+    let key = match object.remove("key") {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) if s.len() <= MAX_KEY_LEN => Some(Some(s)),
+        Some(Value::String(_)) => {
+            errors.push(("key", format!("must be at most {MAX_KEY_LEN} bytes")));
+            None
+        }
+        Some(_) => {
+            errors.push(("key", "must be a string".to_owned()));
+            None
+        }
+    };
+    let payload = match object.remove("payload") {
+        Some(Value::Object(map)) => Some(map),
+        None => {
+            errors.push(("payload", "is required".to_owned()));
+            None
+        }
+        Some(_) => {
+            errors.push(("payload", "must be a JSON object".to_owned()));
+            None
+        }
+    };
+    match object.remove("stream") {
+        None => {}
+        Some(Value::String(s)) if s == stream.as_str() => {}
+        Some(_) => errors.push(("stream", format!("must be absent or equal to {stream:?}"))),
+    }
+    for unknown in object.keys() {
+        errors.push((
+            "",
+            format!("unknown field {unknown:?}; expected id, ts, key, payload"),
+        ));
+    }
+
+    match (id, ts, key, payload) {
+        (Some(id), Some(ts), Some(key), Some(payload)) if errors.is_empty() => Ok(Event {
+            id,
+            stream: stream.clone(),
+            ts,
+            key,
+            payload,
+        }),
+        _ => Err(errors),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamName {
+        StreamName::new("clicks").unwrap()
+    }
+    const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+    #[test]
+    fn parses_object_array_and_ndjson() {
+        let one = br#"{"id":"a","ts":"2026-11-25T18:00:00Z","key":"k","payload":{"x":1}}"#;
+        let events = parse_events(one, BodyFormat::Json, &stream(), NOW).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].key.as_deref(), Some("k"));
+
+        let many = br#"[{"id":"a","payload":{}},{"ts":1700000000123,"payload":{"y":2}}]"#;
+        let events = parse_events(many, BodyFormat::Json, &stream(), NOW).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].ts, NOW);
+        assert_eq!(events[1].ts.millis(), 1_700_000_000_123);
+        assert_eq!(events[1].id.as_str().len(), 36, "a UUIDv7 is generated");
+
+        let nd = b"{\"id\":\"a\",\"payload\":{}}\n\n{\"id\":\"b\",\"payload\":{}}\n";
+        let events = parse_events(nd, BodyFormat::Ndjson, &stream(), NOW).unwrap();
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn malformed_ndjson_names_the_line() {
+        let nd = b"{\"payload\":{}}\n{\"payload\":{}}\n{\"payload\": nope}\n";
+        let err = parse_events(nd, BodyFormat::Ndjson, &stream(), NOW).unwrap_err();
+        let ParseError::Malformed { line, column, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((line, column), (3, 14));
+    }
+
+    #[test]
+    fn malformed_json_names_the_position() {
+        let err = parse_events(b"[{\"payload\":{}},\n {oops}]", BodyFormat::Json, &stream(), NOW)
+            .unwrap_err();
+        assert!(matches!(err, ParseError::Malformed { line: 2, column: 3, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn every_invalid_event_is_listed() {
+        let body = br#"[{"payload":{}},{"id":7,"ts":"yesterday","payload":[]},{"payload":{},"colour":1},"x"]"#;
+        let ParseError::Invalid(errors) =
+            parse_events(body, BodyFormat::Json, &stream(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field)).collect();
+        assert_eq!(
+            found,
+            vec![(1, "id"), (1, "ts"), (1, "payload"), (2, ""), (3, "")]
+        );
+    }
+
+    #[test]
+    fn empty_and_wrong_shapes_are_refused() {
+        assert_eq!(parse_events(b"  ", BodyFormat::Json, &stream(), NOW), Err(ParseError::Empty));
+        assert_eq!(parse_events(b"[]", BodyFormat::Json, &stream(), NOW), Err(ParseError::Empty));
+        assert_eq!(parse_events(b"\n\n", BodyFormat::Ndjson, &stream(), NOW), Err(ParseError::Empty));
+        assert_eq!(parse_events(b"42", BodyFormat::Json, &stream(), NOW), Err(ParseError::WrongShape));
+    }
+
+    #[test]
+    fn a_stream_field_must_match_the_path() {
+        let ok = br#"{"stream":"clicks","payload":{}}"#;
+        assert!(parse_events(ok, BodyFormat::Json, &stream(), NOW).is_ok());
+        let bad = br#"{"stream":"orders","payload":{}}"#;
+        assert!(parse_events(bad, BodyFormat::Json, &stream(), NOW).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The document port: raw events kept as documents, readable back.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use super::PortError;
+use crate::event::{Event, EventId, StreamName, Timestamp};
+
+/// A position in a stream's events, newest first: the last event of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    /// Its event time.
+    pub ts: Timestamp,
+    /// Its id.
+    pub id: EventId,
+}
+
+/// A page request over a stream's events, newest first (by `ts`, then `id`, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// At most this many events.
+    pub limit: usize,
+    /// Only events strictly after this cursor in newest-first order.
+    pub after: Option<EventCursor>,
+}
+
+/// Semi-structured documents: MongoDB, or SQLite when embedded.
+///
+/// Contract: [`DocumentStore::put_events`] is idempotent per (stream, id): the first stored
+/// version of an event is kept, and storing it again changes nothing.
+#[async_trait]
+pub trait DocumentStore: Send + Sync + Debug {
+    /// Checks that the backing system answers; used by `/readyz`.
+    async fn ping(&self) -> Result<(), PortError>;
+
+    /// Stores events whose (stream, id) is not stored yet.
+    async fn put_events(&self, events: &[Event]) -> Result<(), PortError>;
+
+    /// One page of a stream's events, newest first.
+    async fn recent_events(&self, stream: &StreamName, page: &EventPage)
+    -> Result<Vec<Event>, PortError>;
+
+    /// One event by id.
+    async fn get_event(&self, stream: &StreamName, id: &EventId) -> Result<Option<Event>, PortError>;
+}

@@ -1,0 +1,21 @@
+//! The ports: the narrow traits through which the engine and the gateway reach the outside.
+//!
+//! Each port has two adapters in `tributary-connectors`, the embedded one and the real one,
+//! and one conformance suite that runs against both. Every method is idempotent or fenced,
+//! so that a retry after a crash cannot count an event twice:
+//! - [`Log`]: durable, partitioned, replayable (Kafka; an embedded store).
+//! - [`AnalyticsStore`]: window results and checkpoints, committed together (PostgreSQL; SQLite).
+//! - [`DocumentStore`]: raw events as documents, upserted by id (MongoDB; SQLite).
+//! - [`Cache`]: derived values, written after commits, never the source of truth (Redis; memory).
+
+mod analytics;
+mod cache;
+mod document;
+mod error;
+mod log;
+
+pub use analytics::{AnalyticsStore, Checkpoint, ResultQuery};
+pub use cache::Cache;
+pub use document::{DocumentStore, EventCursor, EventPage};
+pub use error::{BoxError, ErrorDomain, PortError};
+pub use log::{Log, LogReader, LogRecord, PartitionOffset};

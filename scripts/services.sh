@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# Local test services for Tributary, on loopback only:
+#   PostgreSQL 127.0.0.1:54329, Redis 127.0.0.1:63799,
+#   Kafka (single KRaft broker+controller) 127.0.0.1:19092 (controller 19093),
+#   FerretDB (MongoDB wire protocol, PostgreSQL backend) 127.0.0.1:27018.
+#
+# Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
+#   eval "$(scripts/services.sh up)"   # start what is not running, export the addresses
+#
+# Progress goes to stderr; only `export` lines go to stdout.
+# State (data, logs, pid files, cached jars and binaries):
+#   ${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}
+# Reset: scripts/services.sh down && rm -rf "$STATE"
+# See docs/services.md.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STATE="${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}"
+LOGS="$STATE/logs"
+
+HOST=127.0.0.1
+PG_PORT=54329
+REDIS_PORT=63799
+KAFKA_PORT=19092
+KAFKA_CONTROLLER_PORT=19093
+FERRET_PORT=27018
+
+KAFKA_VERSION=4.4.0        # keep in sync with scripts/kafka/pom.xml
+FERRETDB_VERSION=v1.24.2
+
+PGDATA="$STATE/postgres/data"
+PG_SOCKET_DIR="$STATE/postgres/run"
+KAFKA_DIR="$STATE/kafka"
+KAFKA_LIBS="$STATE/kafka-libs"
+FERRET_DIR="$STATE/ferretdb"
+FERRET_BIN="$STATE/bin/ferretdb"
+REDIS_DIR="$STATE/redis"
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+print_env() {
+  cat <<EOF
+export TRIBUTARY_KAFKA_BROKERS=$HOST:$KAFKA_PORT
+export TRIBUTARY_POSTGRES_URL=postgres://tributary:tributary@$HOST:$PG_PORT/tributary
+export TRIBUTARY_MONGODB_URL=mongodb://$HOST:$FERRET_PORT/
+export TRIBUTARY_REDIS_URL=redis://$HOST:$REDIS_PORT/
+EOF
+}
+
+# ---------------------------------------------------------------- helpers
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# wait_for NAME SECONDS COMMAND...: retry COMMAND every 0.2 s.
+wait_for() {
+  local name=$1 secs=$2 i
+  shift 2
+  for ((i = 0; i < secs * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# pid_alive PIDFILE [EXPECTED-CMDLINE-SUBSTRING]
+pid_alive() {
+  local pidfile=$1 want=${2:-} pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -n $want ]]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$want" || return 1
+  fi
+}
+
+# stop_pid NAME PIDFILE CMDLINE-SUBSTRING: TERM, wait up to 30 s, then KILL.
+stop_pid() {
+  local name=$1 pidfile=$2 want=$3 pid i
+  if ! pid_alive "$pidfile" "$want"; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid=$(<"$pidfile")
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not stop in 30 s, killing pid $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$pidfile"
+}
+
+APT_UPDATED=0
+# apt_install PKG...: install those of PKG that are not installed yet.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  [[ $EUID -eq 0 ]] || sudo=(sudo)
+  if ((APT_UPDATED == 0)); then
+    log "apt-get update"
+    "${sudo[@]}" apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  log "apt-get install ${missing[*]}"
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_bin_dir() {
+  local d best=""
+  for d in /usr/lib/postgresql/*/bin; do
+    [[ -x $d/initdb ]] || continue
+    if [[ -z $best ]] || [[ $(printf '%s\n%s\n' "$best" "$d" | sort -V | tail -n 1) == "$d" ]]; then
+      best=$d
+    fi
+  done
+  [[ -n $best ]] && printf '%s\n' "$best"
+}
+
+PG_BIN=""
+PG_RUN=()   # prefix to run server commands as the non-root owner of PGDATA
+
+pg_prepare() {
+  if [[ -z $(pg_bin_dir) ]] || ! command -v psql >/dev/null || ! command -v pg_isready >/dev/null; then
+    apt_install postgresql postgresql-client
+  fi
+  PG_BIN=$(pg_bin_dir) || die "no PostgreSQL server binaries under /usr/lib/postgresql"
+  if [[ $EUID -eq 0 ]]; then
+    # PostgreSQL refuses to run as root: run it as the Debian `postgres` user.
+    id postgres >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    PG_RUN=(runuser -u postgres --)
+  fi
+}
+
+pg_running() { pg_isready -q -h "$HOST" -p "$PG_PORT" -t 1 >/dev/null 2>&1; }
+
+pg_psql() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres "$@"; }
+
+postgres_up() {
+  if pg_running; then
+    log "postgres: already running on $HOST:$PG_PORT"
+    return 0
+  fi
+  pg_prepare
+  mkdir -p "$STATE/postgres" "$PG_SOCKET_DIR" "$LOGS"
+  if [[ $EUID -eq 0 ]]; then
+    chown postgres: "$STATE/postgres" "$PG_SOCKET_DIR"
+    touch "$LOGS/postgres.log"
+    chown postgres: "$LOGS/postgres.log"
+    # The postgres user must be able to reach the state dir (e.g. under /root, mode 700):
+    # grant search-only (x) permission on the ancestors that lack it.
+    local p="" comp comps
+    IFS=/ read -ra comps <<<"${STATE#/}"
+    for comp in "${comps[@]}"; do
+      [[ -n $comp ]] || continue
+      p="$p/$comp"
+      if ! runuser -u postgres -- test -x "$p/." 2>/dev/null; then
+        log "postgres: chmod o+x $p (so the postgres user can reach the state dir)"
+        chmod o+x "$p"
+      fi
+    done
+  fi
+  if [[ ! -s $PGDATA/PG_VERSION ]]; then
+    log "postgres: initdb $PGDATA"
+    rm -rf "$PGDATA"
+    local pwfile
+    pwfile=$(mktemp)
+    echo postgres >"$pwfile"
+    chmod 644 "$pwfile"
+    "${PG_RUN[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres --pwfile="$pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1 \
+      || { rm -f "$pwfile"; cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+    rm -f "$pwfile"
+    "${PG_RUN[@]}" tee -a "$PGDATA/postgresql.conf" >/dev/null <<EOF
+
+# --- tributary local test settings ---
+listen_addresses = '$HOST'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCKET_DIR'
+max_connections = 300
+shared_buffers = 128MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 4
+EOF
+  fi
+  log "postgres: starting on $HOST:$PG_PORT"
+  "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 start \
+    </dev/null >&2 || { tail -n 30 "$LOGS/postgres.log" >&2; die "postgres did not start"; }
+  wait_for postgres 30 pg_running || die "postgres not ready (see $LOGS/postgres.log)"
+  pg_psql -d postgres <<'EOF' >&2
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tributary') THEN
+    CREATE ROLE tributary LOGIN SUPERUSER PASSWORD 'tributary';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE tributary OWNER tributary'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tributary') \gexec
+SELECT 'CREATE DATABASE ferretdb OWNER tributary'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'ferretdb') \gexec
+EOF
+}
+
+postgres_down() {
+  if [[ -s $PGDATA/postmaster.pid ]]; then
+    pg_prepare
+    log "postgres: stopping"
+    "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop </dev/null >&2 || true
+  fi
+}
+
+# ---------------------------------------------------------------- Redis
+
+redis_running() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+redis_up() {
+  if command -v redis-cli >/dev/null && redis_running; then
+    log "redis: already running on $HOST:$REDIS_PORT"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server redis-tools
+  fi
+  mkdir -p "$REDIS_DIR" "$LOGS"
+  log "redis: starting on $HOST:$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind "$HOST" --save "" --appendonly no \
+    --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$LOGS/redis.log" \
+    --dir "$REDIS_DIR" </dev/null >/dev/null 2>&1
+  wait_for redis 30 redis_running || { tail -n 20 "$LOGS/redis.log" >&2; die "redis did not start"; }
+}
+
+redis_down() {
+  if command -v redis-cli >/dev/null && redis_running; then
+    log "redis: stopping"
+    redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    wait_for redis-stop 10 bash -c "! (exec 3<>/dev/tcp/$HOST/$REDIS_PORT)" || true
+  fi
+  stop_pid redis "$REDIS_DIR/redis.pid" redis-server
+}
+
+# ---------------------------------------------------------------- Kafka
+
+java_ready() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+}
+
+kafka_libs() {
+  local stamp
+  stamp=$(sha256sum "$SCRIPT_DIR/kafka/pom.xml" | cut -d' ' -f1)
+  if [[ -f $KAFKA_LIBS/.stamp && $(<"$KAFKA_LIBS/.stamp") == "$stamp" ]]; then
+    return 0
+  fi
+  java_ready
+  log "kafka: resolving Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" </dev/null >&2
+  printf '%s\n' "$stamp" >"$KAFKA_LIBS/.stamp"
+}
+
+# kafka_java MAINCLASS ARGS...: run a Kafka tool class (logs WARN+ to stderr).
+kafka_java() {
+  java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2-tools.properties" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+kafka_config() {
+  mkdir -p "$KAFKA_DIR/data" "$LOGS"
+  cat >"$KAFKA_DIR/server.properties" <<EOF
+# Generated by scripts/services.sh: single combined KRaft broker+controller for tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+delete.topic.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+  cat >"$KAFKA_DIR/log4j2.properties" <<EOF
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = $LOGS/kafka.log
+appender.file.filePattern = $LOGS/kafka.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+EOF
+  kafka_config_tools
+}
+
+kafka_config_tools() {
+  [[ -s $KAFKA_DIR/log4j2-tools.properties ]] && return 0
+  mkdir -p "$KAFKA_DIR"
+  cat >"$KAFKA_DIR/log4j2-tools.properties" <<'EOF'
+status = warn
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.err.ref = err
+EOF
+}
+
+kafka_running() { port_open "$KAFKA_PORT"; }
+
+kafka_up() {
+  if kafka_running; then
+    log "kafka: already running on $HOST:$KAFKA_PORT"
+    return 0
+  fi
+  java_ready
+  kafka_libs
+  kafka_config
+  if [[ ! -s $KAFKA_DIR/data/meta.properties ]]; then
+    local cluster_id
+    if [[ -s $KAFKA_DIR/cluster-id ]]; then
+      cluster_id=$(<"$KAFKA_DIR/cluster-id")
+    else
+      cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid </dev/null | tail -n 1)
+      printf '%s\n' "$cluster_id" >"$KAFKA_DIR/cluster-id"
+    fi
+    log "kafka: formatting storage (cluster id $cluster_id)"
+    kafka_java kafka.tools.StorageTool format --ignore-formatted \
+      -t "$cluster_id" -c "$KAFKA_DIR/server.properties" </dev/null >&2
+  fi
+  log "kafka: starting broker on $HOST:$KAFKA_PORT"
+  nohup setsid java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+    -Dkafka.logs.dir="$LOGS" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    </dev/null >"$LOGS/kafka.out" 2>&1 &
+  echo $! >"$KAFKA_DIR/kafka.pid"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    kafka_running && break
+    pid_alive "$KAFKA_DIR/kafka.pid" || {
+      tail -n 30 "$LOGS/kafka.out" "$LOGS/kafka.log" >&2 2>/dev/null || true
+      die "kafka exited during startup (see $LOGS/kafka.log)"
+    }
+    sleep 0.2
+  done
+  kafka_running || die "kafka did not open $HOST:$KAFKA_PORT in 60 s (see $LOGS/kafka.log)"
+  # The port opens before the broker is fully usable: wait for a metadata round trip.
+  wait_for kafka-metadata 60 kafka_java org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$HOST:$KAFKA_PORT" --list \
+    || die "kafka does not answer metadata requests (see $LOGS/kafka.log)"
+}
+
+kafka_down() {
+  stop_pid kafka "$KAFKA_DIR/kafka.pid" kafka.Kafka
+}
+
+# ---------------------------------------------------------------- FerretDB
+
+ferretdb_build() {
+  [[ -x $FERRET_BIN ]] && "$FERRET_BIN" --version 2>/dev/null | grep -q "$FERRETDB_VERSION" && return 0
+  local go
+  go=$(command -v go || true)
+  [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
+  if [[ -z $go ]]; then
+    # Debian's golang-go may be too old for FerretDB (needs Go >= 1.24); see docs/services.md.
+    apt_install golang-go
+    go=$(command -v go) || die "no Go toolchain"
+  fi
+  log "ferretdb: building $FERRETDB_VERSION from the Go module proxy (about a minute)"
+  # `go install ...@v1.24.2` builds a binary that panics at start: the module has no
+  # build/version/version.txt (generated by FerretDB's release tooling). So: copy the
+  # module source, write version.txt, and build that copy.
+  local moddir src=$STATE/ferretdb-src
+  moddir=$("$go" mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+  [[ -d $moddir ]] || die "go mod download of FerretDB $FERRETDB_VERSION failed"
+  rm -rf "$src"
+  cp -r "$moddir" "$src"
+  chmod -R u+w "$src"
+  printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  printf 'tributary-local\n' >"$src/build/version/package.txt"
+  mkdir -p "$(dirname "$FERRET_BIN")"
+  (cd "$src" && GOFLAGS=-buildvcs=false "$go" build -trimpath -o "$FERRET_BIN" ./cmd/ferretdb) >&2
+  rm -rf "$src"
+}
+
+ferretdb_running() { port_open "$FERRET_PORT"; }
+
+ferretdb_up() {
+  if ferretdb_running; then
+    log "ferretdb: already running on $HOST:$FERRET_PORT"
+    return 0
+  fi
+  ferretdb_build
+  mkdir -p "$FERRET_DIR" "$LOGS"
+  log "ferretdb: starting on $HOST:$FERRET_PORT"
+  nohup setsid "$FERRET_BIN" \
+    --handler=postgresql \
+    --postgresql-url="postgres://tributary:tributary@$HOST:$PG_PORT/ferretdb" \
+    --listen-addr="$HOST:$FERRET_PORT" \
+    --state-dir="$FERRET_DIR" \
+    --debug-addr=- \
+    --telemetry=disable \
+    --log-level=warn \
+    </dev/null >"$LOGS/ferretdb.log" 2>&1 &
+  echo $! >"$FERRET_DIR/ferretdb.pid"
+  local i
+  for ((i = 0; i < 150; i++)); do
+    ferretdb_running && return 0
+    pid_alive "$FERRET_DIR/ferretdb.pid" || {
+      tail -n 30 "$LOGS/ferretdb.log" >&2
+      die "ferretdb exited during startup"
+    }
+    sleep 0.2
+  done
+  die "ferretdb did not open $HOST:$FERRET_PORT in 30 s (see $LOGS/ferretdb.log)"
+}
+
+ferretdb_down() {
+  stop_pid ferretdb "$FERRET_DIR/ferretdb.pid" ferretdb
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  mkdir -p "$STATE" "$LOGS"
+  local t0=$SECONDS t step
+  for step in postgres_up redis_up ferretdb_up kafka_up; do
+    t=$SECONDS
+    "$step"
+    log "${step%_up}: ok ($((SECONDS - t)) s)"
+  done
+  log "all services up ($((SECONDS - t0)) s); logs in $LOGS"
+  print_env
+}
+
+cmd_down() {
+  ferretdb_down
+  kafka_down
+  redis_down
+  postgres_down
+  log "all services down"
+}
+
+cmd_status() {
+  local rc=0
+  st() {
+    if "$2"; then
+      printf '%-9s running  %s\n' "$1" "$3"
+    else
+      printf '%-9s stopped  %s\n' "$1" "$3"
+      rc=1
+    fi
+  }
+  st postgres pg_running "$HOST:$PG_PORT"
+  st redis redis_running "$HOST:$REDIS_PORT"
+  st kafka kafka_running "$HOST:$KAFKA_PORT"
+  st ferretdb ferretdb_running "$HOST:$FERRET_PORT"
+  printf 'state dir: %s\n' "$STATE"
+  return $rc
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) print_env ;;
+  kafka-tool)
+    # Run a Kafka tool class against the local broker's jars, e.g.
+    #   scripts/services.sh kafka-tool org.apache.kafka.tools.TopicCommand \
+    #     --bootstrap-server 127.0.0.1:19092 --list
+    shift
+    (($#)) || die "usage: $0 kafka-tool MAIN-CLASS [ARGS...]"
+    kafka_libs
+    kafka_config_tools
+    kafka_java "$@"
+    ;;
+  *)
+    echo "usage: $0 up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]" >&2
+    exit 2
+    ;;
+esac

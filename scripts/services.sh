@@ -15,7 +15,7 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-STATE="${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}"
+STATE="${TRIBUTARY_SERVICES_DIR:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/tributary/services}"
 LOGS="$STATE/logs"
 
 HOST=127.0.0.1
@@ -201,8 +201,16 @@ max_wal_senders = 4
 EOF
   fi
   log "postgres: starting on $HOST:$PG_PORT"
-  "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 start \
-    </dev/null >&2 || { tail -n 30 "$LOGS/postgres.log" >&2; die "postgres did not start"; }
+  # Retried: after an unclean stop (kill -9) the old server's children may hold the
+  # shared memory for a moment, and the new server refuses to start until they are gone.
+  local try
+  for try in 1 2 3 4 5; do
+    "${PG_RUN[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 start \
+      </dev/null >&2 && break
+    ((try < 5)) || { tail -n 30 "$LOGS/postgres.log" >&2; die "postgres did not start"; }
+    log "postgres: start failed, retrying in 2 s"
+    sleep 2
+  done
   wait_for postgres 30 pg_running || die "postgres not ready (see $LOGS/postgres.log)"
   pg_psql -d postgres <<'EOF' >&2
 DO $$
@@ -270,10 +278,13 @@ kafka_libs() {
   fi
   java_ready
   log "kafka: resolving Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
-  rm -rf "$KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS.new"
   mvn -q -B -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" </dev/null >&2
-  printf '%s\n' "$stamp" >"$KAFKA_LIBS/.stamp"
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.new" </dev/null 2>&1 \
+    | sed 's/\x1b\[[0-9;]*m//g' >&2   # Debian's Maven 3.8 prints colour codes even with -B
+  printf '%s\n' "$stamp" >"$KAFKA_LIBS.new/.stamp"
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.new" "$KAFKA_LIBS"
 }
 
 # kafka_java MAINCLASS ARGS...: run a Kafka tool class (logs WARN+ to stderr).
@@ -403,7 +414,9 @@ kafka_down() {
 # ---------------------------------------------------------------- FerretDB
 
 ferretdb_build() {
-  [[ -x $FERRET_BIN ]] && "$FERRET_BIN" --version 2>/dev/null | grep -q "$FERRETDB_VERSION" && return 0
+  local have=""
+  [[ -x $FERRET_BIN ]] && have=$("$FERRET_BIN" --version 2>/dev/null || true)
+  [[ $have == *"version: $FERRETDB_VERSION"* ]] && return 0
   local go
   go=$(command -v go || true)
   [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go

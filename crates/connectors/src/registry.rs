@@ -1,1 +1,125 @@
-//! Builds adapters from config.
+//! The one place where adapters are chosen: each port's config is an enum tagged by
+//! `type`, and [`build`] connects the adapter each names. An unknown `type` is a config
+//! error naming the accepted ones (serde reports it when the file is read).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log, PortError};
+
+use crate::kafka::{KafkaConfig, KafkaLog};
+use crate::memory::{MemoryCache, MemoryCacheConfig};
+use crate::mongodb::{MongoConfig, MongoStore};
+use crate::postgres::{PostgresConfig, PostgresStore};
+use crate::redb::{RedbLog, RedbLogConfig};
+use crate::redis::{RedisCache, RedisConfig};
+use crate::sqlite::{SqliteConfig, SqliteStore};
+
+/// The event log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LogConfig {
+    /// The embedded log, in one file.
+    Embedded(RedbLogConfig),
+    /// Apache Kafka.
+    Kafka(KafkaConfig),
+}
+
+/// Window results and checkpoints.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum AnalyticsConfig {
+    /// SQLite, embedded.
+    Sqlite(SqliteConfig),
+    /// PostgreSQL.
+    Postgres(PostgresConfig),
+}
+
+/// Raw events as documents.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DocumentsConfig {
+    /// SQLite, embedded (may share the analytics file).
+    Sqlite(SqliteConfig),
+    /// MongoDB (or a server speaking its protocol).
+    Mongodb(MongoConfig),
+}
+
+/// Derived, cached values.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CacheConfig {
+    /// In this process.
+    Memory(MemoryCacheConfig),
+    /// Redis.
+    Redis(RedisConfig),
+}
+
+/// One adapter per port, connected.
+#[derive(Debug, Clone)]
+pub struct Adapters {
+    /// The log.
+    pub log: Arc<dyn Log>,
+    /// The analytics store.
+    pub analytics: Arc<dyn AnalyticsStore>,
+    /// The document store.
+    pub documents: Arc<dyn DocumentStore>,
+    /// The cache.
+    pub cache: Arc<dyn Cache>,
+}
+
+/// Connects the adapters the configs name. Analytics and documents on the same SQLite
+/// file share one connection pool.
+///
+/// # Errors
+/// The first adapter that cannot connect.
+pub async fn build(
+    log: &LogConfig,
+    analytics: &AnalyticsConfig,
+    documents: &DocumentsConfig,
+    cache: &CacheConfig,
+) -> Result<Adapters, PortError> {
+    let log: Arc<dyn Log> = match log {
+        LogConfig::Embedded(config) => {
+            let config = config.clone();
+            let log = tokio::task::spawn_blocking(move || RedbLog::open(&config))
+                .await
+                .map_err(|e| PortError::unavailable("redb", e))??;
+            Arc::new(log)
+        }
+        LogConfig::Kafka(config) => Arc::new(KafkaLog::connect(config).await?),
+    };
+    let mut sqlite: HashMap<PathBuf, Arc<SqliteStore>> = HashMap::new();
+    let analytics: Arc<dyn AnalyticsStore> = match analytics {
+        AnalyticsConfig::Sqlite(config) => open_sqlite(&mut sqlite, config).await?,
+        AnalyticsConfig::Postgres(config) => Arc::new(PostgresStore::connect(config).await?),
+    };
+    let documents: Arc<dyn DocumentStore> = match documents {
+        DocumentsConfig::Sqlite(config) => open_sqlite(&mut sqlite, config).await?,
+        DocumentsConfig::Mongodb(config) => Arc::new(MongoStore::connect(config).await?),
+    };
+    let cache: Arc<dyn Cache> = match cache {
+        CacheConfig::Memory(config) => Arc::new(MemoryCache::new(config)),
+        CacheConfig::Redis(config) => Arc::new(RedisCache::connect(config).await?),
+    };
+    Ok(Adapters {
+        log,
+        analytics,
+        documents,
+        cache,
+    })
+}
+
+async fn open_sqlite(
+    opened: &mut HashMap<PathBuf, Arc<SqliteStore>>,
+    config: &SqliteConfig,
+) -> Result<Arc<SqliteStore>, PortError> {
+    if let Some(store) = opened.get(&config.path) {
+        return Ok(Arc::clone(store));
+    }
+    let store = Arc::new(SqliteStore::connect(config).await?);
+    opened.insert(config.path.clone(), Arc::clone(&store));
+    Ok(store)
+}

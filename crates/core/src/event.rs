@@ -193,7 +193,11 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        // Times outside the calendar range (such as `MIN`) stay epoch milliseconds.
+        match self.to_datetime() {
+            Some(_) => serializer.collect_str(self),
+            None => serializer.serialize_i64(self.0),
+        }
     }
 }
 
@@ -275,6 +279,11 @@ mod tests {
             serde_json::from_str::<Timestamp>(&ts.millis().to_string()).unwrap(),
             ts
         );
+        let min = serde_json::to_string(&Timestamp::MIN).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Timestamp>(&min).unwrap(),
+            Timestamp::MIN
+        );
     }
 
     #[test]
@@ -284,8 +293,14 @@ mod tests {
             stream: StreamName::new("orders").unwrap(),
             ts: Timestamp::from_millis(1_700_000_000_000),
             key: Some("fr".into()),
-            payload: serde_json::json!({"amount": 12.5}).as_object().unwrap().clone(),
+            payload: serde_json::json!({"amount": 12.5})
+                .as_object()
+                .unwrap()
+                .clone(),
         };
-        assert_eq!(Event::from_json_bytes(&event.to_json_bytes()).unwrap(), event);
+        assert_eq!(
+            Event::from_json_bytes(&event.to_json_bytes()).unwrap(),
+            event
+        );
     }
 }

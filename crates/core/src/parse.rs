@@ -135,7 +135,11 @@ fn split_ndjson(body: &[u8]) -> Result<Vec<Value>, ParseError> {
 
 type FieldErrors = Vec<(&'static str, String)>;
 
-fn event_from_value(value: Value, stream: &StreamName, now: Timestamp) -> Result<Event, FieldErrors> {
+fn event_from_value(
+    value: Value,
+    stream: &StreamName,
+    now: Timestamp,
+) -> Result<Event, FieldErrors> {
     let Value::Object(mut object) = value else {
         return Err(vec![("", "each event must be a JSON object".to_owned())]);
     };
@@ -159,7 +163,10 @@ fn event_from_value(value: Value, stream: &StreamName, now: Timestamp) -> Result
         Some(Value::Number(n)) => match n.as_i64().map(Timestamp::from_millis) {
             Some(ts) if ts.to_datetime().is_some() => Some(ts),
             _ => {
-                errors.push(("ts", "epoch milliseconds must be an integer in range".to_owned()));
+                errors.push((
+                    "ts",
+                    "epoch milliseconds must be an integer in range".to_owned(),
+                ));
                 None
             }
         },
@@ -218,7 +225,6 @@ fn event_from_value(value: Value, stream: &StreamName, now: Timestamp) -> Result
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,9 +265,24 @@ mod tests {
 
     #[test]
     fn malformed_json_names_the_position() {
-        let err = parse_events(b"[{\"payload\":{}},\n {oops}]", BodyFormat::Json, &stream(), NOW)
-            .unwrap_err();
-        assert!(matches!(err, ParseError::Malformed { line: 2, column: 3, .. }), "{err:?}");
+        let err = parse_events(
+            b"[{\"payload\":{}},\n {oops}]",
+            BodyFormat::Json,
+            &stream(),
+            NOW,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ParseError::Malformed {
+                    line: 2,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -281,10 +302,22 @@ mod tests {
 
     #[test]
     fn empty_and_wrong_shapes_are_refused() {
-        assert_eq!(parse_events(b"  ", BodyFormat::Json, &stream(), NOW), Err(ParseError::Empty));
-        assert_eq!(parse_events(b"[]", BodyFormat::Json, &stream(), NOW), Err(ParseError::Empty));
-        assert_eq!(parse_events(b"\n\n", BodyFormat::Ndjson, &stream(), NOW), Err(ParseError::Empty));
-        assert_eq!(parse_events(b"42", BodyFormat::Json, &stream(), NOW), Err(ParseError::WrongShape));
+        assert_eq!(
+            parse_events(b"  ", BodyFormat::Json, &stream(), NOW),
+            Err(ParseError::Empty)
+        );
+        assert_eq!(
+            parse_events(b"[]", BodyFormat::Json, &stream(), NOW),
+            Err(ParseError::Empty)
+        );
+        assert_eq!(
+            parse_events(b"\n\n", BodyFormat::Ndjson, &stream(), NOW),
+            Err(ParseError::Empty)
+        );
+        assert_eq!(
+            parse_events(b"42", BodyFormat::Json, &stream(), NOW),
+            Err(ParseError::WrongShape)
+        );
     }
 
     #[test]

@@ -117,7 +117,9 @@ impl WindowOperator {
     /// The current watermark ([`Timestamp::MIN`] before any).
     #[must_use]
     pub fn watermark(&self) -> Timestamp {
-        self.state.watermark.map_or(Timestamp::MIN, Timestamp::from_millis)
+        self.state
+            .watermark
+            .map_or(Timestamp::MIN, Timestamp::from_millis)
     }
 
     /// Processes one event read from `partition` of its stream, at processing time `now_ms`.
@@ -129,17 +131,27 @@ impl WindowOperator {
         self.last_active.insert(source, now_ms);
 
         let start = self.window.start_of(ts);
-        if self.state.watermark.is_some_and(|wm| self.window.end_of(start) <= wm) {
+        if self
+            .state
+            .watermark
+            .is_some_and(|wm| self.window.end_of(start) <= wm)
+        {
             self.state.late_events += 1;
             return Outcome::Late;
         }
         let window = self.state.open.entry(start).or_default();
-        let id_hash = stable_hash64(&[event.stream.as_str().as_bytes(), event.id.as_str().as_bytes()]);
+        let id_hash = stable_hash64(&[
+            event.stream.as_str().as_bytes(),
+            event.id.as_str().as_bytes(),
+        ]);
         if !window.seen.insert(id_hash) {
             self.state.duplicates += 1;
             return Outcome::Duplicate;
         }
-        *window.counts.entry(event.key.clone().unwrap_or_default()).or_default() += 1;
+        *window
+            .counts
+            .entry(event.key.clone().unwrap_or_default())
+            .or_default() += 1;
         self.dirty.insert(start);
         Outcome::Counted
     }
@@ -172,14 +184,15 @@ impl WindowOperator {
                 }
                 let window = entry.remove();
                 self.dirty.remove(&start);
-                self.closed.extend(window.counts.into_iter().map(|(key, count)| WindowResult {
-                    pipeline: self.pipeline.clone(),
-                    window_start: Timestamp::from_millis(start),
-                    window_end: Timestamp::from_millis(end),
-                    key,
-                    count,
-                    closed: true,
-                }));
+                self.closed
+                    .extend(window.counts.into_iter().map(|(key, count)| WindowResult {
+                        pipeline: self.pipeline.clone(),
+                        window_start: Timestamp::from_millis(start),
+                        window_end: Timestamp::from_millis(end),
+                        key,
+                        count,
+                        closed: true,
+                    }));
             }
         }
         self.watermark()
@@ -252,7 +265,10 @@ mod tests {
         assert_eq!(op.process(0, &event("a", 1_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("b", 2_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("c", 3_000, "y"), 0), Outcome::Counted);
-        assert_eq!(op.process(0, &event("a", 1_000, "x"), 0), Outcome::Duplicate);
+        assert_eq!(
+            op.process(0, &event("a", 1_000, "x"), 0),
+            Outcome::Duplicate
+        );
         op.advance(0);
         let provisional = op.take_changes();
         assert_eq!(provisional.len(), 2);
@@ -293,7 +309,10 @@ mod tests {
         let saved = serde_json::to_value(op.state()).unwrap();
         let restored: WindowState = serde_json::from_value(saved).unwrap();
         let mut op2 = WindowOperator::new(&spec(), restored, 0);
-        assert_eq!(op2.process(0, &event("a", 1_000, "x"), 0), Outcome::Duplicate);
+        assert_eq!(
+            op2.process(0, &event("a", 1_000, "x"), 0),
+            Outcome::Duplicate
+        );
         assert_eq!(op2.process(0, &event("b", 1_000, "x"), 0), Outcome::Counted);
     }
 

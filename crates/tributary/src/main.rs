@@ -1,1 +1,55 @@
-fn main() {}
+//! `tributary`: one binary, every role.
+//!
+//! - `tributary demo`: the embedded mode with generators, in one process, no server needed.
+//! - `tributary run --config FILE [--role ...]`: the distributed mode (or any mode a config
+//!   file describes), running the chosen roles.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use tributary::app::Role;
+use tributary::logging::{self, LogFormat};
+
+/// Tributary: real-time event processing and analytics.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs everything embedded in one process, with generators playing three sources.
+    Demo(tributary::demo::DemoArgs),
+    /// Runs roles from a config file (see config/local.toml).
+    Run {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Roles to run in this process; repeat or separate with commas.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        role: Vec<Role>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format)?;
+    let result = match cli.command {
+        Command::Demo(args) => tributary::demo::run(args).await,
+        Command::Run { config, role } => {
+            let config = tributary::config::Config::load(Some(&config))?;
+            tributary::app::run(config, &role, tributary::app::shutdown_on_signal()).await
+        }
+    };
+    if let Err(err) = &result {
+        tracing::error!(error = format!("{err:#}"), "tributary stopped on an error");
+    }
+    result
+}

@@ -1,1 +1,27 @@
-//! kafka adapter.
+//! The [`Log`](tributary_core::ports::Log) port on Apache Kafka, through `rdkafka`.
+//!
+//! Contract (the same as the embedded log's, checked by `tests/log_conformance.rs`):
+//! - a stream is the topic `{topic_prefix}{stream}`; [`KafkaLog::connect`] fails with
+//!   `Unavailable` when no broker answers a metadata request within a few seconds;
+//! - `ensure_stream` creates the topic with the admin client when missing (an existing
+//!   topic counts as success) and reports its actual partition count from metadata;
+//! - `append` uses an idempotent producer with `acks=all`, puts each event on the explicit
+//!   partition `partition_for(event.partition_key(), partitions)` (Kafka's own murmur2
+//!   partitioner, so Java producers and the embedded log place keys identically), with the
+//!   partition key as the record key and `Event::to_json_bytes` as the value; it returns
+//!   `Ok` only once **every** record is acknowledged by all in-sync replicas. This is the
+//!   durability guarantee ingest answers on;
+//! - readers use **manual assignment**: `assign()` of exactly the requested partitions at the
+//!   requested offsets, never `subscribe()`, auto-commit off and offset store off. The
+//!   pipeline owns its offsets (they live in its checkpoint); the consumer group exists only
+//!   so that `commit` can publish offsets for lag monitoring (asynchronously, best effort).
+//!   Readers read committed data only (`isolation.level=read_committed`).
+//!
+//! The partition count of a stream is cached after the first lookup: adding partitions to a
+//! live topic would move keys anyway, which Tributary does not support.
+
+mod config;
+mod log;
+
+pub use config::KafkaConfig;
+pub use log::{KafkaLog, KafkaLogReader};

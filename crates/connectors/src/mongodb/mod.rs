@@ -1,1 +1,38 @@
-//! mongodb adapter.
+//! The [`DocumentStore`](tributary_core::ports::DocumentStore) port on MongoDB, through the
+//! official driver; tested against FerretDB 1.24 (the MongoDB wire protocol on PostgreSQL).
+//!
+//! Contract (checked by `tests/document_conformance.rs`, which runs the same scenarios
+//! against [`SqliteStore`](crate::sqlite::SqliteStore)):
+//! - [`MongoStore::connect`] pings the server and fails with `PortError::Unavailable`
+//!   within about ten seconds when none answers;
+//! - one collection per stream, `events_{stream}`, holding
+//!   `{ _id: event id, ts: BSON date (epoch ms), key: string (absent when none), payload:
+//!   document }`, with an index on `{ts: -1, _id: -1}` created on the first write of each
+//!   process (a server refusing it is logged, and reads scan);
+//! - `put_events` is idempotent and keeps the first stored version: an unordered
+//!   `insert_many` whose duplicate key errors (code 11000, and only those) are ignored, so
+//!   of two events with the same id in one batch the first wins, as in SQLite;
+//! - `recent_events` pages newest first, sorted `{ts: -1, _id: -1}`, resuming after the
+//!   cursor with `{$or: [{ts: {$lt: t}}, {ts: t, _id: {$lt: id}}]}`; ids compare as BSON
+//!   strings (bytewise), as in SQLite and PostgreSQL.
+//!
+//! Limits: the adapter refuses, with `PortError::Refused` naming the event and the path of
+//! the value, and before writing anything of the batch, what MongoDB and FerretDB 1.x cannot
+//! both store, so that behaviour does not depend on the server:
+//! - field names containing `.` or starting with `$` (FerretDB refuses both; MongoDB 5+
+//!   stores them but cannot query them);
+//! - arrays directly inside arrays (FerretDB 1.x);
+//! - NUL characters in strings, field names, ids and keys (FerretDB; BSON field names);
+//! - integers above `i64::MAX` (BSON has no unsigned 64-bit integer).
+//!
+//! JSON numbers cannot be NaN or infinite, so FerretDB's refusal of those never applies.
+//! Integers are stored as 64-bit integers and other numbers as doubles, so both read back
+//! as they were written; FerretDB turns `-0.0` into `0.0`, which compares equal.
+
+mod config;
+mod convert;
+mod document;
+mod error;
+
+pub use config::MongoConfig;
+pub use document::MongoStore;

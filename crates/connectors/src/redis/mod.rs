@@ -1,1 +1,15 @@
-//! redis adapter.
+//! The [`Cache`](tributary_core::ports::Cache) port on Redis, through the `redis` crate's
+//! auto-reconnecting `ConnectionManager`.
+//!
+//! Contract (the same as the in-process cache's, checked by `tests/cache_conformance.rs`):
+//! every key is stored as `{key_prefix}{key}`; `set` is one `SET` (with `PX` when a TTL is
+//! given, so setting a key without TTL makes it permanent again; a zero TTL deletes the
+//! key, since the value would be expired at once); `delete` is `DEL`. Redis is derived
+//! state: writers overwrite idempotently after their source of truth committed.
+//! [`RedisCache::connect`] fails with `Unavailable` when the server does not answer `PING`.
+
+mod cache;
+mod config;
+
+pub use cache::RedisCache;
+pub use config::RedisConfig;

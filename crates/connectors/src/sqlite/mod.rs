@@ -1,1 +1,103 @@
-//! sqlite adapter.
+//! The embedded store: the [`AnalyticsStore`](tributary_core::ports::AnalyticsStore) and
+//! [`DocumentStore`](tributary_core::ports::DocumentStore) ports on one SQLite file, so
+//! `tributary demo` needs neither PostgreSQL nor MongoDB.
+//!
+//! Contract (checked by `tests/analytics_conformance.rs` and `tests/document_conformance.rs`,
+//! which run the same scenarios against PostgreSQL and MongoDB):
+//! - [`SqliteStore::connect`] creates the file (and its directories) when missing and runs
+//!   the embedded migrations (`migrations/sqlite/`); the database runs in WAL mode with
+//!   `synchronous=FULL`, so a commit is durable when it returns, and waits up to ten seconds
+//!   for a lock held by another connection or process (`busy_timeout`);
+//! - analytics: the same schema and semantics as [`crate::postgres`], with times as
+//!   INTEGER epoch milliseconds and JSON as TEXT; `commit_checkpoint` runs inside
+//!   `BEGIN IMMEDIATE`, so committers serialize on SQLite's write lock, and the epoch fence
+//!   is checked under it;
+//! - documents: `events (stream, id, ts, key, payload)`, primary key `(stream, id)`, indexed
+//!   on `(stream, ts DESC, id DESC)`; `put_events` inserts the whole batch in one
+//!   transaction with `ON CONFLICT DO NOTHING`, so the first stored version of an event wins
+//!   (within a batch too); any JSON payload is stored as is, with none of MongoDB's limits;
+//! - ids and keys compare bytewise (SQLite's BINARY collation), as in Rust and PostgreSQL.
+
+mod analytics;
+mod config;
+mod document;
+mod error;
+
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tributary_core::ports::PortError;
+
+pub use config::SqliteConfig;
+
+use error::{SYSTEM, migrate_error, sqlx_error};
+
+/// How long a statement waits for another connection's lock before failing as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections in the pool: readers run in parallel in WAL mode, writers take turns.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The schema, embedded at build time from `migrations/sqlite/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded analytics and document store on one SQLite file. Cheap to clone: clones
+/// share the pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`PortError::Unavailable`] when the file cannot be created or opened,
+    /// [`PortError::Corrupt`] when it is not a database of ours.
+    pub async fn connect(config: &SqliteConfig) -> Result<Self, PortError> {
+        if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| PortError::unavailable(SYSTEM, e))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(sqlx_error)?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        tracing::info!(path = %config.path.display(), "sqlite store ready");
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for stores that share the file.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes every connection (checkpointing the WAL); calls made afterwards fail with
+    /// `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks that the database answers.
+    async fn ping_db(&self) -> Result<(), PortError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(())
+    }
+}

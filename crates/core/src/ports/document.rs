@@ -38,9 +38,16 @@ pub trait DocumentStore: Send + Sync + Debug {
     async fn put_events(&self, events: &[Event]) -> Result<(), PortError>;
 
     /// One page of a stream's events, newest first.
-    async fn recent_events(&self, stream: &StreamName, page: &EventPage)
-    -> Result<Vec<Event>, PortError>;
+    async fn recent_events(
+        &self,
+        stream: &StreamName,
+        page: &EventPage,
+    ) -> Result<Vec<Event>, PortError>;
 
     /// One event by id.
-    async fn get_event(&self, stream: &StreamName, id: &EventId) -> Result<Option<Event>, PortError>;
+    async fn get_event(
+        &self,
+        stream: &StreamName,
+        id: &EventId,
+    ) -> Result<Option<Event>, PortError>;
 }

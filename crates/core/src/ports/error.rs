@@ -37,7 +37,9 @@ pub enum PortError {
     },
     /// A newer checkpoint was committed by another processor of the same pipeline: this
     /// one is a zombie and must stop writing.
-    #[error("checkpoint of pipeline {pipeline} is fenced: expected epoch {expected}, found {found}")]
+    #[error(
+        "checkpoint of pipeline {pipeline} is fenced: expected epoch {expected}, found {found}"
+    )]
     Fenced {
         /// The pipeline.
         pipeline: String,
@@ -63,17 +65,26 @@ pub enum PortError {
 impl PortError {
     /// Wraps a driver error as [`PortError::Unavailable`].
     pub fn unavailable(system: &'static str, source: impl Into<BoxError>) -> Self {
-        Self::Unavailable { system, source: source.into() }
+        Self::Unavailable {
+            system,
+            source: source.into(),
+        }
     }
 
     /// Wraps a driver error as [`PortError::Refused`].
     pub fn refused(system: &'static str, source: impl Into<BoxError>) -> Self {
-        Self::Refused { system, source: source.into() }
+        Self::Refused {
+            system,
+            source: source.into(),
+        }
     }
 
     /// Wraps a decoding error as [`PortError::Corrupt`].
     pub fn corrupt(system: &'static str, source: impl Into<BoxError>) -> Self {
-        Self::Corrupt { system, source: source.into() }
+        Self::Corrupt {
+            system,
+            source: source.into(),
+        }
     }
 
     /// Whose fault the error is.

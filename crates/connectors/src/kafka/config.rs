@@ -1,0 +1,45 @@
+//! Configuration of the Kafka log.
+
+use serde::{Deserialize, Serialize};
+
+/// How to reach Kafka and name the topics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port` (Kafka's `bootstrap.servers`).
+    pub brokers: String,
+    /// Prefix of every topic: stream `clicks` lives in topic `{topic_prefix}clicks`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Replication factor of the topics Tributary creates (3 in production clusters).
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// Kafka `client.id` of Tributary's producers, consumers and admin client.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+}
+
+impl KafkaConfig {
+    /// A config for `brokers` with every other field at its default.
+    #[must_use]
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: default_topic_prefix(),
+            replication_factor: default_replication_factor(),
+            client_id: default_client_id(),
+        }
+    }
+}
+
+fn default_topic_prefix() -> String {
+    "tributary.".to_owned()
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+fn default_client_id() -> String {
+    "tributary".to_owned()
+}

@@ -1,0 +1,658 @@
+//! [`KafkaLog`]: the [`Log`] on Kafka, and its [`KafkaLogReader`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tributary_core::event::{Event, StreamName};
+use tributary_core::partition::partition_for;
+use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
+
+use super::config::KafkaConfig;
+
+/// The system name carried by this adapter's errors.
+const SYSTEM: &str = "kafka";
+
+/// How long a metadata request may take before the cluster counts as unavailable.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long a newly created topic may take to get a leader for every partition.
+const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a produced record may wait for its acknowledgement before `append` fails
+/// (`message.timeout.ms`); Kafka's default of five minutes is too long for an HTTP ingest.
+const DELIVERY_TIMEOUT_MS: &str = "30000";
+
+/// What the Kafka log refuses that is not a Kafka error.
+#[derive(Debug, thiserror::Error)]
+enum KafkaLogError {
+    /// An event of the request names another stream than the one appended to.
+    #[error("event {id} belongs to stream {found}, not to {expected}")]
+    StreamMismatch {
+        /// The event.
+        id: String,
+        /// The stream appended to.
+        expected: StreamName,
+        /// The stream the event names.
+        found: StreamName,
+    },
+    /// A reader was asked for a partition the stream does not have.
+    #[error("stream {stream} has {partitions} partitions, no partition {partition}")]
+    NoSuchPartition {
+        /// The stream.
+        stream: StreamName,
+        /// The requested partition.
+        partition: u32,
+        /// The stream's partition count.
+        partitions: u32,
+    },
+    /// A created topic did not get a leader for every partition in time.
+    #[error("topic {topic} has no leader for every partition after {waited:?}")]
+    TopicNotReady {
+        /// The topic.
+        topic: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The client is being dropped (only reachable from inside its destructor).
+    #[error("the Kafka client is closed")]
+    Closed,
+    /// A partition or offset does not fit Kafka's signed integers.
+    #[error("{what} {value} is out of Kafka's range")]
+    OutOfRange {
+        /// What was out of range.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+}
+
+/// Whether a Kafka error code is transient: the broker is unreachable, busy or electing.
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::AllBrokersDown
+            | C::OperationTimedOut
+            | C::QueueFull
+            | C::TimedOutQueue
+            | C::Retry
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::RebalanceInProgress
+            | C::NotController
+            | C::KafkaStorageError
+            | C::FencedLeaderEpoch
+            | C::UnknownLeaderEpoch
+            | C::OffsetNotAvailable
+            | C::PreferredLeaderNotAvailable
+            | C::ThrottlingQuotaExceeded
+    )
+}
+
+/// Whether a Kafka error code says the topic or partition does not exist.
+fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition
+    )
+}
+
+/// Classifies a Kafka error: transport, timeouts and elections are `Unavailable`, bad
+/// configuration and rejected requests are `Refused`.
+fn kafka_error(error: KafkaError) -> PortError {
+    match error.rdkafka_error_code() {
+        Some(code) if is_transient(code) => PortError::unavailable(SYSTEM, error),
+        Some(_) => PortError::refused(SYSTEM, error),
+        None => match error {
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) | KafkaError::Nul(_) => {
+                PortError::refused(SYSTEM, error)
+            }
+            _ => PortError::unavailable(SYSTEM, error),
+        },
+    }
+}
+
+/// Classifies a consumer error: librdkafka keeps retrying after any but a fatal one, so
+/// those are transient.
+fn consume_error(error: KafkaError) -> PortError {
+    match error {
+        KafkaError::MessageConsumptionFatal(_) => PortError::refused(SYSTEM, error),
+        _ => PortError::unavailable(SYSTEM, error),
+    }
+}
+
+/// A Kafka partition number from ours.
+fn kafka_partition(partition: u32) -> Result<i32, PortError> {
+    i32::try_from(partition).map_err(|_| {
+        PortError::refused(
+            SYSTEM,
+            KafkaLogError::OutOfRange {
+                what: "partition",
+                value: u64::from(partition),
+            },
+        )
+    })
+}
+
+/// A Kafka offset from ours.
+fn kafka_offset(offset: u64) -> Result<Offset, PortError> {
+    i64::try_from(offset).map(Offset::Offset).map_err(|_| {
+        PortError::refused(
+            SYSTEM,
+            KafkaLogError::OutOfRange {
+                what: "offset",
+                value: offset,
+            },
+        )
+    })
+}
+
+/// The settings every client shares.
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        // Topics exist only through `ensure_stream`, never as a side effect of a lookup.
+        .set("allow.auto.create.topics", "false");
+    client
+}
+
+/// Drops `value` on Tokio's blocking pool when inside a runtime: librdkafka's destructors
+/// block (about 100 ms) while their threads stop, which must not stall an async worker.
+fn drop_off_runtime<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
+}
+
+/// The error of a client used while it is being dropped.
+fn closed() -> PortError {
+    PortError::refused(SYSTEM, KafkaLogError::Closed)
+}
+
+/// What a metadata lookup found about one topic.
+enum TopicState {
+    /// The topic exists with this many partitions, all with a leader when `ready`.
+    Exists { partitions: u32, ready: bool },
+    /// The topic does not exist.
+    Missing,
+}
+
+/// The log on Kafka. Cheap to clone: clones share the producer and the admin client.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    /// `None` only while being dropped.
+    clients: Option<Clients>,
+    /// Partition counts of the streams seen so far.
+    partitions: RwLock<HashMap<StreamName, u32>>,
+}
+
+struct Clients {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl Inner {
+    fn clients(&self) -> Result<&Clients, PortError> {
+        self.clients.as_ref().ok_or_else(closed)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(clients) = self.clients.take() {
+            drop_off_runtime(clients);
+        }
+    }
+}
+
+impl fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("brokers", &self.inner.config.brokers)
+            .field("topic_prefix", &self.inner.config.topic_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaLog {
+    /// Creates the clients and checks that the cluster answers a metadata request.
+    ///
+    /// # Errors
+    /// [`PortError::Unavailable`] when no broker answers within a few seconds,
+    /// [`PortError::Refused`] when the configuration is invalid.
+    pub async fn connect(config: &KafkaConfig) -> Result<Self, PortError> {
+        let producer: FutureProducer = client_config(config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
+            .create()
+            .map_err(kafka_error)?;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(config).create().map_err(kafka_error)?;
+        let log = Self {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                clients: Some(Clients { producer, admin }),
+                partitions: RwLock::new(HashMap::new()),
+            }),
+        };
+        log.ping().await?;
+        tracing::info!(brokers = %config.brokers, topic_prefix = %config.topic_prefix, "connected to kafka");
+        Ok(log)
+    }
+
+    /// The topic holding `stream`.
+    fn topic(&self, stream: &StreamName) -> String {
+        format!("{}{}", self.inner.config.topic_prefix, stream)
+    }
+
+    /// Looks `topic` up in the cluster's metadata (a blocking call, run off the runtime).
+    async fn topic_state(&self, topic: String) -> Result<TopicState, PortError> {
+        let producer = self.inner.clients()?.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(kafka_error)?;
+            let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Ok(TopicState::Missing);
+            };
+            if let Some(raw) = found.error() {
+                let code = RDKafkaErrorCode::from(raw);
+                return if is_unknown_topic(code) {
+                    Ok(TopicState::Missing)
+                } else if code == RDKafkaErrorCode::LeaderNotAvailable {
+                    Ok(TopicState::Exists {
+                        partitions: 0,
+                        ready: false,
+                    })
+                } else {
+                    Err(kafka_error(KafkaError::MetadataFetch(code)))
+                };
+            }
+            let partitions = found.partitions();
+            if partitions.is_empty() {
+                return Ok(TopicState::Missing);
+            }
+            let ready = partitions
+                .iter()
+                .all(|p| p.error().is_none() && p.leader() >= 0);
+            let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
+            Ok(TopicState::Exists {
+                partitions: count,
+                ready,
+            })
+        })
+        .await
+        .map_err(|e| PortError::unavailable(SYSTEM, e))?
+    }
+
+    /// The partition count of `stream` from the cluster, cached.
+    async fn fetch_partitions(&self, stream: &StreamName) -> Result<u32, PortError> {
+        match self.topic_state(self.topic(stream)).await? {
+            TopicState::Exists { partitions, .. } if partitions > 0 => {
+                self.remember(stream, partitions);
+                Ok(partitions)
+            }
+            _ => Err(PortError::UnknownStream(stream.clone())),
+        }
+    }
+
+    /// The partition count of `stream`, from the cache when known.
+    async fn cached_partitions(&self, stream: &StreamName) -> Result<u32, PortError> {
+        let cached = self
+            .inner
+            .partitions
+            .read()
+            .ok()
+            .and_then(|map| map.get(stream).copied());
+        match cached {
+            Some(count) => Ok(count),
+            None => self.fetch_partitions(stream).await,
+        }
+    }
+
+    fn remember(&self, stream: &StreamName, partitions: u32) {
+        if let Ok(mut map) = self.inner.partitions.write() {
+            map.insert(stream.clone(), partitions);
+        }
+    }
+
+    fn forget(&self, stream: &StreamName) {
+        if let Ok(mut map) = self.inner.partitions.write() {
+            map.remove(stream);
+        }
+    }
+
+    /// Waits until every partition of a freshly created topic has a leader.
+    async fn wait_until_ready(&self, topic: &str) -> Result<u32, PortError> {
+        let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+        loop {
+            if let TopicState::Exists {
+                partitions,
+                ready: true,
+            } = self.topic_state(topic.to_owned()).await?
+            {
+                return Ok(partitions);
+            }
+            if Instant::now() >= deadline {
+                return Err(PortError::unavailable(
+                    SYSTEM,
+                    KafkaLogError::TopicNotReady {
+                        topic: topic.to_owned(),
+                        waited: TOPIC_READY_TIMEOUT,
+                    },
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn ping(&self) -> Result<(), PortError> {
+        let producer = self.inner.clients()?.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map(drop)
+                .map_err(kafka_error)
+        })
+        .await
+        .map_err(|e| PortError::unavailable(SYSTEM, e))?
+    }
+
+    /// Creates the topic with `partitions` partitions (0 is taken as 1) unless it exists.
+    async fn ensure_stream(&self, stream: &StreamName, partitions: u32) -> Result<u32, PortError> {
+        let topic = self.topic(stream);
+        if let TopicState::Exists {
+            partitions: count,
+            ready: true,
+        } = self.topic_state(topic.clone()).await?
+        {
+            self.remember(stream, count);
+            return Ok(count);
+        }
+        let requested = kafka_partition(partitions.max(1))?;
+        let new_topic = NewTopic::new(
+            &topic,
+            requested,
+            TopicReplication::Fixed(self.inner.config.replication_factor),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let results = self
+            .inner
+            .clients()?
+            .admin
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(kafka_error)?;
+        for result in results {
+            match result {
+                Ok(_) => {
+                    tracing::info!(topic = %topic, partitions = requested, "kafka topic created");
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(kafka_error(KafkaError::AdminOp(code))),
+            }
+        }
+        let count = self.wait_until_ready(&topic).await?;
+        self.remember(stream, count);
+        Ok(count)
+    }
+
+    async fn partitions(&self, stream: &StreamName) -> Result<u32, PortError> {
+        self.fetch_partitions(stream).await
+    }
+
+    async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
+        if let Some(event) = events.iter().find(|e| &e.stream != stream) {
+            return Err(PortError::refused(
+                SYSTEM,
+                KafkaLogError::StreamMismatch {
+                    id: event.id.to_string(),
+                    expected: stream.clone(),
+                    found: event.stream.clone(),
+                },
+            ));
+        }
+        let partitions = self.cached_partitions(stream).await?;
+        let topic = self.topic(stream);
+        let producer = &self.inner.clients()?.producer;
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            let key = event.partition_key();
+            let payload = event.to_json_bytes();
+            let partition = kafka_partition(partition_for(key, partitions))?;
+            let mut record = FutureRecord::to(&topic)
+                .partition(partition)
+                .key(key)
+                .payload(&payload);
+            // Enqueue in order; when the local queue is full, wait for it to drain.
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => return Err(kafka_error(error)),
+                }
+            }
+        }
+        let count = deliveries.len();
+        let mut first_error = None;
+        for outcome in futures::future::join_all(deliveries).await {
+            let error = match outcome {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _message))) => error,
+                Err(_canceled) => KafkaError::Canceled,
+            };
+            if first_error.is_none() {
+                first_error = Some(error);
+            }
+        }
+        match first_error {
+            None => {
+                tracing::debug!(topic = %topic, events = count, "kafka append acknowledged");
+                Ok(())
+            }
+            Some(error) => {
+                tracing::warn!(topic = %topic, error = &error as &dyn std::error::Error, "kafka append failed");
+                if error.rdkafka_error_code().is_some_and(is_unknown_topic) {
+                    self.forget(stream);
+                    return Err(PortError::UnknownStream(stream.clone()));
+                }
+                Err(kafka_error(error))
+            }
+        }
+    }
+
+    async fn reader(
+        &self,
+        group: &str,
+        start: &[PartitionOffset],
+    ) -> Result<Box<dyn LogReader>, PortError> {
+        let mut assignment = TopicPartitionList::with_capacity(start.len());
+        for position in start {
+            let partitions = self.cached_partitions(&position.stream).await?;
+            if position.partition >= partitions {
+                return Err(PortError::refused(
+                    SYSTEM,
+                    KafkaLogError::NoSuchPartition {
+                        stream: position.stream.clone(),
+                        partition: position.partition,
+                        partitions,
+                    },
+                ));
+            }
+            assignment
+                .add_partition_offset(
+                    &self.topic(&position.stream),
+                    kafka_partition(position.partition)?,
+                    kafka_offset(position.next_offset)?,
+                )
+                .map_err(kafka_error)?;
+        }
+        let consumer: StreamConsumer = client_config(&self.inner.config)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(kafka_error)?;
+        consumer.assign(&assignment).map_err(kafka_error)?;
+        tracing::debug!(group, partitions = start.len(), "kafka reader assigned");
+        Ok(Box::new(KafkaLogReader {
+            consumer: Some(consumer),
+            group: group.to_owned(),
+            topic_prefix: self.inner.config.topic_prefix.clone(),
+        }))
+    }
+}
+
+/// A reader over manually assigned partitions of Kafka topics.
+pub struct KafkaLogReader {
+    /// `None` only while being dropped.
+    consumer: Option<StreamConsumer>,
+    group: String,
+    topic_prefix: String,
+}
+
+impl fmt::Debug for KafkaLogReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaLogReader")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KafkaLogReader {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            drop_off_runtime(consumer);
+        }
+    }
+}
+
+/// Decodes one message, or counts and logs it as undecodable.
+fn decode(message: &BorrowedMessage<'_>) -> Option<LogRecord> {
+    let partition = u32::try_from(message.partition()).ok()?;
+    let offset = u64::try_from(message.offset()).ok()?;
+    let decoded = match message.payload() {
+        Some(bytes) => Event::from_json_bytes(bytes).map_err(|e| e.to_string()),
+        None => Err("the record has no value".to_owned()),
+    };
+    match decoded {
+        Ok(event) => Some(LogRecord {
+            partition,
+            offset,
+            event,
+        }),
+        Err(reason) => {
+            metrics::counter!("tributary_log_undecodable_records_total").increment(1);
+            tracing::warn!(
+                topic = message.topic(),
+                partition,
+                offset,
+                reason,
+                "skipping undecodable log record"
+            );
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl LogReader for KafkaLogReader {
+    /// Waits up to `timeout` for a first record, then takes what is already fetched, up to
+    /// `max` records in all.
+    async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
+        let mut records = Vec::new();
+        if max == 0 {
+            return Ok(records);
+        }
+        let consumer = self.consumer.as_ref().ok_or_else(closed)?;
+        let deadline = Instant::now() + timeout;
+        while records.is_empty() {
+            let Ok(received) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+                return Ok(records);
+            };
+            match received {
+                Ok(message) => records.extend(decode(&message)),
+                Err(error) => return Err(consume_error(error)),
+            }
+        }
+        while records.len() < max {
+            match consumer.recv().now_or_never() {
+                None => break,
+                Some(Ok(message)) => records.extend(decode(&message)),
+                Some(Err(error)) => {
+                    // Return what we have; the error will show again at the next poll.
+                    tracing::warn!(group = %self.group, error = &error as &dyn std::error::Error, "kafka fetch error");
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Commits the offsets to the consumer group asynchronously, for lag monitoring only.
+    async fn commit(&mut self, offsets: &[PartitionOffset]) -> Result<(), PortError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::with_capacity(offsets.len());
+        for offset in offsets {
+            list.add_partition_offset(
+                &format!("{}{}", self.topic_prefix, offset.stream),
+                kafka_partition(offset.partition)?,
+                kafka_offset(offset.next_offset)?,
+            )
+            .map_err(kafka_error)?;
+        }
+        let consumer = self.consumer.as_ref().ok_or_else(closed)?;
+        consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(kafka_error)
+    }
+}

@@ -1,0 +1,366 @@
+//! [`PostgresStore`]: the [`AnalyticsStore`] on PostgreSQL.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::types::chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use tributary_core::Timestamp;
+use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
+use tributary_core::window::WindowResult;
+
+use super::config::PostgresConfig;
+use super::error::{SYSTEM, migrate_error, sqlx_error};
+
+/// How long [`PostgresStore::connect`] waits for a first connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The earliest time a `timestamptz` holds (4714-11-24 BC, 00:00 UTC), in epoch millis.
+/// The latest time chrono holds comes before PostgreSQL's latest, so chrono bounds that end.
+const PG_MIN_MILLIS: i64 = -210_866_803_200_000;
+
+/// The schema, embedded at build time from `migrations/postgres/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Upserts a batch of results, one row per element of the arrays.
+const UPSERT_RESULTS: &str = "\
+INSERT INTO window_results (pipeline, window_start, window_end, key, count, closed, updated_at)
+SELECT r.pipeline, r.window_start, r.window_end, r.key, r.count, r.closed, now()
+FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::bigint[], $6::bool[])
+    AS r (pipeline, window_start, window_end, key, count, closed)
+ON CONFLICT (pipeline, window_start, key) DO UPDATE
+SET window_end = EXCLUDED.window_end,
+    count = EXCLUDED.count,
+    closed = EXCLUDED.closed,
+    updated_at = EXCLUDED.updated_at";
+
+/// Writes the checkpoint row, whose lock the transaction holds.
+const UPSERT_CHECKPOINT: &str = "\
+INSERT INTO checkpoints (pipeline, epoch, offsets, state, watermark, committed_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (pipeline) DO UPDATE
+SET epoch = EXCLUDED.epoch,
+    offsets = EXCLUDED.offsets,
+    state = EXCLUDED.state,
+    watermark = EXCLUDED.watermark,
+    committed_at = EXCLUDED.committed_at";
+
+/// What this store refuses before asking PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    /// Epochs start at 1.
+    #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
+    ZeroEpoch,
+    /// A number above `i64::MAX`.
+    #[error("{what} {value} does not fit a PostgreSQL bigint")]
+    TooLarge {
+        /// What the number is.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
+    /// A time outside what `timestamptz` and chrono both hold.
+    #[error("time {0} ({millis} ms) is outside the range PostgreSQL can store", millis = .0.millis())]
+    TimeOutOfRange(Timestamp),
+    /// The locked checkpoint row disappeared inside the transaction.
+    #[error("the checkpoint row of pipeline {0} vanished during the commit")]
+    CheckpointVanished(String),
+}
+
+/// Window results and checkpoints in PostgreSQL. Cheap to clone: clones share the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects, waiting at most about ten seconds for a first connection, and brings the
+    /// schema up to date.
+    ///
+    /// # Errors
+    /// [`PortError::Refused`] for a malformed URL or failed authentication,
+    /// [`PortError::Unavailable`] when the server does not answer in time,
+    /// [`PortError::Corrupt`] when the database's applied migrations differ from ours.
+    pub async fn connect(config: &PostgresConfig) -> Result<Self, PortError> {
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(sqlx_error)?
+            .application_name("tributary");
+        let connecting = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options);
+        let pool = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|elapsed| PortError::unavailable(SYSTEM, elapsed))?
+            .map_err(sqlx_error)?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        tracing::info!(
+            max_connections = config.max_connections,
+            "postgres analytics store ready"
+        );
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for stores that share the database.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection; calls made afterwards fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `value` as a bigint.
+fn bigint(what: &'static str, value: u64) -> Result<i64, PortError> {
+    i64::try_from(value).map_err(|_| PortError::refused(SYSTEM, Invalid::TooLarge { what, value }))
+}
+
+/// `ts` as a `timestamptz` value, when PostgreSQL can hold it.
+fn pg_time(ts: Timestamp) -> Option<DateTime<Utc>> {
+    if ts.millis() < PG_MIN_MILLIS {
+        None
+    } else {
+        ts.to_datetime()
+    }
+}
+
+/// `ts` as a `timestamptz` value, or refused.
+fn pg_time_or_refuse(ts: Timestamp) -> Result<DateTime<Utc>, PortError> {
+    pg_time(ts).ok_or_else(|| PortError::refused(SYSTEM, Invalid::TimeOutOfRange(ts)))
+}
+
+/// Results as column arrays for `UNNEST`, the last of duplicates (same pipeline, window
+/// start and key) winning, since one statement cannot update a row twice.
+#[derive(Debug, Default)]
+struct ResultColumns {
+    pipelines: Vec<String>,
+    starts: Vec<DateTime<Utc>>,
+    ends: Vec<DateTime<Utc>>,
+    keys: Vec<String>,
+    counts: Vec<i64>,
+    closed: Vec<bool>,
+}
+
+impl ResultColumns {
+    fn new(results: &[WindowResult]) -> Result<Self, PortError> {
+        let mut columns = Self::default();
+        let mut index: HashMap<(&str, Timestamp, &str), usize> = HashMap::new();
+        for result in results {
+            let start = pg_time_or_refuse(result.window_start)?;
+            let end = pg_time_or_refuse(result.window_end)?;
+            let count = bigint("count", result.count)?;
+            let row = (
+                result.pipeline.as_str(),
+                result.window_start,
+                result.key.as_str(),
+            );
+            if let Some(&i) = index.get(&row) {
+                columns.ends[i] = end;
+                columns.counts[i] = count;
+                columns.closed[i] = result.closed;
+                continue;
+            }
+            index.insert(row, columns.pipelines.len());
+            columns.pipelines.push(result.pipeline.clone());
+            columns.starts.push(start);
+            columns.ends.push(end);
+            columns.keys.push(result.key.clone());
+            columns.counts.push(count);
+            columns.closed.push(result.closed);
+        }
+        Ok(columns)
+    }
+
+    fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pipelines.is_empty()
+    }
+}
+
+/// Locks the pipeline's checkpoint row and returns its epoch, if there is a row.
+async fn lock_epoch(
+    tx: &mut Transaction<'static, Postgres>,
+    pipeline: &str,
+) -> Result<Option<i64>, PortError> {
+    sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE pipeline = $1 FOR UPDATE")
+        .bind(pipeline)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(sqlx_error)
+}
+
+/// Decodes one `window_results` row.
+fn result_from_row(row: &PgRow) -> Result<WindowResult, PortError> {
+    let start: DateTime<Utc> = row.try_get("window_start").map_err(sqlx_error)?;
+    let end: DateTime<Utc> = row.try_get("window_end").map_err(sqlx_error)?;
+    let count: i64 = row.try_get("count").map_err(sqlx_error)?;
+    Ok(WindowResult {
+        pipeline: row.try_get("pipeline").map_err(sqlx_error)?,
+        window_start: Timestamp::from_millis(start.timestamp_millis()),
+        window_end: Timestamp::from_millis(end.timestamp_millis()),
+        key: row.try_get("key").map_err(sqlx_error)?,
+        count: u64::try_from(count).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+        closed: row.try_get("closed").map_err(sqlx_error)?,
+    })
+}
+
+#[async_trait]
+impl AnalyticsStore for PostgresStore {
+    async fn ping(&self) -> Result<(), PortError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
+        let row = sqlx::query(
+            "SELECT epoch, offsets, state, watermark FROM checkpoints \
+             WHERE pipeline = $1 AND epoch > 0",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
+        let Json(offsets): Json<Vec<PartitionOffset>> =
+            row.try_get("offsets").map_err(sqlx_error)?;
+        let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(sqlx_error)?;
+        let watermark: i64 = row.try_get("watermark").map_err(sqlx_error)?;
+        Ok(Some(Checkpoint {
+            pipeline: pipeline.to_owned(),
+            epoch: u64::try_from(epoch).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            offsets,
+            state,
+            watermark: Timestamp::from_millis(watermark),
+        }))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        results: &[WindowResult],
+    ) -> Result<(), PortError> {
+        let pipeline = checkpoint.pipeline.as_str();
+        let expected = checkpoint
+            .epoch
+            .checked_sub(1)
+            .ok_or_else(|| PortError::refused(SYSTEM, Invalid::ZeroEpoch))?;
+        let epoch = bigint("epoch", checkpoint.epoch)?;
+        let columns = ResultColumns::new(results)?;
+
+        let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
+        let found = match lock_epoch(&mut tx, pipeline).await? {
+            Some(found) => found,
+            None => {
+                // First commit: create the row to lock. A concurrent first committer's
+                // insert waits for ours, then finds the row and loses the fence.
+                sqlx::query(
+                    "INSERT INTO checkpoints (pipeline, epoch, offsets, state, watermark) \
+                     VALUES ($1, 0, '[]', 'null', $2) ON CONFLICT (pipeline) DO NOTHING",
+                )
+                .bind(pipeline)
+                .bind(i64::MIN)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+                lock_epoch(&mut tx, pipeline).await?.ok_or_else(|| {
+                    PortError::unavailable(SYSTEM, Invalid::CheckpointVanished(pipeline.to_owned()))
+                })?
+            }
+        };
+        if found != epoch - 1 {
+            tx.rollback().await.map_err(sqlx_error)?;
+            let found = u64::try_from(found).map_err(|e| PortError::corrupt(SYSTEM, e))?;
+            tracing::warn!(pipeline, expected, found, "checkpoint fenced");
+            return Err(PortError::Fenced {
+                pipeline: pipeline.to_owned(),
+                expected,
+                found,
+            });
+        }
+
+        if !columns.is_empty() {
+            sqlx::query(UPSERT_RESULTS)
+                .bind(&columns.pipelines)
+                .bind(&columns.starts)
+                .bind(&columns.ends)
+                .bind(&columns.keys)
+                .bind(&columns.counts)
+                .bind(&columns.closed)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+        }
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(pipeline)
+            .bind(epoch)
+            .bind(Json(&checkpoint.offsets))
+            .bind(Json(&checkpoint.state))
+            .bind(checkpoint.watermark.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+        tx.commit().await.map_err(sqlx_error)?;
+        tracing::debug!(
+            pipeline,
+            epoch = checkpoint.epoch,
+            results = columns.len(),
+            "checkpoint committed"
+        );
+        Ok(())
+    }
+
+    async fn query_results(&self, query: &ResultQuery) -> Result<Vec<WindowResult>, PortError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "SELECT pipeline, window_start, window_end, key, count, closed \
+             FROM window_results WHERE pipeline = ",
+        );
+        sql.push_bind(&query.pipeline);
+        if let Some(from) = query.from {
+            // Bounds beyond what PostgreSQL holds either match everything or nothing.
+            match pg_time(from) {
+                Some(from) => {
+                    sql.push(" AND window_start >= ").push_bind(from);
+                }
+                None if from.millis() < PG_MIN_MILLIS => {}
+                None => return Ok(Vec::new()),
+            }
+        }
+        if let Some(to) = query.to {
+            match pg_time(to) {
+                Some(to) => {
+                    sql.push(" AND window_start < ").push_bind(to);
+                }
+                None if to.millis() < PG_MIN_MILLIS => return Ok(Vec::new()),
+                None => {}
+            }
+        }
+        if let Some(key) = &query.key {
+            sql.push(" AND key = ").push_bind(key);
+        }
+        sql.push(" ORDER BY window_start, key LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter().map(result_from_row).collect()
+    }
+}

@@ -1,0 +1,202 @@
+//! The [`AnalyticsStore`] half of [`SqliteStore`].
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tributary_core::Timestamp;
+use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
+use tributary_core::window::WindowResult;
+
+use super::SqliteStore;
+use super::error::{SYSTEM, sqlx_error};
+
+/// Results per multi-row upsert: 7 bound values each, well below SQLite's variable limit.
+const RESULTS_PER_STATEMENT: usize = 1000;
+
+/// What this store refuses before asking SQLite.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    /// Epochs start at 1.
+    #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
+    ZeroEpoch,
+    /// A number above `i64::MAX`.
+    #[error("{what} {value} does not fit a SQLite integer")]
+    TooLarge {
+        /// What the number is.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
+}
+
+/// `value` as a SQLite integer.
+fn integer(what: &'static str, value: u64) -> Result<i64, PortError> {
+    i64::try_from(value).map_err(|_| PortError::refused(SYSTEM, Invalid::TooLarge { what, value }))
+}
+
+/// Decodes one `window_results` row.
+fn result_from_row(row: &SqliteRow) -> Result<WindowResult, PortError> {
+    let count: i64 = row.try_get("count").map_err(sqlx_error)?;
+    Ok(WindowResult {
+        pipeline: row.try_get("pipeline").map_err(sqlx_error)?,
+        window_start: Timestamp::from_millis(row.try_get("window_start").map_err(sqlx_error)?),
+        window_end: Timestamp::from_millis(row.try_get("window_end").map_err(sqlx_error)?),
+        key: row.try_get("key").map_err(sqlx_error)?,
+        count: u64::try_from(count).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+        closed: row.try_get("closed").map_err(sqlx_error)?,
+    })
+}
+
+#[async_trait]
+impl AnalyticsStore for SqliteStore {
+    async fn ping(&self) -> Result<(), PortError> {
+        self.ping_db().await
+    }
+
+    async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
+        let row = sqlx::query(
+            "SELECT epoch, offsets, state, watermark FROM checkpoints \
+             WHERE pipeline = ? AND epoch > 0",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
+        let offsets: &str = row.try_get("offsets").map_err(sqlx_error)?;
+        let state: &str = row.try_get("state").map_err(sqlx_error)?;
+        Ok(Some(Checkpoint {
+            pipeline: pipeline.to_owned(),
+            epoch: u64::try_from(epoch).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            offsets: serde_json::from_str::<Vec<PartitionOffset>>(offsets)
+                .map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            state: serde_json::from_str(state).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            watermark: Timestamp::from_millis(row.try_get("watermark").map_err(sqlx_error)?),
+        }))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        results: &[WindowResult],
+    ) -> Result<(), PortError> {
+        let pipeline = checkpoint.pipeline.as_str();
+        let expected = checkpoint
+            .epoch
+            .checked_sub(1)
+            .ok_or_else(|| PortError::refused(SYSTEM, Invalid::ZeroEpoch))?;
+        let epoch = integer("epoch", checkpoint.epoch)?;
+        let counts = results
+            .iter()
+            .map(|r| integer("count", r.count))
+            .collect::<Result<Vec<_>, _>>()?;
+        let offsets = serde_json::to_string(&checkpoint.offsets)
+            .map_err(|e| PortError::refused(SYSTEM, e))?;
+        let state =
+            serde_json::to_string(&checkpoint.state).map_err(|e| PortError::refused(SYSTEM, e))?;
+        let now = Timestamp::now().millis();
+
+        // IMMEDIATE takes the write lock now: the epoch read below cannot go stale.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlx_error)?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE pipeline = ?")
+                .bind(pipeline)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+        let found = found.unwrap_or(0);
+        if found != epoch - 1 {
+            tx.rollback().await.map_err(sqlx_error)?;
+            let found = u64::try_from(found).map_err(|e| PortError::corrupt(SYSTEM, e))?;
+            tracing::warn!(pipeline, expected, found, "checkpoint fenced");
+            return Err(PortError::Fenced {
+                pipeline: pipeline.to_owned(),
+                expected,
+                found,
+            });
+        }
+
+        // Rows apply in order, so of duplicates within the batch the last one wins.
+        for (chunk, counts) in results
+            .chunks(RESULTS_PER_STATEMENT)
+            .zip(counts.chunks(RESULTS_PER_STATEMENT))
+        {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO window_results \
+                 (pipeline, window_start, window_end, key, count, closed, updated_at) ",
+            );
+            sql.push_values(chunk.iter().zip(counts), |mut row, (result, count)| {
+                row.push_bind(result.pipeline.as_str())
+                    .push_bind(result.window_start.millis())
+                    .push_bind(result.window_end.millis())
+                    .push_bind(result.key.as_str())
+                    .push_bind(*count)
+                    .push_bind(result.closed)
+                    .push_bind(now);
+            });
+            sql.push(
+                " ON CONFLICT (pipeline, window_start, key) DO UPDATE SET \
+                 window_end = excluded.window_end, count = excluded.count, \
+                 closed = excluded.closed, updated_at = excluded.updated_at",
+            );
+            sql.build().execute(&mut *tx).await.map_err(sqlx_error)?;
+        }
+        sqlx::query(
+            "INSERT INTO checkpoints (pipeline, epoch, offsets, state, watermark, committed_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (pipeline) DO UPDATE SET epoch = excluded.epoch, \
+             offsets = excluded.offsets, state = excluded.state, \
+             watermark = excluded.watermark, committed_at = excluded.committed_at",
+        )
+        .bind(pipeline)
+        .bind(epoch)
+        .bind(offsets)
+        .bind(state)
+        .bind(checkpoint.watermark.millis())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+        tx.commit().await.map_err(sqlx_error)?;
+        tracing::debug!(
+            pipeline,
+            epoch = checkpoint.epoch,
+            results = results.len(),
+            "checkpoint committed"
+        );
+        Ok(())
+    }
+
+    async fn query_results(&self, query: &ResultQuery) -> Result<Vec<WindowResult>, PortError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT pipeline, window_start, window_end, key, count, closed \
+             FROM window_results WHERE pipeline = ",
+        );
+        sql.push_bind(query.pipeline.as_str());
+        if let Some(from) = query.from {
+            sql.push(" AND window_start >= ").push_bind(from.millis());
+        }
+        if let Some(to) = query.to {
+            sql.push(" AND window_start < ").push_bind(to.millis());
+        }
+        if let Some(key) = &query.key {
+            sql.push(" AND key = ").push_bind(key.as_str());
+        }
+        sql.push(" ORDER BY window_start, key LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter().map(result_from_row).collect()
+    }
+}

@@ -1,0 +1,101 @@
+//! The archive task: keeps every raw event of the archived streams as a document.
+//!
+//! Documents are written before the offsets that cover them are checkpointed, and the
+//! document store ignores an event it already holds (same stream and id), so a replay after
+//! a crash rewrites nothing: each event is stored once.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tributary_core::{StreamName, Timestamp};
+
+use crate::checkpoint::{Checkpointer, Positions};
+use crate::{EngineError, Ports, Task};
+
+/// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
+/// cannot collide with one.
+pub const ARCHIVE_TASK: &str = "_raw_events";
+
+/// How long a poll waits for records.
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Copies raw events from the log to the document store.
+#[derive(Debug)]
+pub struct ArchiveTask {
+    streams: Vec<StreamName>,
+    ports: Ports,
+    interval: Duration,
+    batch_size: usize,
+}
+
+impl ArchiveTask {
+    /// A task archiving `streams`, checkpointing every `interval`.
+    #[must_use]
+    pub fn new(
+        streams: Vec<StreamName>,
+        ports: Ports,
+        interval: Duration,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            streams,
+            ports,
+            interval,
+            batch_size,
+        }
+    }
+}
+
+impl Task for ArchiveTask {
+    fn name(&self) -> &str {
+        ARCHIVE_TASK
+    }
+
+    async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
+        let analytics = self.ports.analytics.as_ref();
+        let restored = analytics.load_checkpoint(ARCHIVE_TASK).await?;
+        let mut positions =
+            Positions::restore(self.ports.log.as_ref(), &self.streams, restored.as_ref()).await?;
+        let mut reader = self
+            .ports
+            .log
+            .reader(ARCHIVE_TASK, &positions.offsets())
+            .await?;
+        let mut checkpointer = Checkpointer::new(ARCHIVE_TASK, restored.as_ref());
+        loop {
+            let records = tokio::select! {
+                () = shutdown.cancelled() => break,
+                polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
+            };
+            if !records.is_empty() {
+                let events: Vec<_> = records.iter().map(|r| r.event.clone()).collect();
+                self.ports.documents.put_events(&events).await?;
+                records.iter().for_each(|r| positions.advance(r));
+                metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
+            }
+            if positions.moved() && checkpointer.due(self.interval) {
+                checkpointer
+                    .commit(
+                        analytics,
+                        &mut positions,
+                        serde_json::Value::Null,
+                        Timestamp::MIN,
+                        &[],
+                    )
+                    .await?;
+            }
+        }
+        if positions.moved() {
+            checkpointer
+                .commit(
+                    analytics,
+                    &mut positions,
+                    serde_json::Value::Null,
+                    Timestamp::MIN,
+                    &[],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! The windowed pipeline task: counts events per key in event-time windows, exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tributary_core::Timestamp;
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
+use tributary_core::ports::{Checkpoint, LogReader};
+use tributary_core::window::{Outcome, WindowOperator, WindowResult, WindowState};
+
+use crate::checkpoint::{Checkpointer, Positions};
+use crate::{EngineError, Ports, Task};
+
+/// How long a poll waits for records before the task looks at the clock again.
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// One pipeline, run from its last checkpoint.
+#[derive(Debug)]
+pub struct WindowedTask {
+    spec: PipelineSpec,
+    ports: Ports,
+    batch_size: usize,
+}
+
+impl WindowedTask {
+    /// A task for `spec` over `ports`.
+    #[must_use]
+    pub fn new(spec: PipelineSpec, ports: Ports, batch_size: usize) -> Self {
+        Self {
+            spec,
+            ports,
+            batch_size,
+        }
+    }
+}
+
+impl Task for WindowedTask {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
+        let name = self.spec.name.clone();
+        let analytics = Arc::clone(&self.ports.analytics);
+        let restored = analytics.load_checkpoint(&name).await?;
+        let state: WindowState = match &restored {
+            Some(cp) => {
+                serde_json::from_value(cp.state.clone()).map_err(|source| EngineError::State {
+                    task: name.clone(),
+                    source,
+                })?
+            }
+            None => WindowState::default(),
+        };
+        let mut positions = Positions::restore(
+            self.ports.log.as_ref(),
+            &self.spec.sources,
+            restored.as_ref(),
+        )
+        .await?;
+        let mut reader = self.ports.log.reader(&name, &positions.offsets()).await?;
+        let mut checkpointer = Checkpointer::new(&name, restored.as_ref());
+        let mut operator = WindowOperator::new(&self.spec, state, now_ms());
+        tracing::info!(
+            pipeline = %name,
+            epoch = restored.as_ref().map_or(0, |cp| cp.epoch),
+            "pipeline restored from its last checkpoint"
+        );
+
+        loop {
+            let records = tokio::select! {
+                () = shutdown.cancelled() => break,
+                polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
+            };
+            let now = now_ms();
+            for record in &records {
+                let outcome = operator.process(record.partition, &record.event, now);
+                positions.advance(record);
+                let label = match outcome {
+                    Outcome::Counted => "counted",
+                    Outcome::Duplicate => "duplicate",
+                    Outcome::Late => "late",
+                };
+                metrics::counter!("tributary_pipeline_events_total", "pipeline" => name.clone(), "outcome" => label)
+                    .increment(1);
+            }
+            let watermark = operator.advance(now);
+            if watermark != Timestamp::MIN {
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => name.clone())
+                    .set(watermark.millis() as f64);
+            }
+            if checkpointer.due(self.spec.checkpoint_interval)
+                && (operator.has_changes() || positions.moved())
+            {
+                self.checkpoint(
+                    &mut operator,
+                    &mut positions,
+                    &mut checkpointer,
+                    reader.as_mut(),
+                )
+                .await?;
+            }
+        }
+        if operator.has_changes() || positions.moved() {
+            self.checkpoint(
+                &mut operator,
+                &mut positions,
+                &mut checkpointer,
+                reader.as_mut(),
+            )
+            .await?;
+        }
+        tracing::info!(pipeline = %name, "pipeline stopped after a final checkpoint");
+        Ok(())
+    }
+}
+
+impl WindowedTask {
+    /// Commits the changed results with the state and offsets, then publishes the status.
+    async fn checkpoint(
+        &self,
+        operator: &mut WindowOperator,
+        positions: &mut Positions,
+        checkpointer: &mut Checkpointer,
+        reader: &mut dyn LogReader,
+    ) -> Result<(), EngineError> {
+        let results = operator.take_changes();
+        let state =
+            serde_json::to_value(operator.state()).map_err(|source| EngineError::State {
+                task: self.spec.name.clone(),
+                source,
+            })?;
+        let checkpoint = checkpointer
+            .commit(
+                self.ports.analytics.as_ref(),
+                positions,
+                state,
+                operator.watermark(),
+                &results,
+            )
+            .await?;
+        self.publish(&checkpoint, operator, results).await;
+        if let Err(err) = reader.commit(&checkpoint.offsets).await {
+            tracing::debug!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "log offset report failed");
+        }
+        Ok(())
+    }
+
+    /// Writes the pipeline's status to the cache, after the commit. Best effort: the cache
+    /// is derived, so a failure is logged and the next checkpoint overwrites it.
+    async fn publish(
+        &self,
+        checkpoint: &Checkpoint,
+        operator: &WindowOperator,
+        latest: Vec<WindowResult>,
+    ) {
+        let status = PipelineStatus {
+            pipeline: self.spec.name.clone(),
+            epoch: checkpoint.epoch,
+            watermark: (checkpoint.watermark != Timestamp::MIN).then_some(checkpoint.watermark),
+            committed_at: Timestamp::now(),
+            late_events: operator.state().late_events,
+            duplicates: operator.state().duplicates,
+            latest,
+        };
+        let key = PipelineStatus::cache_key(&self.spec.name);
+        let written = match serde_json::to_string(&status) {
+            Ok(json) => self
+                .ports
+                .cache
+                .set(&key, &json, None)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(reason) = written {
+            tracing::warn!(pipeline = %self.spec.name, %reason, "pipeline status not cached");
+        }
+    }
+}
+
+/// Processing time, in epoch milliseconds.
+fn now_ms() -> i64 {
+    Timestamp::now().millis()
+}

@@ -1,0 +1,236 @@
+//! The engine over the embedded adapters: exact counts after the engine is aborted
+//! mid-stream (no final checkpoint), and fencing of a second processor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
+use tributary_connectors::redb::{RedbLog, RedbLogConfig};
+use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+use tributary_core::ports::{EventCursor, EventPage, ResultQuery};
+use tributary_core::{Event, EventId, StreamName, Timestamp};
+use tributary_engine::{Engine, EngineConfig, Ports};
+
+const MINUTE: i64 = 60_000;
+const T0: i64 = 1_767_225_600_000;
+
+fn stream() -> StreamName {
+    StreamName::new("s").unwrap()
+}
+
+fn spec() -> PipelineSpec {
+    PipelineSpec {
+        name: "counts".into(),
+        sources: vec![stream()],
+        window: WindowSpec::Tumbling { size_ms: MINUTE },
+        aggregate: Aggregate::Count,
+        max_out_of_orderness: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(3600),
+        checkpoint_interval: Duration::from_millis(20),
+    }
+}
+
+fn event(id: String, ts: i64, key: String) -> Event {
+    Event {
+        id: EventId::new(id).unwrap(),
+        stream: stream(),
+        ts: Timestamp::from_millis(ts),
+        key: Some(key),
+        payload: serde_json::Map::new(),
+    }
+}
+
+/// Events over about three minutes, out of order by up to 6 s.
+fn events(range: std::ops::Range<usize>) -> Vec<Event> {
+    range
+        .map(|i| {
+            let i64i = i64::try_from(i).unwrap();
+            event(
+                format!("e{i}"),
+                T0 + i64i * 100 - (i64i % 7) * 1_000,
+                format!("k{}", i % 4),
+            )
+        })
+        .collect()
+}
+
+/// One far-future event per partition, to close every window of the test.
+fn flush() -> Vec<Event> {
+    ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|k| event(format!("flush-{k}"), T0 + 30 * MINUTE, (*k).to_owned()))
+        .collect()
+}
+
+async fn ports(dir: &std::path::Path) -> Ports {
+    // An aborted engine's blocking reads may hold the file for a moment longer.
+    let config = RedbLogConfig {
+        path: dir.join("log.redb"),
+    };
+    let mut attempts = 0;
+    let log = loop {
+        match RedbLog::open(&config) {
+            Ok(log) => break log,
+            Err(err) if attempts < 100 => {
+                attempts += 1;
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+    };
+    let store = Arc::new(
+        SqliteStore::connect(&SqliteConfig {
+            path: dir.join("t.db"),
+        })
+        .await
+        .unwrap(),
+    );
+    let ports = Ports {
+        log: Arc::new(log),
+        analytics: store.clone(),
+        documents: store,
+        cache: Arc::new(MemoryCache::new(&MemoryCacheConfig::default())),
+    };
+    ports.log.ensure_stream(&stream(), 2).await.unwrap();
+    ports
+}
+
+fn engine(ports: &Ports) -> Engine {
+    Engine::new(
+        ports.clone(),
+        EngineConfig {
+            pipelines: vec![spec()],
+            archived_streams: vec![stream()],
+            archive_checkpoint_interval: Duration::from_millis(20),
+            batch_size: 7,
+        },
+    )
+}
+
+async fn closed_counts(ports: &Ports) -> BTreeMap<(i64, String), u64> {
+    let rows = ports
+        .analytics
+        .query_results(&ResultQuery {
+            pipeline: "counts".into(),
+            from: Some(Timestamp::from_millis(T0 - 10 * MINUTE)),
+            to: Some(Timestamp::from_millis(T0 + 10 * MINUTE)),
+            key: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|r| r.closed)
+        .map(|r| ((r.window_start.millis(), r.key), r.count))
+        .collect()
+}
+
+fn truth(events: &[Event]) -> BTreeMap<(i64, String), u64> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        let start = e.ts.millis().div_euclid(MINUTE) * MINUTE;
+        *counts.entry((start, e.key.clone().unwrap())).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_are_exact_after_aborts_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = events(0..2_000);
+    // One process owns the redb file at a time: each phase opens the stores anew.
+    {
+        let ports = ports(dir.path()).await;
+        for batch in all.chunks(100) {
+            ports.log.append(&stream(), batch).await.unwrap();
+        }
+    }
+    // Abort the engine three times at different moments: no final checkpoint, the
+    // in-memory state is lost, the stores keep what was committed.
+    for pause in [30, 70, 110] {
+        let ports = ports(dir.path()).await;
+        let task = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let ports = ports(dir.path()).await;
+    // Duplicates of processed events, as a client retry would send them.
+    ports.log.append(&stream(), &all[..300]).await.unwrap();
+    ports.log.append(&stream(), &flush()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
+    let expected = truth(&all);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = closed_counts(&ports).await;
+        if got == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts never matched:\n got {got:?}\nwant {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    // Every raw event is stored once.
+    let mut seen = 0;
+    let mut page = EventPage {
+        limit: 500,
+        after: None,
+    };
+    loop {
+        let batch = ports
+            .documents
+            .recent_events(&stream(), &page)
+            .await
+            .unwrap();
+        seen += batch.len();
+        let Some(last) = batch.last() else { break };
+        page.after = Some(EventCursor {
+            ts: last.ts,
+            id: last.id.clone(),
+        });
+    }
+    assert_eq!(seen, all.len() + flush().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_processor_of_the_same_pipeline_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(dir.path()).await;
+    let first = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+    let second = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+    // Keep events flowing so both keep committing: one of them must find the other's
+    // epoch and stop for good.
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !first.is_finished() && !second.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither processor was fenced"
+        );
+        ports
+            .log
+            .append(&stream(), &events(n..n + 10))
+            .await
+            .unwrap();
+        n += 10;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (done, other) = if first.is_finished() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let err = done.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    other.abort();
+}

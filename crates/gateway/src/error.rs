@@ -1,0 +1,431 @@
+//! The gateway's one error type, rendered as RFC 9457 problem details.
+//!
+//! Contract:
+//! - Every error response of the gateway is `application/problem+json` with the members
+//!   `type`, `title`, `status` and `detail` (plus `instance` where the gateway knows it and
+//!   extension members such as `errors`, `line`, `column` or `checks`).
+//! - Bad input is a 4xx, never a 500. A [`PortError`] is shown to the client only as a
+//!   generic message (503 with `Retry-After` when retrying may help); its full source chain
+//!   goes to the server log, never to the client.
+//! - Errors are logged once: [`ApiError::into_response`] attaches a [`LoggedError`] to the
+//!   response, and the request's trace line (see `crate::trace`) writes it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tributary_core::parse::ParseError;
+use tributary_core::ports::PortError;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Prefix of every problem `type` URI; the suffix names the problem (`unknown-stream`, ...).
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:tributary:problem:";
+
+/// Seconds a client is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The outcome of one dependency check of `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The dependency answered.
+    Ok,
+    /// The dependency answered with an error.
+    Failed,
+    /// The dependency did not answer in time.
+    TimedOut,
+}
+
+impl CheckOutcome {
+    /// The outcome as shown to clients.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "unavailable",
+            Self::TimedOut => "timeout",
+        }
+    }
+}
+
+/// Everything a gateway handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Bearer` header, or a key that is not accepted.
+    #[error("a valid API key is required")]
+    Unauthorized {
+        /// Whether a bearer token was presented at all (it then was wrong).
+        presented: bool,
+    },
+    /// No route has this path.
+    #[error("no route for {path}")]
+    RouteNotFound {
+        /// The requested path.
+        path: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The requested method.
+        method: Method,
+        /// The requested path.
+        path: String,
+    },
+    /// The stream is not configured (or its name is not a valid stream name).
+    #[error("no stream named {name:?}")]
+    UnknownStream {
+        /// The name from the request.
+        name: String,
+    },
+    /// The pipeline is not configured.
+    #[error("no pipeline named {name:?}")]
+    UnknownPipeline {
+        /// The name from the request.
+        name: String,
+    },
+    /// The body's content type is missing or not one the endpoint reads.
+    #[error("unsupported content type {}", found.as_deref().unwrap_or("(none)"))]
+    UnsupportedMediaType {
+        /// The `Content-Type` the client sent, if any.
+        found: Option<String>,
+        /// The media types the endpoint accepts.
+        accepted: &'static [&'static str],
+    },
+    /// The body is larger than the configured limit.
+    #[error("the request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (other than for its size).
+    #[error("the request body could not be read")]
+    BodyUnreadable(#[source] BytesRejection),
+    /// A path parameter could not be decoded.
+    #[error("invalid path parameter")]
+    Path(#[source] PathRejection),
+    /// The query string could not be decoded.
+    #[error("invalid query string")]
+    Query(#[source] QueryRejection),
+    /// A query parameter decoded but is out of range or unparsable.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong, for a person to read.
+        reason: String,
+    },
+    /// The body held no valid batch of events.
+    #[error(transparent)]
+    Events(#[from] ParseError),
+    /// A port (log, stores, cache) failed.
+    #[error(transparent)]
+    Dependency(#[from] PortError),
+    /// `/readyz`: at least one dependency is not ready.
+    #[error("not ready")]
+    NotReady {
+        /// Each dependency's outcome, by name.
+        checks: BTreeMap<&'static str, CheckOutcome>,
+        /// The failures, for the server log only.
+        causes: Vec<String>,
+    },
+}
+
+/// An error attached to a response so that the request's single log line can report it.
+#[derive(Debug, Clone)]
+pub struct LoggedError {
+    /// The error with its whole source chain.
+    pub message: String,
+    /// Whether the fault is the server's or a dependency's (5xx) rather than the client's.
+    pub server_fault: bool,
+}
+
+/// An RFC 9457 problem document.
+struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    instance: Option<String>,
+    extensions: Map<String, Value>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: String) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail,
+            instance: None,
+            extensions: Map::new(),
+        }
+    }
+
+    fn with(mut self, member: &str, value: Value) -> Self {
+        self.extensions.insert(member.to_owned(), value);
+        self
+    }
+
+    fn body(self) -> Value {
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("{PROBLEM_TYPE_PREFIX}{}", self.slug)),
+        );
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        if let Some(instance) = self.instance {
+            body.insert("instance".into(), json!(instance));
+        }
+        for (member, value) in self.extensions {
+            body.entry(member).or_insert(value);
+        }
+        Value::Object(body)
+    }
+}
+
+/// `error: cause: cause...`, the whole source chain on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.problem().status
+    }
+
+    fn problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            Self::Unauthorized { .. } => Problem::new(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "send a valid API key as 'Authorization: Bearer <key>'".into(),
+            ),
+            Self::RouteNotFound { path } => {
+                let mut p = Problem::new(
+                    S::NOT_FOUND,
+                    "route-not-found",
+                    "Not Found",
+                    self.to_string(),
+                );
+                p.instance = Some(path.clone());
+                p
+            }
+            Self::MethodNotAllowed { path, .. } => {
+                let mut p = Problem::new(
+                    S::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    "Method Not Allowed",
+                    self.to_string(),
+                );
+                p.instance = Some(path.clone());
+                p
+            }
+            Self::UnknownStream { .. } => Problem::new(
+                S::NOT_FOUND,
+                "unknown-stream",
+                "Unknown stream",
+                self.to_string(),
+            ),
+            Self::UnknownPipeline { .. } => Problem::new(
+                S::NOT_FOUND,
+                "unknown-pipeline",
+                "Unknown pipeline",
+                self.to_string(),
+            ),
+            Self::UnsupportedMediaType { accepted, .. } => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                format!("{self}; send one of: {}", accepted.join(", ")),
+            )
+            .with("accepted", json!(accepted)),
+            Self::PayloadTooLarge { limit } => Problem::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload Too Large",
+                self.to_string(),
+            )
+            .with("limit_bytes", json!(limit)),
+            Self::BodyUnreadable(rejection) => Problem::new(
+                S::BAD_REQUEST,
+                "unreadable-body",
+                "Bad Request",
+                rejection.body_text(),
+            ),
+            Self::Path(rejection) => Problem::new(
+                S::BAD_REQUEST,
+                "invalid-path",
+                "Bad Request",
+                rejection.body_text(),
+            ),
+            Self::Query(rejection) => Problem::new(
+                S::BAD_REQUEST,
+                "invalid-query",
+                "Bad Request",
+                rejection.body_text(),
+            ),
+            Self::InvalidParameter { name, .. } => Problem::new(
+                S::BAD_REQUEST,
+                "invalid-parameter",
+                "Bad Request",
+                self.to_string(),
+            )
+            .with("parameter", json!(name)),
+            Self::Events(parse) => match parse {
+                ParseError::Malformed { line, column, .. } => Problem::new(
+                    S::BAD_REQUEST,
+                    "malformed-body",
+                    "Malformed body",
+                    parse.to_string(),
+                )
+                .with("line", json!(line))
+                .with("column", json!(column)),
+                ParseError::WrongShape => Problem::new(
+                    S::BAD_REQUEST,
+                    "wrong-body-shape",
+                    "Wrong body shape",
+                    parse.to_string(),
+                ),
+                ParseError::Empty => Problem::new(
+                    S::BAD_REQUEST,
+                    "empty-body",
+                    "Empty body",
+                    parse.to_string(),
+                ),
+                ParseError::Invalid(errors) => Problem::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-events",
+                    "Invalid events",
+                    format!("{parse}; no event of the request was accepted"),
+                )
+                .with("errors", json!(errors)),
+            },
+            Self::Dependency(port) => match port {
+                PortError::Unavailable { .. } => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "dependency-unavailable",
+                    "Service Unavailable",
+                    "a backing service is temporarily unavailable; retry later".into(),
+                ),
+                PortError::UnknownStream(name) => Problem::new(
+                    S::NOT_FOUND,
+                    "unknown-stream",
+                    "Unknown stream",
+                    format!("no stream named {:?}", name.as_str()),
+                ),
+                PortError::Refused { .. }
+                | PortError::Fenced { .. }
+                | PortError::Corrupt { .. } => Problem::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal Server Error",
+                    "the request could not be completed; the incident was logged".into(),
+                ),
+            },
+            Self::NotReady { checks, .. } => {
+                let failed: Vec<&str> = checks
+                    .iter()
+                    .filter(|(_, outcome)| **outcome != CheckOutcome::Ok)
+                    .map(|(name, _)| *name)
+                    .collect();
+                let shown: Map<String, Value> = checks
+                    .iter()
+                    .map(|(name, outcome)| ((*name).to_owned(), json!(outcome.as_str())))
+                    .collect();
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "not-ready",
+                    "Service Unavailable",
+                    format!("not ready: {} did not answer", failed.join(", ")),
+                )
+                .with("checks", Value::Object(shown))
+            }
+        }
+    }
+
+    /// The message for the server log: the error and its whole source chain.
+    fn log_message(&self) -> String {
+        match self {
+            Self::NotReady { causes, .. } => format!("not ready: {}", causes.join("; ")),
+            other => error_chain(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status = problem.status;
+        let mut response = (status, axum::Json(problem.body())).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self {
+                Self::Unauthorized { presented: true } => {
+                    r#"Bearer realm="tributary", error="invalid_token""#
+                }
+                _ => r#"Bearer realm="tributary""#,
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response.extensions_mut().insert(LoggedError {
+            message: self.log_message(),
+            server_fault: status.is_server_error(),
+        });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_errors_do_not_leak_their_source() {
+        let err = ApiError::from(PortError::refused(
+            "kafka",
+            std::io::Error::other("secret broker detail"),
+        ));
+        let body = err.problem().body();
+        assert_eq!(body["status"], 500);
+        assert!(!body.to_string().contains("secret"), "{body}");
+        assert!(err.log_message().contains("secret broker detail"));
+    }
+
+    #[test]
+    fn unavailable_is_a_503_with_retry_after() {
+        let err = ApiError::from(PortError::unavailable(
+            "kafka",
+            std::io::Error::other("down"),
+        ));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], RETRY_AFTER_SECS);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}

@@ -1,0 +1,87 @@
+//! `GET /healthz`, `GET /readyz` and `GET /metrics`: open, unauthenticated endpoints for
+//! orchestrators and scrapers.
+//!
+//! Contract:
+//! - `/healthz` answers 200 `{"status": "ok"}` whenever the process serves requests.
+//! - `/readyz` pings the log, the analytics store, the document store and the cache
+//!   concurrently, each within [`PING_TIMEOUT`]: 200 `{"status": "ready", "checks": {...}}`
+//!   when all answer, else a 503 problem whose `detail` names the failed dependencies and
+//!   whose `checks` member gives each one's outcome (`ok`, `unavailable`, `timeout`). The
+//!   causes go to the server log only.
+//! - `/metrics` renders the Prometheus registry, `text/plain; version=0.0.4`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tributary_core::ports::PortError;
+
+use crate::AppState;
+use crate::error::{ApiError, CheckOutcome, error_chain};
+
+/// How long `/readyz` waits for each dependency.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /healthz`.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (log, analytics, documents, cache) = tokio::join!(
+        check(state.log.ping()),
+        check(state.analytics.ping()),
+        check(state.documents.ping()),
+        check(state.cache.ping()),
+    );
+    let mut checks = BTreeMap::new();
+    let mut causes = Vec::new();
+    for (name, (outcome, cause)) in [
+        ("log", log),
+        ("analytics", analytics),
+        ("documents", documents),
+        ("cache", cache),
+    ] {
+        checks.insert(name, outcome);
+        if let Some(cause) = cause {
+            causes.push(format!("{name}: {cause}"));
+        }
+    }
+    if causes.is_empty() {
+        let shown: BTreeMap<&str, &str> = checks.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Ok(Json(json!({ "status": "ready", "checks": shown })))
+    } else {
+        Err(ApiError::NotReady { checks, causes })
+    }
+}
+
+/// Runs one ping within [`PING_TIMEOUT`]; the cause is for the server log.
+async fn check(
+    ping: impl Future<Output = Result<(), PortError>>,
+) -> (CheckOutcome, Option<String>) {
+    match tokio::time::timeout(PING_TIMEOUT, ping).await {
+        Ok(Ok(())) => (CheckOutcome::Ok, None),
+        Ok(Err(error)) => (CheckOutcome::Failed, Some(error_chain(&error))),
+        Err(_) => (
+            CheckOutcome::TimedOut,
+            Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+        ),
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,173 @@
+//! `POST /v1/streams/{stream}/events`: validates a batch of events and appends it to the log.
+//!
+//! Contract:
+//! - The stream must be configured (404 otherwise, also for an invalid name).
+//! - The body is `application/json` (an object or an array of objects) or NDJSON
+//!   (`application/x-ndjson`, `application/ndjson` or `application/jsonl`); a `charset`
+//!   parameter, if any, must be UTF-8. Anything else, or no content type, is a 415.
+//! - A body over [`crate::AppState::max_body_bytes`] is a 413.
+//! - The batch is all-or-nothing: malformed JSON is a 400 naming the line and column; a body
+//!   that is not an object or an array of objects (`WrongShape`) or holds no event (`Empty`)
+//!   is a 400 (the framing of the request is wrong, not an event); invalid events are a 422
+//!   listing every `{index, field, reason}`. In all these cases nothing is appended.
+//! - Otherwise the events are appended and the answer, `202 {"accepted": n, "ids": [...]}`,
+//!   is sent only after [`tributary_core::ports::Log::append`] returned, so every accepted
+//!   event is durable. A log that is unavailable is a 503 with `Retry-After`.
+//! - Metrics: `tributary_ingest_requests_total{stream,status}`,
+//!   `tributary_ingest_events_total{stream}` and `tributary_ingest_duration_seconds{stream}`.
+//!   Requests for unknown streams are counted under `stream="_unknown"` (not a valid stream
+//!   name), so that clients cannot create label values at will.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use tributary_core::Timestamp;
+use tributary_core::parse::{BodyFormat, parse_events};
+
+use super::known_stream;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+
+/// The media types this endpoint reads.
+const ACCEPTED: &[&str] = &[
+    "application/json",
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+];
+
+/// The `stream` label of requests for streams that are not configured.
+const UNKNOWN_STREAM_LABEL: &str = "_unknown";
+
+/// The handler: runs [`accept`] and records the ingest metrics of its outcome.
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    ApiPath(stream): ApiPath<String>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let label = if known_stream(&state, &stream).is_ok() {
+        stream.clone()
+    } else {
+        UNKNOWN_STREAM_LABEL.to_owned()
+    };
+    let (response, accepted) = match accept(&state, &stream, request).await {
+        Ok(ids) => {
+            let accepted = ids.len();
+            let body = Json(json!({ "accepted": accepted, "ids": ids }));
+            ((StatusCode::ACCEPTED, body).into_response(), accepted)
+        }
+        Err(error) => (error.into_response(), 0),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("tributary_ingest_requests_total", "stream" => label.clone(), "status" => status)
+        .increment(1);
+    if accepted > 0 {
+        metrics::counter!("tributary_ingest_events_total", "stream" => label.clone())
+            .increment(accepted as u64);
+    }
+    metrics::histogram!("tributary_ingest_duration_seconds", "stream" => label)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Checks, parses and appends the request's events; returns their ids once durable.
+async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<String>, ApiError> {
+    let stream = known_stream(state, stream)?;
+    let format = body_format(request.headers())?;
+    let body = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.max_body_bytes,
+                }
+            } else {
+                ApiError::BodyUnreadable(rejection)
+            }
+        })?;
+    let events = parse_events(&body, format, &stream, Timestamp::now())?;
+    state.log.append(&stream, &events).await?;
+    Ok(events
+        .into_iter()
+        .map(|e| e.id.as_str().to_owned())
+        .collect())
+}
+
+/// The body's framing, from its `Content-Type`.
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let unsupported = |found: Option<&str>| ApiError::UnsupportedMediaType {
+        found: found.map(str::to_owned),
+        accepted: ACCEPTED,
+    };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(unsupported(None));
+    };
+    let Ok(text) = value.to_str() else {
+        return Err(unsupported(Some("(not visible ASCII)")));
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let utf8 = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let value = value.trim().trim_matches('"');
+            value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    });
+    match essence.as_str() {
+        "application/json" if utf8 => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" if utf8 => {
+            Ok(BodyFormat::Ndjson)
+        }
+        _ => Err(unsupported(Some(text))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn format_of(content_type: &str) -> Result<BodyFormat, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        body_format(&headers)
+    }
+
+    #[test]
+    fn reads_json_and_ndjson_content_types() {
+        assert_eq!(format_of("application/json").unwrap(), BodyFormat::Json);
+        assert_eq!(
+            format_of("Application/JSON; charset=UTF-8").unwrap(),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            format_of("application/x-ndjson").unwrap(),
+            BodyFormat::Ndjson
+        );
+        assert_eq!(
+            format_of("application/jsonl;charset=\"utf-8\"").unwrap(),
+            BodyFormat::Ndjson
+        );
+        for bad in [
+            "text/plain",
+            "application/json; charset=latin1",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(format_of(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(body_format(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! `GET /v1/pipelines` and `GET /v1/pipelines/{name}/results`.
+//!
+//! Contract:
+//! - `GET /v1/pipelines` lists the configured pipelines:
+//!   `{"pipelines": [{"name", "sources", "window": {"type": "tumbling", "size_ms"},
+//!   "aggregate": "count", "status"}]}`. `status` is the [`PipelineStatus`] the engine last
+//!   wrote to the cache, or `null` when there is none. The cache is derived data: when it
+//!   fails or holds an undecodable value, `status` is `null` and a warning is logged, and the
+//!   listing still answers 200.
+//! - `GET /v1/pipelines/{name}/results?from=&to=&key=&limit=` answers
+//!   `{"pipeline", "results": [WindowResult...]}` from the analytics store, ordered by window
+//!   start then key. `from` (inclusive) and `to` (exclusive) bound the window start and are
+//!   RFC 3339 date-times or epoch milliseconds; `limit` defaults to 1000 and must be within
+//!   1..=10000. Bad parameters are a 400 (also `from` after `to`); an unknown pipeline is
+//!   a 404.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tributary_core::Timestamp;
+use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
+use tributary_core::ports::ResultQuery;
+
+use super::{known_pipeline, limit_param};
+use crate::AppState;
+use crate::error::{ApiError, error_chain};
+use crate::extract::{ApiPath, ApiQuery};
+
+/// Default number of results.
+const DEFAULT_LIMIT: usize = 1000;
+/// Largest number of results.
+const MAX_LIMIT: usize = 10_000;
+
+/// `GET /v1/pipelines`.
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
+    let mut pipelines = Vec::with_capacity(state.pipelines.len());
+    for spec in state.pipelines.iter() {
+        let status = cached_status(&state, &spec.name).await;
+        pipelines.push(describe(spec, status.as_ref()));
+    }
+    Json(json!({ "pipelines": pipelines }))
+}
+
+fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
+    let window = match spec.window {
+        WindowSpec::Tumbling { size_ms } => json!({ "type": "tumbling", "size_ms": size_ms }),
+    };
+    let aggregate = match spec.aggregate {
+        Aggregate::Count => "count",
+    };
+    json!({
+        "name": spec.name,
+        "sources": spec.sources,
+        "window": window,
+        "aggregate": aggregate,
+        "status": status,
+    })
+}
+
+/// The pipeline's status from the cache; `None` when absent, unreadable or undecodable.
+async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatus> {
+    let key = PipelineStatus::cache_key(pipeline);
+    match state.cache.get(&key).await {
+        Ok(Some(text)) => match serde_json::from_str(&text) {
+            Ok(status) => Some(status),
+            Err(error) => {
+                tracing::warn!(pipeline, key, error = %error, "undecodable pipeline status in the cache");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(pipeline, key, error = %error_chain(&error), "pipeline status unreadable");
+            None
+        }
+    }
+}
+
+/// The query string of the results endpoint.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResultsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    key: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/pipelines/{name}/results`.
+pub(crate) async fn results(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ResultsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let spec = known_pipeline(&state, &name)?;
+    let from = query
+        .from
+        .as_deref()
+        .map(|t| time_param("from", t))
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| time_param("to", t))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(ApiError::InvalidParameter {
+                name: "from",
+                reason: format!("must not be after to ({from} > {to})"),
+            });
+        }
+    }
+    let query = ResultQuery {
+        pipeline: spec.name.clone(),
+        from,
+        to,
+        key: query.key,
+        limit: limit_param(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
+    };
+    let results = state.analytics.query_results(&query).await?;
+    Ok(Json(json!({ "pipeline": spec.name, "results": results })))
+}
+
+/// An RFC 3339 date-time or integer epoch milliseconds.
+fn time_param(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+    let ts = match text.trim().parse::<i64>() {
+        Ok(millis) => Timestamp::from_millis(millis),
+        Err(_) => {
+            Timestamp::parse_rfc3339(text.trim()).map_err(|reason| ApiError::InvalidParameter {
+                name,
+                reason: reason.to_owned(),
+            })?
+        }
+    };
+    if ts.to_datetime().is_none() {
+        return Err(ApiError::InvalidParameter {
+            name,
+            reason: "is out of range".to_owned(),
+        });
+    }
+    Ok(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_params_accept_rfc3339_and_epoch_millis() {
+        let a = time_param("from", "2026-11-25T18:00:00Z").unwrap();
+        let b = time_param("from", &a.millis().to_string()).unwrap();
+        assert_eq!(a, b);
+        assert!(time_param("from", "yesterday").is_err());
+        assert!(time_param("from", "9223372036854775807").is_err());
+    }
+}

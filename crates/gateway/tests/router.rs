@@ -1,0 +1,916 @@
+//! The gateway's router, called directly with `tower::ServiceExt::oneshot`, over the real
+//! embedded adapters (redb log, SQLite store, in-process cache) in a temporary directory.
+
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
+use tributary_connectors::redb::{RedbLog, RedbLogConfig};
+use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
+use tributary_core::ports::{
+    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset,
+};
+use tributary_core::window::WindowResult;
+use tributary_core::{Event, EventId, StreamName, Timestamp};
+use tributary_gateway::{ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, StreamInfo};
+
+const KEY: &str = "test-admin-key";
+const PARTITIONS: u32 = 3;
+
+/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("install recorder")
+        })
+        .clone()
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    log: Arc<RedbLog>,
+    store: Arc<SqliteStore>,
+    cache: Arc<MemoryCache>,
+    router: Router,
+}
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+fn pipeline(name: &str, source: &str) -> PipelineSpec {
+    PipelineSpec {
+        name: name.to_owned(),
+        sources: vec![stream(source)],
+        window: WindowSpec::Tumbling { size_ms: 60_000 },
+        aggregate: Aggregate::Count,
+        max_out_of_orderness: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        checkpoint_interval: Duration::from_secs(1),
+    }
+}
+
+/// Streams `t` and `orders` (plus `extra`, when given), pipelines `clicks-per-minute` and
+/// `orders-per-minute`.
+async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        RedbLog::open(&RedbLogConfig {
+            path: dir.path().join("log.redb"),
+        })
+        .unwrap(),
+    );
+    let store = Arc::new(
+        SqliteStore::connect(&SqliteConfig {
+            path: dir.path().join("store.sqlite"),
+        })
+        .await
+        .unwrap(),
+    );
+    let cache = Arc::new(MemoryCache::new(&MemoryCacheConfig::default()));
+    let mut streams = BTreeMap::new();
+    streams.insert(
+        stream("t"),
+        StreamInfo {
+            partitions: PARTITIONS,
+            description: Some("test".into()),
+        },
+    );
+    streams.insert(
+        stream("orders"),
+        StreamInfo {
+            partitions: 1,
+            description: None,
+        },
+    );
+    if let Some(extra) = extra {
+        streams.insert(
+            stream(extra),
+            StreamInfo {
+                partitions: 1,
+                description: None,
+            },
+        );
+    }
+    for (name, info) in &streams {
+        log.ensure_stream(name, info.partitions).await.unwrap();
+    }
+    let state = AppState {
+        log: log.clone(),
+        analytics: store.clone(),
+        documents: store.clone(),
+        cache: cache.clone(),
+        streams: Arc::new(streams),
+        pipelines: Arc::new(vec![
+            pipeline("clicks-per-minute", "t"),
+            pipeline("orders-per-minute", "orders"),
+        ]),
+        auth: ApiKeys::new([KEY]),
+        max_body_bytes,
+        metrics: metrics_handle(),
+    };
+    Harness {
+        _dir: dir,
+        log,
+        store,
+        cache,
+        router: tributary_gateway::router(state),
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(DEFAULT_MAX_BODY_BYTES, None).await
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Response {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn get(&self, uri: &str) -> Response {
+        self.send(authed(Method::GET, uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn post(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Response {
+        let request = authed(Method::POST, uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Every event of stream `t` in the log, read from the beginning until `expected` are
+    /// seen or, when fewer exist, until a short quiet period has passed.
+    async fn events_in_log(&self, name: &str, partitions: u32, expected: usize) -> Vec<Event> {
+        let start: Vec<PartitionOffset> = (0..partitions)
+            .map(|partition| PartitionOffset {
+                stream: stream(name),
+                partition,
+                next_offset: 0,
+            })
+            .collect();
+        let mut reader = self.log.reader("gateway-test", &start).await.unwrap();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while events.len() < expected && Instant::now() < deadline {
+            let records = reader.poll(100, Duration::from_millis(200)).await.unwrap();
+            events.extend(records.into_iter().map(|r| r.event));
+        }
+        // Anything more than expected would show up now.
+        let records = reader.poll(100, Duration::from_millis(200)).await.unwrap();
+        events.extend(records.into_iter().map(|r| r.event));
+        events
+    }
+}
+
+fn authed(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+}
+
+async fn body_json(response: Response) -> Value {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+async fn body_text(response: Response) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Asserts an RFC 9457 problem with `status` and returns its body.
+async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let body = body_json(response).await;
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:tributary:problem:"),
+        "{body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+fn ids_of(body: &Value) -> Vec<String> {
+    body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn event(name: &str, id: &str, ts: i64) -> Event {
+    Event {
+        id: EventId::new(id).unwrap(),
+        stream: stream(name),
+        ts: Timestamp::from_millis(ts),
+        key: Some("k".into()),
+        payload: json!({"n": ts}).as_object().unwrap().clone(),
+    }
+}
+
+#[tokio::test]
+async fn v1_routes_require_a_valid_bearer_key() {
+    let h = harness().await;
+    let cases = [
+        None,
+        Some("Bearer wrong-key".to_owned()),
+        Some(format!("Basic {KEY}")),
+        Some(format!("Bearer {KEY}x")),
+    ];
+    for authorization in cases {
+        for (method, uri) in [
+            (Method::GET, "/v1/streams"),
+            (Method::POST, "/v1/streams/t/events"),
+            (Method::GET, "/v1/pipelines/clicks-per-minute/results"),
+        ] {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(value) = &authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"payload":{}}"#))
+                .unwrap();
+            let response = h.send(request).await;
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+            problem(response, StatusCode::UNAUTHORIZED).await;
+        }
+    }
+    assert!(
+        h.events_in_log("t", PARTITIONS, 0).await.is_empty(),
+        "an unauthenticated post was appended"
+    );
+
+    let response = h.get("/v1/streams").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body_json(response).await;
+    assert_eq!(
+        body,
+        json!({"streams": [
+            {"name": "orders", "partitions": 1, "description": null},
+            {"name": "t", "partitions": PARTITIONS, "description": "test"},
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn other_content_types_are_415() {
+    let h = harness().await;
+    for content_type in [
+        "text/plain",
+        "application/xml",
+        "application/json; charset=latin1",
+    ] {
+        let response = h
+            .post("/v1/streams/t/events", content_type, r#"{"payload":{}}"#)
+            .await;
+        let body = problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+        assert!(
+            body["accepted"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("application/x-ndjson"))
+        );
+    }
+    let request = authed(Method::POST, "/v1/streams/t/events")
+        .body(Body::from(r#"{"payload":{}}"#))
+        .unwrap();
+    problem(h.send(request).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(h.events_in_log("t", PARTITIONS, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let h = harness_with(128, None).await;
+    let big = json!({"payload": {"text": "x".repeat(200)}}).to_string();
+    let body = problem(
+        h.post("/v1/streams/t/events", "application/json", big)
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(body["limit_bytes"], 128);
+
+    // Also when the body arrives in chunks, without a Content-Length.
+    let chunks: Vec<Result<String, std::io::Error>> = (0..10)
+        .map(|_| Ok(r#"{"payload":{"a":"aaaaaaaaaaaaaaaa"}}"#.to_owned() + "\n"))
+        .collect();
+    let stream_body = Body::from_stream(futures::stream::iter(chunks));
+    let response = h
+        .post("/v1/streams/t/events", "application/x-ndjson", stream_body)
+        .await;
+    problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let small = r#"{"payload":{}}"#;
+    assert_eq!(
+        h.post("/v1/streams/t/events", "application/json", small)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(h.events_in_log("t", PARTITIONS, 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_ndjson_is_400_naming_the_line() {
+    let h = harness().await;
+    let body = "{\"payload\":{}}\n{\"payload\": {\"a\": }}\n{\"payload\":{}}\n";
+    let response = h
+        .post("/v1/streams/t/events", "application/x-ndjson", body)
+        .await;
+    let body400 = problem(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body400["line"], 2, "{body400}");
+    assert!(body400["column"].as_u64().unwrap() > 0);
+    assert!(
+        body400["detail"].as_str().unwrap().contains("line 2"),
+        "{body400}"
+    );
+
+    for (content_type, body) in [
+        ("application/json", "42"),
+        ("application/json", "[]"),
+        ("application/jsonl", "\n\n"),
+        ("application/json", "{\"payload\":{}"),
+    ] {
+        let response = h.post("/v1/streams/t/events", content_type, body).await;
+        problem(response, StatusCode::BAD_REQUEST).await;
+    }
+    assert!(h.events_in_log("t", PARTITIONS, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_events_are_422_listing_every_error_and_nothing_is_written() {
+    let h = harness().await;
+    let body = json!([
+        {"id": "ok-0", "payload": {}},
+        {"id": 7, "ts": "yesterday", "payload": {}},
+        {"id": "ok-2", "payload": {}},
+        {"payload": [1, 2]},
+        {"id": "ok-4", "payload": {}, "colour": "red"},
+    ]);
+    let response = h
+        .post("/v1/streams/t/events", "application/json", body.to_string())
+        .await;
+    let body422 = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let errors: Vec<(u64, String)> = body422["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["reason"].as_str().is_some_and(|r| !r.is_empty()), "{e}");
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (1, "id".into()),
+            (1, "ts".into()),
+            (3, "payload".into()),
+            (4, String::new())
+        ]
+    );
+
+    // Nothing of the rejected batch is in the log: a later valid batch is all there is.
+    let ok = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json",
+            r#"{"id":"later","payload":{}}"#,
+        )
+        .await;
+    assert_eq!(ok.status(), StatusCode::ACCEPTED);
+    let ids: Vec<String> = h
+        .events_in_log("t", PARTITIONS, 1)
+        .await
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["later".to_owned()]);
+}
+
+#[tokio::test]
+async fn unknown_or_invalid_streams_are_404() {
+    let h = harness().await;
+    for uri in [
+        "/v1/streams/nope/events",
+        "/v1/streams/Bad.Name/events",
+        "/v1/streams/_x/events",
+    ] {
+        let response = h.post(uri, "application/json", r#"{"payload":{}}"#).await;
+        let body = problem(response, StatusCode::NOT_FOUND).await;
+        assert_eq!(body["type"], "urn:tributary:problem:unknown-stream");
+        problem(h.get(uri).await, StatusCode::NOT_FOUND).await;
+    }
+    let body = problem(
+        h.get("/v1/pipelines/nope/results").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(body["type"], "urn:tributary:problem:unknown-pipeline");
+}
+
+#[tokio::test]
+async fn valid_objects_arrays_and_ndjson_are_appended_before_202() {
+    let h = harness().await;
+    let mut expected = BTreeSet::new();
+
+    let one = json!({"id": "obj-1", "ts": "2026-11-25T18:00:00Z", "key": "a", "payload": {"v": 1}});
+    let response = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json; charset=utf-8",
+            one.to_string(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = body_json(response).await;
+    assert_eq!(body, json!({"accepted": 1, "ids": ["obj-1"]}));
+    expected.insert("obj-1".to_owned());
+
+    let many =
+        json!([{"id": "arr-1", "payload": {}}, {"payload": {"v": 2}, "ts": 1_700_000_000_000_i64}]);
+    let body = body_json(
+        h.post("/v1/streams/t/events", "application/json", many.to_string())
+            .await,
+    )
+    .await;
+    assert_eq!(body["accepted"], 2);
+    let ids = ids_of(&body);
+    assert_eq!(ids[0], "arr-1");
+    assert_eq!(ids[1].len(), 36, "a UUIDv7 is generated: {ids:?}");
+    expected.extend(ids);
+
+    let nd = "{\"id\":\"nd-1\",\"key\":\"b\",\"payload\":{}}\n\n{\"id\":\"nd-2\",\"payload\":{}}\n";
+    for content_type in ["application/x-ndjson", "application/jsonl"] {
+        let uri = if content_type == "application/jsonl" {
+            "/v1/streams/orders/events"
+        } else {
+            "/v1/streams/t/events"
+        };
+        let body = body_json(h.post(uri, content_type, nd).await).await;
+        assert_eq!(body, json!({"accepted": 2, "ids": ["nd-1", "nd-2"]}));
+    }
+    expected.extend(["nd-1".to_owned(), "nd-2".to_owned()]);
+
+    let events = h.events_in_log("t", PARTITIONS, expected.len()).await;
+    let found: BTreeSet<String> = events.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(found, expected);
+    assert_eq!(events.len(), expected.len());
+    let first = events.iter().find(|e| e.id.as_str() == "obj-1").unwrap();
+    assert_eq!(first.key.as_deref(), Some("a"));
+    assert_eq!(
+        first.ts,
+        Timestamp::parse_rfc3339("2026-11-25T18:00:00Z").unwrap()
+    );
+    assert_eq!(first.payload["v"], 1);
+
+    let orders = h.events_in_log("orders", 1, 2).await;
+    assert_eq!(orders.len(), 2);
+    assert!(orders.iter().all(|e| e.stream.as_str() == "orders"));
+}
+
+#[tokio::test]
+async fn results_come_from_committed_checkpoints() {
+    let h = harness().await;
+    let minute = 60_000;
+    let base = 1_700_000_040_000 - 1_700_000_040_000 % minute;
+    let result = |start: i64, key: &str, count: u64| WindowResult {
+        pipeline: "clicks-per-minute".into(),
+        window_start: Timestamp::from_millis(start),
+        window_end: Timestamp::from_millis(start + minute),
+        key: key.into(),
+        count,
+        closed: true,
+    };
+    let rows = vec![
+        result(base, "a", 3),
+        result(base, "b", 1),
+        result(base + minute, "a", 5),
+        result(base + 2 * minute, "a", 7),
+    ];
+    let checkpoint = Checkpoint {
+        pipeline: "clicks-per-minute".into(),
+        epoch: 1,
+        offsets: vec![],
+        state: json!({}),
+        watermark: Timestamp::from_millis(base + 3 * minute),
+    };
+    h.store.commit_checkpoint(&checkpoint, &rows).await.unwrap();
+
+    let response = h.get("/v1/pipelines/clicks-per-minute/results").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body_json(response).await;
+    assert_eq!(body["pipeline"], "clicks-per-minute");
+    assert_eq!(body["results"], serde_json::to_value(&rows).unwrap());
+
+    let from = Timestamp::from_millis(base + minute).to_string();
+    let uri = format!(
+        "/v1/pipelines/clicks-per-minute/results?from={from}&to={}&key=a",
+        base + 2 * minute
+    );
+    let body = body_json(h.get(&uri).await).await;
+    assert_eq!(
+        body["results"],
+        json!([serde_json::to_value(&rows[2]).unwrap()])
+    );
+
+    let body = body_json(
+        h.get("/v1/pipelines/clicks-per-minute/results?limit=2")
+            .await,
+    )
+    .await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+
+    let empty = body_json(h.get("/v1/pipelines/orders-per-minute/results").await).await;
+    assert_eq!(
+        empty,
+        json!({"pipeline": "orders-per-minute", "results": []})
+    );
+
+    for bad in [
+        "from=yesterday",
+        "to=1e3",
+        "limit=0",
+        "limit=10001",
+        "limit=x",
+        &format!("from={}&to={base}", base + 1),
+    ] {
+        let uri = format!("/v1/pipelines/clicks-per-minute/results?{bad}");
+        problem(h.get(&uri).await, StatusCode::BAD_REQUEST).await;
+    }
+}
+
+#[tokio::test]
+async fn pipelines_show_their_cached_status() {
+    let h = harness().await;
+    let status = PipelineStatus {
+        pipeline: "clicks-per-minute".into(),
+        epoch: 42,
+        watermark: Some(Timestamp::from_millis(1_700_000_000_000)),
+        committed_at: Timestamp::from_millis(1_700_000_001_000),
+        late_events: 2,
+        duplicates: 1,
+        latest: vec![],
+    };
+    h.cache
+        .set(
+            &PipelineStatus::cache_key("clicks-per-minute"),
+            &serde_json::to_string(&status).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    h.cache
+        .set(
+            &PipelineStatus::cache_key("orders-per-minute"),
+            "not json",
+            None,
+        )
+        .await
+        .unwrap();
+
+    let body = body_json(h.get("/v1/pipelines").await).await;
+    assert_eq!(
+        body["pipelines"][0],
+        json!({
+            "name": "clicks-per-minute",
+            "sources": ["t"],
+            "window": {"type": "tumbling", "size_ms": 60_000},
+            "aggregate": "count",
+            "status": serde_json::to_value(&status).unwrap(),
+        })
+    );
+    assert_eq!(body["pipelines"][0]["status"]["epoch"], 42);
+    assert_eq!(body["pipelines"][1]["name"], "orders-per-minute");
+    assert_eq!(
+        body["pipelines"][1]["status"],
+        Value::Null,
+        "an undecodable status shows as null"
+    );
+}
+
+#[tokio::test]
+async fn events_are_paged_newest_first_with_a_cursor() {
+    let h = harness().await;
+    let events: Vec<Event> = (0..5)
+        .map(|i| event("t", &format!("e{i}"), 1_000 + i))
+        .collect();
+    h.store.put_events(&events).await.unwrap();
+    h.store
+        .put_events(&[event("orders", "other", 5_000)])
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut uri = "/v1/streams/t/events?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let response = h.get(&uri).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = body_json(response).await;
+        pages += 1;
+        let page: Vec<Event> = serde_json::from_value(body["events"].clone()).unwrap();
+        seen.extend(page);
+        match body["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/streams/t/events?limit=2&cursor={cursor}"),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance");
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<Event> = events.iter().rev().cloned().collect();
+    assert_eq!(seen, expected);
+
+    // An exact multiple of the limit ends with a null cursor, not an empty page.
+    let body = body_json(h.get("/v1/streams/t/events?limit=5").await).await;
+    assert_eq!(body["events"].as_array().unwrap().len(), 5);
+    assert_eq!(body["next_cursor"], Value::Null);
+
+    let body = body_json(h.get("/v1/streams/t/events").await).await;
+    assert_eq!(body["events"][0]["id"], "e4");
+    assert_eq!(body["events"][0]["ts"], "1970-01-01T00:00:01.004Z");
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "limit=ten",
+        "cursor=%21%21",
+        "cursor=bm9wZQ",
+    ] {
+        problem(
+            h.get(&format!("/v1/streams/t/events?{bad}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_ingested_events() {
+    let stream_name = format!("m{}", uuid::Uuid::now_v7().simple());
+    let h = harness_with(DEFAULT_MAX_BODY_BYTES, Some(&stream_name)).await;
+    let uri = format!("/v1/streams/{stream_name}/events");
+    let body = json!([{"payload": {}}, {"payload": {}}, {"payload": {}}]).to_string();
+    assert_eq!(
+        h.post(&uri, "application/json", body).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        h.post(&uri, "text/plain", "x").await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+
+    let response = h
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = body_text(response).await;
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .to_owned()
+    };
+    let events = line(&format!(
+        "tributary_ingest_events_total{{stream=\"{stream_name}\"}}"
+    ));
+    assert!(events.ends_with(" 3"), "{events}");
+    let accepted = line(&format!(
+        "tributary_ingest_requests_total{{stream=\"{stream_name}\",status=\"202\"}}"
+    ));
+    assert!(accepted.ends_with(" 1"), "{accepted}");
+    line(&format!(
+        "tributary_ingest_requests_total{{stream=\"{stream_name}\",status=\"415\"}}"
+    ));
+    assert!(text.contains("tributary_ingest_duration_seconds"), "{text}");
+}
+
+#[tokio::test]
+async fn openapi_documents_exactly_the_routes_served() {
+    let h = harness().await;
+    let response = h
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc = body_json(response).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    let routes = tributary_gateway::routes();
+    let served: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|(m, p)| (m.as_str().to_lowercase(), (*p).to_owned()))
+        .collect();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(documented, served);
+
+    // Each listed route is really routed (the router's own 404 and 405 are not reached).
+    for (method, path) in routes {
+        let uri = path
+            .replace("{stream}", "t")
+            .replace("{name}", "clicks-per-minute");
+        let response = h
+            .send(authed(method.clone(), &uri).body(Body::empty()).unwrap())
+            .await;
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        if response.status() == StatusCode::NOT_FOUND {
+            let body = body_json(response).await;
+            assert_ne!(
+                body["type"], "urn:tributary:problem:route-not-found",
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let h = harness().await;
+    let response = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_json(response).await, json!({"status": "ok"}));
+
+    let response = h
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body_json(response).await;
+    assert_eq!(body["status"], "ready");
+    assert_eq!(
+        body["checks"],
+        json!({"analytics": "ok", "cache": "ok", "documents": "ok", "log": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn a_closed_store_makes_readyz_and_queries_503() {
+    let h = harness().await;
+    h.store.close().await;
+    let response = h
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["checks"]["analytics"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["documents"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["log"], "ok", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("analytics") && detail.contains("documents") && !detail.contains("log"),
+        "{detail}"
+    );
+
+    // The failure is logged once, server-side, with its cause; the client sees none of it.
+    let captured = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let response = h.get("/v1/streams/t/events").await;
+    drop(guard);
+    let log = captured.text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("http_request")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    for expected in [
+        "ERROR",
+        "method=GET",
+        "path=/v1/streams/t/events",
+        "status=503",
+        "latency_ms=",
+        "sqlite is unavailable",
+    ] {
+        assert!(
+            lines[0].contains(expected),
+            "{expected:?} missing from {log}"
+        );
+    }
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        !body.to_string().contains("sqlite") && !body.to_string().contains("pool"),
+        "internals leaked: {body}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let h = harness().await;
+    let body = problem(h.get("/v2/nothing").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(body["type"], "urn:tributary:problem:route-not-found");
+    assert_eq!(body["instance"], "/v2/nothing");
+
+    let response = h
+        .send(Request::delete("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.headers()[header::ALLOW], "GET,HEAD");
+    problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    let response = h
+        .send(
+            authed(Method::PUT, "/v1/streams/t/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let allow = response.headers()[header::ALLOW]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -1,0 +1,256 @@
+//! Wiring: builds the adapters a config names, then starts the roles in order — the log's
+//! streams, the engine (pipelines and the raw-event archive), the HTTP gateway — and stops
+//! them together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tributary_connectors::registry;
+use tributary_engine::{Engine, EngineConfig, Ports};
+use tributary_gateway::{ApiKeys, AppState, StreamInfo};
+
+use crate::config::Config;
+
+/// The environment variable holding an admin API key.
+pub const BOOTSTRAP_API_KEY_VAR: &str = "TRIBUTARY_BOOTSTRAP_API_KEY";
+
+/// What a process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Every role below.
+    All,
+    /// The HTTP gateway: queries, health, metrics, and ingestion.
+    Gateway,
+    /// HTTP ingestion (served by the gateway's server).
+    Ingest,
+    /// The engine: pipelines and the raw-event archive.
+    Process,
+}
+
+/// A started process: its HTTP address (when it serves HTTP) and its tasks.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens, when one runs.
+    pub http_addr: Option<SocketAddr>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Waits until every role has stopped (after `shutdown`, or when one fails, which
+    /// stops the others). Returns the first error.
+    ///
+    /// # Errors
+    /// The first role's error.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(err) = outcome {
+                self.shutdown.cancel();
+                if first.is_ok() {
+                    first = Err(err);
+                }
+            }
+        }
+        first
+    }
+}
+
+/// Runs `roles` from `config` until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the config is invalid, an adapter cannot connect, or a role fails.
+pub async fn run(
+    config: Config,
+    roles: &[Role],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    start(config, roles, shutdown).await?.wait().await
+}
+
+/// Starts `roles` from `config` and returns once they run.
+///
+/// # Errors
+/// When the config is invalid, an adapter cannot connect, or the port is taken.
+pub async fn start(
+    config: Config,
+    roles: &[Role],
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let keys = std::env::var(BOOTSTRAP_API_KEY_VAR)
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .collect();
+    start_with_keys(config, roles, shutdown, keys).await
+}
+
+/// Like [`start`], with the accepted admin API keys given.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_keys(
+    config: Config,
+    roles: &[Role],
+    shutdown: CancellationToken,
+    keys: Vec<String>,
+) -> anyhow::Result<Running> {
+    let checked = config.validate()?;
+    let has = |role| roles.contains(&Role::All) || roles.contains(&role);
+    let metrics = metrics_handle();
+
+    let adapters = registry::build(
+        &config.log,
+        &config.analytics,
+        &config.documents,
+        &config.cache,
+    )
+    .await
+    .context("cannot connect the adapters")?;
+    let ports = Ports {
+        log: adapters.log,
+        analytics: adapters.analytics,
+        documents: adapters.documents,
+        cache: adapters.cache,
+    };
+
+    let mut streams = BTreeMap::new();
+    for (stream, declared) in checked.streams.iter().zip(&config.streams) {
+        let partitions = ports
+            .log
+            .ensure_stream(stream, declared.partitions)
+            .await
+            .with_context(|| format!("cannot create stream {stream}"))?;
+        streams.insert(
+            stream.clone(),
+            StreamInfo {
+                partitions,
+                description: declared.description.clone(),
+            },
+        );
+    }
+
+    let mut tasks = JoinSet::new();
+    if has(Role::Process) {
+        let engine = Engine::new(
+            ports.clone(),
+            EngineConfig {
+                pipelines: checked.pipelines.clone(),
+                archived_streams: if config.engine.archive_raw_events {
+                    checked.streams.clone()
+                } else {
+                    Vec::new()
+                },
+                archive_checkpoint_interval: config.engine.archive_checkpoint_interval,
+                batch_size: config.engine.batch_size,
+            },
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move { engine.run(token).await.context("engine failed") });
+    }
+
+    let mut http_addr = None;
+    if has(Role::Gateway) || has(Role::Ingest) {
+        if keys.is_empty() {
+            tracing::warn!(
+                variable = BOOTSTRAP_API_KEY_VAR,
+                "no API key configured: every /v1 request will be refused"
+            );
+        }
+        let state = AppState {
+            log: ports.log.clone(),
+            analytics: ports.analytics.clone(),
+            documents: ports.documents.clone(),
+            cache: ports.cache.clone(),
+            streams: Arc::new(streams),
+            pipelines: Arc::new(checked.pipelines.clone()),
+            auth: ApiKeys::new(keys),
+            max_body_bytes: config.http.max_body_bytes,
+            metrics,
+        };
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        let addr = listener.local_addr()?;
+        http_addr = Some(addr);
+        tracing::info!(%addr, "HTTP gateway listening");
+        let router = tributary_gateway::router(state);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            axum_serve(listener, router, token)
+                .await
+                .context("HTTP server failed")
+        });
+    }
+    Ok(Running {
+        http_addr,
+        tasks,
+        shutdown,
+    })
+}
+
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// # Panics
+/// Never in practice: only if another metrics recorder was installed first.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+#[must_use]
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot watch SIGTERM");
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing the current checkpoint");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,328 @@
+//! The configuration file: what a user writes, checked into what the roles run.
+//!
+//! Sources, later ones winning: the built-in defaults (`config/defaults.toml`, compiled
+//! in), the file given with `--config`, then environment variables
+//! `TRIBUTARY__SECTION__KEY` (for example `TRIBUTARY__HTTP__LISTEN=0.0.0.0:9090`).
+//! Unknown keys are errors, so a typo never goes unnoticed.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use tributary_connectors::registry::{AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig};
+use tributary_core::StreamName;
+use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+
+/// The built-in defaults.
+const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
+/// The demo's configuration.
+const DEMO: &str = include_str!("../../../config/demo.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server (gateway and ingestion).
+    pub http: HttpConfig,
+    /// The engine that runs pipelines.
+    pub engine: EngineSection,
+    /// The event log: `type = "embedded"` or `type = "kafka"`.
+    pub log: LogConfig,
+    /// Window results and checkpoints: `type = "sqlite"` or `type = "postgres"`.
+    pub analytics: AnalyticsConfig,
+    /// Raw events as documents: `type = "sqlite"` or `type = "mongodb"`.
+    pub documents: DocumentsConfig,
+    /// Live results: `type = "memory"` or `type = "redis"`.
+    pub cache: CacheConfig,
+    /// The streams events can be sent to.
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+    /// The pipelines to run.
+    #[serde(default)]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Most records a task handles per poll of the log.
+    pub batch_size: usize,
+    /// How often the raw-event archive commits its offsets.
+    #[serde(with = "humantime_serde")]
+    pub archive_checkpoint_interval: Duration,
+    /// Whether raw events of every stream are kept in the document store.
+    pub archive_raw_events: bool,
+}
+
+/// One stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Its name: `a-z`, `0-9`, `_`, `-`, at most 64 characters.
+    pub name: String,
+    /// Partitions of its log topic: the unit of parallelism.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// What it carries, for people.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_partitions() -> u32 {
+    3
+}
+
+/// One pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Its name (same rules as a stream's); also its consumer group.
+    pub name: String,
+    /// The streams it reads.
+    pub sources: Vec<String>,
+    /// Its windows.
+    pub window: WindowConfig,
+    /// What it computes per window and key: `"count"`.
+    #[serde(default = "default_aggregate")]
+    pub aggregate: String,
+    /// How late an event may be, relative to the newest of its partition, and still count.
+    #[serde(with = "humantime_serde", default = "default_out_of_orderness")]
+    pub max_out_of_orderness: Duration,
+    /// A partition silent for this long does not hold the watermark back.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// How often results, state and offsets are committed together.
+    #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+}
+
+fn default_aggregate() -> String {
+    "count".to_owned()
+}
+fn default_out_of_orderness() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// A pipeline's windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum WindowConfig {
+    /// Fixed, non-overlapping windows.
+    Tumbling {
+        /// Window length, such as `"1m"`.
+        #[serde(with = "humantime_serde")]
+        size: Duration,
+    },
+}
+
+impl Config {
+    /// Loads the defaults, then `file` (TOML), then `TRIBUTARY__*` environment variables.
+    ///
+    /// # Errors
+    /// When the file cannot be read, or a value is missing, mistyped or unknown.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)), file)
+    }
+
+    /// Like [`Config::load`], with `base` (TOML text) between the defaults and the file.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with_base(base: &str, file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::from_figment(
+            Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(base)),
+            file,
+        )
+    }
+
+    /// The demo's configuration: `config/demo.toml` (compiled in), with its data under
+    /// `data_dir` and its HTTP server on `listen`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn demo(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+        let db = data_dir.join("tributary.db");
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(DEMO))
+            .merge(("http.listen", listen.to_string()))
+            .merge(("log.path", data_dir.join("log.redb")))
+            .merge(("analytics.path", &db))
+            .merge(("documents.path", &db));
+        Self::from_figment(figment, None)
+    }
+
+    fn from_figment(mut figment: Figment, file: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment
+            .merge(Env::prefixed("TRIBUTARY__").split("__"))
+            .extract()
+            .context("invalid configuration")
+    }
+
+    /// Checks names and references and builds the pipeline plans.
+    ///
+    /// # Errors
+    /// On a bad or duplicate name, a pipeline reading an undeclared stream, or an
+    /// unsupported aggregate.
+    pub fn validate(&self) -> anyhow::Result<Checked> {
+        let mut streams = Vec::new();
+        let mut names = BTreeSet::new();
+        for stream in &self.streams {
+            let name = StreamName::new(stream.name.clone()).context("in [[streams]]")?;
+            if !names.insert(name.clone()) {
+                bail!("stream {name} is declared twice");
+            }
+            if stream.partitions == 0 {
+                bail!("stream {name} needs at least one partition");
+            }
+            streams.push(name);
+        }
+        let mut pipelines = Vec::new();
+        let mut pipeline_names = BTreeSet::new();
+        for p in &self.pipelines {
+            StreamName::new(p.name.clone()).context("pipeline names follow stream-name rules")?;
+            if !pipeline_names.insert(p.name.clone()) {
+                bail!("pipeline {} is declared twice", p.name);
+            }
+            if p.sources.is_empty() {
+                bail!("pipeline {} has no sources", p.name);
+            }
+            let mut sources = Vec::new();
+            for source in &p.sources {
+                let stream = StreamName::new(source.clone())?;
+                if !names.contains(&stream) {
+                    bail!(
+                        "pipeline {} reads stream {stream}, which is not declared in [[streams]]",
+                        p.name
+                    );
+                }
+                sources.push(stream);
+            }
+            let aggregate = match p.aggregate.as_str() {
+                "count" => Aggregate::Count,
+                other => bail!(
+                    "pipeline {}: unsupported aggregate {other:?} (supported: \"count\")",
+                    p.name
+                ),
+            };
+            let WindowConfig::Tumbling { size } = p.window;
+            let size_ms = tributary_core::pipeline::millis(size);
+            if size_ms <= 0 {
+                bail!("pipeline {}: the window size must be at least 1ms", p.name);
+            }
+            pipelines.push(PipelineSpec {
+                name: p.name.clone(),
+                sources,
+                window: WindowSpec::Tumbling { size_ms },
+                aggregate,
+                max_out_of_orderness: p.max_out_of_orderness,
+                idle_timeout: p.idle_timeout,
+                checkpoint_interval: p.checkpoint_interval,
+            });
+        }
+        Ok(Checked { streams, pipelines })
+    }
+}
+
+/// What [`Config::validate`] produces.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The declared streams, in order.
+    pub streams: Vec<StreamName>,
+    /// The pipeline plans.
+    pub pipelines: Vec<PipelineSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMBEDDED: &str = r#"
+        [log]
+        type = "embedded"
+        path = "/tmp/x/log.redb"
+        [analytics]
+        type = "sqlite"
+        path = "/tmp/x/tributary.db"
+        [documents]
+        type = "sqlite"
+        path = "/tmp/x/tributary.db"
+        [cache]
+        type = "memory"
+        [[streams]]
+        name = "clicks"
+        [[pipelines]]
+        name = "clicks_per_page"
+        sources = ["clicks"]
+        window = { type = "tumbling", size = "1m" }
+    "#;
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        for file in ["../../config/local.toml", "../../config/demo.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let config = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn a_pipeline_is_planned() {
+        let checked = Config::load_with_base(EMBEDDED, None)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            checked.pipelines[0].window,
+            WindowSpec::Tumbling { size_ms: 60_000 }
+        );
+        assert_eq!(
+            checked.pipelines[0].max_out_of_orderness,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_references_are_refused() {
+        let typo = EMBEDDED.replace(
+            "[cache]\n        type = \"memory\"",
+            "[cache]\n        type = \"memory\"\n        max_entires = 3",
+        );
+        assert!(Config::load_with_base(&typo, None).is_err());
+        let unknown_source = EMBEDDED.replace("sources = [\"clicks\"]", "sources = [\"views\"]");
+        let err = Config::load_with_base(&unknown_source, None)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("not declared"), "{err}");
+    }
+}

@@ -1,0 +1,231 @@
+//! `tributary demo`: the whole system in one process, embedded, with generators playing
+//! three sources — web clicks, orders and sensor readings — through the HTTP API, with the
+//! out-of-order timestamps, client retries (duplicate ids) and occasional late events of
+//! real sources.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tributary_core::{EventId, Timestamp};
+
+use crate::app::{self, BOOTSTRAP_API_KEY_VAR, Role};
+use crate::config::Config;
+
+/// Options of `tributary demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Where the embedded log and databases live (kept between runs: a restarted demo
+    /// resumes from its last checkpoint).
+    #[arg(long, default_value = "data/demo")]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP server.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Events per second from each source.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u32,
+    /// Stop after this many seconds (runs until Ctrl-C when absent).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+}
+
+/// Runs the demo until Ctrl-C (or `--seconds`).
+///
+/// # Errors
+/// When the data directory cannot be created or a role fails to start.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let key = match std::env::var(BOOTSTRAP_API_KEY_VAR) {
+        Ok(key) if !key.is_empty() => key,
+        _ => format!("trb_demo_{}", EventId::generate().as_str().replace('-', "")),
+    };
+    let config = Config::demo(&args.data_dir, args.listen)?;
+    let shutdown = app::shutdown_on_signal();
+    if let Some(seconds) = args.seconds {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            token.cancel();
+        });
+    }
+    let running =
+        app::start_with_keys(config, &[Role::All], shutdown.clone(), vec![key.clone()]).await?;
+    let addr = running.http_addr.context("the demo serves HTTP")?;
+    banner(addr, &key);
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut generators = tokio::task::JoinSet::new();
+    for source in [Source::Clicks, Source::Orders, Source::Sensors] {
+        let generator = Generator {
+            source,
+            client: client.clone(),
+            base: base.clone(),
+            key: key.clone(),
+            rate: args.rate.max(1),
+            rng: StdRng::from_entropy(),
+        };
+        generators.spawn(generator.run(shutdown.clone()));
+    }
+    let result = running.wait().await;
+    generators.shutdown().await;
+    result
+}
+
+#[allow(clippy::print_stdout)]
+fn banner(addr: SocketAddr, key: &str) {
+    println!(
+        r#"
+Tributary demo: embedded mode, every role in this process.
+Three sources are sending events: clicks, orders, sensors.
+
+  URL:      http://{addr}
+  API key:  {key}
+
+Try:
+  curl -s -H 'Authorization: Bearer {key}' http://{addr}/v1/pipelines/clicks_per_page/results
+  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+       -d '{{"key":"/pricing","payload":{{"user":"you"}}}}' http://{addr}/v1/streams/clicks/events
+
+Also: /v1/streams, /v1/streams/orders/events, /v1/pipelines, /metrics, /openapi.json.
+Stop with Ctrl-C.
+"#
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Clicks,
+    Orders,
+    Sensors,
+}
+
+impl Source {
+    fn stream(self) -> &'static str {
+        match self {
+            Self::Clicks => "clicks",
+            Self::Orders => "orders",
+            Self::Sensors => "sensors",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Generator {
+    source: Source,
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    rate: u32,
+    rng: StdRng,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+impl Generator {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let url = format!("{}/v1/streams/{}/events", self.base, self.source.stream());
+        let mut previous: Option<(String, String)> = None;
+        let mut ticker = tokio::time::interval(TICK);
+        let per_tick = (self.rate / 4).max(1);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            // One request in twenty is a client retry: the same ids again.
+            let (content_type, body) = match previous.take() {
+                Some(batch) if self.rng.gen_bool(0.05) => batch,
+                _ => self.batch(per_tick),
+            };
+            let sent = self
+                .client
+                .post(&url)
+                .bearer_auth(&self.key)
+                .header("content-type", &content_type)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::warn!(source = self.source.stream(), status = %response.status(), "generator request refused");
+                }
+                Err(err) => {
+                    tracing::debug!(source = self.source.stream(), error = %err, "generator request failed");
+                }
+            }
+            previous = Some((content_type, body));
+        }
+    }
+
+    /// A batch of events: JSON arrays for clicks and orders, NDJSON for sensors.
+    fn batch(&mut self, n: u32) -> (String, String) {
+        let events: Vec<Value> = (0..n).map(|_| self.event()).collect();
+        match self.source {
+            Source::Sensors => {
+                let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+                ("application/x-ndjson".to_owned(), lines.join("\n"))
+            }
+            Source::Clicks | Source::Orders => (
+                "application/json".to_owned(),
+                Value::Array(events).to_string(),
+            ),
+        }
+    }
+
+    fn event(&mut self) -> Value {
+        let now = Timestamp::now().millis();
+        // Out of order by up to 8 s; one event in 500 arrives three minutes late.
+        let delay = if self.rng.gen_bool(0.002) {
+            180_000
+        } else {
+            self.rng.gen_range(0..8_000)
+        };
+        let ts = now - delay;
+        let rng = &mut self.rng;
+        match self.source {
+            Source::Clicks => {
+                let page = ["/", "/pricing", "/docs", "/blog", "/signup"][rng.gen_range(0..5)];
+                let referrer = ["search", "social", "direct"][rng.gen_range(0..3)];
+                json!({
+                    "ts": ts, "key": page,
+                    "payload": {
+                        "user": format!("u{}", rng.gen_range(1..200)),
+                        "action": if rng.gen_bool(0.8) { "view" } else { "click" },
+                        "referrer": referrer,
+                    }
+                })
+            }
+            Source::Orders => {
+                let country = ["fr", "de", "us", "jp", "br"][rng.gen_range(0..5)];
+                json!({
+                    "ts": ts, "key": country,
+                    "payload": {
+                        "order_id": EventId::generate().as_str(),
+                        "amount": f64::from(rng.gen_range(500..50_000)) / 100.0,
+                        "currency": "EUR",
+                        "items": rng.gen_range(1..6),
+                    }
+                })
+            }
+            Source::Sensors => {
+                let sensor = format!("sensor-{}", rng.gen_range(1..7));
+                json!({
+                    "ts": ts, "key": sensor,
+                    "payload": {
+                        "temperature_c": f64::from(rng.gen_range(150..300)) / 10.0,
+                        "humidity": rng.gen_range(30..70),
+                    }
+                })
+            }
+        }
+    }
+}

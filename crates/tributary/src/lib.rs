@@ -1,0 +1,7 @@
+//! The `tributary` binary's library: configuration, logging, the wiring of roles, and the
+//! demo. `main.rs` only parses the command line.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod logging;

@@ -1,0 +1,46 @@
+//! End to end in the embedded mode: the real binary, the embedded log, SQLite and the
+//! in-process cache, driven over HTTP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::TOPOLOGY;
+use common::scenarios;
+
+fn embedded_config(dir: &Path) -> PathBuf {
+    let path = dir.join("tributary.toml");
+    let config = format!(
+        r#"
+[log]
+type = "embedded"
+path = "{dir}/log.redb"
+
+[analytics]
+type = "sqlite"
+path = "{dir}/tributary.db"
+
+[documents]
+type = "sqlite"
+path = "{dir}/tributary.db"
+
+[cache]
+type = "memory"
+{TOPOLOGY}"#,
+        dir = dir.display()
+    );
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_counts_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    scenarios::counts_are_exact(&embedded_config(dir.path()), &[], dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_counts_survive_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    scenarios::counts_survive_kill9(&embedded_config(dir.path()), &[], dir.path()).await;
+}

@@ -7,6 +7,8 @@
 //! Each test works in a database of its own, created for it and dropped after it; each
 //! SQLite test in a file of its own in a temporary directory.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
+
 use std::collections::BTreeMap;
 
 use futures::future::join_all;

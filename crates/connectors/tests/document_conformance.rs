@@ -6,6 +6,8 @@
 //! and fail when it is missing or unreachable. Each test works in a database of its own,
 //! dropped after it; each SQLite test in a file of its own in a temporary directory.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
+
 use serde_json::{Map, Value, json};
 use tributary_core::ports::{DocumentStore, EventCursor, EventPage, PortError};
 use tributary_core::{Event, EventId, StreamName, Timestamp};

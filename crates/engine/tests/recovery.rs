@@ -1,6 +1,8 @@
 //! The engine over the embedded adapters: exact counts after the engine is aborted
 //! mid-stream (no final checkpoint), and fencing of a second processor.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! (`scripts/services.sh up` prints them). Each test gets its own topics, database and
 //! key prefix.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! End to end in the embedded mode: the real binary, the embedded log, SQLite and the
 //! in-process cache, driven over HTTP.
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -53,8 +53,9 @@ pub async fn counts_survive_kill9(config: &Path, env: &[(String, String)], dir: 
             sent.extend_from_slice(chunk);
         }
         if round + 1 < thirds.len() {
-            // Let some checkpoints land, then kill it in the middle of processing.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Kill it in the middle of processing: at once the first time, after a few
+            // checkpoints the second.
+            tokio::time::sleep(Duration::from_millis(if round == 0 { 0 } else { 300 })).await;
             node.kill9();
         } else {
             node.send(&flush_events()).await;

@@ -8,6 +8,7 @@
 pub mod event;
 pub mod parse;
 pub mod partition;
+pub mod payload;
 pub mod pipeline;
 pub mod ports;
 pub mod window;

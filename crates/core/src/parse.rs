@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::event::{Event, EventId, MAX_KEY_LEN, StreamName, Timestamp};
+use crate::payload::{check_payload, check_text};
 
 /// How a body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +149,7 @@ fn event_from_value(
     let id = match object.remove("id") {
         None | Some(Value::Null) => Some(EventId::generate()),
         Some(Value::String(s)) => EventId::new(s)
+            .and_then(|id| check_text(id.as_str()).map(|()| id).map_err(|e| e.reason))
             .map_err(|reason| errors.push(("id", reason.to_owned())))
             .ok(),
         Some(_) => {
@@ -180,6 +182,10 @@ fn event_from_value(
     };
     let key = match object.remove("key") {
         None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(("key", "must not contain NUL characters".to_owned()));
+            None
+        }
         Some(Value::String(s)) if s.len() <= MAX_KEY_LEN => Some(Some(s)),
         Some(Value::String(_)) => {
             errors.push(("key", format!("must be at most {MAX_KEY_LEN} bytes")));
@@ -191,7 +197,13 @@ fn event_from_value(
         }
     };
     let payload = match object.remove("payload") {
-        Some(Value::Object(map)) => Some(map),
+        Some(Value::Object(map)) => match check_payload(&map) {
+            Ok(()) => Some(map),
+            Err(err) => {
+                errors.push(("payload", err.to_string()));
+                None
+            }
+        },
         None => {
             errors.push(("payload", "is required".to_owned()));
             None
@@ -318,6 +330,20 @@ mod tests {
             parse_events(b"42", BodyFormat::Json, &stream(), NOW),
             Err(ParseError::WrongShape)
         );
+    }
+
+    #[test]
+    fn payloads_every_store_cannot_keep_are_refused() {
+        let body =
+            br#"[{"payload":{"a.b":1}},{"payload":{"x":[[1]]}},{"key":"k\u0000","payload":{}}]"#;
+        let ParseError::Invalid(errors) =
+            parse_events(body, BodyFormat::Json, &stream(), NOW).unwrap_err()
+        else {
+            panic!()
+        };
+        let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field)).collect();
+        assert_eq!(found, vec![(0, "payload"), (1, "payload"), (2, "key")]);
+        assert!(errors[0].reason.contains("a.b"), "{}", errors[0].reason);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tributary_core::ports::PortError;
 use tributary_core::{StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
@@ -46,6 +47,38 @@ impl ArchiveTask {
     }
 }
 
+impl ArchiveTask {
+    /// Stores `events`. A batch the store refuses is retried event by event, and an event
+    /// it refuses on its own is logged with the reason and counted
+    /// (`tributary_archive_refused_events_total`) — it stays in the log — so one bad
+    /// record cannot stall the archive. Ingestion already refuses payloads no store can
+    /// hold, so this only meets records other producers wrote to the log.
+    async fn store(&self, events: &[tributary_core::Event]) -> Result<(), EngineError> {
+        match self.ports.documents.put_events(events).await {
+            Err(PortError::Refused { .. }) if events.len() > 1 => {
+                for event in events {
+                    Box::pin(self.store(std::slice::from_ref(event))).await?;
+                }
+                Ok(())
+            }
+            Err(err @ PortError::Refused { .. }) => {
+                let Some(event) = events.first() else {
+                    return Ok(());
+                };
+                metrics::counter!("tributary_archive_refused_events_total").increment(1);
+                tracing::error!(
+                    stream = %event.stream,
+                    id = %event.id,
+                    error = &err as &dyn std::error::Error,
+                    "raw event refused by the document store; it stays in the log"
+                );
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
 impl Task for ArchiveTask {
     fn name(&self) -> &str {
         ARCHIVE_TASK
@@ -69,7 +102,7 @@ impl Task for ArchiveTask {
             };
             if !records.is_empty() {
                 let events: Vec<_> = records.iter().map(|r| r.event.clone()).collect();
-                self.ports.documents.put_events(&events).await?;
+                self.store(&events).await?;
                 records.iter().for_each(|r| positions.advance(r));
                 metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
             }

@@ -4,110 +4,47 @@
 use ::mongodb::bson::{Bson, Document};
 use serde_json::{Map, Number, Value};
 
-/// A value the document store cannot hold, and where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub(crate) struct Unstorable {
-    /// Where the value is, e.g. `payload.items[2].name`.
-    pub(crate) path: String,
-    /// Why it cannot be stored.
-    pub(crate) reason: &'static str,
-}
-
-impl Unstorable {
-    fn new(reason: &'static str) -> Self {
-        Self {
-            path: String::new(),
-            reason,
-        }
-    }
-
-    /// The same error, one level further from the value.
-    pub(crate) fn within(mut self, segment: &str) -> Self {
-        self.path = if self.path.is_empty() || self.path.starts_with('[') {
-            format!("{segment}{}", self.path)
-        } else {
-            format!("{segment}.{}", self.path)
-        };
-        self
-    }
-}
+/// A value the document store cannot hold, and where it is: the payload rules of
+/// `tributary-core`, which ingestion enforces too.
+pub(crate) use tributary_core::payload::PayloadError as Unstorable;
+pub(crate) use tributary_core::payload::check_text as check_string;
 
 /// A stored value that is not one this store writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unexpected BSON {0} in a stored payload")]
 pub(crate) struct Undecodable(pub(crate) String);
 
-/// Checks a string that becomes a BSON string.
-pub(crate) fn check_string(s: &str) -> Result<(), Unstorable> {
-    if s.contains('\0') {
-        return Err(Unstorable::new("strings must not contain NUL characters"));
-    }
-    Ok(())
-}
-
-/// Checks a field name.
-fn check_field_name(name: &str) -> Result<(), Unstorable> {
-    if name.contains('.') {
-        Err(Unstorable::new("field names must not contain '.'"))
-    } else if name.starts_with('$') {
-        Err(Unstorable::new("field names must not start with '$'"))
-    } else if name.contains('\0') {
-        Err(Unstorable::new(
-            "field names must not contain NUL characters",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// A JSON object as a BSON document.
 pub(crate) fn object_to_document(map: &Map<String, Value>) -> Result<Document, Unstorable> {
-    let mut document = Document::new();
-    for (name, value) in map {
-        check_field_name(name)
-            .and_then(|()| value_to_bson(value, false))
-            .map(|bson| document.insert(name.clone(), bson))
-            .map_err(|e| e.within(name))?;
-    }
-    Ok(document)
+    tributary_core::payload::check_payload(map)?;
+    Ok(map
+        .iter()
+        .map(|(name, value)| (name.clone(), value_to_bson(value)))
+        .collect())
 }
 
-/// A JSON value as BSON; `in_array` when it is an element of an array.
-fn value_to_bson(value: &Value, in_array: bool) -> Result<Bson, Unstorable> {
-    Ok(match value {
+/// A JSON value, already checked, as BSON.
+fn value_to_bson(value: &Value) -> Bson {
+    match value {
         Value::Null => Bson::Null,
         Value::Bool(b) => Bson::Boolean(*b),
-        Value::Number(n) => number_to_bson(n)?,
-        Value::String(s) => {
-            check_string(s)?;
-            Bson::String(s.clone())
-        }
-        Value::Array(items) => {
-            if in_array {
-                return Err(Unstorable::new("arrays must not directly contain arrays"));
-            }
-            let mut array = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                array.push(value_to_bson(item, true).map_err(|e| e.within(&format!("[{i}]")))?);
-            }
-            Bson::Array(array)
-        }
-        Value::Object(map) => Bson::Document(object_to_document(map)?),
-    })
+        Value::Number(n) => number_to_bson(n),
+        Value::String(s) => Bson::String(s.clone()),
+        Value::Array(items) => Bson::Array(items.iter().map(value_to_bson).collect()),
+        Value::Object(map) => Bson::Document(
+            map.iter()
+                .map(|(name, value)| (name.clone(), value_to_bson(value)))
+                .collect(),
+        ),
+    }
 }
 
-/// A JSON number as a BSON 64-bit integer or double.
-fn number_to_bson(n: &Number) -> Result<Bson, Unstorable> {
-    if let Some(i) = n.as_i64() {
-        Ok(Bson::Int64(i))
-    } else if n.is_u64() {
-        Err(Unstorable::new("integers must be at most 2^63 - 1"))
-    } else {
-        // serde_json numbers are finite: NaN and infinities cannot reach here.
-        n.as_f64()
-            .map(Bson::Double)
-            .ok_or_else(|| Unstorable::new("not a finite number"))
+/// A JSON number as a BSON 64-bit integer or double (checked: no integer beyond i64).
+fn number_to_bson(n: &Number) -> Bson {
+    match n.as_i64() {
+        Some(i) => Bson::Int64(i),
+        // serde_json numbers are finite; a u64 beyond i64 was refused by the check.
+        None => Bson::Double(n.as_f64().unwrap_or_default()),
     }
 }
 
@@ -165,44 +102,9 @@ mod tests {
     }
 
     #[test]
-    fn unstorable_values_name_their_path() {
-        let cases = [
-            (
-                json!({"a": {"b.c": 1}}),
-                "a.b.c",
-                "field names must not contain '.'",
-            ),
-            (
-                json!({"$set": 1}),
-                "$set",
-                "field names must not start with '$'",
-            ),
-            (
-                json!({"a": [1, [2]]}),
-                "a[1]",
-                "arrays must not directly contain arrays",
-            ),
-            (
-                json!({"a": [{"b": "x\u{0}"}]}),
-                "a[0].b",
-                "strings must not contain NUL characters",
-            ),
-            (
-                json!({"n": u64::MAX}),
-                "n",
-                "integers must be at most 2^63 - 1",
-            ),
-        ];
-        for (payload, path, reason) in cases {
-            let error = object_to_document(&object(payload)).unwrap_err();
-            assert_eq!(
-                error,
-                Unstorable {
-                    path: path.to_owned(),
-                    reason
-                }
-            );
-        }
+    fn unstorable_values_are_refused_with_their_path() {
+        let error = object_to_document(&object(json!({"a": [{"b.c": 1}]}))).unwrap_err();
+        assert_eq!(error.path, "a[0].b.c");
     }
 
     #[test]

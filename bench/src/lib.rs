@@ -1,0 +1,34 @@
+//! Tributary's benchmarks: shared pieces of the binaries in `src/bin/`.
+//!
+//! - [`events`]: realistic, reproducible click events (about 200 bytes of payload each).
+//! - [`stats`]: medians and percentiles.
+//! - [`cleanup`]: creating and removing the per-run resources of the real services (Kafka
+//!   topics, PostgreSQL and MongoDB databases, Redis keys), all named with one run prefix.
+//!
+//! Each binary writes its measurement as one JSON line on stdout (so `bench/run.sh` can
+//! read it with `jq`) and its progress on stderr.
+
+pub mod cleanup;
+pub mod events;
+pub mod stats;
+
+use std::io::Write;
+
+/// Writes `value` as one JSON line on stdout.
+///
+/// # Errors
+/// When stdout is closed.
+pub fn emit(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A progress line on stderr.
+pub fn progress(message: &str) {
+    let mut err = std::io::stderr().lock();
+    // Progress is informative only: a closed stderr must not stop a measurement.
+    let _ = writeln!(err, "[bench] {message}");
+}

@@ -138,7 +138,7 @@ pub struct Removed {
 /// The first service that fails; what was removed before stays removed.
 pub async fn remove_all(prefix: &str) -> anyhow::Result<Removed> {
     if !prefix.starts_with("bench_") || prefix.len() <= "bench_".len() {
-        bail!("refusing to remove resources of prefix {prefix:?}: it must start with bench_");
+        bail!("refusing to remove resources of prefix {prefix:?}: it must be bench_ and more");
     }
     Ok(Removed {
         topics: delete_topics(&env("TRIBUTARY_KAFKA_BROKERS")?, prefix).await?,

@@ -1,6 +1,7 @@
 //! `benchctl`: the small service chores of `bench/run.sh`.
 //!
 //! - `prefix`: prints a fresh run prefix (`bench_<12 hex>`).
+//! - `free-port`: prints a TCP port of 127.0.0.1 that is free right now.
 //! - `create-topic --name N --partitions P`: creates a Kafka topic (for the baseline).
 //! - `create-db --name N`: creates a PostgreSQL database and prints its URL.
 //! - `cleanup --prefix bench_...`: removes every Kafka topic, PostgreSQL and MongoDB
@@ -25,6 +26,8 @@ struct Args {
 enum Command {
     /// Prints a fresh run prefix.
     Prefix,
+    /// Prints a free TCP port of 127.0.0.1.
+    FreePort,
     /// Creates a Kafka topic.
     CreateTopic {
         /// The topic.
@@ -52,6 +55,10 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Prefix => emit(&serde_json::Value::String(cleanup::run_prefix())),
+        Command::FreePort => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            emit(&serde_json::json!(listener.local_addr()?.port()))
+        }
         Command::CreateTopic { name, partitions } => {
             cleanup::create_topic(&env("TRIBUTARY_KAFKA_BROKERS")?, &name, partitions).await
         }

@@ -54,6 +54,10 @@ struct Args {
     /// A label copied into the output line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Only print the sizes of the generated events (payload, posted JSON, log record)
+    /// and exit without sending anything.
+    #[arg(long)]
+    sizes_only: bool,
 }
 
 /// The part of a `202` answer checked here.
@@ -107,6 +111,17 @@ async fn main() -> anyhow::Result<()> {
         bodies.push(Bytes::from(body));
     }
     let record_bytes = log_record_bytes(&bodies[0], &stream)?;
+    #[allow(clippy::cast_precision_loss)]
+    let (events, bodies_bytes, payloads) =
+        (args.events as f64, body_total as f64, payload_total as f64);
+    let sizes = json!({
+        "payload_bytes_mean": round(payloads / events, 0),
+        "posted_event_bytes_mean": round(bodies_bytes / events, 0),
+        "log_record_bytes_mean": record_bytes,
+    });
+    if args.sizes_only {
+        return emit(&sizes);
+    }
     let bodies = Arc::new(bodies);
 
     let client = reqwest::Client::builder()
@@ -167,12 +182,7 @@ async fn main() -> anyhow::Result<()> {
     let latencies = Latencies::new(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
     let secs = elapsed.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
-    let (events, requests, bodies_bytes, payloads) = (
-        args.events as f64,
-        bodies.len() as f64,
-        body_total as f64,
-        payload_total as f64,
-    );
+    let requests = bodies.len() as f64;
     emit(&json!({
         "bench": "ingest",
         "label": args.label,
@@ -191,9 +201,7 @@ async fn main() -> anyhow::Result<()> {
             "p99": round(latencies.quantile(0.99), 2),
             "max": round(latencies.max(), 2),
         },
-        "payload_bytes_mean": round(payloads / events, 0),
-        "posted_event_bytes_mean": round(bodies_bytes / events, 0),
-        "log_record_bytes_mean": record_bytes,
+        "sizes": sizes,
     }))
 }
 

@@ -9,9 +9,10 @@
 //!    per page) and, unless `--no-archive`, the raw-event archive task — as
 //!    `tributary run` does — and polls `AnalyticsStore::load_checkpoint` until the
 //!    committed checkpoint of the pipeline (and of the archive) covers every offset.
-//! 4. Checks that the committed window counts add up to `--events`, removes what it
-//!    created, and prints one JSON line: events/s for the append, the pipeline and the
-//!    archive, each over its own wall-clock time.
+//! 4. Checks that the committed window counts plus the events the operator dropped as late
+//!    or duplicate add up to `--events`, removes what it created, and prints one JSON line:
+//!    events/s for the append, the pipeline and the archive, each over its own wall-clock
+//!    time, and the late and duplicate counts.
 //!
 //! The drain time includes the engine's start (restore, opening the log reader) and ends
 //! at the first checkpoint committed after the last record, so it is rounded up by up to
@@ -257,11 +258,19 @@ async fn measure(args: &Args, adapters: &Adapters) -> anyhow::Result<serde_json:
     running.await?.context("the engine failed")?;
 
     let counted = counted(analytics).await?;
+    let (late, duplicates) = dropped(analytics).await?;
     ensure!(
-        counted == u64::try_from(args.events)?,
-        "the pipeline counted {counted} events, {} were appended",
+        counted + late + duplicates == u64::try_from(args.events)?,
+        "the pipeline counted {counted} events, dropped {late} as late and {duplicates} as \
+         duplicates, but {} were appended",
         args.events
     );
+    if late > 0 {
+        progress(&format!(
+            "{:?}: {late} of {} events were dropped as late",
+            args.mode, args.events
+        ));
+    }
     let pipeline_secs = pipeline_secs.unwrap_or_default();
     let archive_secs = archive_secs.unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
@@ -290,6 +299,8 @@ async fn measure(args: &Args, adapters: &Adapters) -> anyhow::Result<serde_json:
         "archive_seconds": round(archive_secs, 3),
         "archive_events_per_sec": rate(archive_secs),
         "counted": counted,
+        "late_events": late,
+        "duplicates": duplicates,
     }))
 }
 
@@ -309,6 +320,22 @@ async fn covers(
             .iter()
             .any(|o| &o.stream == stream && o.partition == partition && o.next_offset >= end)
     }))
+}
+
+/// The late and duplicate events of the pipeline's last checkpoint.
+async fn dropped(analytics: &dyn AnalyticsStore) -> anyhow::Result<(u64, u64)> {
+    let state = analytics
+        .load_checkpoint(PIPELINE)
+        .await?
+        .context("no checkpoint")?
+        .state;
+    let field = |name: &str| {
+        state
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    Ok((field("late_events"), field("duplicates")))
 }
 
 /// The sum of the pipeline's committed window counts.

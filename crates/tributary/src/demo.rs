@@ -190,13 +190,15 @@ impl Generator {
             self.rng.gen_range(0..8_000)
         };
         let ts = now - delay;
+        // Clients name their events, so a retried request carries the same ids.
+        let id = EventId::generate();
         let rng = &mut self.rng;
         match self.source {
             Source::Clicks => {
                 let page = ["/", "/pricing", "/docs", "/blog", "/signup"][rng.gen_range(0..5)];
                 let referrer = ["search", "social", "direct"][rng.gen_range(0..3)];
                 json!({
-                    "ts": ts, "key": page,
+                    "id": id.as_str(), "ts": ts, "key": page,
                     "payload": {
                         "user": format!("u{}", rng.gen_range(1..200)),
                         "action": if rng.gen_bool(0.8) { "view" } else { "click" },
@@ -207,7 +209,7 @@ impl Generator {
             Source::Orders => {
                 let country = ["fr", "de", "us", "jp", "br"][rng.gen_range(0..5)];
                 json!({
-                    "ts": ts, "key": country,
+                    "id": id.as_str(), "ts": ts, "key": country,
                     "payload": {
                         "order_id": EventId::generate().as_str(),
                         "amount": f64::from(rng.gen_range(500..50_000)) / 100.0,
@@ -219,7 +221,7 @@ impl Generator {
             Source::Sensors => {
                 let sensor = format!("sensor-{}", rng.gen_range(1..7));
                 json!({
-                    "ts": ts, "key": sensor,
+                    "id": id.as_str(), "ts": ts, "key": sensor,
                     "payload": {
                         "temperature_c": f64::from(rng.gen_range(150..300)) / 10.0,
                         "humidity": rng.gen_range(30..70),

@@ -20,13 +20,20 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber.
+/// The level filter when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn,mongodb=warn";
+
+/// The demo's: as [`DEFAULT_FILTER`], without one line per HTTP request from the generators.
+pub const DEMO_FILTER: &str =
+    "info,sqlx=warn,rdkafka=warn,mongodb=warn,tributary_gateway::trace=warn";
+
+/// Installs the global subscriber; `default_filter` applies when `RUST_LOG` is not set.
 ///
 /// # Errors
 /// When a subscriber is already installed.
-pub fn init(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn,mongodb=warn"));
+pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -40,7 +40,11 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format)?;
+    let filter = match cli.command {
+        Command::Demo(_) => logging::DEMO_FILTER,
+        Command::Run { .. } => logging::DEFAULT_FILTER,
+    };
+    logging::init(cli.log_format, filter)?;
     let result = match cli.command {
         Command::Demo(args) => tributary::demo::run(args).await,
         Command::Run { config, role } => {

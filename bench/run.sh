@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Tributary's benchmark: one run, every measurement repeated, medians as a markdown table.
+#
+#   bench/run.sh                      # 200k events per run, 3 repetitions
+#   BENCH_EVENTS=50000 BENCH_REPS=1 bench/run.sh   # a quick smoke run
+#
+# Measures (see bench/README.md for what each number means):
+#   1. raw Kafka: Kafka's ProducerPerformance, acks=all enable.idempotence=true, on a fresh
+#      3-partition topic, 200-byte records and records the size of Tributary's log records;
+#   2. Tributary HTTP ingest into Kafka (`tributary run --config config/local.toml`, every
+#      name fresh), with every role (`--role all`) and with the ingest role only;
+#   3. Tributary HTTP ingest in the embedded mode (redb + SQLite), same two role sets;
+#   4. pipeline drain: the engine over a pre-filled log, embedded and Kafka + PostgreSQL.
+# Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
+# the machine hits every measurement alike.
+#
+# Settings (environment): BENCH_EVENTS (200000), BENCH_REPS (3), BENCH_BATCH (500 events per
+# HTTP request), BENCH_CONCURRENCY (8 requests in flight), BENCH_RAW_OUT (a file to keep
+# the raw JSON lines in).
+#
+# stdout: the markdown table only. stderr: progress. Everything this script starts
+# (tributary processes) is stopped on exit, and every topic, database and key it created
+# (all named bench_<id>...) is removed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+EVENTS=${BENCH_EVENTS:-200000}
+REPS=${BENCH_REPS:-3}
+BATCH=${BENCH_BATCH:-500}
+CONCURRENCY=${BENCH_CONCURRENCY:-8}
+PARTITIONS=3
+KEY="bench-$RANDOM$RANDOM"
+BIN="$ROOT/target/release"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v jq >/dev/null || die "jq is required (apt-get install jq)"
+command -v curl >/dev/null || die "curl is required"
+
+STARTED=$SECONDS
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+log "starting the services"
+eval "$(scripts/services.sh up)"
+
+log "building (release)"
+cargo build --release -p tributary -p tributary-bench >&2
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tributary-bench.XXXXXX")
+RAW="$WORK/raw.jsonl"
+: >"$RAW"
+PREFIX=$("$BIN/benchctl" prefix | jq -r .)
+log "run prefix $PREFIX, work dir $WORK"
+
+NODE_PID=""
+NODE_URL=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n $NODE_PID ]]; then
+    stop_tributary || true
+  fi
+  log "removing $PREFIX* topics, databases and keys"
+  "$BIN/benchctl" cleanup --prefix "$PREFIX" >/dev/null || log "cleanup failed (see above)"
+  if [[ -n ${BENCH_RAW_OUT:-} ]]; then
+    cp "$RAW" "$BENCH_RAW_OUT" || true
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_tributary NAME CONFIG ROLE [VAR=VALUE...]: starts `tributary run --role ROLE` in
+# the background with a free port and the bench API key; waits until /readyz says 200.
+start_tributary() {
+  local name=$1 config=$2 role=$3 port i
+  shift 3
+  port=$("$BIN/benchctl" free-port | jq -r .)
+  env "$@" TRIBUTARY_BOOTSTRAP_API_KEY="$KEY" TRIBUTARY__HTTP__LISTEN="127.0.0.1:$port" \
+    "$BIN/tributary" run --config "$config" --role "$role" --log-format json \
+    </dev/null >"$WORK/$name.log" 2>&1 &
+  NODE_PID=$!
+  NODE_URL="http://127.0.0.1:$port"
+  for ((i = 0; i < 300; i++)); do
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$NODE_URL/readyz" || true) == 200 ]]; then
+      return 0
+    fi
+    kill -0 "$NODE_PID" 2>/dev/null || {
+      tail -n 20 "$WORK/$name.log" >&2
+      NODE_PID=""
+      die "tributary ($name) exited during startup"
+    }
+    sleep 0.2
+  done
+  tail -n 20 "$WORK/$name.log" >&2
+  die "tributary ($name) not ready in 60 s"
+}
+
+# stop_tributary: SIGTERM (a last checkpoint), then SIGKILL after 60 s.
+stop_tributary() {
+  local pid=$NODE_PID i
+  NODE_PID=""
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "tributary (pid $pid) did not stop in 60 s: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# record NAME JSON: keeps one measurement.
+record() {
+  jq -c --arg name "$1" '. + {name: $name}' <<<"$2" >>"$RAW"
+  log "$1: $(jq -c 'del(.name)' <<<"$2")"
+}
+
+# ---------------------------------------------------------------- measurements
+
+# baseline REP SIZE: ProducerPerformance on a fresh topic.
+baseline() {
+  local rep=$1 size=$2 topic out line
+  topic="$PREFIX.raw$rep.s$size"
+  "$BIN/benchctl" create-topic --name "$topic" --partitions "$PARTITIONS"
+  out=$(scripts/services.sh kafka-tool org.apache.kafka.tools.ProducerPerformance \
+    --topic "$topic" --num-records "$EVENTS" --record-size "$size" --throughput -1 \
+    --command-property bootstrap.servers="$TRIBUTARY_KAFKA_BROKERS" acks=all \
+    enable.idempotence=true 2>&1) || { printf '%s\n' "$out" >&2; die "ProducerPerformance failed"; }
+  # "200000 records sent, 96061.4 records/sec (18.32 MB/sec), 95.17 ms avg latency,
+  #  427.00 ms max latency, 47 ms 50th, 241 ms 95th, 269 ms 99th, 296 ms 99.9th."
+  line=$(grep -E '^[0-9]+ records sent' <<<"$out" | tail -n 1)
+  [[ -n $line ]] || { printf '%s\n' "$out" >&2; die "no summary from ProducerPerformance"; }
+  record "raw-$size" "$(jq -nc --arg l "$line" --argjson size "$size" '
+    ($l | capture("(?<n>[0-9]+) records sent, (?<r>[0-9.]+) records/sec.* (?<p50>[0-9]+) ms 50th, (?<p95>[0-9]+) ms 95th, (?<p99>[0-9]+) ms 99th")) as $m
+    | {bench: "raw", record_bytes: $size, events: ($m.n | tonumber),
+       events_per_sec: ($m.r | tonumber | round),
+       latency_ms: {p50: ($m.p50 | tonumber), p99: ($m.p99 | tonumber)}}')"
+}
+
+# ingest_kafka REP ROLE: HTTP ingest into a tributary on the real services.
+ingest_kafka() {
+  local rep=$1 role=$2 tag url out
+  tag="${PREFIX}_k${role}$rep"
+  url=$("$BIN/benchctl" create-db --name "$tag" | jq -r .)
+  start_tributary "kafka-$role-$rep" config/local.toml "$role" \
+    TRIBUTARY__LOG__BROKERS="$TRIBUTARY_KAFKA_BROKERS" \
+    TRIBUTARY__LOG__TOPIC_PREFIX="$tag." \
+    TRIBUTARY__ANALYTICS__URL="$url" \
+    TRIBUTARY__DOCUMENTS__URL="$TRIBUTARY_MONGODB_URL" \
+    TRIBUTARY__DOCUMENTS__DATABASE="$tag" \
+    TRIBUTARY__CACHE__URL="$TRIBUTARY_REDIS_URL" \
+    TRIBUTARY__CACHE__KEY_PREFIX="$tag:"
+  out=$("$BIN/ingest" --url "$NODE_URL" --key "$KEY" --stream clicks --events "$EVENTS" \
+    --batch "$BATCH" --concurrency "$CONCURRENCY" --seed "$rep")
+  stop_tributary
+  record "kafka-$role" "$out"
+}
+
+# ingest_embedded REP ROLE: HTTP ingest into an embedded tributary in a fresh directory.
+ingest_embedded() {
+  local rep=$1 role=$2 dir out
+  dir="$WORK/embedded-$role-$rep"
+  mkdir -p "$dir"
+  sed "s#data/demo/#$dir/#g" config/demo.toml >"$dir/config.toml"
+  start_tributary "embedded-$role-$rep" "$dir/config.toml" "$role"
+  out=$("$BIN/ingest" --url "$NODE_URL" --key "$KEY" --stream clicks --events "$EVENTS" \
+    --batch "$BATCH" --concurrency "$CONCURRENCY" --seed "$rep")
+  stop_tributary
+  rm -rf "$dir"
+  record "embedded-$role" "$out"
+}
+
+# pipeline REP MODE: the engine draining a pre-filled log.
+pipeline() {
+  local rep=$1 mode=$2 out
+  out=$("$BIN/pipeline" --mode "$mode" --events "$EVENTS" --prefix "${PREFIX}_p$rep")
+  record "pipeline-$mode" "$out"
+}
+
+# ---------------------------------------------------------------- the run
+
+RECORD_BYTES=$("$BIN/ingest" --key x --events 1000 --sizes-only | jq -r .log_record_bytes_mean)
+log "Tributary writes log records of about $RECORD_BYTES bytes for these events"
+
+for ((rep = 1; rep <= REPS; rep++)); do
+  log "---- repetition $rep of $REPS"
+  baseline "$rep" 200
+  baseline "$rep" "$RECORD_BYTES"
+  ingest_kafka "$rep" all
+  ingest_kafka "$rep" ingest
+  ingest_embedded "$rep" all
+  ingest_embedded "$rep" ingest
+  pipeline "$rep" embedded
+  pipeline "$rep" kafka
+done
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- the table
+
+# median NAME FILTER: the median of FILTER over the runs of NAME.
+median() {
+  jq -s --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
+}
+# runs NAME FILTER: every run's value, in run order.
+runs() {
+  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2 | tostring] | join(\" / \")" "$RAW"
+}
+ratio() { jq -n --argjson a "$1" --argjson b "$2" 'if $b == 0 then 0 else ($a / $b * 100 | round) / 100 end'; }
+
+row() { # LABEL NAME: an ingest-like row (events/s, p50, p99)
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median "$2" .events_per_sec)" \
+    "$(median "$2" .latency_ms.p50)" "$(median "$2" .latency_ms.p99)" "$(runs "$2" .events_per_sec)"
+}
+prow() { # LABEL NAME FIELD
+  printf '| %s | %s | | | %s |\n' "$1" "$(median "$2" ".$3")" "$(runs "$2" ".$3")"
+}
+
+RAW200=$(median raw-200 .events_per_sec)
+RAWREC=$(median "raw-$RECORD_BYTES" .events_per_sec)
+KALL=$(median kafka-all .events_per_sec)
+KING=$(median kafka-ingest .events_per_sec)
+
+cat <<EOF
+$EVENTS events per run, $REPS runs each (interleaved), medians. HTTP: JSON arrays of $BATCH events, $CONCURRENCY requests in flight. Kafka topics: $PARTITIONS partitions. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+
+| measurement | events/s | p50 ms | p99 ms | runs (events/s) |
+|---|---:|---:|---:|---|
+EOF
+row "raw Kafka: ProducerPerformance, 200 B records, acks=all, idempotent" raw-200
+row "raw Kafka: ProducerPerformance, $RECORD_BYTES B records (Tributary's record size)" "raw-$RECORD_BYTES"
+row "Tributary HTTP ingest → Kafka, \`--role all\`" kafka-all
+row "Tributary HTTP ingest → Kafka, \`--role ingest\`" kafka-ingest
+row "Tributary HTTP ingest → embedded (redb), \`--role all\`" embedded-all
+row "Tributary HTTP ingest → embedded (redb), \`--role ingest\`" embedded-ingest
+prow "pipeline drain, embedded (redb → SQLite): window pipeline" pipeline-embedded pipeline_events_per_sec
+prow "pipeline drain, embedded: raw-event archive (→ SQLite)" pipeline-embedded archive_events_per_sec
+prow "pipeline drain, embedded: \`Log::append\` of 5000 events per call (redb)" pipeline-embedded append_events_per_sec
+prow "pipeline drain, Kafka → PostgreSQL: window pipeline" pipeline-kafka pipeline_events_per_sec
+prow "pipeline drain, Kafka: raw-event archive (→ MongoDB/FerretDB)" pipeline-kafka archive_events_per_sec
+prow "pipeline drain, Kafka: \`Log::append\` of 5000 events per call" pipeline-kafka append_events_per_sec
+cat <<EOF
+
+| ratio (medians) | value |
+|---|---:|
+| Tributary → Kafka \`--role all\` / raw Kafka 200 B | $(ratio "$KALL" "$RAW200") |
+| Tributary → Kafka \`--role all\` / raw Kafka $RECORD_BYTES B | $(ratio "$KALL" "$RAWREC") |
+| Tributary → Kafka \`--role ingest\` / raw Kafka 200 B | $(ratio "$KING" "$RAW200") |
+| Tributary → Kafka \`--role ingest\` / raw Kafka $RECORD_BYTES B | $(ratio "$KING" "$RAWREC") |
+
+Latencies: Tributary rows are per HTTP request ($BATCH events, from send to the 202 answer); raw Kafka rows are ProducerPerformance's per-record send-to-acknowledgement latency.
+EOF
+log "done in $((SECONDS - STARTED)) s"

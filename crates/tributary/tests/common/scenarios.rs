@@ -65,4 +65,21 @@ pub async fn counts_survive_kill9(config: &Path, env: &[(String, String)], dir: 
             node.wait_for_raw(&expected_ids).await;
         }
     }
+    // The restarts really resumed from committed checkpoints (not from scratch).
+    let restored_epochs: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "pipeline restored from its last checkpoint")
+        .filter_map(|line| line["epoch"].as_u64())
+        .collect();
+    assert_eq!(
+        restored_epochs.len(),
+        3,
+        "three starts: {restored_epochs:?}"
+    );
+    assert!(
+        restored_epochs[2] > 0,
+        "the last restart found no checkpoint: {restored_epochs:?}"
+    );
 }

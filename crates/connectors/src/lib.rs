@@ -12,10 +12,12 @@
 //! [`registry`] builds the adapter a config names.
 
 pub mod kafka;
+mod log_checks;
 pub mod memory;
 pub mod mongodb;
 pub mod postgres;
 pub mod redb;
 pub mod redis;
 pub mod registry;
+mod sql;
 pub mod sqlite;

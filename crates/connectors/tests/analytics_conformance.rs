@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
@@ -469,30 +471,22 @@ async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
 #[tokio::test]
 async fn postgres_connect_fails_unavailable_when_the_server_is_down() {
     use tributary_connectors::postgres::{PostgresConfig, PostgresStore};
-    let port = harness::closed_port();
-    let started = std::time::Instant::now();
+    let port = common::closed_port();
     let config = PostgresConfig::new(format!(
         "postgres://tributary:tributary@127.0.0.1:{port}/db"
     ));
-    match PostgresStore::connect(&config).await {
-        Err(error @ PortError::Unavailable { .. }) => assert!(error.is_retryable()),
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "took {:?}",
-        started.elapsed()
-    );
+    common::assert_unavailable_within(
+        PostgresStore::connect(&config),
+        std::time::Duration::from_secs(15),
+    )
+    .await;
 }
 
 /// A malformed URL is the user's mistake: `Refused`, at once.
 #[tokio::test]
 async fn postgres_connect_refuses_a_malformed_url() {
     use tributary_connectors::postgres::{PostgresConfig, PostgresStore};
-    match PostgresStore::connect(&PostgresConfig::new("not a url")).await {
-        Err(PortError::Refused { .. }) => {}
-        other => panic!("expected Refused, got {other:?}"),
-    }
+    common::assert_refused(PostgresStore::connect(&PostgresConfig::new("not a url")).await);
 }
 
 /// The SQLite store survives a reopen: what was committed is still there.
@@ -554,10 +548,7 @@ mod harness {
     where
         F: AsyncFnOnce(&dyn AnalyticsStore),
     {
-        let url = std::env::var("TRIBUTARY_POSTGRES_URL").expect(
-            "TRIBUTARY_POSTGRES_URL is not set: start the services with \
-             `bash scripts/services.sh up` and `eval \"$(bash scripts/services.sh env)\"`",
-        );
+        let url = super::common::service_env("TRIBUTARY_POSTGRES_URL");
         let database = format!("t_{}", uuid::Uuid::now_v7().simple());
         let mut admin = PgConnection::connect(&url)
             .await
@@ -580,12 +571,6 @@ mod harness {
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
-    }
-
-    /// A loopback port where nothing listens (bound, then released).
-    pub fn closed_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
     }
 
     /// `url` naming `database` instead of its own.

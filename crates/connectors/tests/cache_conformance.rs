@@ -7,12 +7,14 @@
 // Scenario helpers are not `#[test]` functions, so clippy's allow-unwrap-in-tests misses them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redis::{RedisCache, RedisConfig};
-use tributary_core::ports::{Cache, PortError};
+use tributary_core::ports::Cache;
 
 /// A TTL short enough for tests, long enough to read the value back before it expires.
 const TTL: Duration = Duration::from_millis(400);
@@ -25,10 +27,7 @@ fn memory() -> Arc<dyn Cache> {
 }
 
 fn redis_config() -> RedisConfig {
-    let url = std::env::var("TRIBUTARY_REDIS_URL").expect(
-        "TRIBUTARY_REDIS_URL must name the Redis server: \
-         run `eval \"$(scripts/services.sh env)\"` after `scripts/services.sh up`",
-    );
+    let url = common::service_env("TRIBUTARY_REDIS_URL");
     RedisConfig {
         url,
         key_prefix: format!("tributary-test-{}:", uuid::Uuid::now_v7()),
@@ -204,27 +203,17 @@ async fn redis_key_prefixes_isolate() {
 /// Connecting to a port where no Redis listens fails as `Unavailable`, quickly.
 #[tokio::test]
 async fn redis_connect_without_server_is_unavailable() {
-    let started = Instant::now();
-    let result = RedisCache::connect(&RedisConfig::new("redis://127.0.0.1:1/")).await;
-    assert!(
-        matches!(result, Err(PortError::Unavailable { .. })),
-        "{result:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "took {:?}",
-        started.elapsed()
-    );
+    common::assert_unavailable_within(
+        RedisCache::connect(&RedisConfig::new("redis://127.0.0.1:1/")),
+        Duration::from_secs(12),
+    )
+    .await;
 }
 
 /// A URL that is not one is refused, not retried.
 #[tokio::test]
 async fn redis_invalid_url_is_refused() {
-    let result = RedisCache::connect(&RedisConfig::new("not a url")).await;
-    assert!(
-        matches!(result, Err(PortError::Refused { .. })),
-        "{result:?}"
-    );
+    common::assert_refused(RedisCache::connect(&RedisConfig::new("not a url")).await);
 }
 
 /// The in-process cache stays within its bound.

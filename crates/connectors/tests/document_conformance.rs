@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
+mod common;
+
 use serde_json::{Map, Value, json};
 use tributary_core::ports::{DocumentStore, EventCursor, EventPage, PortError};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
@@ -367,34 +369,22 @@ const UNSTORABLE_PAYLOADS: usize = 7;
 #[tokio::test]
 async fn mongodb_connect_fails_unavailable_when_the_server_is_down() {
     use tributary_connectors::mongodb::{MongoConfig, MongoStore};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let started = std::time::Instant::now();
+    let port = common::closed_port();
     let config = MongoConfig::new(format!(
         "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000"
     ));
-    match MongoStore::connect(&config).await {
-        Err(error @ PortError::Unavailable { .. }) => assert!(error.is_retryable()),
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    common::assert_unavailable_within(
+        MongoStore::connect(&config),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
 }
 
 /// A malformed URL is the user's mistake: `Refused`, at once.
 #[tokio::test]
 async fn mongodb_connect_refuses_a_malformed_url() {
     use tributary_connectors::mongodb::{MongoConfig, MongoStore};
-    match MongoStore::connect(&MongoConfig::new("http://not-mongo")).await {
-        Err(PortError::Refused { .. }) => {}
-        other => panic!("expected Refused, got {other:?}"),
-    }
+    common::assert_refused(MongoStore::connect(&MongoConfig::new("http://not-mongo")).await);
 }
 
 // --------------------------------------------------------------------------------- harness
@@ -430,10 +420,7 @@ mod harness {
     where
         F: AsyncFnOnce(&dyn DocumentStore) -> T,
     {
-        let url = std::env::var("TRIBUTARY_MONGODB_URL").expect(
-            "TRIBUTARY_MONGODB_URL is not set: start the services with \
-             `bash scripts/services.sh up` and `eval \"$(bash scripts/services.sh env)\"`",
-        );
+        let url = super::common::service_env("TRIBUTARY_MONGODB_URL");
         let config = MongoConfig {
             url,
             database: format!("t_{}", uuid::Uuid::now_v7().simple()),

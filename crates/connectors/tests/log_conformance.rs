@@ -8,6 +8,8 @@
 // Scenario helpers are not `#[test]` functions, so clippy's allow-unwrap-in-tests misses them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,10 +67,7 @@ struct Kafka {
 
 impl Kafka {
     fn new() -> Self {
-        let brokers = std::env::var("TRIBUTARY_KAFKA_BROKERS").expect(
-            "TRIBUTARY_KAFKA_BROKERS must name the Kafka brokers: \
-             run `eval \"$(scripts/services.sh env)\"` after `scripts/services.sh up`",
-        );
+        let brokers = common::service_env("TRIBUTARY_KAFKA_BROKERS");
         let mut config = KafkaConfig::new(brokers);
         config.topic_prefix = format!("tributary-test-{}.", uuid::Uuid::now_v7());
         Self { config }
@@ -624,17 +623,11 @@ async fn embedded_file_is_locked_while_open() {
 /// Connecting to a port where no broker listens fails as `Unavailable`, quickly.
 #[tokio::test]
 async fn kafka_connect_without_broker_is_unavailable() {
-    let started = Instant::now();
-    let result = KafkaLog::connect(&KafkaConfig::new("127.0.0.1:1")).await;
-    assert!(
-        matches!(result, Err(PortError::Unavailable { .. })),
-        "{result:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "took {:?}",
-        started.elapsed()
-    );
+    common::assert_unavailable_within(
+        KafkaLog::connect(&KafkaConfig::new("127.0.0.1:1")),
+        Duration::from_secs(12),
+    )
+    .await;
 }
 
 /// Records the embedded log cannot decode are skipped, and reading goes on after them.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tributary_core::ports::PortError;
+use tributary_core::ports::{AnalyticsStore, PortError};
 use tributary_core::{StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
@@ -79,6 +79,24 @@ impl ArchiveTask {
     }
 }
 
+/// Checkpoints the positions reached: the archive has no state, watermark or results.
+async fn commit_positions(
+    checkpointer: &mut Checkpointer,
+    analytics: &dyn AnalyticsStore,
+    positions: &mut Positions,
+) -> Result<(), EngineError> {
+    checkpointer
+        .commit(
+            analytics,
+            positions,
+            serde_json::Value::Null,
+            Timestamp::MIN,
+            &[],
+        )
+        .await?;
+    Ok(())
+}
+
 impl Task for ArchiveTask {
     fn name(&self) -> &str {
         ARCHIVE_TASK
@@ -107,27 +125,11 @@ impl Task for ArchiveTask {
                 metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
             }
             if positions.moved() && checkpointer.due(self.interval) {
-                checkpointer
-                    .commit(
-                        analytics,
-                        &mut positions,
-                        serde_json::Value::Null,
-                        Timestamp::MIN,
-                        &[],
-                    )
-                    .await?;
+                commit_positions(&mut checkpointer, analytics, &mut positions).await?;
             }
         }
         if positions.moved() {
-            checkpointer
-                .commit(
-                    analytics,
-                    &mut positions,
-                    serde_json::Value::Null,
-                    Timestamp::MIN,
-                    &[],
-                )
-                .await?;
+            commit_positions(&mut checkpointer, analytics, &mut positions).await?;
         }
         Ok(())
     }

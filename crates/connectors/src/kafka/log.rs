@@ -20,6 +20,8 @@ use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
 
+use crate::log_checks::{check_batch_stream, check_partition};
+
 use super::config::KafkaConfig;
 
 /// The system name carried by this adapter's errors.
@@ -38,26 +40,6 @@ const DELIVERY_TIMEOUT_MS: &str = "30000";
 /// What the Kafka log refuses that is not a Kafka error.
 #[derive(Debug, thiserror::Error)]
 enum KafkaLogError {
-    /// An event of the request names another stream than the one appended to.
-    #[error("event {id} belongs to stream {found}, not to {expected}")]
-    StreamMismatch {
-        /// The event.
-        id: String,
-        /// The stream appended to.
-        expected: StreamName,
-        /// The stream the event names.
-        found: StreamName,
-    },
-    /// A reader was asked for a partition the stream does not have.
-    #[error("stream {stream} has {partitions} partitions, no partition {partition}")]
-    NoSuchPartition {
-        /// The stream.
-        stream: StreamName,
-        /// The requested partition.
-        partition: u32,
-        /// The stream's partition count.
-        partitions: u32,
-    },
     /// A created topic did not get a leader for every partition in time.
     #[error("topic {topic} has no leader for every partition after {waited:?}")]
     TopicNotReady {
@@ -441,16 +423,7 @@ impl Log for KafkaLog {
     }
 
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
-        if let Some(event) = events.iter().find(|e| &e.stream != stream) {
-            return Err(PortError::refused(
-                SYSTEM,
-                KafkaLogError::StreamMismatch {
-                    id: event.id.to_string(),
-                    expected: stream.clone(),
-                    found: event.stream.clone(),
-                },
-            ));
-        }
+        check_batch_stream(SYSTEM, stream, events)?;
         let partitions = self.cached_partitions(stream).await?;
         let topic = self.topic(stream);
         let producer = &self.inner.clients()?.producer;
@@ -514,16 +487,7 @@ impl Log for KafkaLog {
         let mut assignment = TopicPartitionList::with_capacity(start.len());
         for position in start {
             let partitions = self.cached_partitions(&position.stream).await?;
-            if position.partition >= partitions {
-                return Err(PortError::refused(
-                    SYSTEM,
-                    KafkaLogError::NoSuchPartition {
-                        stream: position.stream.clone(),
-                        partition: position.partition,
-                        partitions,
-                    },
-                ));
-            }
+            check_partition(SYSTEM, position, partitions)?;
             assignment
                 .add_partition_offset(
                     &self.topic(&position.stream),

@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tributary_core::Timestamp;
 use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
 use tributary_core::window::WindowResult;
 
 use super::config::PostgresConfig;
-use super::error::{SYSTEM, migrate_error, sqlx_error};
+use super::error::{DIALECT, SYSTEM, migrate_error, sqlx_error};
+use crate::sql::{OutOfRange, results_query};
 
 /// How long [`PostgresStore::connect`] waits for a first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,20 +50,9 @@ SET epoch = EXCLUDED.epoch,
     watermark = EXCLUDED.watermark,
     committed_at = EXCLUDED.committed_at";
 
-/// What this store refuses before asking PostgreSQL.
+/// What this store refuses before asking PostgreSQL, beyond [`crate::sql`]'s checks.
 #[derive(Debug, thiserror::Error)]
 enum Invalid {
-    /// Epochs start at 1.
-    #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
-    ZeroEpoch,
-    /// A number above `i64::MAX`.
-    #[error("{what} {value} does not fit a PostgreSQL bigint")]
-    TooLarge {
-        /// What the number is.
-        what: &'static str,
-        /// The number.
-        value: u64,
-    },
     /// A time outside what `timestamptz` and chrono both hold.
     #[error("time {0} ({millis} ms) is outside the range PostgreSQL can store", millis = .0.millis())]
     TimeOutOfRange(Timestamp),
@@ -117,23 +107,24 @@ impl PostgresStore {
     }
 }
 
-/// `value` as a bigint.
-fn bigint(what: &'static str, value: u64) -> Result<i64, PortError> {
-    i64::try_from(value).map_err(|_| PortError::refused(SYSTEM, Invalid::TooLarge { what, value }))
-}
-
 /// `ts` as a `timestamptz` value, when PostgreSQL can hold it.
-fn pg_time(ts: Timestamp) -> Option<DateTime<Utc>> {
+fn pg_time(ts: Timestamp) -> Result<DateTime<Utc>, OutOfRange> {
     if ts.millis() < PG_MIN_MILLIS {
-        None
+        Err(OutOfRange::Before)
     } else {
-        ts.to_datetime()
+        ts.to_datetime().ok_or(OutOfRange::After)
     }
 }
 
 /// `ts` as a `timestamptz` value, or refused.
 fn pg_time_or_refuse(ts: Timestamp) -> Result<DateTime<Utc>, PortError> {
-    pg_time(ts).ok_or_else(|| PortError::refused(SYSTEM, Invalid::TimeOutOfRange(ts)))
+    pg_time(ts).map_err(|_| PortError::refused(SYSTEM, Invalid::TimeOutOfRange(ts)))
+}
+
+/// Reads a `timestamptz` column as a time.
+fn pg_column_time(row: &PgRow, column: &str) -> Result<Timestamp, sqlx::Error> {
+    let time: DateTime<Utc> = row.try_get(column)?;
+    Ok(Timestamp::from_millis(time.timestamp_millis()))
 }
 
 /// Results as column arrays for `UNNEST`, the last of duplicates (same pipeline, window
@@ -155,7 +146,7 @@ impl ResultColumns {
         for result in results {
             let start = pg_time_or_refuse(result.window_start)?;
             let end = pg_time_or_refuse(result.window_end)?;
-            let count = bigint("count", result.count)?;
+            let count = DIALECT.integer("count", result.count)?;
             let row = (
                 result.pipeline.as_str(),
                 result.window_start,
@@ -199,21 +190,6 @@ async fn lock_epoch(
         .map_err(sqlx_error)
 }
 
-/// Decodes one `window_results` row.
-fn result_from_row(row: &PgRow) -> Result<WindowResult, PortError> {
-    let start: DateTime<Utc> = row.try_get("window_start").map_err(sqlx_error)?;
-    let end: DateTime<Utc> = row.try_get("window_end").map_err(sqlx_error)?;
-    let count: i64 = row.try_get("count").map_err(sqlx_error)?;
-    Ok(WindowResult {
-        pipeline: row.try_get("pipeline").map_err(sqlx_error)?,
-        window_start: Timestamp::from_millis(start.timestamp_millis()),
-        window_end: Timestamp::from_millis(end.timestamp_millis()),
-        key: row.try_get("key").map_err(sqlx_error)?,
-        count: u64::try_from(count).map_err(|e| PortError::corrupt(SYSTEM, e))?,
-        closed: row.try_get("closed").map_err(sqlx_error)?,
-    })
-}
-
 #[async_trait]
 impl AnalyticsStore for PostgresStore {
     async fn ping(&self) -> Result<(), PortError> {
@@ -241,7 +217,7 @@ impl AnalyticsStore for PostgresStore {
         let watermark: i64 = row.try_get("watermark").map_err(sqlx_error)?;
         Ok(Some(Checkpoint {
             pipeline: pipeline.to_owned(),
-            epoch: u64::try_from(epoch).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            epoch: DIALECT.unsigned(epoch)?,
             offsets,
             state,
             watermark: Timestamp::from_millis(watermark),
@@ -254,11 +230,7 @@ impl AnalyticsStore for PostgresStore {
         results: &[WindowResult],
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
-        let expected = checkpoint
-            .epoch
-            .checked_sub(1)
-            .ok_or_else(|| PortError::refused(SYSTEM, Invalid::ZeroEpoch))?;
-        let epoch = bigint("epoch", checkpoint.epoch)?;
+        let (expected, epoch) = DIALECT.commit_epochs(checkpoint.epoch)?;
         let columns = ResultColumns::new(results)?;
 
         let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
@@ -283,13 +255,7 @@ impl AnalyticsStore for PostgresStore {
         };
         if found != epoch - 1 {
             tx.rollback().await.map_err(sqlx_error)?;
-            let found = u64::try_from(found).map_err(|e| PortError::corrupt(SYSTEM, e))?;
-            tracing::warn!(pipeline, expected, found, "checkpoint fenced");
-            return Err(PortError::Fenced {
-                pipeline: pipeline.to_owned(),
-                expected,
-                found,
-            });
+            return Err(DIALECT.fenced(pipeline, expected, found));
         }
 
         if !columns.is_empty() {
@@ -324,43 +290,16 @@ impl AnalyticsStore for PostgresStore {
     }
 
     async fn query_results(&self, query: &ResultQuery) -> Result<Vec<WindowResult>, PortError> {
-        if query.limit == 0 {
+        let Some(mut sql) = results_query::<Postgres, _>(query, pg_time) else {
             return Ok(Vec::new());
-        }
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "SELECT pipeline, window_start, window_end, key, count, closed \
-             FROM window_results WHERE pipeline = ",
-        );
-        sql.push_bind(&query.pipeline);
-        if let Some(from) = query.from {
-            // Bounds beyond what PostgreSQL holds either match everything or nothing.
-            match pg_time(from) {
-                Some(from) => {
-                    sql.push(" AND window_start >= ").push_bind(from);
-                }
-                None if from.millis() < PG_MIN_MILLIS => {}
-                None => return Ok(Vec::new()),
-            }
-        }
-        if let Some(to) = query.to {
-            match pg_time(to) {
-                Some(to) => {
-                    sql.push(" AND window_start < ").push_bind(to);
-                }
-                None if to.millis() < PG_MIN_MILLIS => return Ok(Vec::new()),
-                None => {}
-            }
-        }
-        if let Some(key) = &query.key {
-            sql.push(" AND key = ").push_bind(key);
-        }
-        sql.push(" ORDER BY window_start, key LIMIT ")
-            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        };
         let rows = sql
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(sqlx_error)?;
-        rows.iter().map(result_from_row).collect()
+        rows.iter()
+            .map(|row| DIALECT.result_from_row(row, pg_column_time))
+            .collect()
     }
 }

@@ -1,47 +1,40 @@
 //! How sqlx's PostgreSQL errors map to [`PortError`].
 
+use sqlx::error::DatabaseError;
 use tributary_core::ports::PortError;
+
+use crate::sql::{Class, Dialect};
 
 /// The system name carried by this adapter's errors.
 pub(crate) const SYSTEM: &str = "postgres";
+
+/// The dialect: the shared SQL error mapping and checks, with PostgreSQL's names.
+pub(crate) const DIALECT: Dialect = Dialect {
+    system: SYSTEM,
+    integer: "PostgreSQL bigint",
+    classify: classify_database,
+    tls_is_transient: true,
+};
 
 /// Classifies a sqlx error: connection trouble and transient server states are
 /// [`PortError::Unavailable`], undecodable rows are [`PortError::Corrupt`], the rest (bad
 /// data, constraint violations, configuration) is [`PortError::Refused`].
 pub(crate) fn sqlx_error(error: sqlx::Error) -> PortError {
-    match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::BeginFailed => PortError::unavailable(SYSTEM, error),
-        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_transient_sqlstate) => {
-            PortError::unavailable(SYSTEM, error)
-        }
-        sqlx::Error::RowNotFound
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_) => PortError::corrupt(SYSTEM, error),
-        _ => PortError::refused(SYSTEM, error),
-    }
+    DIALECT.sqlx_error(error)
 }
 
 /// Classifies a migration error: a failing statement is classified like any sqlx error; a
 /// database whose applied migrations differ from ours is [`PortError::Corrupt`].
 pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> PortError {
-    use sqlx::migrate::MigrateError;
-    match error {
-        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
-            sqlx_error(inner)
-        }
-        MigrateError::VersionMismatch(_)
-        | MigrateError::VersionMissing(_)
-        | MigrateError::Dirty(_) => PortError::corrupt(SYSTEM, error),
-        _ => PortError::refused(SYSTEM, error),
+    DIALECT.migrate_error(error)
+}
+
+/// A transient SQLSTATE is worth retrying; any other error PostgreSQL reports is refused.
+fn classify_database(error: &dyn DatabaseError) -> Class {
+    if error.code().as_deref().is_some_and(is_transient_sqlstate) {
+        Class::Unavailable
+    } else {
+        Class::Refused
     }
 }
 

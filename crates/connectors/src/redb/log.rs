@@ -13,6 +13,8 @@ use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
 
+use crate::log_checks::{check_batch_stream, check_partition};
+
 use super::config::RedbLogConfig;
 
 /// The system name carried by this adapter's errors.
@@ -28,31 +30,6 @@ const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> =
 /// The name of the table holding one partition of a stream.
 fn partition_table_name(stream: &str, partition: u32) -> String {
     format!("log/{stream}/{partition}")
-}
-
-/// What the embedded log refuses that is not a redb error.
-#[derive(Debug, thiserror::Error)]
-enum RedbLogError {
-    /// An event of the request names another stream than the one appended to.
-    #[error("event {id} belongs to stream {found}, not to {expected}")]
-    StreamMismatch {
-        /// The event.
-        id: String,
-        /// The stream appended to.
-        expected: StreamName,
-        /// The stream the event names.
-        found: StreamName,
-    },
-    /// A reader was asked for a partition the stream does not have.
-    #[error("stream {stream} has {partitions} partitions, no partition {partition}")]
-    NoSuchPartition {
-        /// The stream.
-        stream: StreamName,
-        /// The requested partition.
-        partition: u32,
-        /// The stream's partition count.
-        partitions: u32,
-    },
 }
 
 /// Classifies a redb error: I/O is transient, corruption is ours, the rest is refused.
@@ -228,16 +205,7 @@ impl Log for RedbLog {
     }
 
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
-        if let Some(event) = events.iter().find(|e| &e.stream != stream) {
-            return Err(PortError::refused(
-                SYSTEM,
-                RedbLogError::StreamMismatch {
-                    id: event.id.to_string(),
-                    expected: stream.clone(),
-                    found: event.stream.clone(),
-                },
-            ));
-        }
+        check_batch_stream(SYSTEM, stream, events)?;
         let records: Vec<(String, Vec<u8>)> = events
             .iter()
             .map(|e| (e.partition_key().to_owned(), e.to_json_bytes()))
@@ -303,16 +271,7 @@ impl Log for RedbLog {
             let txn = db.begin_read().map_err(redb_error)?;
             for position in &checked {
                 let partitions = Self::partition_count(&txn, &position.stream)?;
-                if position.partition >= partitions {
-                    return Err(PortError::refused(
-                        SYSTEM,
-                        RedbLogError::NoSuchPartition {
-                            stream: position.stream.clone(),
-                            partition: position.partition,
-                            partitions,
-                        },
-                    ));
-                }
+                check_partition(SYSTEM, position, partitions)?;
             }
             Ok(())
         })

@@ -8,43 +8,15 @@ use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortErr
 use tributary_core::window::WindowResult;
 
 use super::SqliteStore;
-use super::error::{SYSTEM, sqlx_error};
+use super::error::{DIALECT, SYSTEM, sqlx_error};
+use crate::sql::results_query;
 
 /// Results per multi-row upsert: 7 bound values each, well below SQLite's variable limit.
 const RESULTS_PER_STATEMENT: usize = 1000;
 
-/// What this store refuses before asking SQLite.
-#[derive(Debug, thiserror::Error)]
-enum Invalid {
-    /// Epochs start at 1.
-    #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
-    ZeroEpoch,
-    /// A number above `i64::MAX`.
-    #[error("{what} {value} does not fit a SQLite integer")]
-    TooLarge {
-        /// What the number is.
-        what: &'static str,
-        /// The number.
-        value: u64,
-    },
-}
-
-/// `value` as a SQLite integer.
-fn integer(what: &'static str, value: u64) -> Result<i64, PortError> {
-    i64::try_from(value).map_err(|_| PortError::refused(SYSTEM, Invalid::TooLarge { what, value }))
-}
-
-/// Decodes one `window_results` row.
-fn result_from_row(row: &SqliteRow) -> Result<WindowResult, PortError> {
-    let count: i64 = row.try_get("count").map_err(sqlx_error)?;
-    Ok(WindowResult {
-        pipeline: row.try_get("pipeline").map_err(sqlx_error)?,
-        window_start: Timestamp::from_millis(row.try_get("window_start").map_err(sqlx_error)?),
-        window_end: Timestamp::from_millis(row.try_get("window_end").map_err(sqlx_error)?),
-        key: row.try_get("key").map_err(sqlx_error)?,
-        count: u64::try_from(count).map_err(|e| PortError::corrupt(SYSTEM, e))?,
-        closed: row.try_get("closed").map_err(sqlx_error)?,
-    })
+/// Reads an INTEGER epoch-millisecond column as a time.
+fn sqlite_column_time(row: &SqliteRow, column: &str) -> Result<Timestamp, sqlx::Error> {
+    row.try_get(column).map(Timestamp::from_millis)
 }
 
 #[async_trait]
@@ -68,7 +40,7 @@ impl AnalyticsStore for SqliteStore {
         let state: &str = row.try_get("state").map_err(sqlx_error)?;
         Ok(Some(Checkpoint {
             pipeline: pipeline.to_owned(),
-            epoch: u64::try_from(epoch).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+            epoch: DIALECT.unsigned(epoch)?,
             offsets: serde_json::from_str::<Vec<PartitionOffset>>(offsets)
                 .map_err(|e| PortError::corrupt(SYSTEM, e))?,
             state: serde_json::from_str(state).map_err(|e| PortError::corrupt(SYSTEM, e))?,
@@ -82,14 +54,10 @@ impl AnalyticsStore for SqliteStore {
         results: &[WindowResult],
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
-        let expected = checkpoint
-            .epoch
-            .checked_sub(1)
-            .ok_or_else(|| PortError::refused(SYSTEM, Invalid::ZeroEpoch))?;
-        let epoch = integer("epoch", checkpoint.epoch)?;
+        let (expected, epoch) = DIALECT.commit_epochs(checkpoint.epoch)?;
         let counts = results
             .iter()
-            .map(|r| integer("count", r.count))
+            .map(|r| DIALECT.integer("count", r.count))
             .collect::<Result<Vec<_>, _>>()?;
         let offsets = serde_json::to_string(&checkpoint.offsets)
             .map_err(|e| PortError::refused(SYSTEM, e))?;
@@ -112,13 +80,7 @@ impl AnalyticsStore for SqliteStore {
         let found = found.unwrap_or(0);
         if found != epoch - 1 {
             tx.rollback().await.map_err(sqlx_error)?;
-            let found = u64::try_from(found).map_err(|e| PortError::corrupt(SYSTEM, e))?;
-            tracing::warn!(pipeline, expected, found, "checkpoint fenced");
-            return Err(PortError::Fenced {
-                pipeline: pipeline.to_owned(),
-                expected,
-                found,
-            });
+            return Err(DIALECT.fenced(pipeline, expected, found));
         }
 
         // Rows apply in order, so of duplicates within the batch the last one wins.
@@ -173,30 +135,16 @@ impl AnalyticsStore for SqliteStore {
     }
 
     async fn query_results(&self, query: &ResultQuery) -> Result<Vec<WindowResult>, PortError> {
-        if query.limit == 0 {
+        let Some(mut sql) = results_query::<Sqlite, _>(query, |ts| Ok(ts.millis())) else {
             return Ok(Vec::new());
-        }
-        let mut sql = QueryBuilder::<Sqlite>::new(
-            "SELECT pipeline, window_start, window_end, key, count, closed \
-             FROM window_results WHERE pipeline = ",
-        );
-        sql.push_bind(query.pipeline.as_str());
-        if let Some(from) = query.from {
-            sql.push(" AND window_start >= ").push_bind(from.millis());
-        }
-        if let Some(to) = query.to {
-            sql.push(" AND window_start < ").push_bind(to.millis());
-        }
-        if let Some(key) = &query.key {
-            sql.push(" AND key = ").push_bind(key.as_str());
-        }
-        sql.push(" ORDER BY window_start, key LIMIT ")
-            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        };
         let rows = sql
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(sqlx_error)?;
-        rows.iter().map(result_from_row).collect()
+        rows.iter()
+            .map(|row| DIALECT.result_from_row(row, sqlite_column_time))
+            .collect()
     }
 }

@@ -1,48 +1,40 @@
 //! How sqlx's SQLite errors map to [`PortError`].
 
+use sqlx::error::DatabaseError;
 use tributary_core::ports::PortError;
+
+use crate::sql::{Class, Dialect};
 
 /// The system name carried by this adapter's errors.
 pub(crate) const SYSTEM: &str = "sqlite";
+
+/// The dialect: the shared SQL error mapping and checks, with SQLite's names.
+pub(crate) const DIALECT: Dialect = Dialect {
+    system: SYSTEM,
+    integer: "SQLite integer",
+    classify: classify_database,
+    tls_is_transient: false,
+};
 
 /// Classifies a sqlx error: a busy or locked database, I/O trouble and a full disk are
 /// [`PortError::Unavailable`]; a corrupt file and undecodable rows are
 /// [`PortError::Corrupt`]; the rest (constraints, bad SQL values) is [`PortError::Refused`].
 pub(crate) fn sqlx_error(error: sqlx::Error) -> PortError {
-    match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::BeginFailed => PortError::unavailable(SYSTEM, error),
-        sqlx::Error::Database(db) => match db.code().and_then(|c| c.parse::<i32>().ok()) {
-            Some(code) if is_transient(code) => PortError::unavailable(SYSTEM, error),
-            Some(code) if is_corrupt(code) => PortError::corrupt(SYSTEM, error),
-            _ => PortError::refused(SYSTEM, error),
-        },
-        sqlx::Error::RowNotFound
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_) => PortError::corrupt(SYSTEM, error),
-        _ => PortError::refused(SYSTEM, error),
-    }
+    DIALECT.sqlx_error(error)
 }
 
 /// Classifies a migration error: a failing statement is classified like any sqlx error; a
 /// database whose applied migrations differ from ours is [`PortError::Corrupt`].
 pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> PortError {
-    use sqlx::migrate::MigrateError;
-    match error {
-        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
-            sqlx_error(inner)
-        }
-        MigrateError::VersionMismatch(_)
-        | MigrateError::VersionMissing(_)
-        | MigrateError::Dirty(_) => PortError::corrupt(SYSTEM, error),
-        _ => PortError::refused(SYSTEM, error),
+    DIALECT.migrate_error(error)
+}
+
+/// Classifies an error SQLite reports by its (possibly extended) result code.
+fn classify_database(error: &dyn DatabaseError) -> Class {
+    match error.code().and_then(|c| c.parse::<i32>().ok()) {
+        Some(code) if is_transient(code) => Class::Unavailable,
+        Some(code) if is_corrupt(code) => Class::Corrupt,
+        _ => Class::Refused,
     }
 }
 

@@ -1,0 +1,348 @@
+//! What the two SQL adapters, [`crate::postgres`] and [`crate::sqlite`], share: how sqlx
+//! errors map to [`PortError`], the checks `commit_checkpoint` makes before writing, the
+//! `Fenced` refusal, decoding a `window_results` row, and building the `query_results`
+//! statement.
+//!
+//! Contract: a [`Dialect`] names its system and its integer type (for messages) and
+//! classifies its own database error codes; everything else here is dialect-neutral, so
+//! both adapters refuse, fence, decode and filter in exactly the same way. Dialect-specific
+//! SQL (upserts, locking, time types) stays in the adapters.
+
+use sqlx::error::DatabaseError;
+use sqlx::migrate::MigrateError;
+use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
+use tributary_core::Timestamp;
+use tributary_core::ports::{PortError, ResultQuery};
+use tributary_core::window::WindowResult;
+
+/// How a database error code classifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Worth retrying: [`PortError::Unavailable`].
+    Unavailable,
+    /// Damaged data: [`PortError::Corrupt`].
+    Corrupt,
+    /// The request's fault: [`PortError::Refused`].
+    Refused,
+}
+
+/// What the SQL adapters refuse before asking their database.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    /// Epochs start at 1.
+    #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
+    ZeroEpoch,
+    /// A number above `i64::MAX`.
+    #[error("{what} {value} does not fit a {integer}")]
+    TooLarge {
+        /// What the number is.
+        what: &'static str,
+        /// The number.
+        value: u64,
+        /// The dialect's integer type.
+        integer: &'static str,
+    },
+}
+
+/// A time outside what a dialect can store, and on which side of its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutOfRange {
+    /// Before the earliest time the dialect holds.
+    Before,
+    /// After the latest time the dialect holds.
+    After,
+}
+
+/// One SQL adapter's names and error codes.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// The system name carried by the adapter's errors.
+    pub(crate) system: &'static str,
+    /// The integer type named when a number is too large (e.g. "PostgreSQL bigint").
+    pub(crate) integer: &'static str,
+    /// Classifies an error the database itself reported.
+    pub(crate) classify: fn(&dyn DatabaseError) -> Class,
+    /// Whether a TLS error can only be the connection's trouble.
+    pub(crate) tls_is_transient: bool,
+}
+
+impl Dialect {
+    /// Classifies a sqlx error: connection trouble and transient server states are
+    /// [`PortError::Unavailable`], undecodable rows are [`PortError::Corrupt`], the
+    /// database's own errors as [`Dialect::classify`] says, the rest (bad data,
+    /// configuration) is [`PortError::Refused`].
+    pub(crate) fn sqlx_error(&self, error: sqlx::Error) -> PortError {
+        let class = match &error {
+            sqlx::Error::Tls(_) if self.tls_is_transient => Class::Unavailable,
+            sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed => Class::Unavailable,
+            sqlx::Error::Database(db) => (self.classify)(db.as_ref()),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_) => Class::Corrupt,
+            _ => Class::Refused,
+        };
+        self.error(class, error)
+    }
+
+    /// Classifies a migration error: a failing statement is classified like any sqlx
+    /// error; a database whose applied migrations differ from ours is
+    /// [`PortError::Corrupt`].
+    pub(crate) fn migrate_error(&self, error: MigrateError) -> PortError {
+        match error {
+            MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+                self.sqlx_error(inner)
+            }
+            MigrateError::VersionMismatch(_)
+            | MigrateError::VersionMissing(_)
+            | MigrateError::Dirty(_) => PortError::corrupt(self.system, error),
+            _ => PortError::refused(self.system, error),
+        }
+    }
+
+    /// `error` as the [`PortError`] of `class`.
+    fn error(
+        &self,
+        class: Class,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> PortError {
+        match class {
+            Class::Unavailable => PortError::unavailable(self.system, error),
+            Class::Corrupt => PortError::corrupt(self.system, error),
+            Class::Refused => PortError::refused(self.system, error),
+        }
+    }
+
+    /// `value` as the dialect's integer, or refused.
+    pub(crate) fn integer(&self, what: &'static str, value: u64) -> Result<i64, PortError> {
+        i64::try_from(value).map_err(|_| {
+            PortError::refused(
+                self.system,
+                Invalid::TooLarge {
+                    what,
+                    value,
+                    integer: self.integer,
+                },
+            )
+        })
+    }
+
+    /// A stored integer that must not be negative, or corrupt.
+    pub(crate) fn unsigned(&self, value: i64) -> Result<u64, PortError> {
+        u64::try_from(value).map_err(|e| PortError::corrupt(self.system, e))
+    }
+
+    /// The epoch a commit of `epoch` expects to find stored, and `epoch` as an integer;
+    /// epoch 0 and epochs above `i64::MAX` are refused.
+    pub(crate) fn commit_epochs(&self, epoch: u64) -> Result<(u64, i64), PortError> {
+        let expected = epoch
+            .checked_sub(1)
+            .ok_or_else(|| PortError::refused(self.system, Invalid::ZeroEpoch))?;
+        Ok((expected, self.integer("epoch", epoch)?))
+    }
+
+    /// The refusal of a commit to `pipeline` that expected epoch `expected` but found
+    /// `found` stored (logged as a warning); [`PortError::Corrupt`] when `found` is
+    /// negative.
+    pub(crate) fn fenced(&self, pipeline: &str, expected: u64, found: i64) -> PortError {
+        let found = match self.unsigned(found) {
+            Ok(found) => found,
+            Err(corrupt) => return corrupt,
+        };
+        tracing::warn!(pipeline, expected, found, "checkpoint fenced");
+        PortError::Fenced {
+            pipeline: pipeline.to_owned(),
+            expected,
+            found,
+        }
+    }
+
+    /// Decodes one `window_results` row, its times read by `time`.
+    pub(crate) fn result_from_row<R>(
+        &self,
+        row: &R,
+        time: fn(&R, &str) -> Result<Timestamp, sqlx::Error>,
+    ) -> Result<WindowResult, PortError>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let error = |e| self.sqlx_error(e);
+        let count: i64 = row.try_get("count").map_err(error)?;
+        Ok(WindowResult {
+            pipeline: row.try_get("pipeline").map_err(error)?,
+            window_start: time(row, "window_start").map_err(error)?,
+            window_end: time(row, "window_end").map_err(error)?,
+            key: row.try_get("key").map_err(error)?,
+            count: self.unsigned(count)?,
+            closed: row.try_get("closed").map_err(error)?,
+        })
+    }
+}
+
+/// The `query_results` statement: `from <= window_start < to` and the key, ordered by
+/// `(window_start, key)`, limited. `time` converts a bound to the dialect's time value; a
+/// bound beyond what the dialect holds either matches everything (no condition) or
+/// nothing, and then there is no statement (`None`): the answer is empty.
+pub(crate) fn results_query<'a, DB, T>(
+    query: &'a ResultQuery,
+    time: fn(Timestamp) -> Result<T, OutOfRange>,
+) -> Option<QueryBuilder<'a, DB>>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    T: 'a + sqlx::Encode<'a, DB> + Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + Type<DB>,
+    i64: sqlx::Encode<'a, DB> + Type<DB>,
+{
+    if query.limit == 0 {
+        return None;
+    }
+    let mut sql = QueryBuilder::<DB>::new(
+        "SELECT pipeline, window_start, window_end, key, count, closed \
+         FROM window_results WHERE pipeline = ",
+    );
+    sql.push_bind(query.pipeline.as_str());
+    if let Some(from) = query.from {
+        match time(from) {
+            Ok(from) => {
+                sql.push(" AND window_start >= ").push_bind(from);
+            }
+            Err(OutOfRange::Before) => {}
+            Err(OutOfRange::After) => return None,
+        }
+    }
+    if let Some(to) = query.to {
+        match time(to) {
+            Ok(to) => {
+                sql.push(" AND window_start < ").push_bind(to);
+            }
+            Err(OutOfRange::Before) => return None,
+            Err(OutOfRange::After) => {}
+        }
+    }
+    if let Some(key) = &query.key {
+        sql.push(" AND key = ").push_bind(key.as_str());
+    }
+    sql.push(" ORDER BY window_start, key LIMIT ")
+        .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+    Some(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Sqlite;
+
+    use super::*;
+
+    const TEST: Dialect = Dialect {
+        system: "test",
+        integer: "test integer",
+        classify: |_| Class::Corrupt,
+        tls_is_transient: false,
+    };
+
+    #[test]
+    fn commit_epochs_refuse_zero_and_huge_epochs() {
+        assert_eq!(TEST.commit_epochs(1).unwrap(), (0, 1));
+        assert_eq!(TEST.commit_epochs(8).unwrap(), (7, 8));
+        assert!(matches!(
+            TEST.commit_epochs(0),
+            Err(PortError::Refused { .. })
+        ));
+        let huge = TEST.commit_epochs(u64::MAX).unwrap_err();
+        assert!(matches!(huge, PortError::Refused { .. }));
+        let source = std::error::Error::source(&huge).unwrap().to_string();
+        assert_eq!(
+            source,
+            "epoch 18446744073709551615 does not fit a test integer"
+        );
+    }
+
+    #[test]
+    fn fenced_reports_the_found_epoch_and_a_negative_one_is_corrupt() {
+        match TEST.fenced("p", 4, 2) {
+            PortError::Fenced {
+                pipeline,
+                expected,
+                found,
+            } => assert_eq!((pipeline.as_str(), expected, found), ("p", 4, 2)),
+            other => panic!("expected Fenced, got {other:?}"),
+        }
+        assert!(matches!(TEST.fenced("p", 4, -1), PortError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn tls_errors_follow_the_dialect() {
+        let tls = || sqlx::Error::Tls("handshake".into());
+        assert!(matches!(TEST.sqlx_error(tls()), PortError::Refused { .. }));
+        let network = Dialect {
+            tls_is_transient: true,
+            ..TEST
+        };
+        assert!(network.sqlx_error(tls()).is_retryable());
+    }
+
+    fn query(from: Option<i64>, to: Option<i64>, key: Option<&str>) -> ResultQuery {
+        ResultQuery {
+            pipeline: "p".to_owned(),
+            from: from.map(Timestamp::from_millis),
+            to: to.map(Timestamp::from_millis),
+            key: key.map(str::to_owned),
+            limit: 10,
+        }
+    }
+
+    /// Holds times 0..=100 only.
+    fn small_range(ts: Timestamp) -> Result<i64, OutOfRange> {
+        match ts.millis() {
+            ..0 => Err(OutOfRange::Before),
+            101.. => Err(OutOfRange::After),
+            millis => Ok(millis),
+        }
+    }
+
+    fn sql(query: &ResultQuery) -> Option<String> {
+        results_query::<Sqlite, _>(query, small_range).map(|q| q.sql().to_owned())
+    }
+
+    #[test]
+    fn results_query_filters_and_handles_bounds_beyond_the_dialect() {
+        let base = "SELECT pipeline, window_start, window_end, key, count, closed \
+                    FROM window_results WHERE pipeline = ?";
+        let tail = " ORDER BY window_start, key LIMIT ?";
+        assert_eq!(
+            sql(&query(None, None, None)).unwrap(),
+            format!("{base}{tail}")
+        );
+        assert_eq!(
+            sql(&query(Some(1), Some(2), Some("k"))).unwrap(),
+            format!("{base} AND window_start >= ? AND window_start < ? AND key = ?{tail}")
+        );
+        // A lower bound before the range matches everything, after it nothing.
+        assert_eq!(
+            sql(&query(Some(-5), None, None)).unwrap(),
+            format!("{base}{tail}")
+        );
+        assert_eq!(sql(&query(Some(500), None, None)), None);
+        // An upper bound before the range matches nothing, after it everything.
+        assert_eq!(sql(&query(None, Some(-5), None)), None);
+        assert_eq!(
+            sql(&query(None, Some(500), None)).unwrap(),
+            format!("{base}{tail}")
+        );
+        let mut none = query(None, None, None);
+        none.limit = 0;
+        assert_eq!(sql(&none), None);
+    }
+}

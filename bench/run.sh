@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tributary's benchmark: one run, every measurement repeated, medians as a markdown table.
 #
-#   bench/run.sh                      # 200k events per run, 3 repetitions
+#   bench/run.sh                      # 1M events per ingest run, 3 repetitions
 #   BENCH_EVENTS=50000 BENCH_REPS=1 bench/run.sh   # a quick smoke run
 #
 # Measures (see bench/README.md for what each number means):
@@ -14,9 +14,11 @@
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
-# Settings (environment): BENCH_EVENTS (200000), BENCH_REPS (3), BENCH_BATCH (500 events per
-# HTTP request), BENCH_CONCURRENCY (8 requests in flight), BENCH_RAW_OUT (a file to keep
-# the raw JSON lines in).
+# Settings (environment): BENCH_EVENTS (1000000), BENCH_REPS (3), BENCH_BATCH (500 events per
+# HTTP request), BENCH_CONCURRENCY (8 requests in flight), BENCH_PIPELINE_EVENTS (500000
+# events pre-filled for the drain), BENCH_CHECKPOINT_MS (250, the drain's checkpoint interval:
+# the drain time is rounded up by up to one interval), BENCH_RAW_OUT (a file to keep the
+# raw JSON lines in).
 #
 # stdout: the markdown table only. stderr: progress. Everything this script starts
 # (tributary processes) is stopped on exit, and every topic, database and key it created
@@ -26,10 +28,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-EVENTS=${BENCH_EVENTS:-200000}
+EVENTS=${BENCH_EVENTS:-1000000}
 REPS=${BENCH_REPS:-3}
 BATCH=${BENCH_BATCH:-500}
 CONCURRENCY=${BENCH_CONCURRENCY:-8}
+PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-500000}
+CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-250}
 PARTITIONS=3
 KEY="bench-$RANDOM$RANDOM"
 BIN="$ROOT/target/release"
@@ -46,6 +50,10 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "starting the services"
 eval "$(scripts/services.sh up)"
 
+SERVICES_STATE="${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}"
+KAFKA_PID=$(cat "$SERVICES_STATE/kafka/kafka.pid" 2>/dev/null || echo 0)
+FERRET_PID=$(cat "$SERVICES_STATE/ferretdb/ferretdb.pid" 2>/dev/null || echo 0)
+
 log "building (release)"
 cargo build --release -p tributary -p tributary-bench >&2
 
@@ -57,10 +65,15 @@ log "run prefix $PREFIX, work dir $WORK"
 
 NODE_PID=""
 NODE_URL=""
+CHILD_PID=""
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n $CHILD_PID ]]; then
+    kill -TERM -- "-$CHILD_PID" 2>/dev/null || true
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
   if [[ -n $NODE_PID ]]; then
     stop_tributary || true
   fi
@@ -74,6 +87,24 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# run_child OUT ERR COMMAND...: runs COMMAND in a process group of its own, stdout to OUT
+# and stderr to ERR (`-`: this script's stderr), and waits for it. Waiting with `wait` (not
+# in the foreground) lets a signal to this script be handled at once; the EXIT trap then
+# stops the whole group.
+run_child() {
+  local out=$1 err=$2 rc=0
+  shift 2
+  if [[ $err == - ]]; then
+    setsid "$@" >"$out" </dev/null &
+  else
+    setsid "$@" >"$out" 2>"$err" </dev/null &
+  fi
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
+  return "$rc"
+}
 
 # start_tributary NAME CONFIG ROLE [VAR=VALUE...]: starts `tributary run --role ROLE` in
 # the background with a free port and the bench API key; waits until /readyz says 200.
@@ -126,20 +157,24 @@ record() {
 
 # ---------------------------------------------------------------- measurements
 
-# baseline REP SIZE: ProducerPerformance on a fresh topic.
+# baseline REP SIZE NAME [PROP=VALUE...]: ProducerPerformance on a fresh topic, with
+# acks=all enable.idempotence=true and the extra producer properties.
 baseline() {
-  local rep=$1 size=$2 topic out line
-  topic="$PREFIX.raw$rep.s$size"
+  local rep=$1 size=$2 name=$3 topic out line
+  shift 3
+  topic="$PREFIX.raw$rep.$name"
   "$BIN/benchctl" create-topic --name "$topic" --partitions "$PARTITIONS"
-  out=$(scripts/services.sh kafka-tool org.apache.kafka.tools.ProducerPerformance \
+  run_child "$WORK/pp.out" "$WORK/pp.out" scripts/services.sh kafka-tool \
+    org.apache.kafka.tools.ProducerPerformance \
     --topic "$topic" --num-records "$EVENTS" --record-size "$size" --throughput -1 \
     --command-property bootstrap.servers="$TRIBUTARY_KAFKA_BROKERS" acks=all \
-    enable.idempotence=true 2>&1) || { printf '%s\n' "$out" >&2; die "ProducerPerformance failed"; }
+    enable.idempotence=true "$@" || { cat "$WORK/pp.out" >&2; die "ProducerPerformance failed"; }
+  out=$(<"$WORK/pp.out")
   # "200000 records sent, 96061.4 records/sec (18.32 MB/sec), 95.17 ms avg latency,
   #  427.00 ms max latency, 47 ms 50th, 241 ms 95th, 269 ms 99th, 296 ms 99.9th."
   line=$(grep -E '^[0-9]+ records sent' <<<"$out" | tail -n 1)
   [[ -n $line ]] || { printf '%s\n' "$out" >&2; die "no summary from ProducerPerformance"; }
-  record "raw-$size" "$(jq -nc --arg l "$line" --argjson size "$size" '
+  record "$name" "$(jq -nc --arg l "$line" --argjson size "$size" '
     ($l | capture("(?<n>[0-9]+) records sent, (?<r>[0-9.]+) records/sec.* (?<p50>[0-9]+) ms 50th, (?<p95>[0-9]+) ms 95th, (?<p99>[0-9]+) ms 99th")) as $m
     | {bench: "raw", record_bytes: $size, events: ($m.n | tonumber),
        events_per_sec: ($m.r | tonumber | round),
@@ -159,8 +194,11 @@ ingest_kafka() {
     TRIBUTARY__DOCUMENTS__DATABASE="$tag" \
     TRIBUTARY__CACHE__URL="$TRIBUTARY_REDIS_URL" \
     TRIBUTARY__CACHE__KEY_PREFIX="$tag:"
-  out=$("$BIN/ingest" --url "$NODE_URL" --key "$KEY" --stream clicks --events "$EVENTS" \
-    --batch "$BATCH" --concurrency "$CONCURRENCY" --seed "$rep")
+  run_child "$WORK/out.json" - "$BIN/ingest" --url "$NODE_URL" --key "$KEY" \
+    --stream clicks --events "$EVENTS" --batch "$BATCH" --concurrency "$CONCURRENCY" \
+    --seed "$rep" --watch tributary="$NODE_PID" --watch kafka="$KAFKA_PID" \
+    --watch ferretdb="$FERRET_PID"
+  out=$(<"$WORK/out.json")
   stop_tributary
   record "kafka-$role" "$out"
 }
@@ -172,8 +210,10 @@ ingest_embedded() {
   mkdir -p "$dir"
   sed "s#data/demo/#$dir/#g" config/demo.toml >"$dir/config.toml"
   start_tributary "embedded-$role-$rep" "$dir/config.toml" "$role"
-  out=$("$BIN/ingest" --url "$NODE_URL" --key "$KEY" --stream clicks --events "$EVENTS" \
-    --batch "$BATCH" --concurrency "$CONCURRENCY" --seed "$rep")
+  run_child "$WORK/out.json" - "$BIN/ingest" --url "$NODE_URL" --key "$KEY" \
+    --stream clicks --events "$EVENTS" --batch "$BATCH" --concurrency "$CONCURRENCY" \
+    --seed "$rep" --watch tributary="$NODE_PID"
+  out=$(<"$WORK/out.json")
   stop_tributary
   rm -rf "$dir"
   record "embedded-$role" "$out"
@@ -182,7 +222,10 @@ ingest_embedded() {
 # pipeline REP MODE: the engine draining a pre-filled log.
 pipeline() {
   local rep=$1 mode=$2 out
-  out=$("$BIN/pipeline" --mode "$mode" --events "$EVENTS" --prefix "${PREFIX}_p$rep")
+  run_child "$WORK/out.json" - "$BIN/pipeline" --mode "$mode" \
+    --events "$PIPELINE_EVENTS" --checkpoint-interval-ms "$CHECKPOINT_MS" \
+    --prefix "${PREFIX}_p$rep"
+  out=$(<"$WORK/out.json")
   record "pipeline-$mode" "$out"
 }
 
@@ -193,8 +236,9 @@ log "Tributary writes log records of about $RECORD_BYTES bytes for these events"
 
 for ((rep = 1; rep <= REPS; rep++)); do
   log "---- repetition $rep of $REPS"
-  baseline "$rep" 200
-  baseline "$rep" "$RECORD_BYTES"
+  baseline "$rep" 200 raw-200
+  baseline "$rep" "$RECORD_BYTES" raw-rec
+  baseline "$rep" "$RECORD_BYTES" raw-rec-1mb batch.size=1000000
   ingest_kafka "$rep" all
   ingest_kafka "$rep" ingest
   ingest_embedded "$rep" all
@@ -209,7 +253,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # median NAME FILTER: the median of FILTER over the runs of NAME.
 median() {
-  jq -s --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
+  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
 }
 # runs NAME FILTER: every run's value, in run order.
 runs() {
@@ -226,26 +270,30 @@ prow() { # LABEL NAME FIELD
 }
 
 RAW200=$(median raw-200 .events_per_sec)
-RAWREC=$(median "raw-$RECORD_BYTES" .events_per_sec)
+RAWREC=$(median raw-rec .events_per_sec)
+RAWREC1MB=$(median raw-rec-1mb .events_per_sec)
 KALL=$(median kafka-all .events_per_sec)
 KING=$(median kafka-ingest .events_per_sec)
 
 cat <<EOF
-$EVENTS events per run, $REPS runs each (interleaved), medians. HTTP: JSON arrays of $BATCH events, $CONCURRENCY requests in flight. Kafka topics: $PARTITIONS partitions. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+$EVENTS events per ingest run, $PIPELINE_EVENTS per pipeline drain (checkpoint interval $CHECKPOINT_MS ms), $REPS runs each (interleaved), medians. HTTP: JSON arrays of $BATCH events, $CONCURRENCY requests in flight. Kafka topics: $PARTITIONS partitions. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
 
 | measurement | events/s | p50 ms | p99 ms | runs (events/s) |
 |---|---:|---:|---:|---|
 EOF
 row "raw Kafka: ProducerPerformance, 200 B records, acks=all, idempotent" raw-200
-row "raw Kafka: ProducerPerformance, $RECORD_BYTES B records (Tributary's record size)" "raw-$RECORD_BYTES"
+row "raw Kafka: ProducerPerformance, $RECORD_BYTES B records (Tributary's record size)" raw-rec
+row "raw Kafka: ProducerPerformance, $RECORD_BYTES B records, batch.size=1000000 (librdkafka's default)" raw-rec-1mb
 row "Tributary HTTP ingest → Kafka, \`--role all\`" kafka-all
 row "Tributary HTTP ingest → Kafka, \`--role ingest\`" kafka-ingest
 row "Tributary HTTP ingest → embedded (redb), \`--role all\`" embedded-all
 row "Tributary HTTP ingest → embedded (redb), \`--role ingest\`" embedded-ingest
 prow "pipeline drain, embedded (redb → SQLite): window pipeline" pipeline-embedded pipeline_events_per_sec
+prow "pipeline drain, embedded: events dropped as late (count, not events/s)" pipeline-embedded late_events
 prow "pipeline drain, embedded: raw-event archive (→ SQLite)" pipeline-embedded archive_events_per_sec
 prow "pipeline drain, embedded: \`Log::append\` of 5000 events per call (redb)" pipeline-embedded append_events_per_sec
 prow "pipeline drain, Kafka → PostgreSQL: window pipeline" pipeline-kafka pipeline_events_per_sec
+prow "pipeline drain, Kafka: events dropped as late (count, not events/s)" pipeline-kafka late_events
 prow "pipeline drain, Kafka: raw-event archive (→ MongoDB/FerretDB)" pipeline-kafka archive_events_per_sec
 prow "pipeline drain, Kafka: \`Log::append\` of 5000 events per call" pipeline-kafka append_events_per_sec
 cat <<EOF
@@ -256,7 +304,20 @@ cat <<EOF
 | Tributary → Kafka \`--role all\` / raw Kafka $RECORD_BYTES B | $(ratio "$KALL" "$RAWREC") |
 | Tributary → Kafka \`--role ingest\` / raw Kafka 200 B | $(ratio "$KING" "$RAW200") |
 | Tributary → Kafka \`--role ingest\` / raw Kafka $RECORD_BYTES B | $(ratio "$KING" "$RAWREC") |
+| Tributary → Kafka \`--role all\` / raw Kafka $RECORD_BYTES B, 1 MB batches | $(ratio "$KALL" "$RAWREC1MB") |
+| Tributary → Kafka \`--role ingest\` / raw Kafka $RECORD_BYTES B, 1 MB batches | $(ratio "$KING" "$RAWREC1MB") |
 
 Latencies: Tributary rows are per HTTP request ($BATCH events, from send to the 202 answer); raw Kafka rows are ProducerPerformance's per-record send-to-acknowledgement latency.
+
+CPU during the timed phase of the HTTP ingest runs (medians): cores the whole machine kept busy (of $(nproc)), and CPU seconds used by each process.
+
+| ingest run | cores busy | tributary CPU s | Kafka broker CPU s | FerretDB CPU s | load generator CPU s | wall s |
+|---|---:|---:|---:|---:|---:|---:|
 EOF
+for name in kafka-all kafka-ingest embedded-all embedded-ingest; do
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(median "$name" .cpu.cores_busy)" \
+    "$(median "$name" .cpu.processes.tributary_cpu_s)" "$(median "$name" '.cpu.processes.kafka_cpu_s // "-"')" \
+    "$(median "$name" '.cpu.processes.ferretdb_cpu_s // "-"')" "$(median "$name" .cpu.processes.client_cpu_s)" \
+    "$(median "$name" .seconds)"
+done
 log "done in $((SECONDS - STARTED)) s"

@@ -2,6 +2,7 @@
 //!
 //! - [`events`]: realistic, reproducible click events (about 200 bytes of payload each).
 //! - [`stats`]: medians and percentiles.
+//! - [`cpu`]: machine and per-process CPU time from `/proc`, to see what bounds a run.
 //! - [`cleanup`]: creating and removing the per-run resources of the real services (Kafka
 //!   topics, PostgreSQL and MongoDB databases, Redis keys), all named with one run prefix.
 //!
@@ -9,6 +10,7 @@
 //! read it with `jq`) and its progress on stderr.
 
 pub mod cleanup;
+pub mod cpu;
 pub mod events;
 pub mod stats;
 

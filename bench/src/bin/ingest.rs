@@ -10,7 +10,9 @@
 //! per connection (not counted) opens the connections first.
 //!
 //! Prints one JSON line on stdout: events/s over the wall-clock time from the first
-//! request to the last answer, and the median, p99 and max request latency.
+//! request to the last answer, the median, p99 and max request latency, and, over the
+//! same time, how many cores the machine kept busy and the CPU seconds of this process
+//! and of each `--watch NAME=PID` process (from `/proc`, Linux only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::Parser;
 use serde_json::{Value, json};
+use tributary_bench::cpu;
 use tributary_bench::events::{ClickGenerator, payload_bytes};
 use tributary_bench::stats::{Latencies, round};
 use tributary_bench::{emit, progress};
@@ -54,6 +57,10 @@ struct Args {
     /// A label copied into the output line.
     #[arg(long, default_value = "")]
     label: String,
+    /// A process whose CPU time to report for the timed phase, as `NAME=PID`
+    /// (repeatable); this process is always reported as `client`.
+    #[arg(long = "watch", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
     /// Only print the sizes of the generated events (payload, posted JSON, log record)
     /// and exit without sending anything.
     #[arg(long)]
@@ -149,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
         args.batch,
         args.concurrency
     ));
+    let mut watched = args.watch.clone();
+    watched.push(("client".to_owned(), cpu::own_pid()));
+    let cpu_before = cpu::sample(&watched);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -172,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         samples.extend(done??);
     }
     let elapsed = started.elapsed();
+    let cpu_used = cpu::between(&cpu_before, &cpu::sample(&watched));
 
     let accepted: usize = samples.iter().map(|s| s.1).sum();
     ensure!(
@@ -202,7 +213,19 @@ async fn main() -> anyhow::Result<()> {
             "max": round(latencies.max(), 2),
         },
         "sizes": sizes,
+        "cpu": cpu_used,
     }))
+}
+
+/// Parses `NAME=PID`.
+fn parse_watch(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {text:?}"))?;
+    let pid = pid
+        .parse()
+        .map_err(|e| format!("bad pid in {text:?}: {e}"))?;
+    Ok((name.to_owned(), pid))
 }
 
 /// Posts one body; returns the number of events the server accepted.

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, StreamName, Timestamp};
 use crate::partition::stable_hash64;
 use crate::pipeline::{PipelineSpec, WindowSpec, millis};
 
@@ -75,6 +75,11 @@ pub struct WindowState {
     pub duplicates: u64,
 }
 
+/// The name of a source partition in the state: `"stream/partition"`.
+fn source_name(stream: &StreamName, partition: u32) -> String {
+    format!("{stream}/{partition}")
+}
+
 /// The window operator of one pipeline.
 #[derive(Debug)]
 pub struct WindowOperator {
@@ -92,10 +97,25 @@ pub struct WindowOperator {
 }
 
 impl WindowOperator {
-    /// An operator for `spec`, resuming from `state` (or empty), at processing time `now_ms`.
+    /// An operator for `spec`, resuming from `state` (or empty), at processing time
+    /// `now_ms`, reading the source partitions `sources` (stream, partition).
+    ///
+    /// Every source partition holds the watermark back from the start, even before its
+    /// first event, until it has been silent for the idle timeout: a pipeline started on a
+    /// backlog must not close windows that a partition it has not read yet still fills.
     #[must_use]
-    pub fn new(spec: &PipelineSpec, state: WindowState, now_ms: i64) -> Self {
-        let last_active = state.max_ts.keys().map(|p| (p.clone(), now_ms)).collect();
+    pub fn new<'a>(
+        spec: &PipelineSpec,
+        state: WindowState,
+        sources: impl IntoIterator<Item = (&'a StreamName, u32)>,
+        now_ms: i64,
+    ) -> Self {
+        let last_active = sources
+            .into_iter()
+            .map(|(stream, partition)| source_name(stream, partition))
+            .chain(state.max_ts.keys().cloned())
+            .map(|source| (source, now_ms))
+            .collect();
         Self {
             pipeline: spec.name.clone(),
             window: spec.window,
@@ -124,7 +144,7 @@ impl WindowOperator {
 
     /// Processes one event read from `partition` of its stream, at processing time `now_ms`.
     pub fn process(&mut self, partition: u32, event: &Event, now_ms: i64) -> Outcome {
-        let source = format!("{}/{partition}", event.stream);
+        let source = source_name(&event.stream, partition);
         let ts = event.ts.millis();
         let max = self.state.max_ts.entry(source.clone()).or_insert(ts);
         *max = (*max).max(ts);
@@ -159,17 +179,20 @@ impl WindowOperator {
     /// Recomputes the watermark at processing time `now_ms` and closes the windows it
     /// passed. Returns the new watermark.
     pub fn advance(&mut self, now_ms: i64) -> Timestamp {
-        let active_min = self
-            .state
-            .max_ts
-            .iter()
-            .filter(|(source, _)| {
-                self.last_active
-                    .get(*source)
-                    .is_some_and(|&seen| now_ms.saturating_sub(seen) < self.idle_timeout_ms)
-            })
-            .map(|(_, &max)| max.saturating_sub(self.out_of_orderness_ms))
-            .min();
+        // The minimum over active partitions; one that is active but has no event yet
+        // holds the watermark where it is.
+        let mut active_min: Option<i64> = None;
+        for (source, &seen) in &self.last_active {
+            if now_ms.saturating_sub(seen) >= self.idle_timeout_ms {
+                continue;
+            }
+            let Some(&max) = self.state.max_ts.get(source) else {
+                active_min = None;
+                break;
+            };
+            let candidate = max.saturating_sub(self.out_of_orderness_ms);
+            active_min = Some(active_min.map_or(candidate, |min| min.min(candidate)));
+        }
         if let Some(candidate) = active_min {
             if self.state.watermark.is_none_or(|wm| candidate > wm) {
                 self.state.watermark = Some(candidate);
@@ -261,7 +284,7 @@ mod tests {
 
     #[test]
     fn counts_per_window_and_key_and_closes_on_watermark() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), 0);
+        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
         assert_eq!(op.process(0, &event("a", 1_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("b", 2_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("c", 3_000, "y"), 0), Outcome::Counted);
@@ -290,9 +313,32 @@ mod tests {
         assert_eq!(op.state().late_events, 1);
     }
 
+    fn sources(n: u32) -> Vec<(&'static StreamName, u32)> {
+        static STREAM: std::sync::OnceLock<StreamName> = std::sync::OnceLock::new();
+        let stream = STREAM.get_or_init(|| StreamName::new("s").unwrap());
+        (0..n).map(|p| (stream, p)).collect()
+    }
+
+    #[test]
+    fn a_partition_not_read_yet_holds_the_watermark_until_idle() {
+        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(2), 0);
+        // A backlog read from partition 0 first: nothing may close before partition 1
+        // has been read, or has been silent for the idle timeout.
+        op.process(0, &event("a", 500_000, "x"), 0);
+        assert_eq!(op.advance(1_000), Timestamp::MIN);
+        assert_eq!(
+            op.process(1, &event("b", 1_000, "x"), 2_000),
+            Outcome::Counted
+        );
+        assert_eq!(op.advance(2_000).millis(), -4_000);
+        // Partition 1 silent for 10 s: partition 0 alone moves the watermark.
+        op.process(0, &event("c", 500_001, "x"), 12_500);
+        assert_eq!(op.advance(12_500).millis(), 495_001);
+    }
+
     #[test]
     fn the_slowest_active_partition_holds_the_watermark() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), 0);
+        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(2), 0);
         op.process(0, &event("a", 100_000, "x"), 0);
         op.process(1, &event("b", 10_000, "x"), 0);
         assert_eq!(op.advance(1_000).millis(), 5_000);
@@ -303,12 +349,12 @@ mod tests {
 
     #[test]
     fn a_restored_operator_continues_identically() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), 0);
+        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
         op.process(0, &event("a", 1_000, "x"), 0);
         op.advance(0);
         let saved = serde_json::to_value(op.state()).unwrap();
         let restored: WindowState = serde_json::from_value(saved).unwrap();
-        let mut op2 = WindowOperator::new(&spec(), restored, 0);
+        let mut op2 = WindowOperator::new(&spec(), restored, sources(1), 0);
         assert_eq!(
             op2.process(0, &event("a", 1_000, "x"), 0),
             Outcome::Duplicate
@@ -338,7 +384,7 @@ mod tests {
             for e in &events {
                 *expected.entry((e.ts.millis().div_euclid(MINUTE) * MINUTE, e.key.clone().unwrap())).or_default() += 1;
             }
-            let mut op = WindowOperator::new(&spec(), WindowState::default(), 0);
+            let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
             let mut got: BTreeMap<(i64, String), u64> = BTreeMap::new();
             for (i, e) in events.iter().enumerate() {
                 prop_assert_ne!(op.process(0, e, 0), Outcome::Late);

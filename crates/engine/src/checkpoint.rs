@@ -58,6 +58,13 @@ impl Positions {
             .collect()
     }
 
+    /// Every source partition, as (stream, partition).
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = (&StreamName, u32)> {
+        self.next
+            .keys()
+            .map(|(stream, partition)| (stream, *partition))
+    }
+
     /// Records that `record` has been processed.
     pub(crate) fn advance(&mut self, record: &LogRecord) {
         self.next.insert(

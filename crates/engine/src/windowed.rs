@@ -61,7 +61,7 @@ impl Task for WindowedTask {
         .await?;
         let mut reader = self.ports.log.reader(&name, &positions.offsets()).await?;
         let mut checkpointer = Checkpointer::new(&name, restored.as_ref());
-        let mut operator = WindowOperator::new(&self.spec, state, now_ms());
+        let mut operator = WindowOperator::new(&self.spec, state, positions.partitions(), now_ms());
         tracing::info!(
             pipeline = %name,
             epoch = restored.as_ref().map_or(0, |cp| cp.epoch),

@@ -102,13 +102,17 @@ async fn ports(dir: &std::path::Path) -> Ports {
 }
 
 fn engine(ports: &Ports) -> Engine {
+    engine_with_batch(ports, 7)
+}
+
+fn engine_with_batch(ports: &Ports, batch_size: usize) -> Engine {
     Engine::new(
         ports.clone(),
         EngineConfig {
             pipelines: vec![spec()],
             archived_streams: vec![stream()],
             archive_checkpoint_interval: Duration::from_millis(20),
-            batch_size: 7,
+            batch_size,
         },
     )
 }
@@ -235,4 +239,34 @@ async fn a_second_processor_of_the_same_pipeline_is_fenced() {
     let err = done.await.unwrap().unwrap_err();
     assert!(err.to_string().contains("fenced"), "{err}");
     other.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_counted_without_late_events() {
+    // A pipeline started on ten minutes of events already in the log, read in large
+    // batches: a partition read first must not close windows the other still fills.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(dir.path()).await;
+    let all = events(0..6_000);
+    for batch in all.chunks(500) {
+        ports.log.append(&stream(), batch).await.unwrap();
+    }
+    ports.log.append(&stream(), &flush()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(engine_with_batch(&ports, 1_000).run(shutdown.clone()));
+    let expected = truth(&all);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = closed_counts(&ports).await;
+        if got == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts never matched:\n got {got:?}\nwant {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

@@ -19,7 +19,6 @@
 //! one `--checkpoint-interval-ms`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -37,7 +36,7 @@ use tributary_connectors::postgres::PostgresConfig;
 use tributary_connectors::redb::RedbLogConfig;
 use tributary_connectors::redis::RedisConfig;
 use tributary_connectors::registry::{
-    self, Adapters, AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig,
+    self, AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig,
 };
 use tributary_connectors::sqlite::SqliteConfig;
 use tributary_core::partition::partition_for;
@@ -127,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Connects the adapters of `mode`, with names under `prefix` or files under `dir`.
-async fn connect(mode: Mode, prefix: &str, dir: &std::path::Path) -> anyhow::Result<Adapters> {
+async fn connect(mode: Mode, prefix: &str, dir: &std::path::Path) -> anyhow::Result<Ports> {
     let (log, analytics, documents, cache) = match mode {
         Mode::Embedded => {
             let db = SqliteConfig {
@@ -170,7 +169,7 @@ async fn connect(mode: Mode, prefix: &str, dir: &std::path::Path) -> anyhow::Res
         .context("cannot connect the adapters")
 }
 
-async fn measure(args: &Args, adapters: &Adapters) -> anyhow::Result<serde_json::Value> {
+async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Value> {
     let stream = StreamName::new(STREAM)?;
     let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
 
@@ -210,12 +209,7 @@ async fn measure(args: &Args, adapters: &Adapters) -> anyhow::Result<serde_json:
         idle_timeout: Duration::from_secs(30),
         checkpoint_interval: interval,
     };
-    let ports = Ports {
-        log: Arc::clone(&adapters.log),
-        analytics: Arc::clone(&adapters.analytics),
-        documents: Arc::clone(&adapters.documents),
-        cache: Arc::clone(&adapters.cache),
-    };
+    let ports = adapters.clone();
     let engine = Engine::new(
         ports,
         EngineConfig {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log, PortError};
+use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log, PortError, Ports};
 
 use crate::kafka::{KafkaConfig, KafkaLog};
 use crate::memory::{MemoryCache, MemoryCacheConfig};
@@ -57,19 +57,6 @@ pub enum CacheConfig {
     Redis(RedisConfig),
 }
 
-/// One adapter per port, connected.
-#[derive(Debug, Clone)]
-pub struct Adapters {
-    /// The log.
-    pub log: Arc<dyn Log>,
-    /// The analytics store.
-    pub analytics: Arc<dyn AnalyticsStore>,
-    /// The document store.
-    pub documents: Arc<dyn DocumentStore>,
-    /// The cache.
-    pub cache: Arc<dyn Cache>,
-}
-
 /// Connects the adapters the configs name. Analytics and documents on the same SQLite
 /// file share one connection pool.
 ///
@@ -80,7 +67,7 @@ pub async fn build(
     analytics: &AnalyticsConfig,
     documents: &DocumentsConfig,
     cache: &CacheConfig,
-) -> Result<Adapters, PortError> {
+) -> Result<Ports, PortError> {
     let log: Arc<dyn Log> = match log {
         LogConfig::Embedded(config) => {
             let config = config.clone();
@@ -104,7 +91,7 @@ pub async fn build(
         CacheConfig::Memory(config) => Arc::new(MemoryCache::new(config)),
         CacheConfig::Redis(config) => Arc::new(RedisCache::connect(config).await?),
     };
-    Ok(Adapters {
+    Ok(Ports {
         log,
         analytics,
         documents,

@@ -20,27 +20,14 @@ pub mod archive;
 mod checkpoint;
 pub mod windowed;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log, PortError};
-
-/// The ports the engine works through.
-#[derive(Debug, Clone)]
-pub struct Ports {
-    /// Where events are read from.
-    pub log: Arc<dyn Log>,
-    /// Where results and checkpoints are committed.
-    pub analytics: Arc<dyn AnalyticsStore>,
-    /// Where raw events are kept.
-    pub documents: Arc<dyn DocumentStore>,
-    /// Where live status is published.
-    pub cache: Arc<dyn Cache>,
-}
+use tributary_core::ports::PortError;
+pub use tributary_core::ports::Ports;
 
 /// Why a task stopped or restarted.
 #[derive(Debug, thiserror::Error)]

@@ -135,6 +135,22 @@ async fn closed_counts(ports: &Ports) -> BTreeMap<(i64, String), u64> {
         .collect()
 }
 
+/// Waits until the closed results equal `expected`, or fails after 30 s.
+async fn wait_for_counts(ports: &Ports, expected: &BTreeMap<(i64, String), u64>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = closed_counts(ports).await;
+        if &got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts never matched:\n got {got:?}\nwant {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn truth(events: &[Event]) -> BTreeMap<(i64, String), u64> {
     let mut counts = BTreeMap::new();
     for e in events {
@@ -170,19 +186,7 @@ async fn counts_are_exact_after_aborts_mid_stream() {
     ports.log.append(&stream(), &flush()).await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
-    let expected = truth(&all);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = closed_counts(&ports).await;
-        if got == expected {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counts never matched:\n got {got:?}\nwant {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_counts(&ports, &truth(&all)).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
 
@@ -254,19 +258,7 @@ async fn a_backlog_is_counted_without_late_events() {
     ports.log.append(&stream(), &flush()).await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(engine_with_batch(&ports, 1_000).run(shutdown.clone()));
-    let expected = truth(&all);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = closed_counts(&ports).await;
-        if got == expected {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counts never matched:\n got {got:?}\nwant {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_counts(&ports, &truth(&all)).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

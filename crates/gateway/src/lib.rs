@@ -32,7 +32,7 @@ use axum::routing::{MethodRouter, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log};
+use tributary_core::ports::Ports;
 
 pub use auth::ApiKeys;
 pub use error::{ApiError, CheckOutcome, LoggedError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
@@ -53,14 +53,10 @@ pub struct StreamInfo {
 /// Everything the handlers share. Cheap to clone: every member is an `Arc` or a handle.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The log that ingested events are appended to.
-    pub log: Arc<dyn Log>,
-    /// Window results, read by `GET /v1/pipelines/{name}/results`.
-    pub analytics: Arc<dyn AnalyticsStore>,
-    /// Raw events, read by `GET /v1/streams/{stream}/events`.
-    pub documents: Arc<dyn DocumentStore>,
-    /// Pipeline statuses (written by the engine), read by `GET /v1/pipelines`.
-    pub cache: Arc<dyn Cache>,
+    /// The adapters: ingested events are appended to the log; results are read from the
+    /// analytics store, raw events from the document store, pipeline statuses (written by
+    /// the engine) from the cache.
+    pub ports: Ports,
     /// The configured streams; any other stream is answered 404.
     pub streams: Arc<BTreeMap<StreamName, StreamInfo>>,
     /// The configured pipelines; any other pipeline is answered 404.

@@ -20,7 +20,7 @@ use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::{
-    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset,
+    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports,
 };
 use tributary_core::window::WindowResult;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
@@ -111,10 +111,12 @@ async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
         log.ensure_stream(name, info.partitions).await.unwrap();
     }
     let state = AppState {
-        log: log.clone(),
-        analytics: store.clone(),
-        documents: store.clone(),
-        cache: cache.clone(),
+        ports: Ports {
+            log: log.clone(),
+            analytics: store.clone(),
+            documents: store.clone(),
+            cache: cache.clone(),
+        },
         streams: Arc::new(streams),
         pipelines: Arc::new(vec![
             pipeline("clicks-per-minute", "t"),

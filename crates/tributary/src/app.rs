@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
-use tributary_engine::{Engine, EngineConfig, Ports};
+use tributary_engine::{Engine, EngineConfig};
 use tributary_gateway::{ApiKeys, AppState, StreamInfo};
 
 use crate::config::Config;
@@ -105,7 +105,7 @@ pub async fn start_with_keys(
     let has = |role| roles.contains(&Role::All) || roles.contains(&role);
     let metrics = metrics_handle();
 
-    let adapters = registry::build(
+    let ports = registry::build(
         &config.log,
         &config.analytics,
         &config.documents,
@@ -113,12 +113,6 @@ pub async fn start_with_keys(
     )
     .await
     .context("cannot connect the adapters")?;
-    let ports = Ports {
-        log: adapters.log,
-        analytics: adapters.analytics,
-        documents: adapters.documents,
-        cache: adapters.cache,
-    };
 
     let mut streams = BTreeMap::new();
     for (stream, declared) in checked.streams.iter().zip(&config.streams) {
@@ -164,10 +158,7 @@ pub async fn start_with_keys(
             );
         }
         let state = AppState {
-            log: ports.log.clone(),
-            analytics: ports.analytics.clone(),
-            documents: ports.documents.clone(),
-            cache: ports.cache.clone(),
+            ports: ports.clone(),
             streams: Arc::new(streams),
             pipelines: Arc::new(checked.pipelines.clone()),
             auth: ApiKeys::new(keys),

@@ -19,3 +19,18 @@ pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, ErrorDomain, PortError};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset};
+
+use std::sync::Arc;
+
+/// One adapter per port: what the engine and the gateway work through.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// The event log.
+    pub log: Arc<dyn Log>,
+    /// Window results and checkpoints.
+    pub analytics: Arc<dyn AnalyticsStore>,
+    /// Raw events as documents.
+    pub documents: Arc<dyn DocumentStore>,
+    /// Derived, cached values.
+    pub cache: Arc<dyn Cache>,
+}

@@ -35,10 +35,10 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// `GET /readyz`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (log, analytics, documents, cache) = tokio::join!(
-        check(state.log.ping()),
-        check(state.analytics.ping()),
-        check(state.documents.ping()),
-        check(state.cache.ping()),
+        check(state.ports.log.ping()),
+        check(state.ports.analytics.ping()),
+        check(state.ports.documents.ping()),
+        check(state.ports.cache.ping()),
     );
     let mut checks = BTreeMap::new();
     let mut causes = Vec::new();

@@ -93,7 +93,7 @@ async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<
             }
         })?;
     let events = parse_events(&body, format, &stream, Timestamp::now())?;
-    state.log.append(&stream, &events).await?;
+    state.ports.log.append(&stream, &events).await?;
     Ok(events
         .into_iter()
         .map(|e| e.id.as_str().to_owned())

@@ -61,7 +61,7 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
 /// The pipeline's status from the cache; `None` when absent, unreadable or undecodable.
 async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatus> {
     let key = PipelineStatus::cache_key(pipeline);
-    match state.cache.get(&key).await {
+    match state.ports.cache.get(&key).await {
         Ok(Some(text)) => match serde_json::from_str(&text) {
             Ok(status) => Some(status),
             Err(error) => {
@@ -118,7 +118,7 @@ pub(crate) async fn results(
         key: query.key,
         limit: limit_param(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
     };
-    let results = state.analytics.query_results(&query).await?;
+    let results = state.ports.analytics.query_results(&query).await?;
     Ok(Json(json!({ "pipeline": spec.name, "results": results })))
 }
 

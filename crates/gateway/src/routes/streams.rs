@@ -66,7 +66,7 @@ pub(crate) async fn recent_events(
         limit: limit + 1,
         after,
     };
-    let mut events = state.documents.recent_events(&stream, &page).await?;
+    let mut events = state.ports.documents.recent_events(&stream, &page).await?;
     let next_cursor = if events.len() > limit {
         events.truncate(limit);
         events.last().map(|e| {

@@ -42,6 +42,7 @@ pub struct WindowResult {
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum Outcome {
     /// Counted in its window.
     Counted,
@@ -49,6 +50,18 @@ pub enum Outcome {
     Duplicate,
     /// Its window had closed.
     Late,
+}
+
+impl Outcome {
+    /// The metric label of this outcome.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Counted => "counted",
+            Self::Duplicate => "duplicate",
+            Self::Late => "late",
+        }
+    }
 }
 
 /// One open window.

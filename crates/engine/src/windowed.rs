@@ -74,16 +74,20 @@ impl Task for WindowedTask {
                 polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
             };
             let now = now_ms();
+            // Outcomes are tallied per batch: one metric update per outcome, not per event.
+            let mut tally = [0_u64; 3];
             for record in &records {
                 let outcome = operator.process(record.partition, &record.event, now);
                 positions.advance(record);
-                let label = match outcome {
-                    Outcome::Counted => "counted",
-                    Outcome::Duplicate => "duplicate",
-                    Outcome::Late => "late",
-                };
-                metrics::counter!("tributary_pipeline_events_total", "pipeline" => name.clone(), "outcome" => label)
-                    .increment(1);
+                tally[outcome as usize] += 1;
+            }
+            for (outcome, n) in [Outcome::Counted, Outcome::Duplicate, Outcome::Late]
+                .into_iter()
+                .zip(tally)
+                .filter(|(_, n)| *n > 0)
+            {
+                metrics::counter!("tributary_pipeline_events_total", "pipeline" => name.clone(), "outcome" => outcome.label())
+                    .increment(n);
             }
             let watermark = operator.advance(now);
             if watermark != Timestamp::MIN {
@@ -91,9 +95,7 @@ impl Task for WindowedTask {
                 metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => name.clone())
                     .set(watermark.millis() as f64);
             }
-            if checkpointer.due(self.spec.checkpoint_interval)
-                && (operator.has_changes() || positions.moved())
-            {
+            if checkpointer.due(self.spec.checkpoint_interval) {
                 self.checkpoint(
                     &mut operator,
                     &mut positions,
@@ -103,22 +105,21 @@ impl Task for WindowedTask {
                 .await?;
             }
         }
-        if operator.has_changes() || positions.moved() {
-            self.checkpoint(
-                &mut operator,
-                &mut positions,
-                &mut checkpointer,
-                reader.as_mut(),
-            )
-            .await?;
-        }
+        self.checkpoint(
+            &mut operator,
+            &mut positions,
+            &mut checkpointer,
+            reader.as_mut(),
+        )
+        .await?;
         tracing::info!(pipeline = %name, "pipeline stopped after a final checkpoint");
         Ok(())
     }
 }
 
 impl WindowedTask {
-    /// Commits the changed results with the state and offsets, then publishes the status.
+    /// Commits the changed results with the state and offsets, then publishes the status;
+    /// does nothing when no record was read and no result changed since the last one.
     async fn checkpoint(
         &self,
         operator: &mut WindowOperator,
@@ -126,6 +127,9 @@ impl WindowedTask {
         checkpointer: &mut Checkpointer,
         reader: &mut dyn LogReader,
     ) -> Result<(), EngineError> {
+        if !operator.has_changes() && !positions.moved() {
+            return Ok(());
+        }
         let results = operator.take_changes();
         let state =
             serde_json::to_value(operator.state()).map_err(|source| EngineError::State {

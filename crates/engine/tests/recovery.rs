@@ -187,10 +187,16 @@ async fn counts_are_exact_after_aborts_mid_stream() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
     wait_for_counts(&ports, &truth(&all)).await;
+    // The archive is a task of its own and may still be behind the pipeline: every raw
+    // event must arrive, once.
+    wait_for_raw_events(&ports, all.len() + flush().len()).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
+    assert_eq!(raw_events(&ports).await, all.len() + flush().len());
+}
 
-    // Every raw event is stored once.
+/// How many raw events the document store holds, read page by page.
+async fn raw_events(ports: &Ports) -> usize {
     let mut seen = 0;
     let mut page = EventPage {
         limit: 500,
@@ -203,13 +209,35 @@ async fn counts_are_exact_after_aborts_mid_stream() {
             .await
             .unwrap();
         seen += batch.len();
-        let Some(last) = batch.last() else { break };
+        let Some(last) = batch.last() else {
+            return seen;
+        };
         page.after = Some(EventCursor {
             ts: last.ts,
             id: last.id.clone(),
         });
     }
-    assert_eq!(seen, all.len() + flush().len());
+}
+
+/// Waits until the document store holds `expected` raw events, or fails after 30 s. More
+/// than `expected` fails at once: a duplicate never goes away.
+async fn wait_for_raw_events(ports: &Ports, expected: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = raw_events(ports).await;
+        assert!(
+            seen <= expected,
+            "{seen} raw events stored, {expected} sent"
+        );
+        if seen == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {seen} of {expected} raw events were archived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

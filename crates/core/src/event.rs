@@ -4,6 +4,10 @@
 //! An event is `id` (unique within its stream), `stream`, `ts` (event time), an optional
 //! `key` and a JSON object `payload`. The types here only hold values that are already
 //! valid: a [`StreamName`] or an [`EventId`] cannot be built from a bad string.
+//!
+//! The limits every store can hold are here too, for ingestion to check: an event time
+//! within [`Timestamp::MIN_VALID`]`..=`[`Timestamp::MAX_VALID`], a key accepted by
+//! [`check_key`], and at most [`MAX_EVENT_BYTES`] of JSON for the whole event.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +22,26 @@ pub const MAX_STREAM_NAME_LEN: usize = 64;
 pub const MAX_EVENT_ID_LEN: usize = 128;
 /// Longest accepted event key, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
+/// The most an event may take encoded as JSON, as the log stores it
+/// ([`Event::to_json_bytes`]), in bytes. With its key and record overhead it fits in the
+/// 1 MiB the Kafka adapter's producer and topics are configured for, so both modes accept
+/// the same events.
+pub const MAX_EVENT_BYTES: usize = 1_000_000;
+
+/// Checks an event key (also used for keys in queries).
+///
+/// # Errors
+/// When the key is longer than [`MAX_KEY_LEN`] bytes or contains a NUL character; the error
+/// is the reason.
+pub fn check_key(key: &str) -> Result<(), &'static str> {
+    if key.contains('\0') {
+        Err("must not contain NUL characters")
+    } else if key.len() > MAX_KEY_LEN {
+        Err("must be at most 256 bytes")
+    } else {
+        Ok(())
+    }
+}
 
 /// A stream's name: 1 to 64 characters of `a-z`, `0-9`, `_` and `-`, starting with a letter
 /// or digit. Names are safe to use in topic, table and collection names.
@@ -141,6 +165,20 @@ impl Timestamp {
     /// The earliest representable time; the watermark before any event.
     pub const MIN: Self = Self(i64::MIN);
 
+    /// The earliest valid event time: `0000-01-01T00:00:00Z`.
+    ///
+    /// Event times are limited to RFC 3339's four-digit years, which every store holds
+    /// (PostgreSQL's `timestamptz` included), with room for the window ends computed from
+    /// them.
+    pub const MIN_VALID: Self = Self(-62_167_219_200_000);
+
+    /// The latest valid event time: `9999-12-31T23:59:59.999Z`.
+    pub const MAX_VALID: Self = Self(253_402_300_799_999);
+
+    /// Why a time is not a valid event time (see [`Timestamp::validated`]).
+    const OUT_OF_RANGE: &'static str = "must be between 0000-01-01T00:00:00Z and \
+        9999-12-31T23:59:59.999Z (epoch milliseconds -62167219200000 to 253402300799999)";
+
     /// Wraps epoch milliseconds.
     #[must_use]
     pub const fn from_millis(millis: i64) -> Self {
@@ -173,6 +211,25 @@ impl Timestamp {
     #[must_use]
     pub fn to_datetime(self) -> Option<DateTime<Utc>> {
         Utc.timestamp_millis_opt(self.0).single()
+    }
+
+    /// Whether this time is a valid event time, within
+    /// [`Self::MIN_VALID`]`..=`[`Self::MAX_VALID`].
+    #[must_use]
+    pub const fn is_valid(self) -> bool {
+        Self::MIN_VALID.0 <= self.0 && self.0 <= Self::MAX_VALID.0
+    }
+
+    /// This time, when it is a valid event time (see [`Self::is_valid`]).
+    ///
+    /// # Errors
+    /// When it is not; the error is the reason, naming the range in both forms.
+    pub const fn validated(self) -> Result<Self, &'static str> {
+        if self.is_valid() {
+            Ok(self)
+        } else {
+            Err(Self::OUT_OF_RANGE)
+        }
     }
 
     /// Adds a number of milliseconds, saturating at the ends of the range.
@@ -249,6 +306,32 @@ impl Event {
         serde_json::from_slice(bytes)
     }
 
+    /// The length of [`Event::to_json_bytes`], computed without encoding the event.
+    ///
+    /// Exact: strings count with serde_json's escaping (`\"`, `\\`, the short escapes
+    /// of `\b \f \n \r \t`, `\u00XX` for other control characters, everything else as
+    /// its UTF-8 bytes), and numbers as their `Display` form, which is how serde_json writes
+    /// them (integers in decimal, floats in shortest round-trip form).
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        const PUNCTUATION: usize = r#"{"id":,"stream":,"ts":,"payload":}"#.len();
+        let ts = if self.ts.to_datetime().is_some() {
+            display_len(self.ts) + 2
+        } else {
+            display_len(self.ts.0)
+        };
+        let key = self
+            .key
+            .as_deref()
+            .map_or(0, |key| r#","key":"#.len() + json_str_len(key));
+        PUNCTUATION
+            + json_str_len(self.id.as_str())
+            + json_str_len(self.stream.as_str())
+            + ts
+            + key
+            + json_object_len(&self.payload)
+    }
+
     /// The key used for partitioning: the event's key, or its id when it has none.
     #[must_use]
     pub fn partition_key(&self) -> &str {
@@ -256,8 +339,64 @@ impl Event {
     }
 }
 
+/// Counts the bytes written through `fmt::Write`.
+struct ByteCount(usize);
+
+impl fmt::Write for ByteCount {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+/// The length of `value`'s `Display` form.
+fn display_len(value: impl fmt::Display) -> usize {
+    let mut count = ByteCount(0);
+    // `ByteCount` never fails, and `Display` implementations only fail when the writer does.
+    let _ = fmt::write(&mut count, format_args!("{value}"));
+    count.0
+}
+
+/// The length of `s` as a compact JSON string, quotes included.
+fn json_str_len(s: &str) -> usize {
+    let escapes: usize = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | b'\t' | b'\n' | 0x0C | b'\r' => 1,
+            0x00..=0x1F => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() + escapes + 2
+}
+
+/// The length of `map` as a compact JSON object.
+fn json_object_len(map: &Map<String, Value>) -> usize {
+    let entries: usize = map
+        .iter()
+        .map(|(name, value)| json_str_len(name) + 1 + json_len(value))
+        .sum();
+    2 + entries + map.len().saturating_sub(1)
+}
+
+/// The length of `value` as compact JSON.
+fn json_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => display_len(n),
+        Value::String(s) => json_str_len(s),
+        Value::Array(items) => {
+            2 + items.iter().map(json_len).sum::<usize>() + items.len().saturating_sub(1)
+        }
+        Value::Object(map) => json_object_len(map),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -284,6 +423,81 @@ mod tests {
             serde_json::from_str::<Timestamp>(&min).unwrap(),
             Timestamp::MIN
         );
+    }
+
+    #[test]
+    fn valid_event_times_are_the_four_digit_years() {
+        assert_eq!(Timestamp::MIN_VALID.to_string(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::MAX_VALID.to_string(), "9999-12-31T23:59:59.999Z");
+        for valid in [
+            Timestamp::MIN_VALID,
+            Timestamp::MAX_VALID,
+            Timestamp::from_millis(0),
+        ] {
+            assert_eq!(valid.validated(), Ok(valid));
+        }
+        for invalid in [
+            Timestamp::MIN_VALID.saturating_add(-1),
+            Timestamp::MAX_VALID.saturating_add(1),
+            Timestamp::MIN,
+            Timestamp::from_millis(8_210_266_876_799_000),
+        ] {
+            assert!(!invalid.is_valid(), "{invalid}");
+            let reason = invalid.validated().unwrap_err();
+            assert!(
+                reason.contains(&Timestamp::MIN_VALID.millis().to_string())
+                    && reason.contains(&Timestamp::MAX_VALID.millis().to_string()),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        assert_eq!(check_key(""), Ok(()));
+        assert_eq!(check_key(&"k".repeat(MAX_KEY_LEN)), Ok(()));
+        assert_eq!(
+            check_key(&"k".repeat(MAX_KEY_LEN + 1)),
+            Err(format!("must be at most {MAX_KEY_LEN} bytes").as_str())
+        );
+        assert!(check_key("a\0b").is_err());
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_log_bytes() {
+        let payloads = [
+            json!({}),
+            json!({"s": "plain", "n": null, "t": true, "f": false}),
+            json!({"esc": "quote \" backslash \\ slash / tab \t nl \n cr \r bs \u{8} ff \u{c}"}),
+            json!({"ctl": "\u{1}\u{1f}\u{7f}", "k\"e\\y\n": "v"}),
+            json!({"uni": "日本語 😀 é", "ключ": "значение"}),
+            json!({"i": 0, "neg": -42, "max": i64::MAX, "min": i64::MIN, "u": u64::MAX}),
+            json!({"f": [0.1, -2.5, 1e300, 1.0e-7, 123_456_789.123, f64::MAX, f64::MIN_POSITIVE, -0.0]}),
+            json!({"nested": {"a": [1, "x", {"b": [2, {"c": {}}]}, []], "o": {"p": {"q": "r"}}}}),
+        ];
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let Value::Object(payload) = payload else {
+                unreachable!()
+            };
+            for key in [None, Some("k"), Some("k\"\u{0}\u{1} ü")] {
+                for ts in [
+                    Timestamp::from_millis(1_700_000_000_123),
+                    Timestamp::MIN_VALID,
+                    Timestamp::MAX_VALID,
+                    Timestamp::MIN,
+                ] {
+                    let event = Event {
+                        id: EventId::new(format!("id-{i}\t\"")).unwrap(),
+                        stream: StreamName::new("s-1").unwrap(),
+                        ts,
+                        key: key.map(str::to_owned),
+                        payload: payload.clone(),
+                    };
+                    let actual = event.to_json_bytes().len();
+                    assert_eq!(event.encoded_len(), actual, "{event:?}");
+                }
+            }
+        }
     }
 
     #[test]

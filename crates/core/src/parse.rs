@@ -4,10 +4,16 @@
 //! is returned, or the caller gets every problem at once (the line and column of malformed
 //! JSON, or the index, field and reason of each invalid event), so a client can fix and
 //! resend the whole request. Nothing here writes anywhere.
+//!
+//! An event is valid when its fields have the right types, its `id` and `key` pass
+//! [`EventId::new`] and [`check_key`], its `ts` is within [`Timestamp::MIN_VALID`]`..=`
+//! [`Timestamp::MAX_VALID`], its payload passes [`check_payload`], and the whole event takes
+//! at most [`MAX_EVENT_BYTES`] encoded as JSON. Every store and both modes accept exactly
+//! such events.
 
 use serde_json::Value;
 
-use crate::event::{Event, EventId, MAX_KEY_LEN, StreamName, Timestamp};
+use crate::event::{Event, EventId, MAX_EVENT_BYTES, StreamName, Timestamp, check_key};
 use crate::payload::{check_payload, check_text};
 
 /// How a body is framed.
@@ -160,18 +166,15 @@ fn event_from_value(
     let ts = match object.remove("ts") {
         None | Some(Value::Null) => Some(now),
         Some(Value::String(s)) => Timestamp::parse_rfc3339(&s)
+            .and_then(Timestamp::validated)
             .map_err(|reason| errors.push(("ts", reason.to_owned())))
             .ok(),
-        Some(Value::Number(n)) => match n.as_i64().map(Timestamp::from_millis) {
-            Some(ts) if ts.to_datetime().is_some() => Some(ts),
-            _ => {
-                errors.push((
-                    "ts",
-                    "epoch milliseconds must be an integer in range".to_owned(),
-                ));
-                None
-            }
-        },
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or("epoch milliseconds must be an integer")
+            .and_then(|millis| Timestamp::from_millis(millis).validated())
+            .map_err(|reason| errors.push(("ts", reason.to_owned())))
+            .ok(),
         Some(_) => {
             errors.push((
                 "ts",
@@ -182,15 +185,10 @@ fn event_from_value(
     };
     let key = match object.remove("key") {
         None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.contains('\0') => {
-            errors.push(("key", "must not contain NUL characters".to_owned()));
-            None
-        }
-        Some(Value::String(s)) if s.len() <= MAX_KEY_LEN => Some(Some(s)),
-        Some(Value::String(_)) => {
-            errors.push(("key", format!("must be at most {MAX_KEY_LEN} bytes")));
-            None
-        }
+        Some(Value::String(s)) => check_key(&s)
+            .map(|()| Some(s))
+            .map_err(|reason| errors.push(("key", reason.to_owned())))
+            .ok(),
         Some(_) => {
             errors.push(("key", "must be a string".to_owned()));
             None
@@ -225,16 +223,30 @@ fn event_from_value(
         ));
     }
 
-    match (id, ts, key, payload) {
-        (Some(id), Some(ts), Some(key), Some(payload)) if errors.is_empty() => Ok(Event {
-            id,
-            stream: stream.clone(),
-            ts,
-            key,
-            payload,
-        }),
-        _ => Err(errors),
+    let (Some(id), Some(ts), Some(key), Some(payload)) = (id, ts, key, payload) else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    let event = Event {
+        id,
+        stream: stream.clone(),
+        ts,
+        key,
+        payload,
+    };
+    let size = event.encoded_len();
+    if size > MAX_EVENT_BYTES {
+        return Err(vec![(
+            "",
+            format!(
+                "the event takes {size} bytes encoded as JSON, more than the limit of \
+                 {MAX_EVENT_BYTES} bytes"
+            ),
+        )]);
+    }
+    Ok(event)
 }
 
 #[cfg(test)]
@@ -344,6 +356,73 @@ mod tests {
         let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field)).collect();
         assert_eq!(found, vec![(0, "payload"), (1, "payload"), (2, "key")]);
         assert!(errors[0].reason.contains("a.b"), "{}", errors[0].reason);
+    }
+
+    #[test]
+    fn events_over_the_size_limit_are_refused() {
+        let body = |text_len: usize| {
+            serde_json::json!([
+                {"id": "small", "payload": {}},
+                {"id": "big", "ts": 1, "key": "k\"", "payload": {"x": "a".repeat(text_len)}},
+            ])
+            .to_string()
+        };
+        let parse =
+            |text_len| parse_events(body(text_len).as_bytes(), BodyFormat::Json, &stream(), NOW);
+        let base = parse(0).unwrap()[1].to_json_bytes().len();
+
+        let fits = parse(MAX_EVENT_BYTES - base).unwrap();
+        assert_eq!(fits[1].to_json_bytes().len(), MAX_EVENT_BYTES);
+
+        let ParseError::Invalid(errors) = parse(MAX_EVENT_BYTES - base + 1).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].index, errors[0].field), (1, ""));
+        let reason = &errors[0].reason;
+        assert!(
+            reason.contains(&(MAX_EVENT_BYTES + 1).to_string())
+                && reason.contains(&MAX_EVENT_BYTES.to_string()),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn event_times_must_have_four_digit_years() {
+        let min = Timestamp::MIN_VALID.millis();
+        let max = Timestamp::MAX_VALID.millis();
+        for ts in [
+            serde_json::json!("0000-01-01T00:00:00Z"),
+            serde_json::json!("9999-12-31T23:59:59.999Z"),
+            serde_json::json!("9999-12-31T23:59:59.999999Z"),
+            serde_json::json!(min),
+            serde_json::json!(max),
+        ] {
+            let body = serde_json::json!({"ts": ts, "payload": {}}).to_string();
+            let events = parse_events(body.as_bytes(), BodyFormat::Json, &stream(), NOW)
+                .unwrap_or_else(|e| panic!("{ts} refused: {e:?}"));
+            assert!(events[0].ts.is_valid());
+        }
+        for ts in [
+            serde_json::json!("0000-01-01T00:00:00+00:01"),
+            serde_json::json!("9999-12-31T23:59:59-01:00"),
+            serde_json::json!(min - 1),
+            serde_json::json!(max + 1),
+            serde_json::json!(8_210_266_876_799_000_i64),
+            serde_json::json!(i64::MIN),
+        ] {
+            let body = serde_json::json!({"ts": ts, "payload": {}}).to_string();
+            let Err(ParseError::Invalid(errors)) =
+                parse_events(body.as_bytes(), BodyFormat::Json, &stream(), NOW)
+            else {
+                panic!("{ts} accepted")
+            };
+            assert_eq!(errors[0].field, "ts");
+            assert!(
+                errors[0].reason.contains("9999-12-31T23:59:59.999Z"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What a payload may hold: the subset of JSON that every document store Tributary
 //! writes to (MongoDB, FerretDB, SQLite) stores and gives back unchanged.
 //!
-//! Ingestion refuses anything else with a 422 naming the path, so the embedded and the
-//! distributed modes accept exactly the same events, and an accepted event can never be
-//! refused later by a store (which would stall the pipeline behind it).
+//! Ingestion refuses anything else with a 422 naming the path. Together with the other
+//! checks of ingestion (the event time's range and the whole event's size, in
+//! [`crate::parse`], with their limits in [`crate::event`]), this makes the embedded and the
+//! distributed modes accept exactly the same events, and an accepted event is never refused
+//! later by a store (which would stall the pipeline behind it).
 //!
 //! The rules: field names contain no `.`, do not start with `$` and contain no NUL;
 //! strings contain no NUL; an array does not directly contain an array; integers fit in

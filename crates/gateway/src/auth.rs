@@ -1,6 +1,6 @@
 //! API-key authentication of the `/v1` routes.
 //!
-//! Contract: a request to a `/v1` route passes only with `Authorization: Bearer <key>`
+//! Contract: a request to a `/v1` path (a route or not) passes only with `Authorization: Bearer <key>`
 //! where `<key>` is one of the accepted keys; otherwise it is answered 401 with
 //! `WWW-Authenticate: Bearer` and never reaches its handler. An empty key set accepts
 //! nobody. Keys are compared in constant time (per key length), against every accepted key.
@@ -90,18 +90,28 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Checks that `headers` carry an accepted bearer key.
+///
+/// # Errors
+/// [`ApiError::Unauthorized`] otherwise.
+pub(crate) fn authorize(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer_token(headers) {
+        Some(token) if keys.verify(token) => Ok(()),
+        presented => Err(ApiError::Unauthorized {
+            presented: presented.is_some(),
+        }),
+    }
+}
+
 /// Middleware: lets the request through only with an accepted bearer key.
 pub(crate) async fn require_api_key(
     State(keys): State<ApiKeys>,
     request: Request,
     next: Next,
 ) -> Response {
-    match bearer_token(request.headers()) {
-        Some(token) if keys.verify(token) => next.run(request).await,
-        presented => ApiError::Unauthorized {
-            presented: presented.is_some(),
-        }
-        .into_response(),
+    match authorize(&keys, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
     }
 }
 

@@ -121,6 +121,9 @@ pub enum ApiError {
     /// The body held no valid batch of events.
     #[error(transparent)]
     Events(#[from] ParseError),
+    /// A task the handler ran on the blocking pool panicked or was cancelled.
+    #[error("a blocking task failed")]
+    TaskFailed(#[source] tokio::task::JoinError),
     /// A port (log, stores, cache) failed.
     #[error(transparent)]
     Dependency(#[from] PortError),
@@ -163,6 +166,16 @@ impl Problem {
             instance: None,
             extensions: Map::new(),
         }
+    }
+
+    /// A 500 that tells the client nothing of its cause.
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal Server Error",
+            "the request could not be completed; the incident was logged".into(),
+        )
     }
 
     fn with(mut self, member: &str, value: Value) -> Self {
@@ -331,13 +344,9 @@ impl ApiError {
                 ),
                 PortError::Refused { .. }
                 | PortError::Fenced { .. }
-                | PortError::Corrupt { .. } => Problem::new(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal Server Error",
-                    "the request could not be completed; the incident was logged".into(),
-                ),
+                | PortError::Corrupt { .. } => Problem::internal(),
             },
+            Self::TaskFailed(_) => Problem::internal(),
             Self::NotReady { checks, .. } => {
                 let failed: Vec<&str> = checks
                     .iter()
@@ -415,6 +424,24 @@ mod tests {
         assert_eq!(body["status"], 500);
         assert!(!body.to_string().contains("secret"), "{body}");
         assert!(err.log_message().contains("secret broker detail"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_is_a_500_that_hides_its_cause() {
+        let join_error = tokio::task::spawn_blocking(|| std::panic::panic_any("secret panic"))
+            .await
+            .unwrap_err();
+        let err = ApiError::TaskFailed(join_error);
+        assert!(err.log_message().contains("panic"), "{}", err.log_message());
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let logged = response.extensions().get::<LoggedError>().unwrap();
+        assert!(logged.server_fault);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
     }
 
     #[test]

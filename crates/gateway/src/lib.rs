@@ -1,11 +1,15 @@
 //! Tributary's HTTP gateway: event ingestion, queries over streams and pipelines, health,
-//! metrics and the OpenAPI document, as one [`axum::Router`] built by [`router`].
+//! metrics and the OpenAPI document, as one [`axum::Router`] built by [`router`] (or by
+//! [`router_for`], for a node serving only some [`Surfaces`]).
 //!
 //! Contract:
-//! - Every `/v1` route requires `Authorization: Bearer <key>` with a key of
-//!   [`AppState::auth`]; `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open.
+//! - Every `/v1` request requires `Authorization: Bearer <key>` with a key of
+//!   [`AppState::auth`], also for a path or method that does not exist (401 before 404 or
+//!   405); `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open.
+//! - A route of a surface the node does not serve answers 404, like an unknown route.
 //! - Ingestion (`POST /v1/streams/{stream}/events`) is all-or-nothing and answers `202` only
-//!   after [`Log::append`] has returned, i.e. once every event is durable.
+//!   after [`Log::append`](tributary_core::ports::Log::append) has returned, i.e. once every
+//!   event is durable.
 //! - Every error is an RFC 9457 problem document rendered by [`ApiError`], including unknown
 //!   routes (404), wrong methods (405), oversized bodies (413) and extractor rejections.
 //! - Each request is logged once, with its method, path, status and latency (and its error,
@@ -26,9 +30,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
-use axum::routing::{MethodRouter, get, post};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::{MethodFilter, MethodRouter, get, on, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
@@ -69,47 +73,91 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// One route of the gateway: a method, a path template and its handler.
+/// The parts of the API a node serves; health, readiness, metrics and the OpenAPI document
+/// are always served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Surfaces {
+    /// Ingestion: `POST /v1/streams/{stream}/events`.
+    pub ingest: bool,
+    /// Queries: `GET /v1/streams`, `GET /v1/streams/{stream}/events`, `GET /v1/pipelines`
+    /// and `GET /v1/pipelines/{name}/results`.
+    pub query: bool,
+}
+
+impl Surfaces {
+    /// Every surface: what [`router`] serves.
+    pub const ALL: Self = Self {
+        ingest: true,
+        query: true,
+    };
+
+    fn serves(self, surface: Surface) -> bool {
+        match surface {
+            Surface::Always => true,
+            Surface::Ingest => self.ingest,
+            Surface::Query => self.query,
+        }
+    }
+}
+
+/// The surface an endpoint belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Surface {
+    /// Served by every node.
+    Always,
+    /// See [`Surfaces::ingest`].
+    Ingest,
+    /// See [`Surfaces::query`].
+    Query,
+}
+
+/// One route of the gateway: a method, a path template, its surface and its handler.
 struct Endpoint {
     method: Method,
     path: &'static str,
+    surface: Surface,
     handler: MethodRouter<AppState>,
 }
 
 /// Whether requests to `path` need an API key.
 fn requires_auth(path: &str) -> bool {
-    path.starts_with("/v1/")
+    path == "/v1" || path.starts_with("/v1/")
 }
 
 /// Every route of the gateway, in one table: [`router`] serves exactly these and
 /// `openapi.json` documents exactly these.
 fn endpoints() -> Vec<Endpoint> {
+    use Surface::{Always, Ingest, Query};
     use routes::{health, ingest, pipelines, streams};
-    let endpoint = |method, path, handler| Endpoint {
+    let endpoint = |method, path, surface, handler| Endpoint {
         method,
         path,
+        surface,
         handler,
     };
     vec![
-        endpoint(Method::GET, "/healthz", get(health::healthz)),
-        endpoint(Method::GET, "/readyz", get(health::readyz)),
-        endpoint(Method::GET, "/metrics", get(health::metrics)),
-        endpoint(Method::GET, "/openapi.json", get(openapi::serve)),
-        endpoint(Method::GET, "/v1/streams", get(streams::list)),
+        endpoint(Method::GET, "/healthz", Always, get(health::healthz)),
+        endpoint(Method::GET, "/readyz", Always, get(health::readyz)),
+        endpoint(Method::GET, "/metrics", Always, get(health::metrics)),
+        endpoint(Method::GET, "/openapi.json", Always, get(openapi::serve)),
+        endpoint(Method::GET, "/v1/streams", Query, get(streams::list)),
         endpoint(
             Method::POST,
             "/v1/streams/{stream}/events",
+            Ingest,
             post(ingest::ingest),
         ),
         endpoint(
             Method::GET,
             "/v1/streams/{stream}/events",
+            Query,
             get(streams::recent_events),
         ),
-        endpoint(Method::GET, "/v1/pipelines", get(pipelines::list)),
+        endpoint(Method::GET, "/v1/pipelines", Query, get(pipelines::list)),
         endpoint(
             Method::GET,
             "/v1/pipelines/{name}/results",
+            Query,
             get(pipelines::results),
         ),
     ]
@@ -125,14 +173,25 @@ pub fn routes() -> Vec<(Method, &'static str)> {
         .collect()
 }
 
-/// Builds the gateway's router over `state`.
+/// Builds the gateway's router over `state`, serving every surface.
 pub fn router(state: AppState) -> Router {
+    router_for(state, Surfaces::ALL)
+}
+
+/// Builds a router over `state` that serves only `surfaces` (and the open endpoints). The
+/// routes of other surfaces stay routed, behind the same authentication, but answer 404.
+pub fn router_for(state: AppState, surfaces: Surfaces) -> Router {
     let (protected, open): (Vec<_>, Vec<_>) =
         endpoints().into_iter().partition(|e| requires_auth(e.path));
     let add = |router: Router<AppState>, endpoints: Vec<Endpoint>| {
-        endpoints
-            .into_iter()
-            .fold(router, |r, e| r.route(e.path, e.handler))
+        endpoints.into_iter().fold(router, |r, e| {
+            let handler = if surfaces.serves(e.surface) {
+                e.handler
+            } else {
+                not_served(&e.method)
+            };
+            r.route(e.path, handler)
+        })
     };
     let protected = add(Router::new(), protected).route_layer(
         axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_api_key),
@@ -146,15 +205,44 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn route_not_found(uri: Uri) -> ApiError {
-    ApiError::RouteNotFound {
-        path: uri.path().to_owned(),
+/// The handler of a route this node does not serve: a 404, as for an unknown route.
+fn not_served(method: &Method) -> MethodRouter<AppState> {
+    match MethodFilter::try_from(method.clone()) {
+        Ok(filter) => on(filter, route_not_found),
+        // Every endpoint uses a standard method, so this is not reached; a router without
+        // methods would answer 405.
+        Err(_) => MethodRouter::new(),
     }
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
-        method,
-        path: uri.path().to_owned(),
+/// The API key check of `/v1` paths, for requests that no authenticated route handles.
+fn authorize_v1(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    if requires_auth(uri.path()) {
+        auth::authorize(&state.auth, headers)?;
+    }
+    Ok(())
+}
+
+async fn route_not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> ApiError {
+    match authorize_v1(&state, &uri, &headers) {
+        Err(unauthorized) => unauthorized,
+        Ok(()) => ApiError::RouteNotFound {
+            path: uri.path().to_owned(),
+        },
+    }
+}
+
+async fn method_not_allowed(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiError {
+    match authorize_v1(&state, &uri, &headers) {
+        Err(unauthorized) => unauthorized,
+        Ok(()) => ApiError::MethodNotAllowed {
+            method,
+            path: uri.path().to_owned(),
+        },
     }
 }

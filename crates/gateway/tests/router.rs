@@ -18,13 +18,14 @@ use tower::ServiceExt;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::event::MAX_EVENT_BYTES;
 use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::{
     AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports,
 };
 use tributary_core::window::WindowResult;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
-use tributary_gateway::{ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, StreamInfo};
+use tributary_gateway::{ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, StreamInfo, Surfaces};
 
 const KEY: &str = "test-admin-key";
 const PARTITIONS: u32 = 3;
@@ -43,6 +44,7 @@ fn metrics_handle() -> PrometheusHandle {
 
 struct Harness {
     _dir: tempfile::TempDir,
+    state: AppState,
     log: Arc<RedbLog>,
     store: Arc<SqliteStore>,
     cache: Arc<MemoryCache>,
@@ -128,10 +130,11 @@ async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
     };
     Harness {
         _dir: dir,
+        router: tributary_gateway::router(state.clone()),
+        state,
         log,
         store,
         cache,
-        router: tributary_gateway::router(state),
     }
 }
 
@@ -140,6 +143,12 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    /// The same harness, serving only `surfaces`.
+    fn serving(mut self, surfaces: Surfaces) -> Self {
+        self.router = tributary_gateway::router_for(self.state.clone(), surfaces);
+        self
+    }
+
     async fn send(&self, request: Request<Body>) -> Response {
         self.router.clone().oneshot(request).await.unwrap()
     }
@@ -888,6 +897,207 @@ async fn unknown_routes_and_methods_are_problems() {
         .to_owned();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
+#[tokio::test]
+async fn every_v1_path_needs_a_key_even_unknown_ones() {
+    let h = harness().await;
+    for (method, uri) in [
+        (Method::GET, "/v1/nothing"),
+        (Method::GET, "/v1"),
+        (Method::POST, "/v1/streams/t/nothing"),
+        (Method::PUT, "/v1/streams/t/events"),
+        (Method::DELETE, "/v1/pipelines"),
+    ] {
+        for authorization in [None, Some("Bearer wrong-key")] {
+            let mut request = Request::builder().method(method.clone()).uri(uri);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let response = h.send(request.body(Body::empty()).unwrap()).await;
+            assert!(
+                response.headers().contains_key(header::WWW_AUTHENTICATE),
+                "{method} {uri}"
+            );
+            problem(response, StatusCode::UNAUTHORIZED).await;
+        }
+        let response = h
+            .send(authed(method.clone(), uri).body(Body::empty()).unwrap())
+            .await;
+        let expected = if uri.contains("/nothing") || uri == "/v1" {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        problem(response, expected).await;
+    }
+    // Outside /v1, unknown paths need no key.
+    let response = h
+        .send(Request::get("/v2/nothing").body(Body::empty()).unwrap())
+        .await;
+    problem(response, StatusCode::NOT_FOUND).await;
+}
+
+/// Asserts that `method uri` answers the 404 of a route this node does not serve, and needs
+/// a key to learn it.
+async fn assert_not_served(h: &Harness, method: Method, uri: &str) {
+    let response = h
+        .send(
+            authed(method.clone(), uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"payload":{}}"#))
+                .unwrap(),
+        )
+        .await;
+    let body = problem(response, StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        body["type"], "urn:tributary:problem:route-not-found",
+        "{method} {uri}"
+    );
+    let anonymous = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    problem(h.send(anonymous).await, StatusCode::UNAUTHORIZED).await;
+}
+
+/// Asserts that the open endpoints answer 200.
+async fn assert_open_endpoints_served(h: &Harness) {
+    for uri in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let response = h.send(Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn an_ingest_only_router_serves_ingestion_and_health() {
+    let h = harness().await.serving(Surfaces {
+        ingest: true,
+        query: false,
+    });
+    let response = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json",
+            r#"{"id":"i1","payload":{}}"#,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(h.events_in_log("t", PARTITIONS, 1).await.len(), 1);
+    for uri in [
+        "/v1/streams",
+        "/v1/streams/t/events",
+        "/v1/pipelines",
+        "/v1/pipelines/clicks-per-minute/results",
+    ] {
+        assert_not_served(&h, Method::GET, uri).await;
+    }
+    assert_open_endpoints_served(&h).await;
+    let response = h
+        .send(
+            authed(Method::PUT, "/v1/streams/t/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
+#[tokio::test]
+async fn a_query_only_router_serves_queries_and_health() {
+    let h = harness().await.serving(Surfaces {
+        ingest: false,
+        query: true,
+    });
+    assert_not_served(&h, Method::POST, "/v1/streams/t/events").await;
+    assert!(
+        h.events_in_log("t", PARTITIONS, 0).await.is_empty(),
+        "a query-only node appended events"
+    );
+    for uri in [
+        "/v1/streams",
+        "/v1/streams/t/events",
+        "/v1/pipelines",
+        "/v1/pipelines/clicks-per-minute/results",
+    ] {
+        assert_eq!(h.get(uri).await.status(), StatusCode::OK, "{uri}");
+    }
+    assert_open_endpoints_served(&h).await;
+}
+
+#[tokio::test]
+async fn result_parameters_are_checked_like_event_fields() {
+    let h = harness().await;
+    let uri = |query: &str| format!("/v1/pipelines/clicks-per-minute/results?{query}");
+    let ok_key = "k".repeat(256);
+    assert_eq!(
+        h.get(&uri(&format!("key={ok_key}"))).await.status(),
+        StatusCode::OK
+    );
+    let max = Timestamp::MAX_VALID.millis();
+    let min = Timestamp::MIN_VALID.millis();
+    assert_eq!(
+        h.get(&uri(&format!("from={min}&to={max}"))).await.status(),
+        StatusCode::OK
+    );
+    for (query, parameter) in [
+        ("key=a%00b".to_owned(), "key"),
+        (format!("key={}", "k".repeat(257)), "key"),
+        (format!("from={}", min - 1), "from"),
+        (format!("to={}", max + 1), "to"),
+        ("to=8210266876799000".to_owned(), "to"),
+        ("from=9999-12-31T23:59:59-01:00".to_owned(), "from"),
+    ] {
+        let body = problem(h.get(&uri(&query)).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn large_bodies_are_parsed_and_oversized_events_refused() {
+    let h = harness().await;
+    // Well over the inline-parsing threshold (16 KiB): parsed on the blocking pool.
+    let events: Vec<Value> = (0..1000)
+        .map(|i| json!({"id": format!("big-{i}"), "payload": {"text": "x".repeat(100)}}))
+        .collect();
+    let body = Value::Array(events).to_string();
+    assert!(body.len() > 64 * 1024);
+    let response = h
+        .post("/v1/streams/t/events", "application/json", body)
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(body_json(response).await["accepted"], 1000);
+
+    let body = json!([
+        {"id": "small", "payload": {}},
+        {"id": "huge", "payload": {"text": "x".repeat(MAX_EVENT_BYTES)}},
+        {"id": "late", "ts": Timestamp::MAX_VALID.millis() + 1, "payload": {}},
+    ])
+    .to_string();
+    let response = h
+        .post("/v1/streams/t/events", "application/json", body)
+        .await;
+    let body422 = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let errors = body422["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body422}");
+    assert_eq!(
+        (&errors[0]["index"], &errors[0]["field"]),
+        (&json!(1), &json!(""))
+    );
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_EVENT_BYTES.to_string()),
+        "{body422}"
+    );
+    assert_eq!(
+        (&errors[1]["index"], &errors[1]["field"]),
+        (&json!(2), &json!("ts"))
+    );
+    let logged = h.events_in_log("t", PARTITIONS, 1001).await;
+    assert_eq!(logged.len(), 1000, "part of a refused request was appended");
 }
 
 /// A `tracing` writer into memory.

@@ -11,14 +11,17 @@
 //!   `{"pipeline", "results": [WindowResult...]}` from the analytics store, ordered by window
 //!   start then key. `from` (inclusive) and `to` (exclusive) bound the window start and are
 //!   RFC 3339 date-times or epoch milliseconds; `limit` defaults to 1000 and must be within
-//!   1..=10000. Bad parameters are a 400 (also `from` after `to`); an unknown pipeline is
-//!   a 404.
+//!   1..=10000; `key` is checked like an event's key (at most 256 bytes, no NUL), and
+//!   `from` and `to` must be within the range of event times (years 0000 to 9999). Bad
+//!   parameters are a 400 naming the parameter (also `from` after `to`); an unknown
+//!   pipeline is a 404.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::Timestamp;
+use tributary_core::event::check_key;
 use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::ResultQuery;
 
@@ -111,6 +114,12 @@ pub(crate) async fn results(
             });
         }
     }
+    if let Some(key) = &query.key {
+        check_key(key).map_err(|reason| ApiError::InvalidParameter {
+            name: "key",
+            reason: reason.to_owned(),
+        })?;
+    }
     let query = ResultQuery {
         pipeline: spec.name.clone(),
         from,
@@ -122,24 +131,18 @@ pub(crate) async fn results(
     Ok(Json(json!({ "pipeline": spec.name, "results": results })))
 }
 
-/// An RFC 3339 date-time or integer epoch milliseconds.
+/// An RFC 3339 date-time or integer epoch milliseconds, within the range of event times.
 fn time_param(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
-    let ts = match text.trim().parse::<i64>() {
-        Ok(millis) => Timestamp::from_millis(millis),
-        Err(_) => {
-            Timestamp::parse_rfc3339(text.trim()).map_err(|reason| ApiError::InvalidParameter {
-                name,
-                reason: reason.to_owned(),
-            })?
-        }
+    let text = text.trim();
+    let ts = match text.parse::<i64>() {
+        Ok(millis) => Ok(Timestamp::from_millis(millis)),
+        Err(_) => Timestamp::parse_rfc3339(text),
     };
-    if ts.to_datetime().is_none() {
-        return Err(ApiError::InvalidParameter {
+    ts.and_then(Timestamp::validated)
+        .map_err(|reason| ApiError::InvalidParameter {
             name,
-            reason: "is out of range".to_owned(),
-        });
-    }
-    Ok(ts)
+            reason: reason.to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -153,5 +156,27 @@ mod tests {
         assert_eq!(a, b);
         assert!(time_param("from", "yesterday").is_err());
         assert!(time_param("from", "9223372036854775807").is_err());
+        let max = Timestamp::MAX_VALID.millis();
+        assert_eq!(
+            time_param("to", &max.to_string()).unwrap(),
+            Timestamp::MAX_VALID
+        );
+        assert_eq!(
+            time_param("from", "0000-01-01T00:00:00Z").unwrap(),
+            Timestamp::MIN_VALID
+        );
+        for out_of_range in [
+            (max + 1).to_string(),
+            (Timestamp::MIN_VALID.millis() - 1).to_string(),
+            "8210266876799000".to_owned(),
+            "9999-12-31T23:59:59-01:00".to_owned(),
+        ] {
+            let Err(ApiError::InvalidParameter { name, reason }) = time_param("to", &out_of_range)
+            else {
+                panic!("{out_of_range} accepted")
+            };
+            assert_eq!(name, "to");
+            assert!(reason.contains("9999-12-31T23:59:59.999Z"), "{reason}");
+        }
     }
 }

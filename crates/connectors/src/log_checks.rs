@@ -1,10 +1,16 @@
-//! The refusals both [`Log`](tributary_core::ports::Log) adapters, [`crate::kafka`] and
-//! [`crate::redb`], make before touching their storage: an appended batch must hold only
-//! events of the stream appended to, and a reader may only start at partitions the stream
-//! has. Both are [`PortError::Refused`] under the adapter's system name.
+//! The checks both [`Log`](tributary_core::ports::Log) adapters, [`crate::kafka`] and
+//! [`crate::redb`], make around their storage:
+//! - before touching it, an appended batch must hold only events of the stream appended
+//!   to, and a reader may only start at partitions the stream has; both are
+//!   [`PortError::Refused`] under the adapter's system name;
+//! - a record read back must hold an event *of the stream it was read from*
+//!   ([`decode_record`]): the stream of a record is the one whose partition holds it, never
+//!   what its bytes claim, since readers advance that stream's offsets past it. A record
+//!   that holds no event of its stream (written by another producer) is skipped, counted
+//!   in `tributary_log_undecodable_records_total` and logged.
 
 use tributary_core::event::{Event, StreamName};
-use tributary_core::ports::{PartitionOffset, PortError};
+use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
 
 /// What a log refuses that is not an error of its storage.
 #[derive(Debug, thiserror::Error)]
@@ -67,4 +73,116 @@ pub(crate) fn check_partition(
             partitions,
         },
     ))
+}
+
+/// Why a record read from a stream's partition holds no event of that stream.
+#[derive(Debug, thiserror::Error)]
+enum UndecodableRecord {
+    /// The record has no value (a Kafka tombstone).
+    #[error("the record has no value")]
+    NoValue,
+    /// The value is not an encoded event.
+    #[error("the record is not an event")]
+    NotAnEvent(#[source] serde_json::Error),
+    /// The value is an event of another stream.
+    #[error("the record is event {id} of stream {found}, not of {expected}")]
+    OtherStream {
+        /// The event.
+        id: String,
+        /// The stream whose partition holds the record.
+        expected: StreamName,
+        /// The stream the event names.
+        found: StreamName,
+    },
+}
+
+/// The event a record of `stream` holds.
+fn event_of(stream: &StreamName, value: Option<&[u8]>) -> Result<Event, UndecodableRecord> {
+    let bytes = value.ok_or(UndecodableRecord::NoValue)?;
+    let event = Event::from_json_bytes(bytes).map_err(UndecodableRecord::NotAnEvent)?;
+    if &event.stream != stream {
+        return Err(UndecodableRecord::OtherStream {
+            id: event.id.to_string(),
+            expected: stream.clone(),
+            found: event.stream,
+        });
+    }
+    Ok(event)
+}
+
+/// The record at `offset` of `stream`'s `partition`, whose value is `value`; `None`, after
+/// counting and logging it, when the value is not an event of `stream`.
+pub(crate) fn decode_record(
+    stream: &StreamName,
+    partition: u32,
+    offset: u64,
+    value: Option<&[u8]>,
+) -> Option<LogRecord> {
+    match event_of(stream, value) {
+        Ok(event) => Some(LogRecord {
+            partition,
+            offset,
+            event,
+        }),
+        Err(error) => {
+            metrics::counter!("tributary_log_undecodable_records_total").increment(1);
+            tracing::warn!(
+                stream = %stream,
+                partition,
+                offset,
+                error = &error as &dyn std::error::Error,
+                "skipping undecodable log record"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::event::{EventId, Timestamp};
+
+    use super::*;
+
+    fn stream(name: &str) -> StreamName {
+        StreamName::new(name).unwrap()
+    }
+
+    fn encoded(stream: &StreamName) -> Vec<u8> {
+        Event {
+            id: EventId::new("e1").unwrap(),
+            stream: stream.clone(),
+            ts: Timestamp::from_millis(0),
+            key: None,
+            payload: serde_json::Map::new(),
+        }
+        .to_json_bytes()
+    }
+
+    #[test]
+    fn records_hold_events_of_their_stream() {
+        let clicks = stream("clicks");
+        let record = decode_record(&clicks, 2, 7, Some(&encoded(&clicks))).unwrap();
+        assert_eq!((record.partition, record.offset), (2, 7));
+        assert_eq!(record.event.stream, clicks);
+    }
+
+    #[test]
+    fn records_without_an_event_of_their_stream_are_skipped() {
+        let clicks = stream("clicks");
+        let orders = encoded(&stream("orders"));
+        assert!(matches!(
+            event_of(&clicks, Some(&orders)),
+            Err(UndecodableRecord::OtherStream { found, .. }) if found.as_str() == "orders"
+        ));
+        assert!(matches!(
+            event_of(&clicks, Some(b"{}")),
+            Err(UndecodableRecord::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            event_of(&clicks, None),
+            Err(UndecodableRecord::NoValue)
+        ));
+        assert_eq!(decode_record(&clicks, 0, 0, Some(&orders)), None);
+    }
 }

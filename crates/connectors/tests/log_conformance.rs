@@ -630,7 +630,8 @@ async fn kafka_connect_without_broker_is_unavailable() {
     .await;
 }
 
-/// Records the embedded log cannot decode are skipped, and reading goes on after them.
+/// Records the embedded log cannot decode, or that claim another stream, are skipped, and
+/// reading goes on after them.
 #[tokio::test]
 async fn embedded_undecodable_records_are_skipped() {
     let backend = Embedded::new();
@@ -642,24 +643,27 @@ async fn embedded_undecodable_records_are_skipped() {
         log.append(&s, std::slice::from_ref(&first)).await.unwrap();
     }
     {
-        // Write garbage at offset 1, behind the adapter's back.
+        // Write garbage at offset 1 and an event of another stream at offset 2, behind the
+        // adapter's back.
         let db = redb::Database::create(&backend.config.path).unwrap();
         let txn = db.begin_write().unwrap();
         {
             let definition = redb::TableDefinition::<u64, &[u8]>::new("log/mixed/0");
             let mut table = txn.open_table(definition).unwrap();
             table.insert(1, b"not an event".as_slice()).unwrap();
+            let foreign = event(&stream("other"), "o1", None, 1).to_json_bytes();
+            table.insert(2, foreign.as_slice()).unwrap();
         }
         txn.commit().unwrap();
     }
     let log = backend.open().await;
-    let last = event(&s, "m2", None, 2);
+    let last = event(&s, "m3", None, 3);
     log.append(&s, std::slice::from_ref(&last)).await.unwrap();
     let mut reader = log.reader("conformance", &from_start(&s, 1)).await.unwrap();
     let records = read_exactly(reader.as_mut(), 2).await;
     assert_eq!(
         records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        vec![0, 2]
+        vec![0, 3]
     );
     assert_eq!(records[0].event, first);
     assert_eq!(records[1].event, last);
@@ -707,4 +711,96 @@ async fn kafka_undecodable_records_are_skipped() {
     );
     assert_eq!(records[0].event, first);
     assert_eq!(records[1].event, last);
+}
+
+/// A record in a stream's topic that claims another stream (written by another producer)
+/// is skipped like an undecodable one, even when the reader reads that other stream too:
+/// the stream of a record is its topic's, whose offsets readers advance.
+#[tokio::test]
+async fn kafka_records_claiming_another_stream_are_skipped() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let backend = Kafka::new();
+    let clicks = stream("clicks");
+    let orders = stream("orders");
+    let log = backend.open().await;
+    log.ensure_stream(&clicks, 1).await.unwrap();
+    log.ensure_stream(&orders, 1).await.unwrap();
+    let first = event(&clicks, "c0", None, 0);
+    log.append(&clicks, std::slice::from_ref(&first))
+        .await
+        .unwrap();
+
+    let foreign: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &backend.config.brokers)
+        .create()
+        .unwrap();
+    let topic = format!("{}clicks", backend.config.topic_prefix);
+    let claimed = event(&orders, "o1", None, 1).to_json_bytes();
+    let impostor = FutureRecord::to(&topic)
+        .partition(0)
+        .key("x")
+        .payload(&claimed);
+    foreign
+        .send(impostor, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let last = event(&clicks, "c2", None, 2);
+    log.append(&clicks, std::slice::from_ref(&last))
+        .await
+        .unwrap();
+    let mut start = from_start(&clicks, 1);
+    start.extend(from_start(&orders, 1));
+    let mut reader = log.reader("conformance", &start).await.unwrap();
+    let records = read_exactly(reader.as_mut(), 2).await;
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.event.stream.as_str(), r.offset))
+            .collect::<Vec<_>>(),
+        vec![("clicks", 0), ("clicks", 2)]
+    );
+    assert_eq!(records[0].event, first);
+    assert_eq!(records[1].event, last);
+}
+
+/// Kafka takes an event of the largest size ingestion accepts (1 000 000 bytes of JSON) with
+/// the longest key, and the topics Tributary creates accept Kafka's default record batch
+/// size whatever the broker's default.
+#[tokio::test]
+async fn kafka_takes_the_largest_event() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use tributary_core::event::MAX_EVENT_BYTES;
+
+    let backend = Kafka::new();
+    let s = stream("large");
+    let log = backend.open().await;
+    log.ensure_stream(&s, 1).await.unwrap();
+    let mut large = event(&s, "big", Some(&"k".repeat(256)), 0);
+    large.payload.insert("pad".into(), json!(""));
+    let padding = MAX_EVENT_BYTES - large.to_json_bytes().len();
+    large
+        .payload
+        .insert("pad".into(), json!("p".repeat(padding)));
+    assert_eq!(large.to_json_bytes().len(), MAX_EVENT_BYTES);
+    log.append(&s, std::slice::from_ref(&large)).await.unwrap();
+    let mut reader = log.reader("conformance", &from_start(&s, 1)).await.unwrap();
+    let records = read_exactly(reader.as_mut(), 1).await;
+    assert_eq!(records[0].event, large);
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &backend.config.brokers)
+        .create()
+        .unwrap();
+    let topic = format!("{}large", backend.config.topic_prefix);
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let config = described.into_iter().next().unwrap().unwrap();
+    let limit = config.get("max.message.bytes").unwrap();
+    assert_eq!(limit.value.as_deref(), Some("1048588"));
+    assert_eq!(limit.source, ConfigSource::DynamicTopic, "set on the topic");
 }

@@ -20,9 +20,10 @@ pub mod archive;
 mod checkpoint;
 pub mod windowed;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
@@ -44,6 +45,18 @@ pub enum EngineError {
         #[source]
         source: serde_json::Error,
     },
+    /// A task panicked: a bug, which restarting would only repeat.
+    #[error("engine task {task} panicked")]
+    Panicked {
+        /// The task.
+        task: String,
+        /// The panic, as the runtime reports it.
+        #[source]
+        source: JoinError,
+    },
+    /// The engine was configured to read no record per poll.
+    #[error("the engine's batch_size must be at least 1")]
+    ZeroBatchSize,
 }
 
 impl EngineError {
@@ -51,7 +64,10 @@ impl EngineError {
     #[must_use]
     pub fn is_restartable(&self) -> bool {
         match self {
-            Self::Port(PortError::Fenced { .. }) | Self::State { .. } => false,
+            Self::Port(PortError::Fenced { .. })
+            | Self::State { .. }
+            | Self::Panicked { .. }
+            | Self::ZeroBatchSize => false,
             Self::Port(_) => true,
         }
     }
@@ -66,7 +82,7 @@ pub struct EngineConfig {
     pub archived_streams: Vec<StreamName>,
     /// How often the archive task checkpoints its offsets.
     pub archive_checkpoint_interval: Duration,
-    /// Most records handled per poll.
+    /// Most records handled per poll; at least 1.
     pub batch_size: usize,
 }
 
@@ -85,35 +101,80 @@ impl Engine {
         Self { ports, config }
     }
 
-    /// Runs all tasks until `shutdown` is cancelled or one fails for good.
+    /// Runs all tasks until `shutdown` is cancelled or one fails for good, which cancels
+    /// `shutdown` so that the others stop after a last checkpoint.
     ///
     /// # Errors
     /// The first error a task could not recover from by restarting (a fenced checkpoint:
-    /// another processor took over the pipeline; or undecodable state).
+    /// another processor took over the pipeline; undecodable state; a panic), or
+    /// [`EngineError::ZeroBatchSize`] before starting any task.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let mut tasks = JoinSet::new();
+        // A poll for no record returns at once: every task would spin.
+        if self.config.batch_size == 0 {
+            return Err(EngineError::ZeroBatchSize);
+        }
+        let mut tasks = Tasks::new(shutdown);
         for spec in self.config.pipelines {
-            let task =
-                windowed::WindowedTask::new(spec, self.ports.clone(), self.config.batch_size);
-            tasks.spawn(supervise(task, shutdown.clone()));
+            tasks.spawn(windowed::WindowedTask::new(
+                spec,
+                self.ports.clone(),
+                self.config.batch_size,
+            ));
         }
         if !self.config.archived_streams.is_empty() {
-            let task = archive::ArchiveTask::new(
+            tasks.spawn(archive::ArchiveTask::new(
                 self.config.archived_streams,
                 self.ports.clone(),
                 self.config.archive_checkpoint_interval,
                 self.config.batch_size,
-            );
-            tasks.spawn(supervise(task, shutdown.clone()));
+            ));
         }
+        tasks.join().await
+    }
+}
+
+/// The engine's supervised tasks, with their names for reporting a panic.
+struct Tasks {
+    set: JoinSet<Result<(), EngineError>>,
+    names: HashMap<tokio::task::Id, String>,
+    shutdown: CancellationToken,
+}
+
+impl Tasks {
+    fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            set: JoinSet::new(),
+            names: HashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// Starts `task` under [`supervise`].
+    fn spawn<T: Task>(&mut self, task: T) {
+        let name = task.name().to_owned();
+        let handle = self.set.spawn(supervise(task, self.shutdown.clone()));
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for every task. The first one to fail for good, by an error or a panic,
+    /// cancels `shutdown`, and its error is returned once all have stopped.
+    async fn join(mut self) -> Result<(), EngineError> {
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            let outcome = joined.unwrap_or_else(|panic| {
-                tracing::error!(error = %panic, "engine task panicked");
-                Ok(())
-            });
+        while let Some(joined) = self.set.join_next_with_id().await {
+            let outcome = match joined {
+                Ok((_, outcome)) => outcome,
+                Err(source) => {
+                    let task = self.names.remove(&source.id()).unwrap_or_default();
+                    let err = EngineError::Panicked { task, source };
+                    tracing::error!(
+                        error = &err as &dyn std::error::Error,
+                        "engine task panicked; stopping the engine"
+                    );
+                    Err(err)
+                }
+            };
             if let Err(err) = outcome {
-                shutdown.cancel();
+                self.shutdown.cancel();
                 first_error.get_or_insert(err);
             }
         }
@@ -154,7 +215,15 @@ async fn supervise<T: Task>(mut task: T, shutdown: CancellationToken) -> Result<
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            Err(err) if err.is_restartable() => return Ok(()),
+            Err(err) if err.is_restartable() => {
+                // Shutting down: the next start resumes from the last checkpoint.
+                tracing::warn!(
+                    task = task.name(),
+                    error = &err as &dyn std::error::Error,
+                    "task failed while shutting down; its last checkpoint stands"
+                );
+                return Ok(());
+            }
             Err(err) => {
                 tracing::error!(
                     task = task.name(),
@@ -164,5 +233,54 @@ async fn supervise<T: Task>(mut task: T, shutdown: CancellationToken) -> Result<
                 return Err(err);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that panics at once.
+    struct Panics;
+
+    impl Task for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+
+        async fn run_once(&mut self, _: &CancellationToken) -> Result<(), EngineError> {
+            panic!("a bug");
+        }
+    }
+
+    /// A task that runs until shutdown.
+    struct RunsUntilShutdown;
+
+    impl Task for RunsUntilShutdown {
+        fn name(&self) -> &'static str {
+            "runs"
+        }
+
+        async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_stops_the_engine_with_an_error() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn(RunsUntilShutdown);
+        tasks.spawn(Panics);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), tasks.join())
+            .await
+            .expect("the other task stops once the panic cancels shutdown");
+        assert!(
+            matches!(&outcome, Err(EngineError::Panicked { task, source })
+                if task == "panics" && source.is_panic()),
+            "{outcome:?}"
+        );
+        assert!(shutdown.is_cancelled());
     }
 }

@@ -169,18 +169,16 @@ impl WindowedTask {
             duplicates: operator.state().duplicates,
             latest,
         };
-        let key = PipelineStatus::cache_key(&self.spec.name);
-        let written = match serde_json::to_string(&status) {
-            Ok(json) => self
-                .ports
-                .cache
-                .set(&key, &json, None)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let json = match serde_json::to_string(&status) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::warn!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "pipeline status not encoded");
+                return;
+            }
         };
-        if let Err(reason) = written {
-            tracing::warn!(pipeline = %self.spec.name, %reason, "pipeline status not cached");
+        let key = PipelineStatus::cache_key(&self.spec.name);
+        if let Err(err) = self.ports.cache.set(&key, &json, None).await {
+            tracing::warn!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "pipeline status not cached");
         }
     }
 }

@@ -14,7 +14,7 @@ use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
 use tributary_core::ports::{EventCursor, EventPage, ResultQuery};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
-use tributary_engine::{Engine, EngineConfig, Ports};
+use tributary_engine::{Engine, EngineConfig, EngineError, Ports};
 
 const MINUTE: i64 = 60_000;
 const T0: i64 = 1_767_225_600_000;
@@ -289,4 +289,21 @@ async fn a_backlog_is_counted_without_late_events() {
     wait_for_counts(&ports, &truth(&all)).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// An engine configured to read no record per poll refuses to start instead of spinning.
+#[tokio::test]
+async fn a_zero_batch_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(dir.path()).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        engine_with_batch(&ports, 0).run(CancellationToken::new()),
+    )
+    .await
+    .expect("the engine returns at once");
+    assert!(
+        matches!(outcome, Err(EngineError::ZeroBatchSize)),
+        "{outcome:?}"
+    );
 }

@@ -20,7 +20,7 @@ use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
 
-use crate::log_checks::{check_batch_stream, check_partition};
+use crate::log_checks::{check_batch_stream, check_partition, decode_record};
 
 use super::config::KafkaConfig;
 
@@ -29,6 +29,29 @@ const SYSTEM: &str = "kafka";
 
 /// How long a metadata request may take before the cluster counts as unavailable.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long [`Log::ping`] waits for the cluster: below the 2 s after which `/readyz` gives
+/// up, so that a probe during an outage does not keep a blocking thread busy after it.
+const PING_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The stream-less name of the topic [`Log::ping`] asks about, after the topic prefix.
+/// Stream names start with a letter or digit, so no stream has this topic, and Tributary
+/// never creates it (topics are not created by lookups): the broker answers with its list
+/// of brokers and one "unknown topic", a few bytes, however many topics the cluster holds.
+const PING_TOPIC: &str = "_ping";
+
+/// The largest produce request, in bytes (`message.max.bytes`): room for one event of up
+/// to 1 000 000 bytes of JSON (`tributary_core::event::MAX_EVENT_BYTES`, which ingestion
+/// checks before writing, so the producer never meets a bigger one) plus its key (at most
+/// 256 bytes), headers and batch overhead. librdkafka's default, 1 000 000, would refuse the
+/// largest events. The brokers' default limit (1 048 588) accepts it.
+const MAX_REQUEST_BYTES: &str = "1048576";
+
+/// The largest record batch the topics Tributary creates accept (`max.message.bytes`):
+/// Kafka's default, set explicitly so that a cluster with a smaller default still accepts
+/// every batch the producer sends. Those are at most one event and its framing, or several
+/// records within librdkafka's `batch.size` (1 000 000 bytes by default).
+const TOPIC_MAX_MESSAGE_BYTES: &str = "1048588";
 
 /// How long a newly created topic may take to get a leader for every partition.
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -236,29 +259,53 @@ impl KafkaLog {
     /// [`PortError::Unavailable`] when no broker answers within a few seconds,
     /// [`PortError::Refused`] when the configuration is invalid.
     pub async fn connect(config: &KafkaConfig) -> Result<Self, PortError> {
+        let log = Self::new(config)?;
+        // Startup may wait longer for the first answer than a readiness probe.
+        log.cluster_answers(METADATA_TIMEOUT).await?;
+        tracing::info!(brokers = %config.brokers, topic_prefix = %config.topic_prefix, "connected to kafka");
+        Ok(log)
+    }
+
+    /// Creates the clients, without waiting for the cluster.
+    fn new(config: &KafkaConfig) -> Result<Self, PortError> {
         let producer: FutureProducer = client_config(config)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
+            .set("message.max.bytes", MAX_REQUEST_BYTES)
             .create()
             .map_err(kafka_error)?;
         let admin: AdminClient<DefaultClientContext> =
             client_config(config).create().map_err(kafka_error)?;
-        let log = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 clients: Some(Clients { producer, admin }),
                 partitions: RwLock::new(HashMap::new()),
             }),
-        };
-        log.ping().await?;
-        tracing::info!(brokers = %config.brokers, topic_prefix = %config.topic_prefix, "connected to kafka");
-        Ok(log)
+        })
     }
 
     /// The topic holding `stream`.
     fn topic(&self, stream: &StreamName) -> String {
         format!("{}{}", self.inner.config.topic_prefix, stream)
+    }
+
+    /// Checks that a broker answers a metadata request within `timeout` (a blocking call,
+    /// run off the runtime). The request names one topic that never exists ([`PING_TOPIC`]):
+    /// without a topic, librdkafka would ask for the metadata of every topic of the cluster.
+    async fn cluster_answers(&self, timeout: Duration) -> Result<(), PortError> {
+        let producer = self.inner.clients()?.producer.clone();
+        let topic = format!("{}{PING_TOPIC}", self.inner.config.topic_prefix);
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(drop)
+                .map_err(kafka_error)
+        })
+        .await
+        .map_err(|e| PortError::unavailable(SYSTEM, e))?
     }
 
     /// Looks `topic` up in the cluster's metadata (a blocking call, run off the runtime).
@@ -367,16 +414,7 @@ impl KafkaLog {
 #[async_trait]
 impl Log for KafkaLog {
     async fn ping(&self) -> Result<(), PortError> {
-        let producer = self.inner.clients()?.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, METADATA_TIMEOUT)
-                .map(drop)
-                .map_err(kafka_error)
-        })
-        .await
-        .map_err(|e| PortError::unavailable(SYSTEM, e))?
+        self.cluster_answers(PING_TIMEOUT).await
     }
 
     /// Creates the topic with `partitions` partitions (0 is taken as 1) unless it exists.
@@ -395,7 +433,8 @@ impl Log for KafkaLog {
             &topic,
             requested,
             TopicReplication::Fixed(self.inner.config.replication_factor),
-        );
+        )
+        .set("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES);
         let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
         let results = self
             .inner
@@ -485,16 +524,19 @@ impl Log for KafkaLog {
         start: &[PartitionOffset],
     ) -> Result<Box<dyn LogReader>, PortError> {
         let mut assignment = TopicPartitionList::with_capacity(start.len());
+        let mut streams = HashMap::new();
         for position in start {
             let partitions = self.cached_partitions(&position.stream).await?;
             check_partition(SYSTEM, position, partitions)?;
+            let topic = self.topic(&position.stream);
             assignment
                 .add_partition_offset(
-                    &self.topic(&position.stream),
+                    &topic,
                     kafka_partition(position.partition)?,
                     kafka_offset(position.next_offset)?,
                 )
                 .map_err(kafka_error)?;
+            streams.insert(topic, position.stream.clone());
         }
         let consumer: StreamConsumer = client_config(&self.inner.config)
             .set("group.id", group)
@@ -510,6 +552,7 @@ impl Log for KafkaLog {
             consumer: Some(consumer),
             group: group.to_owned(),
             topic_prefix: self.inner.config.topic_prefix.clone(),
+            streams,
         }))
     }
 }
@@ -520,6 +563,8 @@ pub struct KafkaLogReader {
     consumer: Option<StreamConsumer>,
     group: String,
     topic_prefix: String,
+    /// The stream of each assigned topic: the stream of every record read from it.
+    streams: HashMap<String, StreamName>,
 }
 
 impl fmt::Debug for KafkaLogReader {
@@ -538,31 +583,16 @@ impl Drop for KafkaLogReader {
     }
 }
 
-/// Decodes one message, or counts and logs it as undecodable.
-fn decode(message: &BorrowedMessage<'_>) -> Option<LogRecord> {
-    let partition = u32::try_from(message.partition()).ok()?;
-    let offset = u64::try_from(message.offset()).ok()?;
-    let decoded = match message.payload() {
-        Some(bytes) => Event::from_json_bytes(bytes).map_err(|e| e.to_string()),
-        None => Err("the record has no value".to_owned()),
-    };
-    match decoded {
-        Ok(event) => Some(LogRecord {
-            partition,
-            offset,
-            event,
-        }),
-        Err(reason) => {
-            metrics::counter!("tributary_log_undecodable_records_total").increment(1);
-            tracing::warn!(
-                topic = message.topic(),
-                partition,
-                offset,
-                reason,
-                "skipping undecodable log record"
-            );
-            None
-        }
+impl KafkaLogReader {
+    /// The record `message` holds: an event of its topic's stream, or `None` (counted and
+    /// logged) for anything else.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Option<LogRecord> {
+        // The consumer is assigned only these topics, and partitions and offsets of
+        // delivered messages are never negative.
+        let stream = self.streams.get(message.topic())?;
+        let partition = u32::try_from(message.partition()).ok()?;
+        let offset = u64::try_from(message.offset()).ok()?;
+        decode_record(stream, partition, offset, message.payload())
     }
 }
 
@@ -582,14 +612,14 @@ impl LogReader for KafkaLogReader {
                 return Ok(records);
             };
             match received {
-                Ok(message) => records.extend(decode(&message)),
+                Ok(message) => records.extend(self.decode(&message)),
                 Err(error) => return Err(consume_error(error)),
             }
         }
         while records.len() < max {
             match consumer.recv().now_or_never() {
                 None => break,
-                Some(Ok(message)) => records.extend(decode(&message)),
+                Some(Ok(message)) => records.extend(self.decode(&message)),
                 Some(Err(error)) => {
                     // Return what we have; the error will show again at the next poll.
                     tracing::warn!(group = %self.group, error = &error as &dyn std::error::Error, "kafka fetch error");
@@ -618,5 +648,27 @@ impl LogReader for KafkaLogReader {
         consumer
             .commit(&list, CommitMode::Async)
             .map_err(kafka_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a broker, `ping` gives up within the readiness probe's 2 s.
+    #[tokio::test]
+    async fn ping_gives_up_before_the_readiness_probe() {
+        let log = KafkaLog::new(&KafkaConfig::new("127.0.0.1:1")).unwrap();
+        let started = Instant::now();
+        let outcome = log.ping().await;
+        assert!(
+            matches!(outcome, Err(PortError::Unavailable { .. })),
+            "{outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

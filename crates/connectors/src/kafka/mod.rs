@@ -2,20 +2,27 @@
 //!
 //! Contract (the same as the embedded log's, checked by `tests/log_conformance.rs`):
 //! - a stream is the topic `{topic_prefix}{stream}`; [`KafkaLog::connect`] fails with
-//!   `Unavailable` when no broker answers a metadata request within a few seconds;
+//!   `Unavailable` when no broker answers a metadata request within a few seconds; `ping`
+//!   asks for the metadata of one (never existing) topic and gives up after 1.5 s, within
+//!   the 2 s of a readiness probe;
 //! - `ensure_stream` creates the topic with the admin client when missing (an existing
-//!   topic counts as success) and reports its actual partition count from metadata;
+//!   topic counts as success), with `max.message.bytes` at Kafka's default (1 048 588), and
+//!   reports its actual partition count from metadata;
 //! - `append` uses an idempotent producer with `acks=all`, puts each event on the explicit
 //!   partition `partition_for(event.partition_key(), partitions)` (Kafka's own murmur2
 //!   partitioner, so Java producers and the embedded log place keys identically), with the
 //!   partition key as the record key and `Event::to_json_bytes` as the value; it returns
 //!   `Ok` only once **every** record is acknowledged by all in-sync replicas. This is the
-//!   durability guarantee ingest answers on;
+//!   durability guarantee ingest answers on. Its `message.max.bytes` (1 MiB) holds the
+//!   largest event ingestion accepts;
 //! - readers use **manual assignment**: `assign()` of exactly the requested partitions at the
 //!   requested offsets, never `subscribe()`, auto-commit off and offset store off. The
 //!   pipeline owns its offsets (they live in its checkpoint); the consumer group exists only
 //!   so that `commit` can publish offsets for lag monitoring (asynchronously, best effort).
-//!   Readers read committed data only (`isolation.level=read_committed`).
+//!   Readers read committed data only (`isolation.level=read_committed`). The stream of a
+//!   record is its topic's: a record that is not an event of that stream (a tombstone,
+//!   other bytes, an event naming another stream, all written by another producer) is
+//!   skipped, counted in `tributary_log_undecodable_records_total` and logged.
 //!
 //! The partition count of a stream is cached after the first lookup: adding partitions to a
 //! live topic would move keys anyway, which Tributary does not support.

@@ -13,8 +13,10 @@ use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::ports::{DocumentStore, EventPage, PortError};
 
 use super::config::MongoConfig;
-use super::convert::{Unstorable, check_string, document_to_object, object_to_document};
-use super::error::{SYSTEM, mongo_error, only_duplicate_keys};
+use super::convert::{
+    Undecodable, Unstorable, check_string, document_to_object, object_to_document,
+};
+use super::error::{SYSTEM, mongo_error, only_duplicate_keys, refuses_index};
 
 /// Default server selection and connect timeout.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,11 +36,29 @@ pub(crate) struct UnstorableEvent {
 
 /// A stored document this store did not write.
 #[derive(Debug, thiserror::Error)]
-#[error("document {id:?} of collection {collection}: {reason}")]
+#[error("document {id:?} of collection {collection} is not an event")]
 struct UndecodableEvent {
     collection: String,
     id: String,
-    reason: String,
+    #[source]
+    cause: NotAnEvent,
+}
+
+/// What is wrong with a stored document that is not an event.
+#[derive(Debug, thiserror::Error)]
+enum NotAnEvent {
+    #[error("_id is not a string")]
+    Id,
+    #[error("_id is not an event id: it {0}")]
+    InvalidId(&'static str),
+    #[error("ts is not a date")]
+    Ts,
+    #[error("key is not a string")]
+    Key,
+    #[error("payload is not a document")]
+    Payload,
+    #[error("payload is not a JSON object")]
+    PayloadValue(#[source] Undecodable),
 }
 
 /// Raw events in MongoDB, one collection per stream. Cheap to clone: clones share the
@@ -55,8 +75,8 @@ impl MongoStore {
     /// other timeouts) when no server answers.
     ///
     /// # Errors
-    /// [`PortError::Refused`] for a malformed URL or failed authentication,
-    /// [`PortError::Unavailable`] when no server answers in time.
+    /// [`PortError::Refused`] for a malformed URL, [`PortError::Unavailable`] when no server
+    /// answers in time or authentication fails.
     pub async fn connect(config: &MongoConfig) -> Result<Self, PortError> {
         let mut options = ClientOptions::parse(&config.url)
             .await
@@ -90,10 +110,11 @@ impl MongoStore {
         self.database.collection(&collection_name(stream))
     }
 
-    /// Creates the newest-first index of `stream`'s collection, once per process. A server
-    /// that refuses it (an old FerretDB) is logged and not asked again: reads still work,
-    /// by a scan.
-    async fn ensure_index(&self, stream: &StreamName) -> Result<(), PortError> {
+    /// Creates the newest-first index of `stream`'s collection, once per process. Never
+    /// fails the write: a server that does not support the index (an old FerretDB) is logged
+    /// and not asked again, and reads scan; any other failure is logged and the index is
+    /// asked for again at the next write.
+    async fn ensure_index(&self, stream: &StreamName) {
         let name = collection_name(stream);
         if self
             .indexed
@@ -101,7 +122,7 @@ impl MongoStore {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&name)
         {
-            return Ok(());
+            return;
         }
         let index = IndexModel::builder()
             .keys(doc! { "ts": -1, "_id": -1 })
@@ -111,22 +132,26 @@ impl MongoStore {
                     .build(),
             )
             .build();
-        if let Err(error) = self.collection(stream).create_index(index).await {
-            let error = mongo_error(error);
-            if error.is_retryable() {
-                return Err(error);
-            }
-            tracing::warn!(
+        match self.collection(stream).create_index(index).await {
+            Ok(_) => {}
+            Err(error) if refuses_index(&error) => tracing::warn!(
                 collection = %name,
                 error = &error as &dyn std::error::Error,
                 "the server refused the newest-first index; reads will scan the collection"
-            );
+            ),
+            Err(error) => {
+                tracing::warn!(
+                    collection = %name,
+                    error = &error as &dyn std::error::Error,
+                    "newest-first index not created; trying again at the next write"
+                );
+                return;
+            }
         }
         self.indexed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name);
-        Ok(())
     }
 
     /// Closes the client's connections.
@@ -169,42 +194,37 @@ fn event_to_document(event: &Event) -> Result<Document, PortError> {
 
 /// A stored document of `stream` as an event.
 fn event_from_document(stream: &StreamName, mut document: Document) -> Result<Event, PortError> {
-    let undecodable = |id: &str, reason: String| {
+    let undecodable = |id: &str, cause: NotAnEvent| {
         PortError::corrupt(
             SYSTEM,
             UndecodableEvent {
                 collection: collection_name(stream),
                 id: id.to_owned(),
-                reason,
+                cause,
             },
         )
     };
     let id = match document.remove("_id") {
         Some(Bson::String(id)) => id,
-        other => {
-            return Err(undecodable(
-                &format!("{other:?}"),
-                "_id is not a string".into(),
-            ));
-        }
+        other => return Err(undecodable(&format!("{other:?}"), NotAnEvent::Id)),
     };
     let ts = match document.get("ts") {
         Some(Bson::DateTime(ts)) => Timestamp::from_millis(ts.timestamp_millis()),
-        _ => return Err(undecodable(&id, "ts is not a date".into())),
+        _ => return Err(undecodable(&id, NotAnEvent::Ts)),
     };
     let key = match document.remove("key") {
         None | Some(Bson::Null) => None,
         Some(Bson::String(key)) => Some(key),
-        Some(_) => return Err(undecodable(&id, "key is not a string".into())),
+        Some(_) => return Err(undecodable(&id, NotAnEvent::Key)),
     };
     let payload = match document.remove("payload") {
-        Some(Bson::Document(payload)) => {
-            document_to_object(payload).map_err(|e| undecodable(&id, e.to_string()))?
-        }
-        _ => return Err(undecodable(&id, "payload is not a document".into())),
+        Some(Bson::Document(payload)) => document_to_object(payload)
+            .map_err(|e| undecodable(&id, NotAnEvent::PayloadValue(e)))?,
+        _ => return Err(undecodable(&id, NotAnEvent::Payload)),
     };
     Ok(Event {
-        id: EventId::new(id.clone()).map_err(|reason| undecodable(&id, reason.to_owned()))?,
+        id: EventId::new(id.clone())
+            .map_err(|reason| undecodable(&id, NotAnEvent::InvalidId(reason)))?,
         stream: stream.clone(),
         ts,
         key,
@@ -232,7 +252,7 @@ impl DocumentStore for MongoStore {
                 .push(event_to_document(event)?);
         }
         for (stream, documents) in by_stream {
-            self.ensure_index(stream).await?;
+            self.ensure_index(stream).await;
             let count = documents.len();
             // Unordered, so that every new event is inserted even when some are stored
             // already; their duplicate key errors are the idempotence, not a failure.
@@ -296,5 +316,42 @@ impl DocumentStore for MongoStore {
             .await
             .map_err(mongo_error)?;
         document.map(|d| event_from_document(stream, d)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// The errors of `error` and of its sources, as displayed.
+    fn chain_of(error: &(dyn Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(error), |e| (*e).source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn foreign_documents_are_corrupt_with_their_cause() {
+        let stream = StreamName::new("clicks").unwrap();
+        let document = doc! {
+            "_id": "e1",
+            "ts": DateTime::from_millis(0),
+            "payload": { "when": DateTime::from_millis(0) },
+        };
+        let error = event_from_document(&stream, document).unwrap_err();
+        assert!(matches!(error, PortError::Corrupt { .. }), "{error:?}");
+        let chain = chain_of(&error);
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert_eq!(
+            chain[1],
+            r#"document "e1" of collection events_clicks is not an event"#
+        );
+        assert_eq!(chain[2], "payload is not a JSON object");
+        assert!(chain[3].contains("DateTime"), "{chain:?}");
+
+        let error = event_from_document(&stream, doc! { "_id": "", "ts": 1 }).unwrap_err();
+        assert_eq!(chain_of(&error)[2], "ts is not a date");
     }
 }

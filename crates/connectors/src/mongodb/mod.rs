@@ -8,7 +8,8 @@
 //! - one collection per stream, `events_{stream}`, holding
 //!   `{ _id: event id, ts: BSON date (epoch ms), key: string (absent when none), payload:
 //!   document }`, with an index on `{ts: -1, _id: -1}` created on the first write of each
-//!   process (a server refusing it is logged, and reads scan);
+//!   process (a server that does not support it is logged, and reads scan; any other
+//!   failure to create it is logged and retried at the next write, never failing the write);
 //! - `put_events` is idempotent and keeps the first stored version: an unordered
 //!   `insert_many` whose duplicate key errors (code 11000, and only those) are ignored, so
 //!   of two events with the same id in one batch the first wins, as in SQLite;
@@ -24,6 +25,10 @@
 //! - arrays directly inside arrays (FerretDB 1.x);
 //! - NUL characters in strings, field names, ids and keys (FerretDB; BSON field names);
 //! - integers above `i64::MAX` (BSON has no unsigned 64-bit integer).
+//!
+//! Of the server's errors, only those known to concern one document's content are
+//! `PortError::Refused` (the codes are listed in `error.rs`); any other, known or not, is
+//! `PortError::Unavailable`, so that a failure of the server cannot pass for a bad event.
 //!
 //! JSON numbers cannot be NaN or infinite, so FerretDB's refusal of those never applies.
 //! Integers are stored as 64-bit integers and other numbers as doubles, so both read back

@@ -13,7 +13,7 @@ use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
 
-use crate::log_checks::{check_batch_stream, check_partition};
+use crate::log_checks::{check_batch_stream, check_partition, decode_record};
 
 use super::config::RedbLogConfig;
 
@@ -341,24 +341,12 @@ impl RedbLogReader {
                         let (offset, bytes) = entry.map_err(redb_error)?;
                         let offset = offset.value();
                         position.next_offset = offset + 1;
-                        match Event::from_json_bytes(bytes.value()) {
-                            Ok(event) => records.push(LogRecord {
-                                partition: position.partition,
-                                offset,
-                                event,
-                            }),
-                            Err(error) => {
-                                metrics::counter!("tributary_log_undecodable_records_total")
-                                    .increment(1);
-                                tracing::warn!(
-                                    stream = %position.stream,
-                                    partition = position.partition,
-                                    offset,
-                                    error = &error as &dyn std::error::Error,
-                                    "skipping undecodable log record"
-                                );
-                            }
-                        }
+                        records.extend(decode_record(
+                            &position.stream,
+                            position.partition,
+                            offset,
+                            Some(bytes.value()),
+                        ));
                     }
                 }
                 Ok((records, positions))

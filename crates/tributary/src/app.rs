@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -13,21 +14,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
 use tributary_engine::{Engine, EngineConfig};
-use tributary_gateway::{ApiKeys, AppState, StreamInfo};
+use tributary_gateway::{ApiKeys, AppState, StreamInfo, Surfaces};
 
 use crate::config::Config;
-
-/// The environment variable holding an admin API key.
-pub const BOOTSTRAP_API_KEY_VAR: &str = "TRIBUTARY_BOOTSTRAP_API_KEY";
 
 /// What a process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
     /// Every role below.
     All,
-    /// The HTTP gateway: queries, health, metrics, and ingestion.
+    /// The HTTP query API: streams, raw events, pipelines and results.
     Gateway,
-    /// HTTP ingestion (served by the gateway's server).
+    /// HTTP ingestion: `POST /v1/streams/{stream}/events`.
     Ingest,
     /// The engine: pipelines and the raw-event archive.
     Process,
@@ -84,14 +82,10 @@ pub async fn start(
     roles: &[Role],
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let keys = std::env::var(BOOTSTRAP_API_KEY_VAR)
-        .into_iter()
-        .filter(|k| !k.is_empty())
-        .collect();
-    start_with_keys(config, roles, shutdown, keys).await
+    start_with_keys(config, roles, shutdown, ApiKeys::from_bootstrap_env()).await
 }
 
-/// Like [`start`], with the accepted admin API keys given.
+/// Like [`start`], accepting `keys` as admin API keys.
 ///
 /// # Errors
 /// As [`start`].
@@ -99,7 +93,7 @@ pub async fn start_with_keys(
     config: Config,
     roles: &[Role],
     shutdown: CancellationToken,
-    keys: Vec<String>,
+    keys: ApiKeys,
 ) -> anyhow::Result<Running> {
     let checked = config.validate()?;
     let has = |role| roles.contains(&Role::All) || roles.contains(&role);
@@ -153,7 +147,7 @@ pub async fn start_with_keys(
     if has(Role::Gateway) || has(Role::Ingest) {
         if keys.is_empty() {
             tracing::warn!(
-                variable = BOOTSTRAP_API_KEY_VAR,
+                variable = ApiKeys::BOOTSTRAP_ENV,
                 "no API key configured: every /v1 request will be refused"
             );
         }
@@ -161,7 +155,7 @@ pub async fn start_with_keys(
             ports: ports.clone(),
             streams: Arc::new(streams),
             pipelines: Arc::new(checked.pipelines.clone()),
-            auth: ApiKeys::new(keys),
+            auth: keys,
             max_body_bytes: config.http.max_body_bytes,
             metrics,
         };
@@ -171,7 +165,11 @@ pub async fn start_with_keys(
         let addr = listener.local_addr()?;
         http_addr = Some(addr);
         tracing::info!(%addr, "HTTP gateway listening");
-        let router = tributary_gateway::router(state);
+        let surfaces = Surfaces {
+            ingest: has(Role::Ingest),
+            query: has(Role::Gateway),
+        };
+        let router = tributary_gateway::router_for(state, surfaces);
         let token = shutdown.clone();
         tasks.spawn(async move {
             axum_serve(listener, router, token)
@@ -196,7 +194,11 @@ async fn axum_serve(
         .await
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often histograms are compacted when nobody scrapes `/metrics`.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder, installed on first use, with a thread doing its
+/// upkeep (draining histogram samples) so memory stays bounded between scrapes.
 ///
 /// # Panics
 /// Never in practice: only if another metrics recorder was installed first.
@@ -208,6 +210,21 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(
+                    error = &err as &dyn std::error::Error,
+                    "cannot start metrics upkeep"
+                );
             }
             handle
         })

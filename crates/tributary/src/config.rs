@@ -189,9 +189,15 @@ impl Config {
     /// Checks names and references and builds the pipeline plans.
     ///
     /// # Errors
-    /// On a bad or duplicate name, a pipeline reading an undeclared stream, or an
-    /// unsupported aggregate.
+    /// On a bad or duplicate name, a pipeline reading an undeclared stream, an
+    /// unsupported aggregate, or a zero size or limit.
     pub fn validate(&self) -> anyhow::Result<Checked> {
+        if self.http.max_body_bytes == 0 {
+            bail!("[http] max_body_bytes must be at least 1");
+        }
+        if self.engine.batch_size == 0 {
+            bail!("[engine] batch_size must be at least 1");
+        }
         let mut streams = Vec::new();
         let mut names = BTreeSet::new();
         for stream in &self.streams {
@@ -324,5 +330,19 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("not declared"), "{err}");
+    }
+
+    #[test]
+    fn zero_sizes_are_refused() {
+        for (setting, name) in [
+            ("[http]\nmax_body_bytes = 0\n", "max_body_bytes"),
+            ("[engine]\nbatch_size = 0\n", "batch_size"),
+        ] {
+            let err = Config::load_with_base(&format!("{EMBEDDED}\n{setting}"), None)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 }

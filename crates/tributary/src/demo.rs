@@ -13,8 +13,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_core::{EventId, Timestamp};
+use tributary_gateway::ApiKeys;
 
-use crate::app::{self, BOOTSTRAP_API_KEY_VAR, Role};
+use crate::app::{self, Role};
 use crate::config::Config;
 
 /// Options of `tributary demo`.
@@ -42,7 +43,7 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let key = match std::env::var(BOOTSTRAP_API_KEY_VAR) {
+    let key = match std::env::var(ApiKeys::BOOTSTRAP_ENV) {
         Ok(key) if !key.is_empty() => key,
         _ => format!("trb_demo_{}", EventId::generate().as_str().replace('-', "")),
     };
@@ -56,7 +57,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         });
     }
     let running =
-        app::start_with_keys(config, &[Role::All], shutdown.clone(), vec![key.clone()]).await?;
+        app::start_with_keys(config, &[Role::All], shutdown.clone(), ApiKeys::new([&key])).await?;
     let addr = running.http_addr.context("the demo serves HTTP")?;
     banner(addr, &key);
 

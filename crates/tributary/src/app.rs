@@ -31,11 +31,11 @@ pub enum Role {
     Process,
 }
 
-/// A started process: its HTTP address (when it serves HTTP) and its tasks.
+/// A started process: its HTTP address and its tasks.
 #[derive(Debug)]
 pub struct Running {
-    /// Where the HTTP server listens, when one runs.
-    pub http_addr: Option<SocketAddr>,
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
     tasks: JoinSet<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
@@ -143,40 +143,38 @@ pub async fn start_with_keys(
         tasks.spawn(async move { engine.run(token).await.context("engine failed") });
     }
 
-    let mut http_addr = None;
-    if has(Role::Gateway) || has(Role::Ingest) {
-        if keys.is_empty() {
-            tracing::warn!(
-                variable = ApiKeys::BOOTSTRAP_ENV,
-                "no API key configured: every /v1 request will be refused"
-            );
-        }
-        let state = AppState {
-            ports: ports.clone(),
-            streams: Arc::new(streams),
-            pipelines: Arc::new(checked.pipelines.clone()),
-            auth: keys,
-            max_body_bytes: config.http.max_body_bytes,
-            metrics,
-        };
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-        let addr = listener.local_addr()?;
-        http_addr = Some(addr);
-        tracing::info!(%addr, "HTTP gateway listening");
-        let surfaces = Surfaces {
-            ingest: has(Role::Ingest),
-            query: has(Role::Gateway),
-        };
-        let router = tributary_gateway::router_for(state, surfaces);
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            axum_serve(listener, router, token)
-                .await
-                .context("HTTP server failed")
-        });
+    // Every process serves HTTP: health, readiness and metrics always (for probes and
+    // scrapes, also on a processor), ingestion and queries when its roles include them.
+    let surfaces = Surfaces {
+        ingest: has(Role::Ingest),
+        query: has(Role::Gateway),
+    };
+    if keys.is_empty() && (surfaces.ingest || surfaces.query) {
+        tracing::warn!(
+            variable = ApiKeys::BOOTSTRAP_ENV,
+            "no API key configured: every /v1 request will be refused"
+        );
     }
+    let state = AppState {
+        ports: ports.clone(),
+        streams: Arc::new(streams),
+        pipelines: Arc::new(checked.pipelines.clone()),
+        auth: keys,
+        max_body_bytes: config.http.max_body_bytes,
+        metrics,
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    tracing::info!(addr = %http_addr, ingest = surfaces.ingest, query = surfaces.query, "HTTP server listening");
+    let router = tributary_gateway::router_for(state, surfaces);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum_serve(listener, router, token)
+            .await
+            .context("HTTP server failed")
+    });
     Ok(Running {
         http_addr,
         tasks,

@@ -75,3 +75,10 @@ async fn distributed_counts_survive_kill9() {
     let config = distributed_config(dir.path()).await;
     scenarios::counts_survive_kill9(&config, &[], dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn distributed_split_roles_survive_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = distributed_config(dir.path()).await;
+    scenarios::split_roles_survive_kill9(&config, dir.path()).await;
+}

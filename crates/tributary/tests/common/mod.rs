@@ -49,6 +49,17 @@ pub struct Node {
 impl Node {
     /// Starts `tributary run --config <config>` and waits until `/readyz` answers 200.
     pub async fn start(config: &Path, env: &[(String, String)], log: &Path) -> Self {
+        Self::start_roles(config, "all", env, log).await
+    }
+
+    /// Starts `tributary run --config <config> --role <roles>` and waits until `/readyz`
+    /// answers 200 (every role serves it).
+    pub async fn start_roles(
+        config: &Path,
+        roles: &str,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,7 +73,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args(["run", "--config"])
             .arg(config)
-            .args(["--log-format", "json"])
+            .args(["--role", roles, "--log-format", "json"])
             .env("TRIBUTARY_BOOTSTRAP_API_KEY", KEY)
             .env("TRIBUTARY__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -152,6 +163,19 @@ impl Node {
             "{}",
             response.text().await.unwrap_or_default()
         );
+    }
+
+    /// The status an authenticated request gets (a POST carries one valid event).
+    pub async fn status_of(&self, method: reqwest::Method, path: &str) -> u16 {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .json(&json!({"payload": {}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     pub async fn get(&self, path: &str) -> Value {

@@ -7,8 +7,13 @@
 //!   ([`decode_record`]): the stream of a record is the one whose partition holds it, never
 //!   what its bytes claim, since readers advance that stream's offsets past it. A record
 //!   that holds no event of its stream (written by another producer) is skipped, counted
-//!   in `tributary_log_undecodable_records_total` and logged.
+//!   in `tributary_log_undecodable_records_total`, logged, and kept as a
+//!   [`DeadLetter::log_record`] until the reader hands it out through
+//!   `LogReader::take_rejected`.
 
+use std::error::Error;
+
+use tributary_core::dead_letter::DeadLetter;
 use tributary_core::event::{Event, StreamName};
 use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
 
@@ -111,12 +116,14 @@ fn event_of(stream: &StreamName, value: Option<&[u8]>) -> Result<Event, Undecoda
 }
 
 /// The record at `offset` of `stream`'s `partition`, whose value is `value`; `None`, after
-/// counting and logging it, when the value is not an event of `stream`.
+/// counting and logging it and pushing its dead letter onto `rejected`, when the value is
+/// not an event of `stream`.
 pub(crate) fn decode_record(
     stream: &StreamName,
     partition: u32,
     offset: u64,
     value: Option<&[u8]>,
+    rejected: &mut Vec<DeadLetter>,
 ) -> Option<LogRecord> {
     match event_of(stream, value) {
         Ok(event) => Some(LogRecord {
@@ -130,12 +137,27 @@ pub(crate) fn decode_record(
                 stream = %stream,
                 partition,
                 offset,
-                error = &error as &dyn std::error::Error,
+                error = &error as &dyn Error,
                 "skipping undecodable log record"
             );
+            rejected.push(DeadLetter::log_record(
+                stream,
+                partition,
+                offset,
+                with_sources(&error),
+                value.unwrap_or_default(),
+            ));
             None
         }
     }
+}
+
+/// `error` and its sources, as displayed, joined with ": ".
+fn with_sources(error: &(dyn Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| (*e).source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[cfg(test)]
@@ -162,9 +184,12 @@ mod tests {
     #[test]
     fn records_hold_events_of_their_stream() {
         let clicks = stream("clicks");
-        let record = decode_record(&clicks, 2, 7, Some(&encoded(&clicks))).unwrap();
+        let mut rejected = Vec::new();
+        let record = decode_record(&clicks, 2, 7, Some(&encoded(&clicks)), &mut rejected);
+        let record = record.unwrap();
         assert_eq!((record.partition, record.offset), (2, 7));
         assert_eq!(record.event.stream, clicks);
+        assert_eq!(rejected, vec![]);
     }
 
     #[test]
@@ -183,6 +208,51 @@ mod tests {
             event_of(&clicks, None),
             Err(UndecodableRecord::NoValue)
         ));
-        assert_eq!(decode_record(&clicks, 0, 0, Some(&orders)), None);
+    }
+
+    #[test]
+    fn skipped_records_become_dead_letters_with_the_whole_reason() {
+        let clicks = stream("clicks");
+        let mut rejected = Vec::new();
+        let orders = encoded(&stream("orders"));
+        assert_eq!(
+            decode_record(&clicks, 1, 4, Some(&orders), &mut rejected),
+            None
+        );
+        assert_eq!(
+            decode_record(&clicks, 0, 9, Some(b"{"), &mut rejected),
+            None
+        );
+        assert_eq!(decode_record(&clicks, 2, 0, None, &mut rejected), None);
+
+        let [other, garbage, tombstone] = rejected.as_slice() else {
+            panic!("{rejected:?}");
+        };
+        assert_eq!(
+            other,
+            &DeadLetter {
+                at: other.at,
+                ..DeadLetter::log_record(
+                    &clicks,
+                    1,
+                    4,
+                    "the record is event e1 of stream orders, not of clicks".into(),
+                    &orders,
+                )
+            }
+        );
+        assert_eq!(garbage.id, "log:clicks:0:9");
+        assert_eq!(garbage.raw, "{");
+        // The reason goes down to serde_json's message.
+        assert!(
+            garbage
+                .reason
+                .starts_with("the record is not an event: EOF while parsing"),
+            "{}",
+            garbage.reason
+        );
+        assert_eq!(tombstone.id, "log:clicks:2:0");
+        assert_eq!(tombstone.reason, "the record has no value");
+        assert_eq!(tombstone.raw, "");
     }
 }

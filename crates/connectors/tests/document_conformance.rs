@@ -11,6 +11,9 @@
 mod common;
 
 use serde_json::{Map, Value, json};
+use tributary_core::dead_letter::{
+    DeadLetter, DeadLetterCursor, DeadLetterPage, MAX_DEAD_LETTER_RAW, Origin,
+};
 use tributary_core::ports::{DocumentStore, EventCursor, EventPage, PortError};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 
@@ -42,37 +45,99 @@ fn event(stream_name: &str, event_id: &str, ts: i64, key: Option<&str>, payload:
     }
 }
 
-/// `events` in the store's order: newest first, ties by id descending (bytewise).
-fn newest_first(mut events: Vec<Event>) -> Vec<Event> {
-    events.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id)));
-    events
+/// Where an item stands in a newest-first listing: its time, then its id (bytewise).
+type Position<'a> = (Timestamp, &'a str);
+
+fn event_position(event: &Event) -> Position<'_> {
+    (event.ts, event.id.as_str())
 }
 
-/// Every event of `stream`, newest first, reading pages of `limit` through the cursor.
-/// Checks that every page but the last is full.
-async fn read_all(store: &dyn DocumentStore, stream_name: &str, limit: usize) -> Vec<Event> {
-    let mut all: Vec<Event> = Vec::new();
-    let mut after = None;
+fn letter_position(letter: &DeadLetter) -> Position<'_> {
+    (letter.at, letter.id.as_str())
+}
+
+/// `items` in the store's order: newest first, ties by id descending.
+fn sorted_newest_first<T>(mut items: Vec<T>, position: fn(&T) -> Position<'_>) -> Vec<T> {
+    items.sort_by(|a, b| position(b).cmp(&position(a)));
+    items
+}
+
+/// `events` in the store's order.
+fn newest_first(events: Vec<Event>) -> Vec<Event> {
+    sorted_newest_first(events, event_position)
+}
+
+/// Of `sorted` (newest first), the first `limit` items strictly after `cursor`.
+fn page_after<T: Clone>(
+    sorted: &[T],
+    position: fn(&T) -> Position<'_>,
+    cursor: Position<'_>,
+    limit: usize,
+) -> Vec<T> {
+    sorted
+        .iter()
+        .filter(|item| position(item) < cursor)
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
+/// Every item of a newest-first listing, read in pages of `limit` through `page`, which
+/// gets the last item of the previous page (the cursor). Checks that every page but the
+/// last is full.
+async fn read_pages<T>(limit: usize, mut page: impl AsyncFnMut(Option<&T>) -> Vec<T>) -> Vec<T> {
+    let mut all: Vec<T> = Vec::new();
     loop {
-        let page = store
-            .recent_events(&stream(stream_name), &EventPage { limit, after })
-            .await
-            .unwrap();
+        let next = page(all.last()).await;
         assert!(
-            page.len() <= limit,
-            "a page of {} events for a limit of {limit}",
-            page.len()
+            next.len() <= limit,
+            "a page of {} for a limit of {limit}",
+            next.len()
         );
-        let done = page.len() < limit;
-        after = page.last().map(|e| EventCursor {
-            ts: e.ts,
-            id: e.id.clone(),
-        });
-        all.extend(page);
-        if done || after.is_none() {
+        let done = next.len() < limit || next.is_empty();
+        all.extend(next);
+        if done {
             return all;
         }
         assert!(all.len() <= 10_000, "pagination does not end");
+    }
+}
+
+/// Every event of `stream`, newest first, reading pages of `limit` through the cursor.
+async fn read_all(store: &dyn DocumentStore, stream_name: &str, limit: usize) -> Vec<Event> {
+    read_pages(limit, async |last: Option<&Event>| {
+        let after = last.map(|e| EventCursor {
+            ts: e.ts,
+            id: e.id.clone(),
+        });
+        store
+            .recent_events(&stream(stream_name), &EventPage { limit, after })
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// Every dead letter, newest first, reading pages of `limit` through the cursor.
+async fn read_all_dead_letters(store: &dyn DocumentStore, limit: usize) -> Vec<DeadLetter> {
+    read_pages(limit, async |last: Option<&DeadLetter>| {
+        let after = last.map(|l| DeadLetterCursor {
+            at: l.at,
+            id: l.id.clone(),
+        });
+        store
+            .recent_dead_letters(&DeadLetterPage { limit, after })
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// `letter`, refused at `at` epoch milliseconds.
+fn refused_at(at: i64, letter: DeadLetter) -> DeadLetter {
+    DeadLetter {
+        at: Timestamp::from_millis(at),
+        ..letter
     }
 }
 
@@ -217,12 +282,7 @@ async fn pages_walk_every_event_once_newest_first(store: &dyn DocumentStore) {
             ts: Timestamp::from_millis(ts),
             id: id(cursor_id),
         };
-        let want: Vec<Event> = expected
-            .iter()
-            .filter(|e| (e.ts, &e.id) < (cursor.ts, &cursor.id))
-            .take(5)
-            .cloned()
-            .collect();
+        let want = page_after(&expected, event_position, (cursor.ts, cursor_id), 5);
         let page = EventPage {
             limit: 5,
             after: Some(cursor.clone()),
@@ -363,6 +423,220 @@ async fn unstorable_payloads_are_refused_or_kept(store: &dyn DocumentStore) -> u
 /// The number of unstorable payloads [`unstorable_payloads_are_refused_or_kept`] tries.
 const UNSTORABLE_PAYLOADS: usize = 7;
 
+/// A store without dead letters has an empty page; a limit of 0 is an empty page too.
+async fn no_dead_letters_is_an_empty_page(store: &dyn DocumentStore) {
+    let first_page = DeadLetterPage {
+        limit: 10,
+        after: None,
+    };
+    assert_eq!(
+        store.recent_dead_letters(&first_page).await.unwrap(),
+        vec![]
+    );
+    store.put_dead_letters(&[]).await.unwrap();
+    assert_eq!(
+        store.recent_dead_letters(&first_page).await.unwrap(),
+        vec![]
+    );
+
+    let clicks = stream("clicks");
+    let letter = DeadLetter::log_record(&clicks, 0, 1, "not an event".into(), b"?");
+    store
+        .put_dead_letters(std::slice::from_ref(&letter))
+        .await
+        .unwrap();
+    let none = DeadLetterPage {
+        limit: 0,
+        after: None,
+    };
+    assert_eq!(store.recent_dead_letters(&none).await.unwrap(), vec![]);
+    let after_it = DeadLetterPage {
+        limit: 10,
+        after: Some(DeadLetterCursor {
+            at: letter.at,
+            id: letter.id.clone(),
+        }),
+    };
+    assert_eq!(store.recent_dead_letters(&after_it).await.unwrap(), vec![]);
+}
+
+/// Every kind of dead letter comes back whole: each origin with its fields, the reason,
+/// the raw text (Unicode, empty, and cut at the limit) and whether it was cut.
+async fn dead_letters_round_trip_whole(store: &dyn DocumentStore) {
+    let clicks = stream("clicks");
+    let late_event = event("clicks", "e-1", T0 - 90_000, Some("k"), json!({"n": 1}));
+    let oversized = "é".repeat(MAX_DEAD_LETTER_RAW);
+    let letters = vec![
+        refused_at(
+            T0,
+            DeadLetter::ingest(
+                "no-such-stream",
+                422,
+                "invalid event: ts: must be a date ✗".into(),
+                r#"{"id": "日本", "ts": "yesterday"}"#.as_bytes(),
+            ),
+        ),
+        refused_at(
+            T0 + 1,
+            DeadLetter::ingest("clicks", 413, "too large".into(), oversized.as_bytes()),
+        ),
+        refused_at(
+            T0 + 2,
+            DeadLetter::log_record(&clicks, 3, 1 << 40, "the record has no value".into(), b""),
+        ),
+        refused_at(
+            T0 + 3,
+            DeadLetter::late(
+                "per-minute",
+                &late_event,
+                Timestamp::from_millis(T0 - 120_000),
+                Timestamp::from_millis(-1),
+            ),
+        ),
+        refused_at(
+            T0 - 5,
+            DeadLetter::archive(&late_event, "refused: a key too long".into()),
+        ),
+    ];
+    assert!(letters[1].truncated);
+    store.put_dead_letters(&letters).await.unwrap();
+
+    let read = read_all_dead_letters(store, 10).await;
+    assert_eq!(read, sorted_newest_first(letters.clone(), letter_position));
+    let origins: Vec<&Origin> = read.iter().map(|l| &l.origin).collect();
+    assert_eq!(
+        origins,
+        [
+            &Origin::Late {
+                pipeline: "per-minute".into(),
+                window_start: Timestamp::from_millis(T0 - 120_000),
+                watermark: Timestamp::from_millis(-1),
+            },
+            &Origin::Log {
+                partition: 3,
+                offset: 1 << 40,
+            },
+            &Origin::Ingest { status: 413 },
+            &Origin::Ingest { status: 422 },
+            &Origin::Archive,
+        ]
+    );
+}
+
+/// Storing a dead letter again changes nothing: the first stored version of an id wins,
+/// within a batch too, and the new letters of a batch holding stored ones are stored.
+async fn dead_letters_are_stored_once_per_id(store: &dyn DocumentStore) {
+    let clicks = stream("clicks");
+    let first = refused_at(
+        T0,
+        DeadLetter::log_record(&clicks, 0, 7, "first reason".into(), b"first"),
+    );
+    store
+        .put_dead_letters(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    store
+        .put_dead_letters(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+
+    // The same id, refused again later for another reason.
+    let again = refused_at(
+        T0 + 10,
+        DeadLetter::log_record(&clicks, 0, 7, "second reason".into(), b"second"),
+    );
+    let fresh = refused_at(
+        T0 + 1,
+        DeadLetter::log_record(&clicks, 0, 8, "fresh".into(), b"fresh"),
+    );
+    store
+        .put_dead_letters(&[again, fresh.clone()])
+        .await
+        .unwrap();
+
+    let twice_first = refused_at(
+        T0 + 2,
+        DeadLetter::archive(&event("clicks", "e9", T0, None, json!({})), "kept".into()),
+    );
+    let twice_second = DeadLetter {
+        reason: "dropped".into(),
+        ..twice_first.clone()
+    };
+    store
+        .put_dead_letters(&[twice_first.clone(), twice_second])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        read_all_dead_letters(store, 100).await,
+        vec![twice_first, fresh, first]
+    );
+}
+
+/// Paging newest first through the cursor returns every dead letter exactly once, in
+/// order, whatever the page size, with letters sharing a time (so the id breaks ties).
+async fn dead_letter_pages_walk_every_letter_once(store: &dyn DocumentStore) {
+    let clicks = stream("clicks");
+    let ats = [T0, T0 + 5, T0, T0 + 5, T0 - 3, T0, T0 + 5];
+    let letters: Vec<DeadLetter> = ats
+        .iter()
+        .zip([4_u64, 11, 2, 9, 30, 10, 1])
+        .map(|(&at, offset)| {
+            refused_at(
+                at,
+                DeadLetter::log_record(&clicks, 0, offset, format!("reason {offset}"), b"x"),
+            )
+        })
+        .collect();
+    store.put_dead_letters(&letters[..4]).await.unwrap();
+    store.put_dead_letters(&letters[4..]).await.unwrap();
+    let expected = sorted_newest_first(letters, letter_position);
+
+    for limit in [1, 3, 6, 7, 8] {
+        assert_eq!(
+            read_all_dead_letters(store, limit).await,
+            expected,
+            "pages of {limit}"
+        );
+    }
+
+    // A cursor between stored letters: strictly after it in newest-first order.
+    for (at, id) in [
+        (T0 + 5, "log:clicks:0:10"),
+        (T0 + 1, "~"),
+        (T0, "log:clicks:0:2"),
+        (T0 - 3, "a"),
+    ] {
+        let cursor = DeadLetterCursor {
+            at: Timestamp::from_millis(at),
+            id: id.to_owned(),
+        };
+        let want = page_after(&expected, letter_position, (cursor.at, id), 3);
+        let page = DeadLetterPage {
+            limit: 3,
+            after: Some(cursor.clone()),
+        };
+        assert_eq!(
+            store.recent_dead_letters(&page).await.unwrap(),
+            want,
+            "after {cursor:?}"
+        );
+    }
+}
+
+/// A dead letter of bytes holding NUL is stored (never refused) and read back whole: the
+/// NUL is U+FFFD in every store.
+async fn dead_letters_holding_nul_are_stored(store: &dyn DocumentStore) {
+    let clicks = stream("clicks");
+    let letter = DeadLetter::log_record(&clicks, 0, 0, "not an event".into(), b"a\0b\xff");
+    assert_eq!(letter.raw, "a\u{fffd}b\u{fffd}");
+    store
+        .put_dead_letters(std::slice::from_ref(&letter))
+        .await
+        .unwrap();
+    assert_eq!(read_all_dead_letters(store, 10).await, vec![letter]);
+}
+
 // ------------------------------------------------------------------- adapter-specific tests
 
 /// Connecting to a port where no server listens fails `Unavailable`, within the ~10 s bound.
@@ -457,6 +731,7 @@ macro_rules! conformance {
                 .await;
                 assert_eq!(refused, 0);
             }
+
         }
         mod mongodb {
             $(
@@ -475,14 +750,20 @@ macro_rules! conformance {
                 .await;
                 assert_eq!(refused, super::UNSTORABLE_PAYLOADS);
             }
+
         }
     };
 }
 
 conformance!(
+    dead_letters_holding_nul_are_stored,
     put_then_get,
     puts_are_idempotent_and_first_version_wins,
     pages_walk_every_event_once_newest_first,
     streams_are_isolated,
     unicode_and_nested_payloads_round_trip,
+    no_dead_letters_is_an_empty_page,
+    dead_letters_round_trip_whole,
+    dead_letters_are_stored_once_per_id,
+    dead_letter_pages_walk_every_letter_once,
 );

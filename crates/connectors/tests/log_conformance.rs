@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tributary_connectors::kafka::{KafkaConfig, KafkaLog};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
+use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
@@ -135,6 +136,67 @@ async fn read_exactly(reader: &mut dyn LogReader, n: usize) -> Vec<LogRecord> {
     let extra = reader.poll(100, Duration::from_millis(300)).await.unwrap();
     assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
     records
+}
+
+/// A record of partition 0 a reader must skip and hand out as a dead letter: its offset,
+/// its value (as text) and a part of the reason.
+type Rejected<'a> = (u64, &'a str, &'a str);
+
+/// Checks that `letters` are the dead letters of exactly the `expected` records of
+/// `stream`, in order.
+fn check_rejected(letters: &[DeadLetter], stream: &StreamName, expected: &[Rejected<'_>]) {
+    assert_eq!(letters.len(), expected.len(), "{letters:#?}");
+    for (letter, &(offset, raw, reason)) in letters.iter().zip(expected) {
+        assert_eq!(letter.id, format!("log:{stream}:0:{offset}"));
+        assert_eq!(letter.stream, stream.as_str());
+        assert_eq!(
+            letter.origin,
+            Origin::Log {
+                partition: 0,
+                offset
+            }
+        );
+        assert_eq!(letter.raw, raw);
+        assert!(!letter.truncated);
+        assert!(
+            letter.reason.contains(reason),
+            "{:?} does not say {reason:?}",
+            letter.reason
+        );
+    }
+}
+
+/// Checks that `reader` hands out exactly the `expected` records of `stream` as dead
+/// letters, in order, once: a second call hands out nothing.
+fn assert_rejected(reader: &mut dyn LogReader, stream: &StreamName, expected: &[Rejected<'_>]) {
+    check_rejected(&reader.take_rejected(), stream, expected);
+    assert_eq!(reader.take_rejected(), vec![]);
+}
+
+/// Reads partition 0 of `stream` from the first of the `expected` records on, where only
+/// they are left: each poll returns no event, without waiting out its timeout, and their
+/// dead letters come out.
+async fn read_only_rejected(log: &dyn Log, stream: &StreamName, expected: &[Rejected<'_>]) {
+    let timeout = Duration::from_secs(20);
+    let start = PartitionOffset {
+        stream: stream.clone(),
+        partition: 0,
+        next_offset: expected[0].0,
+    };
+    let mut reader = log.reader("rejected-only", &[start]).await.unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < expected.len() {
+        let started = Instant::now();
+        let records = reader.poll(expected.len() - letters.len(), timeout).await;
+        assert_eq!(records.unwrap(), vec![]);
+        assert!(
+            started.elapsed() < timeout / 2,
+            "a poll reading skipped records waited {:?}",
+            started.elapsed()
+        );
+        letters.extend(reader.take_rejected());
+    }
+    check_rejected(&letters, stream, expected);
 }
 
 /// Checks that `records`, read from offset 0 of every partition, are exactly `appended`,
@@ -630,13 +692,15 @@ async fn kafka_connect_without_broker_is_unavailable() {
     .await;
 }
 
-/// Records the embedded log cannot decode, or that claim another stream, are skipped, and
-/// reading goes on after them.
+/// Records the embedded log cannot decode, or that claim another stream, are skipped and
+/// handed out once as dead letters, and reading goes on after them.
 #[tokio::test]
 async fn embedded_undecodable_records_are_skipped() {
     let backend = Embedded::new();
     let s = stream("mixed");
     let first = event(&s, "m0", None, 0);
+    let foreign =
+        String::from_utf8(event(&stream("other"), "o1", None, 1).to_json_bytes()).unwrap();
     {
         let log = backend.open().await;
         log.ensure_stream(&s, 1).await.unwrap();
@@ -651,8 +715,7 @@ async fn embedded_undecodable_records_are_skipped() {
             let definition = redb::TableDefinition::<u64, &[u8]>::new("log/mixed/0");
             let mut table = txn.open_table(definition).unwrap();
             table.insert(1, b"not an event".as_slice()).unwrap();
-            let foreign = event(&stream("other"), "o1", None, 1).to_json_bytes();
-            table.insert(2, foreign.as_slice()).unwrap();
+            table.insert(2, foreign.as_bytes()).unwrap();
         }
         txn.commit().unwrap();
     }
@@ -667,10 +730,17 @@ async fn embedded_undecodable_records_are_skipped() {
     );
     assert_eq!(records[0].event, first);
     assert_eq!(records[1].event, last);
+    let rejected = [
+        (1, "not an event", "the record is not an event: expected"),
+        (2, foreign.as_str(), "of stream other, not of mixed"),
+    ];
+    assert_rejected(reader.as_mut(), &s, &rejected);
+    // Where only skipped records are left, a poll hands them out at once.
+    read_only_rejected(log.as_ref(), &s, &rejected).await;
 }
 
-/// Records Kafka holds that are not events (written by another producer) are skipped, and
-/// reading goes on after them.
+/// Records Kafka holds that are not events (written by another producer) are skipped and
+/// handed out once as dead letters, and reading goes on after them.
 #[tokio::test]
 async fn kafka_undecodable_records_are_skipped() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -711,10 +781,18 @@ async fn kafka_undecodable_records_are_skipped() {
     );
     assert_eq!(records[0].event, first);
     assert_eq!(records[1].event, last);
+    let rejected = [
+        (1, "not an event", "the record is not an event: expected"),
+        (2, "", "the record has no value"),
+    ];
+    assert_rejected(reader.as_mut(), &s, &rejected);
+    // Where only skipped records are left, a poll hands them out at once.
+    read_only_rejected(log.as_ref(), &s, &rejected).await;
 }
 
 /// A record in a stream's topic that claims another stream (written by another producer)
-/// is skipped like an undecodable one, even when the reader reads that other stream too:
+/// is skipped like an undecodable one (and handed out as a dead letter of the topic's
+/// stream), even when the reader reads that other stream too:
 /// the stream of a record is its topic's, whose offsets readers advance.
 #[tokio::test]
 async fn kafka_records_claiming_another_stream_are_skipped() {
@@ -763,6 +841,9 @@ async fn kafka_records_claiming_another_stream_are_skipped() {
     );
     assert_eq!(records[0].event, first);
     assert_eq!(records[1].event, last);
+    let claimed = String::from_utf8(claimed).unwrap();
+    let reason = "event o1 of stream orders, not of clicks";
+    assert_rejected(reader.as_mut(), &clicks, &[(1, &claimed, reason)]);
 }
 
 /// Kafka takes an event of the largest size ingestion accepts (1 000 000 bytes of JSON) with

@@ -5,6 +5,7 @@
 //! real servers (Kafka, PostgreSQL, MongoDB, Redis). The engine drives a pipeline through
 //! these traits only, so it never knows which mode it runs in.
 
+pub mod dead_letter;
 pub mod event;
 pub mod parse;
 pub mod partition;
@@ -13,4 +14,5 @@ pub mod pipeline;
 pub mod ports;
 pub mod window;
 
+pub use dead_letter::DeadLetter;
 pub use event::{Event, EventId, StreamName, Timestamp};

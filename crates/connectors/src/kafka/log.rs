@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
+use tributary_core::dead_letter::DeadLetter;
 use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
@@ -553,6 +554,7 @@ impl Log for KafkaLog {
             group: group.to_owned(),
             topic_prefix: self.inner.config.topic_prefix.clone(),
             streams,
+            rejected: Vec::new(),
         }))
     }
 }
@@ -565,6 +567,8 @@ pub struct KafkaLogReader {
     topic_prefix: String,
     /// The stream of each assigned topic: the stream of every record read from it.
     streams: HashMap<String, StreamName>,
+    /// The records skipped since the last `take_rejected`, as dead letters.
+    rejected: Vec<DeadLetter>,
 }
 
 impl fmt::Debug for KafkaLogReader {
@@ -583,23 +587,26 @@ impl Drop for KafkaLogReader {
     }
 }
 
-impl KafkaLogReader {
-    /// The record `message` holds: an event of its topic's stream, or `None` (counted and
-    /// logged) for anything else.
-    fn decode(&self, message: &BorrowedMessage<'_>) -> Option<LogRecord> {
-        // The consumer is assigned only these topics, and partitions and offsets of
-        // delivered messages are never negative.
-        let stream = self.streams.get(message.topic())?;
-        let partition = u32::try_from(message.partition()).ok()?;
-        let offset = u64::try_from(message.offset()).ok()?;
-        decode_record(stream, partition, offset, message.payload())
-    }
+/// The record `message` holds: an event of its topic's stream, or `None` for anything
+/// else (counted, logged and pushed onto `rejected` as a dead letter).
+fn decode(
+    streams: &HashMap<String, StreamName>,
+    message: &BorrowedMessage<'_>,
+    rejected: &mut Vec<DeadLetter>,
+) -> Option<LogRecord> {
+    // The consumer is assigned only these topics, and partitions and offsets of
+    // delivered messages are never negative.
+    let stream = streams.get(message.topic())?;
+    let partition = u32::try_from(message.partition()).ok()?;
+    let offset = u64::try_from(message.offset()).ok()?;
+    decode_record(stream, partition, offset, message.payload(), rejected)
 }
 
 #[async_trait]
 impl LogReader for KafkaLogReader {
     /// Waits up to `timeout` for a first record, then takes what is already fetched, up to
-    /// `max` records in all.
+    /// `max` records in all: events, and records skipped (whose dead letters the caller
+    /// takes now).
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
         let mut records = Vec::new();
         if max == 0 {
@@ -607,19 +614,17 @@ impl LogReader for KafkaLogReader {
         }
         let consumer = self.consumer.as_ref().ok_or_else(closed)?;
         let deadline = Instant::now() + timeout;
-        while records.is_empty() {
-            let Ok(received) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-                return Ok(records);
-            };
-            match received {
-                Ok(message) => records.extend(self.decode(&message)),
-                Err(error) => return Err(consume_error(error)),
-            }
-        }
-        while records.len() < max {
+        let Ok(first) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            return Ok(records);
+        };
+        let first = first.map_err(consume_error)?;
+        records.extend(decode(&self.streams, &first, &mut self.rejected));
+        for _ in 1..max {
             match consumer.recv().now_or_never() {
                 None => break,
-                Some(Ok(message)) => records.extend(self.decode(&message)),
+                Some(Ok(message)) => {
+                    records.extend(decode(&self.streams, &message, &mut self.rejected));
+                }
                 Some(Err(error)) => {
                     // Return what we have; the error will show again at the next poll.
                     tracing::warn!(group = %self.group, error = &error as &dyn std::error::Error, "kafka fetch error");
@@ -628,6 +633,10 @@ impl LogReader for KafkaLogReader {
             }
         }
         Ok(records)
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Commits the offsets to the consumer group asynchronously, for lag monitoring only.

@@ -22,7 +22,8 @@
 //!   Readers read committed data only (`isolation.level=read_committed`). The stream of a
 //!   record is its topic's: a record that is not an event of that stream (a tombstone,
 //!   other bytes, an event naming another stream, all written by another producer) is
-//!   skipped, counted in `tributary_log_undecodable_records_total` and logged.
+//!   skipped, counted in `tributary_log_undecodable_records_total`, logged, and handed out
+//!   once by `take_rejected` as a dead letter (`crate::log_checks`).
 //!
 //! The partition count of a stream is cached after the first lookup: adding partitions to a
 //! live topic would move keys anyway, which Tributary does not support.

@@ -10,7 +10,7 @@ pub struct MongoConfig {
     /// credentials) are honoured; the server selection and connect timeouts default to ten
     /// seconds when it sets none.
     pub url: String,
-    /// The database holding the `events_{stream}` collections.
+    /// The database holding the `events_{stream}` and `dead_letters` collections.
     #[serde(default = "default_database")]
     pub database: String,
 }

@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ::mongodb::bson::{Bson, DateTime, Document, doc};
+use ::mongodb::bson::{self, Bson, DateTime, Document, doc};
 use ::mongodb::options::{ClientOptions, IndexOptions};
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use tributary_core::dead_letter::{DeadLetter, DeadLetterPage};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::ports::{DocumentStore, EventPage, PortError};
 
@@ -21,8 +22,14 @@ use super::error::{SYSTEM, mongo_error, only_duplicate_keys, refuses_index};
 /// Default server selection and connect timeout.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The name of the newest-first index of every events collection.
-const NEWEST_FIRST_INDEX: &str = "ts_-1__id_-1";
+/// The collection of the dead letters.
+const DEAD_LETTERS: &str = "dead_letters";
+
+/// The time field of an events collection.
+const EVENT_TIME: &str = "ts";
+
+/// The time field of the dead letters collection.
+const DEAD_LETTER_TIME: &str = "at";
 
 /// An event this store cannot hold.
 #[derive(Debug, thiserror::Error)]
@@ -34,35 +41,47 @@ pub(crate) struct UnstorableEvent {
     cause: Unstorable,
 }
 
-/// A stored document this store did not write.
+/// A dead letter whose origin has no BSON form (a number beyond BSON's integers).
 #[derive(Debug, thiserror::Error)]
-#[error("document {id:?} of collection {collection} is not an event")]
-struct UndecodableEvent {
-    collection: String,
+#[error("dead letter {id} cannot be stored in MongoDB")]
+struct UnstorableDeadLetter {
     id: String,
     #[source]
-    cause: NotAnEvent,
+    cause: bson::ser::Error,
 }
 
-/// What is wrong with a stored document that is not an event.
+/// A stored document this store did not write.
 #[derive(Debug, thiserror::Error)]
-enum NotAnEvent {
+#[error("document {id:?} of collection {collection} is not {what}")]
+struct UndecodableDocument {
+    collection: String,
+    id: String,
+    /// What the collection holds: "an event", "a dead letter".
+    what: &'static str,
+    #[source]
+    cause: Malformed,
+}
+
+/// What is wrong with a stored document that is not what its collection holds.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
     #[error("_id is not a string")]
     Id,
     #[error("_id is not an event id: it {0}")]
     InvalidId(&'static str),
-    #[error("ts is not a date")]
-    Ts,
-    #[error("key is not a string")]
-    Key,
-    #[error("payload is not a document")]
-    Payload,
+    #[error("{field} is not {expected}")]
+    Field {
+        field: &'static str,
+        expected: &'static str,
+    },
     #[error("payload is not a JSON object")]
     PayloadValue(#[source] Undecodable),
+    #[error("origin is not a dead letter origin")]
+    Origin(#[source] bson::de::Error),
 }
 
-/// Raw events in MongoDB, one collection per stream. Cheap to clone: clones share the
-/// client.
+/// Raw events in MongoDB, one collection per stream, and the dead letters. Cheap to clone:
+/// clones share the client.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
     database: Database,
@@ -99,49 +118,47 @@ impl MongoStore {
         })
     }
 
-    /// The database holding the events collections.
+    /// The database holding the collections.
     #[must_use]
     pub fn database(&self) -> &Database {
         &self.database
     }
 
-    /// The collection of `stream`'s events.
-    fn collection(&self, stream: &StreamName) -> Collection<Document> {
-        self.database.collection(&collection_name(stream))
+    fn collection(&self, name: &str) -> Collection<Document> {
+        self.database.collection(name)
     }
 
-    /// Creates the newest-first index of `stream`'s collection, once per process. Never
-    /// fails the write: a server that does not support the index (an old FerretDB) is logged
-    /// and not asked again, and reads scan; any other failure is logged and the index is
-    /// asked for again at the next write.
-    async fn ensure_index(&self, stream: &StreamName) {
-        let name = collection_name(stream);
+    /// Creates the newest-first index `{time: -1, _id: -1}` of `collection`, once per
+    /// process. Never fails the write: a server that does not support the index (an old
+    /// FerretDB) is logged and not asked again, and reads scan; any other failure is logged
+    /// and the index is asked for again at the next write.
+    async fn ensure_index(&self, collection: &str, time: &str) {
         if self
             .indexed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&name)
+            .contains(collection)
         {
             return;
         }
         let index = IndexModel::builder()
-            .keys(doc! { "ts": -1, "_id": -1 })
+            .keys(doc! { time: -1, "_id": -1 })
             .options(
                 IndexOptions::builder()
-                    .name(NEWEST_FIRST_INDEX.to_owned())
+                    .name(format!("{time}_-1__id_-1"))
                     .build(),
             )
             .build();
-        match self.collection(stream).create_index(index).await {
+        match self.collection(collection).create_index(index).await {
             Ok(_) => {}
             Err(error) if refuses_index(&error) => tracing::warn!(
-                collection = %name,
+                collection,
                 error = &error as &dyn std::error::Error,
                 "the server refused the newest-first index; reads will scan the collection"
             ),
             Err(error) => {
                 tracing::warn!(
-                    collection = %name,
+                    collection,
                     error = &error as &dyn std::error::Error,
                     "newest-first index not created; trying again at the next write"
                 );
@@ -151,7 +168,63 @@ impl MongoStore {
         self.indexed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name);
+            .insert(collection.to_owned());
+    }
+
+    /// Inserts into `collection` (indexed newest first by `time`) the `documents` whose
+    /// `_id` is not stored yet, and returns how many were. Unordered, so that every new
+    /// document is inserted even when some are stored already; their duplicate key errors
+    /// are the idempotence, not a failure.
+    async fn insert_new(
+        &self,
+        collection: &str,
+        time: &str,
+        documents: Vec<Document>,
+    ) -> Result<usize, PortError> {
+        self.ensure_index(collection, time).await;
+        match self
+            .collection(collection)
+            .insert_many(documents)
+            .ordered(false)
+            .await
+        {
+            Ok(_) => Ok(0),
+            Err(error) => only_duplicate_keys(&error).ok_or_else(|| mongo_error(error)),
+        }
+    }
+
+    /// One page of `collection`, newest first by (`time`, `_id`), sorted `{time: -1, _id:
+    /// -1}`: at most `limit` documents, strictly after `after` in that order.
+    async fn newest_first(
+        &self,
+        collection: &str,
+        time: &str,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Document>, PortError> {
+        // A limit of 0 means "no limit" to MongoDB.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = match after {
+            None => doc! {},
+            Some((at, id)) => {
+                let at = DateTime::from_millis(at.millis());
+                doc! { "$or": [
+                    { time: { "$lt": at } },
+                    { time: at, "_id": { "$lt": id } },
+                ] }
+            }
+        };
+        self.collection(collection)
+            .find(filter)
+            .sort(doc! { time: -1, "_id": -1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(mongo_error)?
+            .try_collect()
+            .await
+            .map_err(mongo_error)
     }
 
     /// Closes the client's connections.
@@ -180,7 +253,7 @@ fn event_to_document(event: &Event) -> Result<Document, PortError> {
     check_string(event.id.as_str()).map_err(|e| unstorable(e.within("_id")))?;
     let mut document = doc! {
         "_id": event.id.as_str(),
-        "ts": DateTime::from_millis(event.ts.millis()),
+        EVENT_TIME: DateTime::from_millis(event.ts.millis()),
     };
     if let Some(key) = &event.key {
         check_string(key).map_err(|e| unstorable(e.within("key")))?;
@@ -192,44 +265,150 @@ fn event_to_document(event: &Event) -> Result<Document, PortError> {
     Ok(document)
 }
 
-/// A stored document of `stream` as an event.
-fn event_from_document(stream: &StreamName, mut document: Document) -> Result<Event, PortError> {
-    let undecodable = |id: &str, cause: NotAnEvent| {
+/// Decodes a stored `document` of `collection`, which holds `what`, from its string `_id`
+/// and its other fields (`fields`).
+fn from_document<T>(
+    collection: &str,
+    what: &'static str,
+    mut document: Document,
+    fields: impl FnOnce(&str, Document) -> Result<T, Malformed>,
+) -> Result<T, PortError> {
+    let undecodable = |id: String, cause: Malformed| {
         PortError::corrupt(
             SYSTEM,
-            UndecodableEvent {
-                collection: collection_name(stream),
-                id: id.to_owned(),
+            UndecodableDocument {
+                collection: collection.to_owned(),
+                id,
+                what,
                 cause,
             },
         )
     };
-    let id = match document.remove("_id") {
-        Some(Bson::String(id)) => id,
-        other => return Err(undecodable(&format!("{other:?}"), NotAnEvent::Id)),
-    };
-    let ts = match document.get("ts") {
-        Some(Bson::DateTime(ts)) => Timestamp::from_millis(ts.timestamp_millis()),
-        _ => return Err(undecodable(&id, NotAnEvent::Ts)),
-    };
-    let key = match document.remove("key") {
-        None | Some(Bson::Null) => None,
-        Some(Bson::String(key)) => Some(key),
-        Some(_) => return Err(undecodable(&id, NotAnEvent::Key)),
-    };
-    let payload = match document.remove("payload") {
-        Some(Bson::Document(payload)) => document_to_object(payload)
-            .map_err(|e| undecodable(&id, NotAnEvent::PayloadValue(e)))?,
-        _ => return Err(undecodable(&id, NotAnEvent::Payload)),
-    };
-    Ok(Event {
-        id: EventId::new(id.clone())
-            .map_err(|reason| undecodable(&id, NotAnEvent::InvalidId(reason)))?,
-        stream: stream.clone(),
-        ts,
-        key,
-        payload,
+    match document.remove("_id") {
+        Some(Bson::String(id)) => fields(&id, document).map_err(|cause| undecodable(id, cause)),
+        other => Err(undecodable(format!("{other:?}"), Malformed::Id)),
+    }
+}
+
+/// Removes `field` from `document`: a BSON date, as a time.
+fn take_time(document: &mut Document, field: &'static str) -> Result<Timestamp, Malformed> {
+    match document.remove(field) {
+        Some(Bson::DateTime(at)) => Ok(Timestamp::from_millis(at.timestamp_millis())),
+        _ => Err(Malformed::Field {
+            field,
+            expected: "a date",
+        }),
+    }
+}
+
+/// Removes `field` from `document`: a string.
+fn take_string(document: &mut Document, field: &'static str) -> Result<String, Malformed> {
+    match document.remove(field) {
+        Some(Bson::String(text)) => Ok(text),
+        _ => Err(Malformed::Field {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+/// A stored document of `stream` as an event.
+fn event_from_document(stream: &StreamName, document: Document) -> Result<Event, PortError> {
+    from_document(
+        &collection_name(stream),
+        "an event",
+        document,
+        |id, mut document| {
+            let ts = take_time(&mut document, EVENT_TIME)?;
+            let key = match document.remove("key") {
+                None | Some(Bson::Null) => None,
+                Some(Bson::String(key)) => Some(key),
+                Some(_) => {
+                    return Err(Malformed::Field {
+                        field: "key",
+                        expected: "a string",
+                    });
+                }
+            };
+            let payload = match document.remove("payload") {
+                Some(Bson::Document(payload)) => {
+                    document_to_object(payload).map_err(Malformed::PayloadValue)?
+                }
+                _ => {
+                    return Err(Malformed::Field {
+                        field: "payload",
+                        expected: "a document",
+                    });
+                }
+            };
+            Ok(Event {
+                id: EventId::new(id).map_err(Malformed::InvalidId)?,
+                stream: stream.clone(),
+                ts,
+                key,
+                payload,
+            })
+        },
+    )
+}
+
+/// `letter` as a document (its text holds no NUL: `DeadLetter` replaces them).
+fn dead_letter_to_document(letter: &DeadLetter) -> Result<Document, PortError> {
+    let origin = bson::to_document(&letter.origin).map_err(|cause| {
+        PortError::refused(
+            SYSTEM,
+            UnstorableDeadLetter {
+                id: letter.id.clone(),
+                cause,
+            },
+        )
+    })?;
+    Ok(doc! {
+        "_id": letter.id.as_str(),
+        DEAD_LETTER_TIME: DateTime::from_millis(letter.at.millis()),
+        "stream": letter.stream.as_str(),
+        "origin": origin,
+        "reason": letter.reason.as_str(),
+        "raw": letter.raw.as_str(),
+        "truncated": letter.truncated,
     })
+}
+
+/// A stored document of the dead letters collection as a dead letter.
+fn dead_letter_from_document(document: Document) -> Result<DeadLetter, PortError> {
+    from_document(
+        DEAD_LETTERS,
+        "a dead letter",
+        document,
+        |id, mut document| {
+            let origin = match document.remove("origin") {
+                Some(Bson::Document(origin)) => {
+                    bson::from_document(origin).map_err(Malformed::Origin)?
+                }
+                _ => {
+                    return Err(Malformed::Field {
+                        field: "origin",
+                        expected: "a document",
+                    });
+                }
+            };
+            let Some(Bson::Boolean(truncated)) = document.remove("truncated") else {
+                return Err(Malformed::Field {
+                    field: "truncated",
+                    expected: "a boolean",
+                });
+            };
+            Ok(DeadLetter {
+                id: id.to_owned(),
+                at: take_time(&mut document, DEAD_LETTER_TIME)?,
+                stream: take_string(&mut document, "stream")?,
+                origin,
+                reason: take_string(&mut document, "reason")?,
+                raw: take_string(&mut document, "raw")?,
+                truncated,
+            })
+        },
+    )
 }
 
 #[async_trait]
@@ -252,19 +431,10 @@ impl DocumentStore for MongoStore {
                 .push(event_to_document(event)?);
         }
         for (stream, documents) in by_stream {
-            self.ensure_index(stream).await;
             let count = documents.len();
-            // Unordered, so that every new event is inserted even when some are stored
-            // already; their duplicate key errors are the idempotence, not a failure.
-            let duplicates = match self
-                .collection(stream)
-                .insert_many(documents)
-                .ordered(false)
-                .await
-            {
-                Ok(_) => 0,
-                Err(error) => only_duplicate_keys(&error).ok_or_else(|| mongo_error(error))?,
-            };
+            let duplicates = self
+                .insert_new(&collection_name(stream), EVENT_TIME, documents)
+                .await?;
             tracing::debug!(stream = %stream, events = count, duplicates, "events stored");
         }
         Ok(())
@@ -275,30 +445,10 @@ impl DocumentStore for MongoStore {
         stream: &StreamName,
         page: &EventPage,
     ) -> Result<Vec<Event>, PortError> {
-        // A limit of 0 means "no limit" to MongoDB.
-        if page.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let filter = match &page.after {
-            None => doc! {},
-            Some(after) => {
-                let ts = DateTime::from_millis(after.ts.millis());
-                doc! { "$or": [
-                    { "ts": { "$lt": ts } },
-                    { "ts": ts, "_id": { "$lt": after.id.as_str() } },
-                ] }
-            }
-        };
-        let documents: Vec<Document> = self
-            .collection(stream)
-            .find(filter)
-            .sort(doc! { "ts": -1, "_id": -1 })
-            .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
-            .await
-            .map_err(mongo_error)?
-            .try_collect()
-            .await
-            .map_err(mongo_error)?;
+        let after = page.after.as_ref().map(|a| (a.ts, a.id.as_str()));
+        let documents = self
+            .newest_first(&collection_name(stream), EVENT_TIME, after, page.limit)
+            .await?;
         documents
             .into_iter()
             .map(|d| event_from_document(stream, d))
@@ -311,11 +461,40 @@ impl DocumentStore for MongoStore {
         id: &EventId,
     ) -> Result<Option<Event>, PortError> {
         let document = self
-            .collection(stream)
+            .collection(&collection_name(stream))
             .find_one(doc! { "_id": id.as_str() })
             .await
             .map_err(mongo_error)?;
         document.map(|d| event_from_document(stream, d)).transpose()
+    }
+
+    async fn put_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let documents = letters
+            .iter()
+            .map(dead_letter_to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        let duplicates = self
+            .insert_new(DEAD_LETTERS, DEAD_LETTER_TIME, documents)
+            .await?;
+        tracing::debug!(letters = letters.len(), duplicates, "dead letters stored");
+        Ok(())
+    }
+
+    async fn recent_dead_letters(
+        &self,
+        page: &DeadLetterPage,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        let after = page.after.as_ref().map(|a| (a.at, a.id.as_str()));
+        let documents = self
+            .newest_first(DEAD_LETTERS, DEAD_LETTER_TIME, after, page.limit)
+            .await?;
+        documents
+            .into_iter()
+            .map(dead_letter_from_document)
+            .collect()
     }
 }
 

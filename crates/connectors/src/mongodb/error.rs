@@ -15,12 +15,16 @@ pub(crate) const SYSTEM: &str = "mongodb";
 /// MongoDB's duplicate key error code.
 pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
+/// BadValue: FerretDB's code for invalid keys and nested arrays, as a write error. As a
+/// command's error it is generic (a bad option, say), so there it is not a document's fault.
+const BAD_VALUE: i32 = 2;
+
 /// Server error codes that name a fault in the content of one document: the same document
 /// is refused again whatever the server's state. FerretDB answers a NUL character in a
 /// string with `InternalError` (1), its code for any failure of its PostgreSQL backend, so
 /// that one cannot be listed: the adapter refuses NULs before writing instead.
 const DOCUMENT_CODES: &[i32] = &[
-    2,     // BadValue: FerretDB's code for invalid keys and nested arrays (a write error)
+    BAD_VALUE,
     22,    // InvalidBSON
     52,    // DollarPrefixedFieldName
     53,    // InvalidIdField
@@ -73,6 +77,7 @@ pub(crate) fn mongo_error(error: Error) -> PortError {
 /// Whether the server refused the request only for the content of its documents.
 fn concerns_documents(error: &Error) -> bool {
     let codes: Vec<i32> = match &*error.kind {
+        ErrorKind::Command(command) if command.code == BAD_VALUE => return false,
         ErrorKind::Command(command) => vec![command.code],
         ErrorKind::Write(WriteFailure::WriteError(write)) => vec![write.code],
         ErrorKind::InsertMany(InsertManyError {
@@ -163,6 +168,8 @@ mod tests {
         }
         // One document's fault does not make a transient failure of another one refusable.
         assert!(is_unavailable(insert_many(&[2, 1], false)));
+        // BadValue refuses a document only as a write error; a command's is generic.
+        assert!(is_unavailable(command(2)));
         // A write concern failure is the server's, whatever the write errors say.
         assert!(is_unavailable(insert_many(&[2], true)));
         assert!(is_unavailable(insert_many(&[], true)));

@@ -15,7 +15,12 @@
 //!   of two events with the same id in one batch the first wins, as in SQLite;
 //! - `recent_events` pages newest first, sorted `{ts: -1, _id: -1}`, resuming after the
 //!   cursor with `{$or: [{ts: {$lt: t}}, {ts: t, _id: {$lt: id}}]}`; ids compare as BSON
-//!   strings (bytewise), as in SQLite and PostgreSQL.
+//!   strings (bytewise), as in SQLite and PostgreSQL;
+//! - dead letters in the collection `dead_letters`: `{ _id: id, at: BSON date, stream,
+//!   origin: document (the `Origin`'s serde form), reason, raw, truncated: bool }`, indexed,
+//!   stored and paged as the events are, with `at` for `ts`. FerretDB cannot store NUL
+//!   characters, so the adapter stores each NUL of a dead letter's id, stream, reason and
+//!   raw text as U+FFFD, on MongoDB too: a dead letter is never refused for its content.
 //!
 //! Limits: the adapter refuses, with `PortError::Refused` naming the event and the path of
 //! the value, and before writing anything of the batch, what MongoDB and FerretDB 1.x cannot

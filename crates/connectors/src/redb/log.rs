@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition, TableError};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tributary_core::dead_letter::DeadLetter;
 use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
@@ -283,6 +284,7 @@ impl Log for RedbLog {
             positions,
             appended,
             next_first: 0,
+            rejected: Vec::new(),
         }))
     }
 }
@@ -297,6 +299,8 @@ pub struct RedbLogReader {
     appended: watch::Receiver<u64>,
     /// The partition read first at the next poll, rotated so that none starves.
     next_first: usize,
+    /// The records skipped since the last `take_rejected`, as dead letters.
+    rejected: Vec<DeadLetter>,
 }
 
 impl fmt::Debug for RedbLogReader {
@@ -309,22 +313,26 @@ impl fmt::Debug for RedbLogReader {
 }
 
 impl RedbLogReader {
-    /// Reads up to `max` records available now, advancing the positions.
-    async fn read_available(&mut self, max: usize) -> Result<Vec<LogRecord>, PortError> {
+    /// Reads up to `max` records available now, advancing the positions past them, and
+    /// returns the events among them and how many it read: the others are kept in
+    /// `rejected`.
+    async fn read_available(&mut self, max: usize) -> Result<(Vec<LogRecord>, usize), PortError> {
         if self.positions.is_empty() || max == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let first = self.next_first % self.positions.len();
         self.next_first = first + 1;
         let mut positions = self.positions.clone();
-        let (records, positions) = self
+        let (records, positions, rejected) = self
             .log
             .blocking(move |db| {
                 let txn = db.begin_read().map_err(redb_error)?;
                 let mut records = Vec::new();
+                let mut rejected = Vec::new();
                 let len = positions.len();
+                let read = |records: &Vec<_>, rejected: &Vec<_>| records.len() + rejected.len();
                 for i in (0..len).map(|i| (first + i) % len) {
-                    if records.len() >= max {
+                    if read(&records, &rejected) >= max {
                         break;
                     }
                     let position = &mut positions[i];
@@ -335,7 +343,7 @@ impl RedbLogReader {
                         Err(e) => return Err(redb_error(e)),
                     };
                     for entry in table.range(position.next_offset..).map_err(redb_error)? {
-                        if records.len() >= max {
+                        if read(&records, &rejected) >= max {
                             break;
                         }
                         let (offset, bytes) = entry.map_err(redb_error)?;
@@ -346,14 +354,17 @@ impl RedbLogReader {
                             position.partition,
                             offset,
                             Some(bytes.value()),
+                            &mut rejected,
                         ));
                     }
                 }
-                Ok((records, positions))
+                Ok((records, positions, rejected))
             })
             .await?;
         self.positions = positions;
-        Ok(records)
+        let read = records.len() + rejected.len();
+        self.rejected.extend(rejected);
+        Ok((records, read))
     }
 }
 
@@ -365,8 +376,9 @@ impl LogReader for RedbLogReader {
             // Mark the current generation seen *before* reading, so that an append that
             // commits after the read below is noticed by `changed()`.
             self.appended.borrow_and_update();
-            let records = self.read_available(max).await?;
-            if !records.is_empty() || max == 0 {
+            // Records skipped count as read: the caller takes their dead letters now.
+            let (records, read) = self.read_available(max).await?;
+            if read > 0 || max == 0 {
                 return Ok(records);
             }
             match tokio::time::timeout_at(deadline, self.appended.changed()).await {
@@ -379,6 +391,10 @@ impl LogReader for RedbLogReader {
                 }
             }
         }
+    }
+
+    fn take_rejected(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// Stores the offsets in `meta/group_offsets` without forcing them to disk: they are

@@ -9,6 +9,9 @@
 //!   write transaction with immediate durability, so it is all-or-nothing and durable when it
 //!   returns; an event goes to `partition_for(event.partition_key(), partitions)`, as in Kafka;
 //! - readers poll without busy-waiting: an append wakes every reader of the same log;
+//! - a record that is not an event of its stream (written behind the adapter's back) is
+//!   skipped, counted, logged and handed out once by `take_rejected` as a dead letter, as
+//!   in Kafka (`crate::log_checks`);
 //! - reader commits are stored (non-durably) in `meta/group_offsets` for lag monitoring only.
 //!
 //! One process owns the file at a time (redb locks it); clones of a [`RedbLog`] share it.

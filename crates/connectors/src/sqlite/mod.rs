@@ -16,6 +16,10 @@
 //!   on `(stream, ts DESC, id DESC)`; `put_events` inserts the whole batch in one
 //!   transaction with `ON CONFLICT DO NOTHING`, so the first stored version of an event wins
 //!   (within a batch too); any JSON payload is stored as is, with none of MongoDB's limits;
+//! - dead letters: `dead_letters (id, at, stream, origin, reason, raw, truncated)`, primary
+//!   key `id`, indexed on `(at DESC, id DESC)`, the origin as JSON text; `put_dead_letters`
+//!   inserts in one transaction with `ON CONFLICT DO NOTHING` (first version wins) and
+//!   `recent_dead_letters` pages like `recent_events`, by `(at, id)`;
 //! - ids and keys compare bytewise (SQLite's BINARY collation), as in Rust and PostgreSQL.
 
 mod analytics;

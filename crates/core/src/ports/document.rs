@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use super::PortError;
+use crate::dead_letter::{DeadLetter, DeadLetterPage};
 use crate::event::{Event, EventId, StreamName, Timestamp};
 
 /// A position in a stream's events, newest first: the last event of the previous page.
@@ -27,8 +28,9 @@ pub struct EventPage {
 
 /// Semi-structured documents: MongoDB, or SQLite when embedded.
 ///
-/// Contract: [`DocumentStore::put_events`] is idempotent per (stream, id): the first stored
-/// version of an event is kept, and storing it again changes nothing.
+/// Contract: [`DocumentStore::put_events`] is idempotent per (stream, id), and
+/// [`DocumentStore::put_dead_letters`] per dead letter id: the first stored version is
+/// kept, and storing it again changes nothing.
 #[async_trait]
 pub trait DocumentStore: Send + Sync + Debug {
     /// Checks that the backing system answers; used by `/readyz`.
@@ -50,4 +52,13 @@ pub trait DocumentStore: Send + Sync + Debug {
         stream: &StreamName,
         id: &EventId,
     ) -> Result<Option<Event>, PortError>;
+
+    /// Stores dead letters whose id is not stored yet.
+    async fn put_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError>;
+
+    /// One page of the dead letters, newest first.
+    async fn recent_dead_letters(
+        &self,
+        page: &DeadLetterPage,
+    ) -> Result<Vec<DeadLetter>, PortError>;
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::PortError;
+use crate::dead_letter::DeadLetter;
 use crate::event::{Event, StreamName};
 
 /// Where to read next in one partition of one stream.
@@ -64,12 +65,19 @@ pub trait Log: Send + Sync + Debug {
     ) -> Result<Box<dyn LogReader>, PortError>;
 }
 
-/// A positioned reader over some partitions. Records that cannot be decoded are skipped,
-/// counted in the `tributary_log_undecodable_records_total` metric and logged.
+/// A positioned reader over some partitions. A record that holds no event of its stream
+/// (another producer wrote it) is not returned by [`LogReader::poll`]: it is counted in the
+/// `tributary_log_undecodable_records_total` metric, logged, and handed out once by
+/// [`LogReader::take_rejected`] as a dead letter, which the caller stores before it
+/// checkpoints offsets past it.
 #[async_trait]
 pub trait LogReader: Send + Debug {
     /// Waits at most `timeout` for records and returns up to `max` of them, possibly none.
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError>;
+
+    /// The records skipped as undecodable since the last call, as dead letters
+    /// ([`DeadLetter::log_record`]: their id is their position).
+    fn take_rejected(&mut self) -> Vec<DeadLetter>;
 
     /// Reports offsets the group has durably processed, for lag monitoring. The pipeline's
     /// checkpoint stays the source of truth; a failure here loses nothing.

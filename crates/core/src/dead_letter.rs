@@ -1,0 +1,291 @@
+//! Dead letters: what Tributary refused, kept with the reason, so nothing is dropped
+//! silently.
+//!
+//! Four places refuse data, and each keeps what it refused as a [`DeadLetter`] in the
+//! document store (`DocumentStore::put_dead_letters`), readable through
+//! `GET /v1/dead-letters`:
+//! - ingestion, for a request it answers 400, 413, 415 or 422 (nothing of it was written);
+//! - a log reader, for a record in a stream that is not an event of that stream (written
+//!   by another producer);
+//! - a pipeline, for an event that arrived after its window closed (late);
+//! - the archive, for a raw event the document store refused on its own.
+//!
+//! A dead letter's id is derived from what was refused wherever the same refusal can
+//! happen again on a replay after a crash (the same late event, the same log record), so
+//! storing it again changes nothing: each refusal is kept once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventId, StreamName, Timestamp};
+
+/// The most of the refused data a dead letter keeps, in bytes; more is cut off (at a
+/// character boundary) and [`DeadLetter::truncated`] is set.
+pub const MAX_DEAD_LETTER_RAW: usize = 1 << 20;
+
+/// Where something was refused, with what locates it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// An ingestion request refused as a whole (nothing of it was written).
+    Ingest {
+        /// The HTTP status it was answered with.
+        status: u16,
+    },
+    /// A log record that holds no event of its stream.
+    Log {
+        /// Its partition.
+        partition: u32,
+        /// Its offset there.
+        offset: u64,
+    },
+    /// An event a pipeline did not count because its window had already closed.
+    Late {
+        /// The pipeline.
+        pipeline: String,
+        /// The start of the event's window.
+        window_start: Timestamp,
+        /// The pipeline's watermark when the event arrived.
+        watermark: Timestamp,
+    },
+    /// A raw event the document store refused.
+    Archive,
+}
+
+impl Origin {
+    /// The origin's kind, as in its JSON form (`ingest`, `log`, `late`, `archive`): a
+    /// metric label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ingest { .. } => "ingest",
+            Self::Log { .. } => "log",
+            Self::Late { .. } => "late",
+            Self::Archive => "archive",
+        }
+    }
+}
+
+/// Something refused, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Unique; derived from what was refused where a replay could refuse it again (see
+    /// the constructors), so storing it twice keeps one.
+    pub id: String,
+    /// When it was refused.
+    pub at: Timestamp,
+    /// The stream it was sent to or read from, as given (a refused request may name a
+    /// stream that does not exist).
+    pub stream: String,
+    /// Where it was refused.
+    pub origin: Origin,
+    /// Why, for a person to read.
+    pub reason: String,
+    /// What was refused, as text (bytes that are not UTF-8, and NUL characters, are
+    /// replaced by U+FFFD), at most [`MAX_DEAD_LETTER_RAW`] bytes.
+    pub raw: String,
+    /// Whether `raw` was cut off.
+    pub truncated: bool,
+}
+
+impl DeadLetter {
+    /// A refused ingestion request; `raw` is its body (possibly empty when the body was
+    /// not read, e.g. too large). Each refusal is its own dead letter.
+    #[must_use]
+    pub fn ingest(stream: &str, status: u16, reason: String, raw: &[u8]) -> Self {
+        Self::new(
+            format!("ingest:{}", EventId::generate()),
+            stream.to_owned(),
+            Origin::Ingest { status },
+            reason,
+            raw,
+        )
+    }
+
+    /// A log record that holds no event of `stream`. Its id is its position.
+    #[must_use]
+    pub fn log_record(
+        stream: &StreamName,
+        partition: u32,
+        offset: u64,
+        reason: String,
+        raw: &[u8],
+    ) -> Self {
+        Self::new(
+            format!("log:{stream}:{partition}:{offset}"),
+            stream.to_string(),
+            Origin::Log { partition, offset },
+            reason,
+            raw,
+        )
+    }
+
+    /// An event `pipeline` did not count because its window had closed. Its id is the
+    /// pipeline and the event's (stream, id).
+    #[must_use]
+    pub fn late(
+        pipeline: &str,
+        event: &crate::Event,
+        window_start: Timestamp,
+        watermark: Timestamp,
+    ) -> Self {
+        Self::new(
+            format!("late:{pipeline}:{}:{}", event.stream, event.id),
+            event.stream.to_string(),
+            Origin::Late {
+                pipeline: pipeline.to_owned(),
+                window_start,
+                watermark,
+            },
+            format!("late: its window starting {window_start} had closed (watermark {watermark})"),
+            &event.to_json_bytes(),
+        )
+    }
+
+    /// A raw event the document store refused. Its id is the event's (stream, id).
+    #[must_use]
+    pub fn archive(event: &crate::Event, reason: String) -> Self {
+        Self::new(
+            format!("archive:{}:{}", event.stream, event.id),
+            event.stream.to_string(),
+            Origin::Archive,
+            reason,
+            &event.to_json_bytes(),
+        )
+    }
+
+    fn new(id: String, stream: String, origin: Origin, reason: String, raw: &[u8]) -> Self {
+        let (raw, truncated) = bounded_text(raw, MAX_DEAD_LETTER_RAW);
+        Self {
+            id: without_nul(id),
+            at: Timestamp::now(),
+            stream: without_nul(stream),
+            origin,
+            reason: without_nul(reason),
+            raw: without_nul(raw),
+            truncated,
+        }
+    }
+}
+
+/// `text` with each NUL character replaced by U+FFFD, as bytes that are not UTF-8 are:
+/// some document stores (FerretDB, on PostgreSQL) cannot hold NUL, and a dead letter is
+/// text for a person to read, so every store keeps it the same.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
+/// `bytes` as text of at most `max` bytes, cut at a character boundary, and whether it
+/// was cut.
+fn bounded_text(bytes: &[u8], max: usize) -> (String, bool) {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= max {
+        return (text.into_owned(), false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_owned(), true)
+}
+
+/// A position in the dead letters, newest first: the last one of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCursor {
+    /// When it was refused.
+    pub at: Timestamp,
+    /// Its id.
+    pub id: String,
+}
+
+/// A page request over the dead letters, newest first (by `at`, then `id`, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPage {
+    /// At most this many.
+    pub limit: usize,
+    /// Only dead letters strictly after this cursor in newest-first order.
+    pub after: Option<DeadLetterCursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    fn event() -> Event {
+        Event {
+            id: EventId::new("e-1").unwrap(),
+            stream: StreamName::new("clicks").unwrap(),
+            ts: Timestamp::from_millis(60_500),
+            key: Some("k".into()),
+            payload: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn replayed_refusals_get_the_same_id() {
+        let e = event();
+        let w = Timestamp::from_millis(120_000);
+        assert_eq!(
+            DeadLetter::late("p", &e, Timestamp::from_millis(60_000), w).id,
+            DeadLetter::late("p", &e, Timestamp::from_millis(60_000), w).id
+        );
+        assert_ne!(
+            DeadLetter::late("p", &e, Timestamp::from_millis(60_000), w).id,
+            DeadLetter::late("q", &e, Timestamp::from_millis(60_000), w).id
+        );
+        let s = StreamName::new("clicks").unwrap();
+        assert_eq!(
+            DeadLetter::log_record(&s, 1, 7, "x".into(), b"?").id,
+            "log:clicks:1:7"
+        );
+        assert_eq!(DeadLetter::archive(&e, "x".into()).id, "archive:clicks:e-1");
+        assert_ne!(
+            DeadLetter::ingest("clicks", 422, "x".into(), b"{}").id,
+            DeadLetter::ingest("clicks", 422, "x".into(), b"{}").id
+        );
+    }
+
+    #[test]
+    fn raw_is_kept_as_text_and_bounded() {
+        let late = DeadLetter::late(
+            "p",
+            &event(),
+            Timestamp::from_millis(60_000),
+            Timestamp::from_millis(130_000),
+        );
+        assert_eq!(late.raw.as_bytes(), event().to_json_bytes());
+        assert!(!late.truncated);
+        assert_eq!(late.origin.kind(), "late");
+
+        let s = StreamName::new("clicks").unwrap();
+        let garbage = DeadLetter::log_record(&s, 0, 0, "x\0".into(), &[b'a', 0xff, b'b', 0]);
+        assert_eq!(garbage.raw, "a\u{fffd}b\u{fffd}");
+        assert_eq!(garbage.reason, "x\u{fffd}");
+
+        let mut big = "é".repeat(MAX_DEAD_LETTER_RAW / 2);
+        big.push('x');
+        let cut = DeadLetter::ingest("clicks", 400, "x".into(), big.as_bytes());
+        assert!(cut.truncated);
+        assert!(cut.raw.len() <= MAX_DEAD_LETTER_RAW);
+        assert!(cut.raw.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn origin_serializes_with_its_kind() {
+        let json = serde_json::to_value(Origin::Log {
+            partition: 2,
+            offset: 9,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "log", "partition": 2, "offset": 9})
+        );
+        let back: Origin = serde_json::from_value(json).unwrap();
+        assert_eq!(back.kind(), "log");
+    }
+}

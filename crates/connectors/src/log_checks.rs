@@ -13,7 +13,7 @@
 
 use std::error::Error;
 
-use tributary_core::dead_letter::DeadLetter;
+use tributary_core::dead_letter::{DeadLetter, error_chain};
 use tributary_core::event::{Event, StreamName};
 use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
 
@@ -144,20 +144,12 @@ pub(crate) fn decode_record(
                 stream,
                 partition,
                 offset,
-                with_sources(&error),
+                error_chain(&error),
                 value.unwrap_or_default(),
             ));
             None
         }
     }
-}
-
-/// `error` and its sources, as displayed, joined with ": ".
-fn with_sources(error: &(dyn Error + 'static)) -> String {
-    std::iter::successors(Some(error), |e| (*e).source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 #[cfg(test)]

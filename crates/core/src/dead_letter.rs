@@ -178,6 +178,20 @@ fn without_nul(text: String) -> String {
     }
 }
 
+/// An error and its whole source chain on one line (`outer: cause: root cause`): the
+/// reason text of a dead letter refused by an error.
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// `bytes` as text of at most `max` bytes, cut at a character boundary, and whether it
 /// was cut.
 fn bounded_text(bytes: &[u8], max: usize) -> (String, bool) {

@@ -3,15 +3,21 @@
 //! Documents are written before the offsets that cover them are checkpointed, and the
 //! document store ignores an event it already holds (same stream and id), so a replay after
 //! a crash rewrites nothing: each event is stored once.
+//!
+//! What cannot be archived is kept as a dead letter, also before the checkpoint: a raw event
+//! the document store refuses on its own, and a log record that holds no event of its
+//! stream (skipped by the reader, see
+//! [`LogReader::take_rejected`](tributary_core::ports::LogReader::take_rejected)).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tributary_core::dead_letter::error_chain;
 use tributary_core::ports::{AnalyticsStore, PortError};
-use tributary_core::{StreamName, Timestamp};
+use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
-use crate::{EngineError, Ports, Task};
+use crate::{EngineError, Ports, Task, dead_letters};
 
 /// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
 /// cannot collide with one.
@@ -49,11 +55,11 @@ impl ArchiveTask {
 
 impl ArchiveTask {
     /// Stores `events`. A batch the store refuses is retried event by event, and an event
-    /// it refuses on its own is logged with the reason and counted
-    /// (`tributary_archive_refused_events_total`) — it stays in the log — so one bad
-    /// record cannot stall the archive. Ingestion already refuses payloads no store can
-    /// hold, so this only meets records other producers wrote to the log.
-    async fn store(&self, events: &[tributary_core::Event]) -> Result<(), EngineError> {
+    /// it refuses on its own is kept as a dead letter with the store's reason
+    /// ([`DeadLetter::archive`]) and counted (`tributary_archive_refused_events_total`), so
+    /// one bad record cannot stall the archive. Ingestion already refuses payloads no store
+    /// can hold, so this only meets records other producers wrote to the log.
+    async fn store(&self, events: &[Event]) -> Result<(), EngineError> {
         match self.ports.documents.put_events(events).await {
             Err(PortError::Refused { .. }) if events.len() > 1 => {
                 for event in events {
@@ -66,13 +72,14 @@ impl ArchiveTask {
                     return Ok(());
                 };
                 metrics::counter!("tributary_archive_refused_events_total").increment(1);
-                tracing::error!(
+                tracing::warn!(
                     stream = %event.stream,
                     id = %event.id,
                     error = &err as &dyn std::error::Error,
-                    "raw event refused by the document store; it stays in the log"
+                    "raw event refused by the document store; kept as a dead letter"
                 );
-                Ok(())
+                let letter = DeadLetter::archive(event, error_chain(&err));
+                dead_letters::keep(self.ports.documents.as_ref(), &[letter]).await
             }
             other => Ok(other?),
         }
@@ -118,6 +125,9 @@ impl Task for ArchiveTask {
                 () = shutdown.cancelled() => break,
                 polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
             };
+            // Stored before the next checkpoint covers their offsets (the pipelines read
+            // the same records and keep the same dead letters: equal ids, stored once).
+            dead_letters::keep(self.ports.documents.as_ref(), &reader.take_rejected()).await?;
             if !records.is_empty() {
                 let events: Vec<_> = records.iter().map(|r| r.event.clone()).collect();
                 self.store(&events).await?;

@@ -15,9 +15,20 @@
 //!
 //! Any error drops the in-memory state and restarts the loop from step 1, so the output
 //! is always the one of a run that never failed: no event is counted twice or lost.
+//!
+//! Nothing a task refuses is dropped silently: a late event (its window had closed), a log
+//! record that holds no event of its stream, and a raw event the document store refused
+//! are kept as dead letters (`tributary_core::dead_letter`) in the document store, written
+//! in step 2 before the checkpoint that covers their offsets. Their ids are derived from
+//! what was refused, so a replay after a crash stores each one once. Each write of a dead
+//! letter is counted in `tributary_dead_letters_total{origin}` (a replay, or a second task
+//! reading the same log record, counts it again but stores nothing more); one the document
+//! store refuses on its own is logged at error level and counted in
+//! `tributary_dead_letters_refused_total{origin}` (what it refers to stays in the log).
 
 pub mod archive;
 mod checkpoint;
+mod dead_letters;
 pub mod windowed;
 
 use std::collections::HashMap;

@@ -1,16 +1,23 @@
 //! The windowed pipeline task: counts events per key in event-time windows, exactly once.
+//!
+//! An event whose window had already closed is not counted: it is kept as a dead letter
+//! ([`DeadLetter::late`], with its window's start and the watermark it met), as are the log
+//! records its reader skipped because they hold no event ([`LogReader::take_rejected`]).
+//! Both are stored before the checkpoint covering their offsets, and their ids are derived
+//! from what was refused, so a replay after a crash keeps each one once. The late count of
+//! the pipeline's status stays exact too: it is part of the checkpointed state.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tributary_core::Timestamp;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
 use tributary_core::ports::{Checkpoint, LogReader};
 use tributary_core::window::{Outcome, WindowOperator, WindowResult, WindowState};
+use tributary_core::{DeadLetter, Event, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
-use crate::{EngineError, Ports, Task};
+use crate::{EngineError, Ports, Task, dead_letters};
 
 /// How long a poll waits for records before the task looks at the clock again.
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -76,11 +83,17 @@ impl Task for WindowedTask {
             let now = now_ms();
             // Outcomes are tallied per batch: one metric update per outcome, not per event.
             let mut tally = [0_u64; 3];
+            // The batch's refusals, stored before the next checkpoint covers their offsets.
+            let mut refused = reader.take_rejected();
             for record in &records {
                 let outcome = operator.process(record.partition, &record.event, now);
                 positions.advance(record);
                 tally[outcome as usize] += 1;
+                if outcome == Outcome::Late {
+                    refused.push(self.late(&record.event, operator.watermark()));
+                }
             }
+            dead_letters::keep(self.ports.documents.as_ref(), &refused).await?;
             for (outcome, n) in [Outcome::Counted, Outcome::Duplicate, Outcome::Late]
                 .into_iter()
                 .zip(tally)
@@ -118,6 +131,12 @@ impl Task for WindowedTask {
 }
 
 impl WindowedTask {
+    /// The dead letter of `event`, refused as late at `watermark`.
+    fn late(&self, event: &Event, watermark: Timestamp) -> DeadLetter {
+        let window_start = Timestamp::from_millis(self.spec.window.start_of(event.ts.millis()));
+        DeadLetter::late(&self.spec.name, event, window_start, watermark)
+    }
+
     /// Commits the changed results with the state and offsets, then publishes the status;
     /// does nothing when no record was read and no result changed since the last one.
     async fn checkpoint(

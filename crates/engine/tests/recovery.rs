@@ -1,5 +1,5 @@
-//! The engine over the embedded adapters: exact counts after the engine is aborted
-//! mid-stream (no final checkpoint), and fencing of a second processor.
+//! The engine over the embedded adapters: exact counts and dead letters after the engine
+//! is aborted mid-stream (no final checkpoint), and fencing of a second processor.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::dead_letter::{DeadLetter, DeadLetterCursor, DeadLetterPage, Origin};
 use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
 use tributary_core::ports::{EventCursor, EventPage, ResultQuery};
+use tributary_core::window::WindowState;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_engine::{Engine, EngineConfig, EngineError, Ports};
 
@@ -237,6 +239,123 @@ async fn wait_for_raw_events(ports: &Ports, expected: usize) {
             "only {seen} of {expected} raw events were archived"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_events_are_dead_lettered_once_after_aborts_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = events(0..500);
+    // Count everything and close every window of the test: from now on, an event of
+    // those windows is late.
+    {
+        let ports = ports(dir.path()).await;
+        ports.log.append(&stream(), &all).await.unwrap();
+        ports.log.append(&stream(), &flush()).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
+        wait_for_counts(&ports, &truth(&all)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let late: Vec<Event> = events(0..300)
+            .into_iter()
+            .map(|e| event(format!("late-{}", e.id), e.ts.millis(), e.key.unwrap()))
+            .collect();
+        for batch in late.chunks(50) {
+            ports.log.append(&stream(), batch).await.unwrap();
+        }
+    }
+    for pause in [30, 70, 110] {
+        let ports = ports(dir.path()).await;
+        let task = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let ports = ports(dir.path()).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
+    wait_for_late_events(&ports, 300).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    // Stored before the checkpoint that counted them, each once.
+    let letters = dead_letters(&ports).await;
+    let mut ids: Vec<&str> = letters.iter().map(|l| l.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = (0..300)
+        .map(|i| format!("late:counts:s:late-e{i}"))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    for letter in &letters {
+        let raw = Event::from_json_bytes(letter.raw.as_bytes()).unwrap();
+        let Origin::Late {
+            pipeline,
+            window_start,
+            watermark,
+        } = &letter.origin
+        else {
+            panic!("not late: {letter:?}");
+        };
+        assert_eq!(pipeline, "counts");
+        assert_eq!(
+            window_start.millis(),
+            raw.ts.millis().div_euclid(MINUTE) * MINUTE
+        );
+        assert!(
+            window_start.millis() + MINUTE <= watermark.millis(),
+            "{letter:?}"
+        );
+        assert_eq!(letter.stream, "s");
+    }
+    // The late events changed no count.
+    assert_eq!(closed_counts(&ports).await, truth(&all));
+}
+
+/// Waits until the pipeline's last checkpoint counts `expected` late events, or fails after
+/// 30 s. More than `expected` fails at once.
+async fn wait_for_late_events(ports: &Ports, expected: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
+        let late = checkpoint.map_or(0, |cp| {
+            serde_json::from_value::<WindowState>(cp.state)
+                .unwrap()
+                .late_events
+        });
+        assert!(
+            late <= expected,
+            "{late} late events counted, {expected} sent"
+        );
+        if late == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {late} of {expected} late events were counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every dead letter, read page by page.
+async fn dead_letters(ports: &Ports) -> Vec<DeadLetter> {
+    let mut all = Vec::new();
+    let mut page = DeadLetterPage {
+        limit: 64,
+        after: None,
+    };
+    loop {
+        let batch = ports.documents.recent_dead_letters(&page).await.unwrap();
+        let Some(last) = batch.last() else {
+            return all;
+        };
+        page.after = Some(DeadLetterCursor {
+            at: last.at,
+            id: last.id.clone(),
+        });
+        all.extend(batch);
     }
 }
 

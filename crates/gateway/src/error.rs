@@ -202,16 +202,7 @@ impl Problem {
     }
 }
 
-/// `error: cause: cause...`, the whole source chain on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use tributary_core::dead_letter::error_chain;
 
 impl ApiError {
     /// The HTTP status this error is answered with.
@@ -368,6 +359,31 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status and the reason of the dead letter that keeps a request refused for
+    /// what it sent (400, 413, 415 or 422), or `None` for any other error. The reason is the
+    /// problem's detail, followed by every invalid event of a 422.
+    pub(crate) fn content_refusal(&self) -> Option<(StatusCode, String)> {
+        match self {
+            Self::UnsupportedMediaType { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::BodyUnreadable(_)
+            | Self::Events(_) => {}
+            _ => return None,
+        }
+        let Problem {
+            status, mut detail, ..
+        } = self.problem();
+        if let Self::Events(ParseError::Invalid(errors)) = self {
+            for error in errors {
+                let _ = match error.field {
+                    "" => write!(detail, "; event {}: {}", error.index, error.reason),
+                    field => write!(detail, "; event {} {field}: {}", error.index, error.reason),
+                };
+            }
+        }
+        Some((status, detail))
+    }
+
     /// The message for the server log: the error and its whole source chain.
     fn log_message(&self) -> String {
         match self {
@@ -442,6 +458,44 @@ mod tests {
             .await
             .unwrap();
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+
+    #[test]
+    fn only_refusals_of_what_was_sent_are_dead_letter_reasons() {
+        let invalid = ApiError::Events(ParseError::Invalid(vec![
+            tributary_core::parse::EventError {
+                index: 1,
+                field: "ts",
+                reason: "must be a date".into(),
+            },
+            tributary_core::parse::EventError {
+                index: 3,
+                field: "",
+                reason: "unknown field colour".into(),
+            },
+        ]));
+        let (status, reason) = invalid.content_refusal().unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(reason.starts_with("2 invalid event field(s)"), "{reason}");
+        assert!(
+            reason.ends_with("; event 1 ts: must be a date; event 3: unknown field colour"),
+            "{reason}"
+        );
+        let (status, reason) = ApiError::PayloadTooLarge { limit: 128 }
+            .content_refusal()
+            .unwrap();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(reason.contains("128 bytes"), "{reason}");
+        for other in [
+            ApiError::Unauthorized { presented: false },
+            ApiError::UnknownStream { name: "x".into() },
+            ApiError::from(PortError::unavailable(
+                "kafka",
+                std::io::Error::other("down"),
+            )),
+        ] {
+            assert!(other.content_refusal().is_none(), "{other}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Tributary's HTTP gateway: event ingestion, queries over streams and pipelines, health,
-//! metrics and the OpenAPI document, as one [`axum::Router`] built by [`router`] (or by
-//! [`router_for`], for a node serving only some [`Surfaces`]).
+//! Tributary's HTTP gateway: event ingestion, queries over streams, pipelines and dead
+//! letters, health, metrics and the OpenAPI document, as one [`axum::Router`] built by
+//! [`router`] (or by [`router_for`], for a node serving only some [`Surfaces`]).
 //!
 //! Contract:
 //! - Every `/v1` request requires `Authorization: Bearer <key>` with a key of
@@ -9,7 +9,8 @@
 //! - A route of a surface the node does not serve answers 404, like an unknown route.
 //! - Ingestion (`POST /v1/streams/{stream}/events`) is all-or-nothing and answers `202` only
 //!   after [`Log::append`](tributary_core::ports::Log::append) has returned, i.e. once every
-//!   event is durable.
+//!   event is durable. A request refused for what it sent (400, 413, 415, 422) is kept as a
+//!   dead letter, readable through `GET /v1/dead-letters`.
 //! - Every error is an RFC 9457 problem document rendered by [`ApiError`], including unknown
 //!   routes (404), wrong methods (405), oversized bodies (413) and extractor rejections.
 //! - Each request is logged once, with its method, path, status and latency (and its error,
@@ -79,8 +80,8 @@ pub struct AppState {
 pub struct Surfaces {
     /// Ingestion: `POST /v1/streams/{stream}/events`.
     pub ingest: bool,
-    /// Queries: `GET /v1/streams`, `GET /v1/streams/{stream}/events`, `GET /v1/pipelines`
-    /// and `GET /v1/pipelines/{name}/results`.
+    /// Queries: `GET /v1/streams`, `GET /v1/streams/{stream}/events`, `GET /v1/pipelines`,
+    /// `GET /v1/pipelines/{name}/results` and `GET /v1/dead-letters`.
     pub query: bool,
 }
 
@@ -128,7 +129,7 @@ fn requires_auth(path: &str) -> bool {
 /// `openapi.json` documents exactly these.
 fn endpoints() -> Vec<Endpoint> {
     use Surface::{Always, Ingest, Query};
-    use routes::{health, ingest, pipelines, streams};
+    use routes::{dead_letters, health, ingest, pipelines, streams};
     let endpoint = |method, path, surface, handler| Endpoint {
         method,
         path,
@@ -159,6 +160,12 @@ fn endpoints() -> Vec<Endpoint> {
             "/v1/pipelines/{name}/results",
             Query,
             get(pipelines::results),
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/dead-letters",
+            Query,
+            get(dead_letters::list),
         ),
     ]
 }

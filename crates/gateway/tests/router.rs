@@ -18,6 +18,7 @@ use tower::ServiceExt;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::MAX_EVENT_BYTES;
 use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::{
@@ -350,6 +351,15 @@ async fn bodies_over_the_limit_are_413() {
         .post("/v1/streams/t/events", "application/x-ndjson", stream_body)
         .await;
     problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    // Both are kept, without the body that was not read, with the limit as reason.
+    let letters = dead_letters(&h).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter.origin, Origin::Ingest { status: 413 });
+        assert_eq!((letter.stream.as_str(), letter.raw.as_str()), ("t", ""));
+        assert!(letter.reason.contains("128 bytes"), "{letter:?}");
+    }
 
     let small = r#"{"payload":{}}"#;
     assert_eq!(
@@ -744,6 +754,8 @@ async fn metrics_count_ingested_events() {
         "tributary_ingest_requests_total{{stream=\"{stream_name}\",status=\"415\"}}"
     ));
     assert!(text.contains("tributary_ingest_duration_seconds"), "{text}");
+    // The 415 was kept as a dead letter.
+    line("tributary_dead_letters_total{origin=\"ingest\"}");
 }
 
 #[tokio::test]
@@ -990,6 +1002,7 @@ async fn an_ingest_only_router_serves_ingestion_and_health() {
         "/v1/streams/t/events",
         "/v1/pipelines",
         "/v1/pipelines/clicks-per-minute/results",
+        "/v1/dead-letters",
     ] {
         assert_not_served(&h, Method::GET, uri).await;
     }
@@ -1020,6 +1033,7 @@ async fn a_query_only_router_serves_queries_and_health() {
         "/v1/streams/t/events",
         "/v1/pipelines",
         "/v1/pipelines/clicks-per-minute/results",
+        "/v1/dead-letters",
     ] {
         assert_eq!(h.get(uri).await.status(), StatusCode::OK, "{uri}");
     }
@@ -1098,6 +1112,171 @@ async fn large_bodies_are_parsed_and_oversized_events_refused() {
     );
     let logged = h.events_in_log("t", PARTITIONS, 1001).await;
     assert_eq!(logged.len(), 1000, "part of a refused request was appended");
+}
+
+/// Every dead letter, newest first, read through `GET /v1/dead-letters` page by page.
+async fn dead_letters(h: &Harness) -> Vec<DeadLetter> {
+    let mut letters = Vec::new();
+    let mut uri = "/v1/dead-letters?limit=2".to_owned();
+    for _ in 0..100 {
+        let response = h.get(&uri).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = body_json(response).await;
+        let page: Vec<DeadLetter> = serde_json::from_value(body["dead_letters"].clone()).unwrap();
+        letters.extend(page);
+        match body["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/dead-letters?limit=2&cursor={cursor}"),
+            None => return letters,
+        }
+    }
+    panic!("the cursor does not advance");
+}
+
+#[tokio::test]
+async fn refused_requests_are_kept_as_dead_letters_and_nothing_is_appended() {
+    let h = harness().await;
+    let invalid = json!([
+        {"id": "ok-0", "payload": {}},
+        {"id": 7, "payload": {}},
+        {"payload": [1, 2]},
+    ])
+    .to_string();
+    let response = h
+        .post("/v1/streams/t/events", "application/json", invalid.clone())
+        .await;
+    let body422 = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let malformed = "{\"payload\":{}}\n{\"payload\": }\n";
+    let response = h
+        .post(
+            "/v1/streams/orders/events",
+            "application/x-ndjson",
+            malformed,
+        )
+        .await;
+    let body400 = problem(response, StatusCode::BAD_REQUEST).await;
+    let response = h.post("/v1/streams/t/events", "text/plain", "hello").await;
+    problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    // Not kept: unauthenticated, for an unknown stream.
+    let anonymous = Request::post("/v1/streams/t/events")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    problem(h.send(anonymous).await, StatusCode::UNAUTHORIZED).await;
+    let response = h
+        .post("/v1/streams/nope/events", "application/json", "{not json")
+        .await;
+    problem(response, StatusCode::NOT_FOUND).await;
+
+    let letters = dead_letters(&h).await;
+    let kept: Vec<(&str, &Origin, &str)> = letters
+        .iter()
+        .map(|l| (l.stream.as_str(), &l.origin, l.raw.as_str()))
+        .collect();
+    // Newest first.
+    assert_eq!(
+        kept,
+        vec![
+            ("t", &Origin::Ingest { status: 415 }, "hello"),
+            ("orders", &Origin::Ingest { status: 400 }, malformed),
+            ("t", &Origin::Ingest { status: 422 }, invalid.as_str()),
+        ]
+    );
+    assert!(letters.iter().all(|l| !l.truncated));
+    assert!(
+        letters[2]
+            .reason
+            .starts_with(body422["detail"].as_str().unwrap())
+    );
+    for listed in body422["errors"].as_array().unwrap() {
+        let (index, reason) = (&listed["index"], listed["reason"].as_str().unwrap());
+        assert!(
+            letters[2].reason.contains(&format!("event {index}"))
+                && letters[2].reason.contains(reason),
+            "{listed} missing from {:?}",
+            letters[2].reason
+        );
+    }
+    assert_eq!(letters[1].reason, body400["detail"].as_str().unwrap());
+    assert!(letters[0].reason.contains("text/plain"), "{:?}", letters[0]);
+
+    assert!(h.events_in_log("t", PARTITIONS, 0).await.is_empty());
+    assert!(h.events_in_log("orders", 1, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_stored_leaves_the_answer_unchanged() {
+    let h = harness().await;
+    h.store.close().await;
+    let captured = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let response = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json",
+            r#"[{"payload": 1}]"#,
+        )
+        .await;
+    drop(guard);
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let log = captured.text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("dead letter not stored"))
+        .unwrap_or_else(|| panic!("no error logged: {log}"));
+    assert!(line.contains("ERROR") && line.contains("sqlite"), "{line}");
+}
+
+#[tokio::test]
+async fn dead_letters_are_paged_newest_first_and_need_a_key() {
+    let h = harness().await;
+    let letters: Vec<DeadLetter> = (0..5)
+        .map(|i| {
+            DeadLetter::ingest(
+                "t",
+                400,
+                format!("reason {i}"),
+                format!("body {i}").as_bytes(),
+            )
+        })
+        .collect();
+    h.store.put_dead_letters(&letters).await.unwrap();
+    let mut expected = letters.clone();
+    expected.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+    assert_eq!(dead_letters(&h).await, expected);
+
+    let body = body_json(h.get("/v1/dead-letters").await).await;
+    assert_eq!(body["dead_letters"].as_array().unwrap().len(), 5);
+    assert_eq!(body["next_cursor"], Value::Null);
+    let first = &body["dead_letters"][0];
+    assert_eq!(first["origin"], json!({"kind": "ingest", "status": 400}));
+    assert!(
+        Timestamp::parse_rfc3339(first["at"].as_str().unwrap()).is_ok(),
+        "{first}"
+    );
+
+    let anonymous = Request::get("/v1/dead-letters")
+        .body(Body::empty())
+        .unwrap();
+    problem(h.send(anonymous).await, StatusCode::UNAUTHORIZED).await;
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "cursor=%21%21",
+        "cursor=bm9wZQ",
+    ] {
+        let body = problem(
+            h.get(&format!("/v1/dead-letters?{bad}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(body["detail"].is_string(), "{bad}");
+    }
 }
 
 /// A `tracing` writer into memory.

@@ -124,6 +124,12 @@ pub async fn start_with_keys(
         );
     }
 
+    // Bound before any task starts: a processor that cannot serve its probes must not
+    // take over a pipeline (its restore would fence the one running) and then stop.
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+
     let mut tasks = JoinSet::new();
     if has(Role::Process) {
         let engine = Engine::new(
@@ -163,9 +169,6 @@ pub async fn start_with_keys(
         max_body_bytes: config.http.max_body_bytes,
         metrics,
     };
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
     tracing::info!(addr = %http_addr, ingest = surfaces.ingest, query = surfaces.query, "HTTP server listening");
     let router = tributary_gateway::router_for(state, surfaces);

@@ -112,6 +112,11 @@ pub struct PipelineConfig {
     pub checkpoint_interval: Duration,
 }
 
+/// The longest window: 100 years of 365 days. Every window of an event in the accepted
+/// years (0000 to 9999, `Timestamp::MIN_VALID..=MAX_VALID`) then starts and ends within
+/// what every analytics store holds.
+const MAX_WINDOW_MS: i64 = 100 * 365 * 24 * 3_600_000;
+
 fn default_aggregate() -> String {
     "count".to_owned()
 }
@@ -240,8 +245,11 @@ impl Config {
             };
             let WindowConfig::Tumbling { size } = p.window;
             let size_ms = tributary_core::pipeline::millis(size);
-            if size_ms <= 0 {
-                bail!("pipeline {}: the window size must be at least 1ms", p.name);
+            if !(1..=MAX_WINDOW_MS).contains(&size_ms) {
+                bail!(
+                    "pipeline {}: the window size must be between 1ms and 100 years",
+                    p.name
+                );
             }
             pipelines.push(PipelineSpec {
                 name: p.name.clone(),
@@ -330,6 +338,18 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("not declared"), "{err}");
+    }
+
+    #[test]
+    fn window_sizes_are_bounded() {
+        for size in ["0s", "101y"] {
+            let config = EMBEDDED.replace("size = \"1m\"", &format!("size = \"{size}\""));
+            let err = Config::load_with_base(&config, None)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("window size"), "{size}: {err}");
+        }
     }
 
     #[test]

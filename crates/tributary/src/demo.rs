@@ -44,7 +44,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let key = match std::env::var(ApiKeys::BOOTSTRAP_ENV) {
-        Ok(key) if !key.is_empty() => key,
+        Ok(key) if !key.trim().is_empty() => key.trim().to_owned(),
         _ => format!("trb_demo_{}", EventId::generate().as_str().replace('-', "")),
     };
     let config = Config::demo(&args.data_dir, args.listen)?;

@@ -11,11 +11,17 @@
 //!   that is not an object or an array of objects (`WrongShape`) or holds no event (`Empty`)
 //!   is a 400 (the framing of the request is wrong, not an event); invalid events are a 422
 //!   listing every `{index, field, reason}`. In all these cases nothing is appended.
+//! - A request refused for what it sent (400, 413, 415, 422) is kept as a dead letter before
+//!   it is answered: the stream of its path, the status, the problem's detail (with every
+//!   invalid event of a 422) as reason, and the body (none for a 413). If it cannot be
+//!   stored, that is logged and the answer is the same. Unauthenticated requests (401) and
+//!   requests for unknown streams (404) are not kept.
 //! - Otherwise the events are appended and the answer, `202 {"accepted": n, "ids": [...]}`,
 //!   is sent only after [`tributary_core::ports::Log::append`] returned, so every accepted
 //!   event is durable. A log that is unavailable is a 503 with `Retry-After`.
 //! - Metrics: `tributary_ingest_requests_total{stream,status}`,
-//!   `tributary_ingest_events_total{stream}` and `tributary_ingest_duration_seconds{stream}`.
+//!   `tributary_ingest_events_total{stream}`, `tributary_ingest_duration_seconds{stream}`
+//!   and, for each refused request kept, `tributary_dead_letters_total{origin="ingest"}`.
 //!   Requests for unknown streams are counted under `stream="_unknown"` (not a valid stream
 //!   name), so that clients cannot create label values at will.
 
@@ -27,10 +33,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
+use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
 use tributary_core::parse::{BodyFormat, parse_events};
-use tributary_core::{Event, StreamName, Timestamp};
+use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
-use super::known_stream;
+use super::{dead_letters, known_stream};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
@@ -52,7 +59,8 @@ const INLINE_PARSE_MAX_BYTES: usize = 16 * 1024;
 /// The `stream` label of requests for streams that are not configured.
 const UNKNOWN_STREAM_LABEL: &str = "_unknown";
 
-/// The handler: runs [`accept`] and records the ingest metrics of its outcome.
+/// The handler: runs [`accept`], keeps what it refused, and records the ingest metrics of
+/// its outcome.
 pub(crate) async fn ingest(
     State(state): State<AppState>,
     ApiPath(stream): ApiPath<String>,
@@ -70,7 +78,10 @@ pub(crate) async fn ingest(
             let body = Json(json!({ "accepted": accepted, "ids": ids }));
             ((StatusCode::ACCEPTED, body).into_response(), accepted)
         }
-        Err(error) => (error.into_response(), 0),
+        Err(refusal) => {
+            keep_refused(&state, &stream, &refusal).await;
+            (refusal.error.into_response(), 0)
+        }
     };
     let status = response.status().as_u16().to_string();
     metrics::counter!("tributary_ingest_requests_total", "stream" => label.clone(), "status" => status)
@@ -84,11 +95,71 @@ pub(crate) async fn ingest(
     response
 }
 
+/// Why a request was refused, with its body as far as it was read (empty when it was not).
+struct Refusal {
+    error: ApiError,
+    body: Bytes,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// Checks, parses and appends the request's events; returns their ids once durable.
-async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<String>, ApiError> {
+async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<String>, Refusal> {
     let stream = known_stream(state, stream)?;
-    let format = body_format(request.headers())?;
-    let body = Bytes::from_request(request, state)
+    let format = body_format(request.headers());
+    let body = read_body(state, request).await;
+    let (format, body) = match (format, body) {
+        (Ok(format), Ok(body)) => (format, body),
+        // The body of a wrong content type is still read, to be kept; the answer is the 415.
+        (Err(error), body) => {
+            let body = body.unwrap_or_default();
+            return Err(Refusal { error, body });
+        }
+        (Ok(_), Err(error)) => return Err(error.into()),
+    };
+    let events = parse_body(body.clone(), format, &stream)
+        .await
+        .map_err(|error| Refusal { error, body })?;
+    state
+        .ports
+        .log
+        .append(&stream, &events)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(events
+        .into_iter()
+        .map(|e| e.id.as_str().to_owned())
+        .collect())
+}
+
+/// Keeps a request refused for what it sent (400, 413, 415, 422) as a dead letter of the
+/// stream of its path, with the answer's status and detail as reason.
+///
+/// Other refusals are not kept: an unauthenticated request (401) never reaches this
+/// handler, and one for an unknown stream (404) is not kept either, so that no one can make
+/// Tributary write by sending junk it has not routed; a failure of a dependency (5xx) is
+/// not a refusal of the request, which the client retries.
+async fn keep_refused(state: &AppState, stream: &str, refusal: &Refusal) {
+    let Some((status, reason)) = refusal.error.content_refusal() else {
+        return;
+    };
+    // A dead letter keeps at most `MAX_DEAD_LETTER_RAW` bytes of text: one more byte tells
+    // it the body was cut, and the rest of a large body need not be converted.
+    let kept = &refusal.body[..refusal.body.len().min(MAX_DEAD_LETTER_RAW + 1)];
+    let letter = DeadLetter::ingest(stream, status.as_u16(), reason, kept);
+    dead_letters::keep(state, letter).await;
+}
+
+/// The request's body, within [`AppState::max_body_bytes`] (413 beyond).
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
         .await
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -98,13 +169,7 @@ async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<
             } else {
                 ApiError::BodyUnreadable(rejection)
             }
-        })?;
-    let events = parse_body(body, format, &stream).await?;
-    state.ports.log.append(&stream, &events).await?;
-    Ok(events
-        .into_iter()
-        .map(|e| e.id.as_str().to_owned())
-        .collect())
+        })
 }
 
 /// Parses `body` into events of `stream`: inline when small, on the blocking pool when

@@ -12,22 +12,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde_json::{Value, json};
+use tributary_core::EventId;
 use tributary_core::ports::{EventCursor, EventPage};
-use tributary_core::{EventId, Timestamp};
 
-use super::{known_stream, limit_param};
+use super::{PageQuery, invalid_cursor, known_stream, next_page};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-
-/// Default page size of the events endpoint.
-const DEFAULT_LIMIT: usize = 100;
-/// Largest page size of the events endpoint.
-const MAX_LIMIT: usize = 1000;
 
 /// `GET /v1/streams`.
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
@@ -45,83 +37,28 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "streams": streams }))
 }
 
-/// The query string of the events endpoint.
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventsQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 /// `GET /v1/streams/{stream}/events`.
 pub(crate) async fn recent_events(
     State(state): State<AppState>,
     ApiPath(stream): ApiPath<String>,
-    ApiQuery(query): ApiQuery<EventsQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let stream = known_stream(&state, &stream)?;
-    let limit = limit_param(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = query.checked()?;
+    let after = after
+        .map(|(ts, id)| {
+            let id = EventId::new(id).map_err(|_| invalid_cursor())?;
+            Ok::<_, ApiError>(EventCursor { ts, id })
+        })
+        .transpose()?;
     // One more than asked tells whether another page follows.
     let page = EventPage {
         limit: limit + 1,
         after,
     };
     let mut events = state.ports.documents.recent_events(&stream, &page).await?;
-    let next_cursor = if events.len() > limit {
-        events.truncate(limit);
-        events.last().map(|e| {
-            encode_cursor(&EventCursor {
-                ts: e.ts,
-                id: e.id.clone(),
-            })
-        })
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut events, limit, |e| (e.ts, e.id.as_str()));
     Ok(Json(
         json!({ "events": events, "next_cursor": next_cursor }),
     ))
-}
-
-/// `{ts_millis}:{id}`, base64url without padding.
-fn encode_cursor(cursor: &EventCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", cursor.ts.millis(), cursor.id))
-}
-
-fn decode_cursor(text: &str) -> Result<EventCursor, ApiError> {
-    let invalid = || ApiError::InvalidParameter {
-        name: "cursor",
-        reason: "is not a cursor returned as next_cursor by this endpoint".to_owned(),
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (millis, id) = text.split_once(':').ok_or_else(invalid)?;
-    let ts = millis
-        .parse::<i64>()
-        .map(Timestamp::from_millis)
-        .map_err(|_| invalid())?;
-    let id = EventId::new(id).map_err(|_| invalid())?;
-    Ok(EventCursor { ts, id })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip() {
-        let cursor = EventCursor {
-            ts: Timestamp::from_millis(-5),
-            id: EventId::new("a:b/c?d").unwrap(),
-        };
-        let text = encode_cursor(&cursor);
-        assert!(
-            text.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
-        assert_eq!(decode_cursor(&text).unwrap(), cursor);
-        for bad in ["", "!!", "MTIz", &URL_SAFE_NO_PAD.encode("x:id")] {
-            assert!(decode_cursor(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 }

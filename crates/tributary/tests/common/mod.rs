@@ -216,6 +216,24 @@ impl Node {
         (counts, open)
     }
 
+    /// Waits until the pipeline has committed some result (open or closed), or fails
+    /// after 60 s.
+    pub async fn wait_for_any_result(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (closed, open) = self.closed_counts().await;
+            if !closed.is_empty() || open > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result committed in 60 s; log:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the closed results equal `expected` (and no window of the range is
     /// open), or fails with the difference after 90 s.
     pub async fn wait_for_counts(&self, expected: &BTreeMap<(i64, String), u64>) {

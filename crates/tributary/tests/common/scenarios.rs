@@ -66,13 +66,7 @@ pub async fn counts_survive_kill9(config: &Path, env: &[(String, String)], dir: 
         }
     }
     // The restarts really resumed from committed checkpoints (not from scratch).
-    let restored_epochs: Vec<u64> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["message"] == "pipeline restored from its last checkpoint")
-        .filter_map(|line| line["epoch"].as_u64())
-        .collect();
+    let restored_epochs = restored_epochs(&log);
     assert_eq!(
         restored_epochs.len(),
         3,
@@ -117,7 +111,8 @@ pub async fn split_roles_survive_kill9(config: &Path, dir: &Path) {
     for chunk in first.chunks(30) {
         ingest.send(chunk).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once it has committed results (at least one checkpoint), mid-stream.
+    query.wait_for_any_result().await;
     processor.kill9();
     // Ingestion goes on while no processor runs; the new one catches up from the
     // last checkpoint.
@@ -130,4 +125,21 @@ pub async fn split_roles_survive_kill9(config: &Path, dir: &Path) {
     let mut expected_ids = ids(&events);
     expected_ids.extend(ids(&flush_events()));
     query.wait_for_raw(&expected_ids).await;
+    let epochs = restored_epochs(&process_log);
+    assert_eq!(epochs.len(), 2, "two processor starts: {epochs:?}");
+    assert!(
+        epochs[1] > 0,
+        "the replacement found no checkpoint: {epochs:?}"
+    );
+}
+
+/// The epochs the pipeline restored from, in the order of the starts logged in `log`.
+fn restored_epochs(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "pipeline restored from its last checkpoint")
+        .filter_map(|line| line["epoch"].as_u64())
+        .collect()
 }

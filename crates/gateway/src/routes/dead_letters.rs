@@ -1,0 +1,68 @@
+//! `GET /v1/dead-letters`, and keeping a refused ingestion request as a dead letter.
+//!
+//! Contract:
+//! - `GET /v1/dead-letters?limit=&cursor=` pages through what Tributary refused (see
+//!   [`tributary_core::dead_letter`]), newest first (by time of refusal, then id):
+//!   `{"dead_letters": [{"id", "at", "stream", "origin", "reason", "raw", "truncated"}...],
+//!   "next_cursor"}`, where `origin` is an object tagged by `kind` (`ingest`, `log`,
+//!   `late`, `archive`). `limit` and `cursor` follow the rules of
+//!   `GET /v1/streams/{stream}/events` (default 100, within 1..=1000; an opaque cursor; a
+//!   400 for either when invalid).
+//! - [`keep`] stores a dead letter for the ingestion handler and counts it in
+//!   `tributary_dead_letters_total{origin}`; a failure to store it is logged at error level
+//!   and does not change the answer to the refused request.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use tributary_core::DeadLetter;
+use tributary_core::dead_letter::{DeadLetterCursor, DeadLetterPage};
+
+use super::{PageQuery, next_page};
+use crate::AppState;
+use crate::error::{ApiError, error_chain};
+use crate::extract::ApiQuery;
+
+/// `GET /v1/dead-letters`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (limit, after) = query.checked()?;
+    // One more than asked tells whether another page follows.
+    let page = DeadLetterPage {
+        limit: limit + 1,
+        after: after.map(|(at, id)| DeadLetterCursor { at, id }),
+    };
+    let mut letters = state.ports.documents.recent_dead_letters(&page).await?;
+    let next_cursor = next_page(&mut letters, limit, |l| (l.at, l.id.as_str()));
+    Ok(Json(
+        json!({ "dead_letters": letters, "next_cursor": next_cursor }),
+    ))
+}
+
+/// Stores `letter` and counts it. A failure is logged with the letter's id, stream, origin
+/// and reason, not returned: the caller answers its request the same either way.
+pub(crate) async fn keep(state: &AppState, letter: DeadLetter) {
+    let origin = letter.origin.kind();
+    match state
+        .ports
+        .documents
+        .put_dead_letters(std::slice::from_ref(&letter))
+        .await
+    {
+        Ok(()) => {
+            metrics::counter!("tributary_dead_letters_total", "origin" => origin).increment(1);
+        }
+        Err(error) => {
+            tracing::error!(
+                id = %letter.id,
+                stream = %letter.stream,
+                origin,
+                reason = %letter.reason,
+                error = %error_chain(&error),
+                "dead letter not stored"
+            );
+        }
+    }
+}

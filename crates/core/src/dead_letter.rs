@@ -22,6 +22,10 @@ use crate::event::{EventId, StreamName, Timestamp};
 /// character boundary) and [`DeadLetter::truncated`] is set.
 pub const MAX_DEAD_LETTER_RAW: usize = 1 << 20;
 
+/// The longest reason a dead letter keeps, in bytes; a longer one (a 422 listing every one
+/// of many invalid events, say) is cut off at a character boundary and ends with ` …`.
+pub const MAX_DEAD_LETTER_REASON: usize = 16 * 1024;
+
 /// Where something was refused, with what locates it there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -154,7 +158,14 @@ impl DeadLetter {
     }
 
     fn new(id: String, stream: String, origin: Origin, reason: String, raw: &[u8]) -> Self {
-        let (raw, truncated) = bounded_text(raw, MAX_DEAD_LETTER_RAW);
+        let (raw, truncated) = cut(
+            String::from_utf8_lossy(raw).into_owned(),
+            MAX_DEAD_LETTER_RAW,
+        );
+        let (mut reason, reason_cut) = cut(reason, MAX_DEAD_LETTER_REASON);
+        if reason_cut {
+            reason.push_str(" …");
+        }
         Self {
             id: without_nul(id),
             at: Timestamp::now(),
@@ -192,18 +203,17 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `bytes` as text of at most `max` bytes, cut at a character boundary, and whether it
-/// was cut.
-fn bounded_text(bytes: &[u8], max: usize) -> (String, bool) {
-    let text = String::from_utf8_lossy(bytes);
+/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
+fn cut(mut text: String, max: usize) -> (String, bool) {
     if text.len() <= max {
-        return (text.into_owned(), false);
+        return (text, false);
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    (text[..end].to_owned(), true)
+    text.truncate(end);
+    (text, true)
 }
 
 /// A position in the dead letters, newest first: the last one of the previous page.
@@ -286,6 +296,11 @@ mod tests {
         assert!(cut.truncated);
         assert!(cut.raw.len() <= MAX_DEAD_LETTER_RAW);
         assert!(cut.raw.chars().all(|c| c == 'é'));
+
+        let long = DeadLetter::ingest("clicks", 422, "é".repeat(MAX_DEAD_LETTER_REASON), b"");
+        assert!(long.reason.len() <= MAX_DEAD_LETTER_REASON + " …".len());
+        assert!(long.reason.ends_with(" …"));
+        assert!(!long.truncated, "truncated is about raw");
     }
 
     #[test]

@@ -754,8 +754,18 @@ async fn metrics_count_ingested_events() {
         "tributary_ingest_requests_total{{stream=\"{stream_name}\",status=\"415\"}}"
     ));
     assert!(text.contains("tributary_ingest_duration_seconds"), "{text}");
-    // The 415 was kept as a dead letter.
+    // The 415 was counted as a dead letter (the recorder is the process's, shared with
+    // other tests: only its presence is checked here) and kept in this harness's store.
     line("tributary_dead_letters_total{origin=\"ingest\"}");
+    let kept = body_json(h.get("/v1/dead-letters").await).await;
+    let letters = kept["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{kept}");
+    assert_eq!(letters[0]["stream"], json!(stream_name));
+    assert_eq!(
+        letters[0]["origin"],
+        json!({"kind": "ingest", "status": 415})
+    );
+    assert_eq!(letters[0]["raw"], json!("x"));
 }
 
 #[tokio::test]

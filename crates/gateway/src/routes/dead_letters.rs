@@ -43,26 +43,33 @@ pub(crate) async fn list(
 
 /// Stores `letter` and counts it. A failure is logged with the letter's id, stream, origin
 /// and reason, not returned: the caller answers its request the same either way.
+///
+/// It waits at most [`KEEP_TIMEOUT`]: a document store that does not answer must not hold
+/// the answer to a refused request (and the memory of its letter) for long.
 pub(crate) async fn keep(state: &AppState, letter: DeadLetter) {
     let origin = letter.origin.kind();
-    match state
+    let put = state
         .ports
         .documents
-        .put_dead_letters(std::slice::from_ref(&letter))
-        .await
-    {
-        Ok(()) => {
+        .put_dead_letters(std::slice::from_ref(&letter));
+    let error = match tokio::time::timeout(KEEP_TIMEOUT, put).await {
+        Ok(Ok(())) => {
             metrics::counter!("tributary_dead_letters_total", "origin" => origin).increment(1);
+            return;
         }
-        Err(error) => {
-            tracing::error!(
-                id = %letter.id,
-                stream = %letter.stream,
-                origin,
-                reason = %letter.reason,
-                error = %error_chain(&error),
-                "dead letter not stored"
-            );
-        }
-    }
+        Ok(Err(error)) => error_chain(&error),
+        Err(_) => format!("the document store did not answer within {KEEP_TIMEOUT:?}"),
+    };
+    metrics::counter!("tributary_dead_letters_refused_total", "origin" => origin).increment(1);
+    tracing::error!(
+        id = %letter.id,
+        stream = %letter.stream,
+        origin,
+        reason = %letter.reason,
+        error,
+        "dead letter not stored"
+    );
 }
+
+/// How long a request waits for its dead letter to be stored.
+const KEEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

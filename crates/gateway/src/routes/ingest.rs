@@ -79,8 +79,11 @@ pub(crate) async fn ingest(
             ((StatusCode::ACCEPTED, body).into_response(), accepted)
         }
         Err(refusal) => {
-            keep_refused(&state, &stream, &refusal).await;
-            (refusal.error.into_response(), 0)
+            let (error, letter) = refusal.into_dead_letter(&stream);
+            if let Some(letter) = letter {
+                dead_letters::keep(&state, letter).await;
+            }
+            (error.into_response(), 0)
         }
     };
     let status = response.status().as_u16().to_string();
@@ -139,22 +142,25 @@ async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<
         .collect())
 }
 
-/// Keeps a request refused for what it sent (400, 413, 415, 422) as a dead letter of the
-/// stream of its path, with the answer's status and detail as reason.
-///
-/// Other refusals are not kept: an unauthenticated request (401) never reaches this
-/// handler, and one for an unknown stream (404) is not kept either, so that no one can make
-/// Tributary write by sending junk it has not routed; a failure of a dependency (5xx) is
-/// not a refusal of the request, which the client retries.
-async fn keep_refused(state: &AppState, stream: &str, refusal: &Refusal) {
-    let Some((status, reason)) = refusal.error.content_refusal() else {
-        return;
-    };
-    // A dead letter keeps at most `MAX_DEAD_LETTER_RAW` bytes of text: one more byte tells
-    // it the body was cut, and the rest of a large body need not be converted.
-    let kept = &refusal.body[..refusal.body.len().min(MAX_DEAD_LETTER_RAW + 1)];
-    let letter = DeadLetter::ingest(stream, status.as_u16(), reason, kept);
-    dead_letters::keep(state, letter).await;
+impl Refusal {
+    /// The error, and the dead letter keeping the request when it was refused for what it
+    /// sent (400, 413, 415, 422): of the stream of its path, with the answer's status and
+    /// detail as reason. The body is dropped here, before the letter is stored: the letter
+    /// holds at most [`MAX_DEAD_LETTER_RAW`] bytes of it.
+    ///
+    /// Other refusals are not kept: an unauthenticated request (401) never reaches this
+    /// handler, and one for an unknown stream (404) is not kept either, so that no one can
+    /// make Tributary write by sending junk it has not routed; a failure of a dependency
+    /// (5xx) is not a refusal of the request, which the client retries.
+    fn into_dead_letter(self, stream: &str) -> (ApiError, Option<DeadLetter>) {
+        let letter = self.error.content_refusal().map(|(status, reason)| {
+            // One byte more than a letter keeps tells it the body was cut, and the rest of
+            // a large body need not be converted.
+            let kept = &self.body[..self.body.len().min(MAX_DEAD_LETTER_RAW + 1)];
+            DeadLetter::ingest(stream, status.as_u16(), reason, kept)
+        });
+        (self.error, letter)
+    }
 }
 
 /// The request's body, within [`AppState::max_body_bytes`] (413 beyond).

@@ -95,7 +95,8 @@ Try:
   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
        -d '{{"key":"/pricing","payload":{{"user":"you"}}}}' http://{addr}/v1/streams/clicks/events
 
-Also: /v1/streams, /v1/streams/orders/events, /v1/pipelines, /metrics, /openapi.json.
+Also: /v1/streams, /v1/streams/orders/events, /v1/pipelines, /v1/dead-letters (late
+events and refused requests, with the reason), /metrics, /openapi.json.
 Stop with Ctrl-C.
 "#
     );

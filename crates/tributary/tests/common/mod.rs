@@ -145,6 +145,43 @@ impl Node {
         );
     }
 
+    /// Sends events as one JSON array and returns the status, whatever it is.
+    pub async fn post_status(&self, events: &[Value]) -> u16 {
+        self.client
+            .post(format!("{}/v1/streams/{STREAM}/events", self.base))
+            .bearer_auth(KEY)
+            .json(&Value::Array(events.to_vec()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until exactly `n` dead letters are kept (fails at once on more), and returns
+    /// them, newest first.
+    pub async fn wait_for_dead_letters(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let page = self.get("/v1/dead-letters?limit=100").await;
+            let letters = page["dead_letters"].as_array().unwrap().clone();
+            assert!(
+                letters.len() <= n,
+                "more dead letters than expected: {letters:?}"
+            );
+            if letters.len() == n {
+                return letters;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} dead letters after 60 s, {n} expected: {letters:?}\nlog:\n{}",
+                letters.len(),
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Sends events as NDJSON.
     pub async fn send_ndjson(&self, events: &[Value]) {
         let body: Vec<String> = events.iter().map(Value::to_string).collect();

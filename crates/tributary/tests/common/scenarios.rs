@@ -30,6 +30,56 @@ pub async fn counts_are_exact(config: &Path, env: &[(String, String)], dir: &Pat
     let mut expected_ids = ids(&sent);
     expected_ids.extend(ids(&flush_events()));
     node.wait_for_raw(&expected_ids).await;
+
+    // What is refused is kept with the reason: a request with an invalid event (422,
+    // nothing written) and an event for a window that has closed (late, not counted).
+    let invalid = node
+        .post_status(&[json!({"id": "bad-ts", "ts": "yesterday", "payload": {}})])
+        .await;
+    assert_eq!(invalid, 422);
+    let late = json!({"id": "late-1", "ts": T0 + 1_000, "key": "k0", "payload": {}});
+    node.send(std::slice::from_ref(&late)).await;
+    let letters = node.wait_for_dead_letters(2).await;
+    let kinds: BTreeSet<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["origin"]["kind"].as_str().unwrap().to_owned(),
+                l["stream"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            ("ingest".into(), STREAM.into()),
+            ("late".into(), STREAM.into())
+        ]),
+        "{letters:?}"
+    );
+    let late_letter = letters
+        .iter()
+        .find(|l| l["origin"]["kind"] == "late")
+        .unwrap();
+    assert_eq!(
+        late_letter["id"],
+        json!(format!("late:{PIPELINE}:{STREAM}:late-1"))
+    );
+    assert_eq!(
+        late_letter["origin"]["window_start"],
+        json!("2026-01-01T00:00:00.000Z")
+    );
+    let rejected = letters
+        .iter()
+        .find(|l| l["origin"]["kind"] == "ingest")
+        .unwrap();
+    assert_eq!(rejected["origin"]["status"], json!(422));
+    assert!(
+        rejected["raw"].as_str().unwrap().contains("bad-ts"),
+        "{rejected}"
+    );
+    // The late event changed no count.
+    node.wait_for_counts(&ground_truth(&sent)).await;
 }
 
 /// The node is killed with SIGKILL twice mid-stream; after each restart the counts stay

@@ -221,6 +221,7 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
             },
             archive_checkpoint_interval: interval,
             batch_size: args.batch_size,
+            dead_letter_retention: None,
         },
     );
 

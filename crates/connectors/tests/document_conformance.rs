@@ -637,6 +637,58 @@ async fn dead_letters_holding_nul_are_stored(store: &dyn DocumentStore) {
     assert_eq!(read_all_dead_letters(store, 10).await, vec![letter]);
 }
 
+/// Pruning deletes exactly the dead letters refused before the cut (`at < before`, so one
+/// refused at the cut stays), returns how many, and finds nothing more the second time; a
+/// store without dead letters has nothing to prune.
+async fn pruning_deletes_only_older_dead_letters(store: &dyn DocumentStore) {
+    let clicks = stream("clicks");
+    let cut = T0;
+    // Nothing to prune, before any dead letter was stored.
+    assert_eq!(
+        store
+            .prune_dead_letters(Timestamp::from_millis(cut))
+            .await
+            .unwrap(),
+        0
+    );
+    let letters: Vec<DeadLetter> = [cut - 86_400_000, cut - 2, cut - 1, cut, cut + 1, -5]
+        .into_iter()
+        .zip(0_u64..)
+        .map(|(at, offset)| {
+            refused_at(
+                at,
+                DeadLetter::log_record(&clicks, 0, offset, "not an event".into(), b"?"),
+            )
+        })
+        .collect();
+    store.put_dead_letters(&letters).await.unwrap();
+
+    assert_eq!(
+        store
+            .prune_dead_letters(Timestamp::from_millis(cut))
+            .await
+            .unwrap(),
+        4
+    );
+    let kept: Vec<DeadLetter> = letters
+        .into_iter()
+        .filter(|l| l.at.millis() >= cut)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(
+        read_all_dead_letters(store, 10).await,
+        sorted_newest_first(kept, letter_position)
+    );
+    assert_eq!(
+        store
+            .prune_dead_letters(Timestamp::from_millis(cut))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(read_all_dead_letters(store, 10).await.len(), 2);
+}
+
 // ------------------------------------------------------------------- adapter-specific tests
 
 /// Connecting to a port where no server listens fails `Unavailable`, within the ~10 s bound.
@@ -766,4 +818,5 @@ conformance!(
     dead_letters_round_trip_whole,
     dead_letters_are_stored_once_per_id,
     dead_letter_pages_walk_every_letter_once,
+    pruning_deletes_only_older_dead_letters,
 );

@@ -1,9 +1,10 @@
 //! Tributary's engine: runs pipelines over the ports, with checkpoints and exactly-once
 //! recovery.
 //!
-//! The engine starts, in [`Engine::run`], one task per pipeline ([`windowed`]) and one
-//! task that keeps raw events as documents ([`archive`]). Each task is a loop of
-//! *restore → read → process → checkpoint*:
+//! The engine starts, in [`Engine::run`], one task per pipeline ([`windowed`]), one
+//! task that keeps raw events as documents ([`archive`]) and, when a dead-letter retention
+//! is set, one that deletes the older dead letters every [`PRUNE_INTERVAL`]. A pipeline
+//! task and the archive task are each a loop of *restore → read → process → checkpoint*:
 //!
 //! 1. **Restore**: load the task's last checkpoint from the analytics store (its operator
 //!    state and the log offsets it covers) and open a log reader at those offsets.
@@ -30,6 +31,8 @@ pub mod archive;
 mod checkpoint;
 mod dead_letters;
 pub mod windowed;
+
+pub use dead_letters::PRUNE_INTERVAL;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -95,6 +98,9 @@ pub struct EngineConfig {
     pub archive_checkpoint_interval: Duration,
     /// Most records handled per poll; at least 1.
     pub batch_size: usize,
+    /// How long dead letters are kept: older ones are deleted every [`PRUNE_INTERVAL`].
+    /// `None` keeps them forever.
+    pub dead_letter_retention: Option<Duration>,
 }
 
 /// Runs every task until `shutdown` is cancelled, then lets each commit a last
@@ -103,13 +109,28 @@ pub struct EngineConfig {
 pub struct Engine {
     ports: Ports,
     config: EngineConfig,
+    prune_interval: Duration,
 }
 
 impl Engine {
     /// An engine over `ports`.
     #[must_use]
     pub fn new(ports: Ports, config: EngineConfig) -> Self {
-        Self { ports, config }
+        Self {
+            ports,
+            config,
+            prune_interval: PRUNE_INTERVAL,
+        }
+    }
+
+    /// Prunes dead letters every `interval` instead of every [`PRUNE_INTERVAL`] (for
+    /// tests).
+    #[must_use]
+    pub fn with_prune_interval(self, interval: Duration) -> Self {
+        Self {
+            prune_interval: interval,
+            ..self
+        }
     }
 
     /// Runs all tasks until `shutdown` is cancelled or one fails for good, which cancels
@@ -138,6 +159,13 @@ impl Engine {
                 self.ports.clone(),
                 self.config.archive_checkpoint_interval,
                 self.config.batch_size,
+            ));
+        }
+        if let Some(retention) = self.config.dead_letter_retention {
+            tasks.spawn(dead_letters::RetentionTask::new(
+                self.ports.documents.clone(),
+                retention,
+                self.prune_interval,
             ));
         }
         tasks.join().await
@@ -195,7 +223,7 @@ impl Tasks {
 
 /// A restartable unit of work: one run from its last checkpoint until shutdown or error.
 pub(crate) trait Task: Send + 'static {
-    /// The task's name (its checkpoint key).
+    /// The task's name (its checkpoint key, if it checkpoints).
     fn name(&self) -> &str;
     /// Restores from the last checkpoint and runs until `shutdown` (then checkpoints) or
     /// an error (then returns it without committing anything more).

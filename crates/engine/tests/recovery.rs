@@ -115,6 +115,7 @@ fn engine_with_batch(ports: &Ports, batch_size: usize) -> Engine {
             archived_streams: vec![stream()],
             archive_checkpoint_interval: Duration::from_millis(20),
             batch_size,
+            dead_letter_retention: None,
         },
     )
 }

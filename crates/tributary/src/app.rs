@@ -143,6 +143,7 @@ pub async fn start_with_keys(
                 },
                 archive_checkpoint_interval: config.engine.archive_checkpoint_interval,
                 batch_size: config.engine.batch_size,
+                dead_letter_retention: checked.dead_letter_retention,
             },
         );
         let token = shutdown.clone();

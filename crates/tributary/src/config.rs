@@ -68,6 +68,10 @@ pub struct EngineSection {
     pub archive_checkpoint_interval: Duration,
     /// Whether raw events of every stream are kept in the document store.
     pub archive_raw_events: bool,
+    /// How long dead letters are kept (such as `"7d"`): the processor deletes older ones
+    /// every 10 minutes. `"0s"` keeps them forever; otherwise at least one minute.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_retention: Duration,
 }
 
 /// One stream.
@@ -111,6 +115,10 @@ pub struct PipelineConfig {
     #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
     pub checkpoint_interval: Duration,
 }
+
+/// The shortest dead-letter retention but 0 (forever): one that deletes letters minutes
+/// after they are kept is a mistake, not a retention.
+const MIN_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(60);
 
 /// The longest window: 100 years of 365 days. Every window of an event in the accepted
 /// years (0000 to 9999, `Timestamp::MIN_VALID..=MAX_VALID`) then starts and ends within
@@ -195,7 +203,8 @@ impl Config {
     ///
     /// # Errors
     /// On a bad or duplicate name, a pipeline reading an undeclared stream, an
-    /// unsupported aggregate, or a zero size or limit.
+    /// unsupported aggregate, a zero size or limit, or a dead-letter retention under a
+    /// minute (but 0).
     pub fn validate(&self) -> anyhow::Result<Checked> {
         if self.http.max_body_bytes == 0 {
             bail!("[http] max_body_bytes must be at least 1");
@@ -203,6 +212,13 @@ impl Config {
         if self.engine.batch_size == 0 {
             bail!("[engine] batch_size must be at least 1");
         }
+        let dead_letter_retention = match self.engine.dead_letter_retention {
+            Duration::ZERO => None,
+            short if short < MIN_DEAD_LETTER_RETENTION => bail!(
+                "[engine] dead_letter_retention must be \"0s\" (keep forever) or at least 1m, not {short:?}"
+            ),
+            retention => Some(retention),
+        };
         let mut streams = Vec::new();
         let mut names = BTreeSet::new();
         for stream in &self.streams {
@@ -261,7 +277,11 @@ impl Config {
                 checkpoint_interval: p.checkpoint_interval,
             });
         }
-        Ok(Checked { streams, pipelines })
+        Ok(Checked {
+            streams,
+            pipelines,
+            dead_letter_retention,
+        })
     }
 }
 
@@ -272,6 +292,8 @@ pub struct Checked {
     pub streams: Vec<StreamName>,
     /// The pipeline plans.
     pub pipelines: Vec<PipelineSpec>,
+    /// How long dead letters are kept; `None`: forever.
+    pub dead_letter_retention: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -349,6 +371,40 @@ mod tests {
                 .validate()
                 .unwrap_err();
             assert!(err.to_string().contains("window size"), "{size}: {err}");
+        }
+    }
+
+    #[test]
+    fn dead_letter_retention_is_forever_or_at_least_a_minute() {
+        let retention = |value: &str| {
+            Config::load_with_base(
+                &format!("{EMBEDDED}\n[engine]\ndead_letter_retention = \"{value}\"\n"),
+                None,
+            )
+            .unwrap()
+            .validate()
+            .map(|checked| checked.dead_letter_retention)
+        };
+        let default = Config::load_with_base(EMBEDDED, None)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            default.dead_letter_retention,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(retention("0s").unwrap(), None);
+        assert_eq!(retention("1m").unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            retention("30days").unwrap(),
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        for short in ["1ms", "59s"] {
+            let err = retention(short).unwrap_err();
+            assert!(
+                err.to_string().contains("dead_letter_retention") && err.to_string().contains("1m"),
+                "{short}: {err}"
+            );
         }
     }
 

@@ -496,6 +496,22 @@ impl DocumentStore for MongoStore {
             .map(dead_letter_from_document)
             .collect()
     }
+
+    /// One `delete_many` on `at`. A TTL index would expire letters on its own, but
+    /// FerretDB's support for TTL indexes is uncertain, and the embedded store needs the
+    /// same behaviour anyway: the engine prunes every store the same way.
+    async fn prune_dead_letters(&self, before: Timestamp) -> Result<u64, PortError> {
+        let deleted = self
+            .collection(DEAD_LETTERS)
+            .delete_many(
+                doc! { DEAD_LETTER_TIME: { "$lt": DateTime::from_millis(before.millis()) } },
+            )
+            .await
+            .map_err(mongo_error)?
+            .deleted_count;
+        tracing::debug!(pruned = deleted, before = %before, "dead letters pruned");
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]

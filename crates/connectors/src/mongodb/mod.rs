@@ -21,6 +21,8 @@
 //!   stored and paged as the events are, with `at` for `ts`. FerretDB cannot store NUL
 //!   characters, so the adapter stores each NUL of a dead letter's id, stream, reason and
 //!   raw text as U+FFFD, on MongoDB too: a dead letter is never refused for its content.
+//!   `prune_dead_letters` is one `delete_many` with `{at: {$lt: date}}`, not a TTL index
+//!   (FerretDB's support for one is uncertain, and SQLite needs the same prune anyway).
 //!
 //! Limits: the adapter refuses, with `PortError::Refused` naming the event and the path of
 //! the value, and before writing anything of the batch, what MongoDB and FerretDB 1.x cannot

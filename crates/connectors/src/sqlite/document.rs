@@ -214,4 +214,15 @@ impl DocumentStore for SqliteStore {
         push_newest_first(&mut sql, "at", after, page.limit);
         self.fetch(sql, dead_letter_from_row).await
     }
+
+    async fn prune_dead_letters(&self, before: Timestamp) -> Result<u64, PortError> {
+        let pruned = sqlx::query("DELETE FROM dead_letters WHERE at < ?")
+            .bind(before.millis())
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?
+            .rows_affected();
+        tracing::debug!(pruned, before = %before, "dead letters pruned");
+        Ok(pruned)
+    }
 }

@@ -20,6 +20,7 @@
 //!   key `id`, indexed on `(at DESC, id DESC)`, the origin as JSON text; `put_dead_letters`
 //!   inserts in one transaction with `ON CONFLICT DO NOTHING` (first version wins) and
 //!   `recent_dead_letters` pages like `recent_events`, by `(at, id)`;
+//!   `prune_dead_letters` deletes by `at` in one statement (the index serves the range);
 //! - ids and keys compare bytewise (SQLite's BINARY collation), as in Rust and PostgreSQL.
 
 mod analytics;

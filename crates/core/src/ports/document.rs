@@ -61,4 +61,8 @@ pub trait DocumentStore: Send + Sync + Debug {
         &self,
         page: &DeadLetterPage,
     ) -> Result<Vec<DeadLetter>, PortError>;
+
+    /// Deletes the dead letters refused before `before` (`at < before`), and returns how
+    /// many it deleted: the retention of dead letters.
+    async fn prune_dead_letters(&self, before: Timestamp) -> Result<u64, PortError>;
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages needed to build the workspace (rdkafka builds its bundled
-# librdkafka with cmake; libz-sys links the system zlib; openssl-sys if TLS is enabled).
-# libcurl4-openssl-dev: librdkafka 2.12.1's rdkafka_conf.c includes <curl/curl.h> even with
-# WITH_CURL=0 (its generated config.h has `#define WITH_OAUTHBEARER_OIDC 0`, tested by #ifdef).
+# Installs the Debian packages needed to build the workspace: a C toolchain (rdkafka builds
+# its bundled librdkafka with its own configure script and make, curl and TLS off, zlib
+# vendored by libz-sys; SQLite is bundled by libsqlite3-sys). A machine with gcc, g++ and
+# make — every machine of this kind — needs nothing, so `cargo run --release -- demo`
+# works on it as it is.
 # Idempotent and fast when everything is already installed (dpkg -s check only).
 set -euo pipefail
 
-PKGS=(cmake g++ make pkg-config zlib1g-dev libssl-dev libcurl4-openssl-dev)
+PKGS=(gcc g++ make)
 
 missing=()
 for p in "${PKGS[@]}"; do

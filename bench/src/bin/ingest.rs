@@ -26,7 +26,7 @@ use tributary_bench::cpu;
 use tributary_bench::events::{ClickGenerator, payload_bytes};
 use tributary_bench::stats::{Latencies, round};
 use tributary_bench::{emit, progress};
-use tributary_core::parse::{BodyFormat, parse_events};
+use tributary_core::parse::{Arrival, BodyFormat, parse_events};
 use tributary_core::{StreamName, Timestamp};
 
 /// HTTP ingest load generator for Tributary.
@@ -258,8 +258,13 @@ async fn post(
 /// The mean size of the log records the server writes for these events (the event as
 /// `Event::to_json_bytes` encodes it: what lands in Kafka or redb).
 fn log_record_bytes(body: &[u8], stream: &StreamName) -> anyhow::Result<usize> {
-    let events = parse_events(body, BodyFormat::Json, stream, Timestamp::now())
-        .context("generated body does not parse")?;
+    let events = parse_events(
+        body,
+        BodyFormat::Json,
+        stream,
+        Arrival::new(Timestamp::now(), Duration::MAX),
+    )
+    .context("generated body does not parse")?;
     let total: usize = events.iter().map(|e| e.to_json_bytes().len()).sum();
     Ok(total / events.len().max(1))
 }

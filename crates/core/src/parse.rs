@@ -7,14 +7,52 @@
 //!
 //! An event is valid when its fields have the right types, its `id` and `key` pass
 //! [`EventId::new`] and [`check_key`], its `ts` is within [`Timestamp::MIN_VALID`]`..=`
-//! [`Timestamp::MAX_VALID`], its payload passes [`check_payload`], and the whole event takes
-//! at most [`MAX_EVENT_BYTES`] encoded as JSON. Every store and both modes accept exactly
-//! such events.
+//! [`Timestamp::MAX_VALID`] and not later than [`Arrival::latest`], its payload passes
+//! [`check_payload`], and the whole event takes at most [`MAX_EVENT_BYTES`] encoded as JSON.
+//! Every store and both modes accept exactly such events.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::event::{Event, EventId, MAX_EVENT_BYTES, StreamName, Timestamp, check_key};
 use crate::payload::{check_payload, check_text};
+
+/// When a batch arrives, by the clock of the node that ingests it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Ingestion time: the `ts` of events sent without one.
+    pub now: Timestamp,
+    /// The latest event time accepted. A `ts` further ahead comes from a wrong clock (or a
+    /// wrong unit or time zone): one such event would move its partition's watermark past
+    /// the windows of every event still to come, and make them all late.
+    pub latest: Timestamp,
+}
+
+impl Arrival {
+    /// Arriving at `now`, accepting event times at most `max_ahead` after it.
+    #[must_use]
+    pub fn new(now: Timestamp, max_ahead: Duration) -> Self {
+        let ahead = i64::try_from(max_ahead.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            now,
+            latest: now.saturating_add(ahead),
+        }
+    }
+
+    /// `ts`, if it is not later than [`Self::latest`].
+    fn admit(self, ts: Timestamp) -> Result<Timestamp, String> {
+        if ts <= self.latest {
+            Ok(ts)
+        } else {
+            Err(format!(
+                "{ts} is later than {}, the latest event time accepted now (the server's \
+                 clock, {}, plus the clock skew it allows)",
+                self.latest, self.now
+            ))
+        }
+    }
+}
 
 /// How a body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +98,8 @@ pub enum ParseError {
     Invalid(Vec<EventError>),
 }
 
-/// Parses `body` into events of `stream`. Events without an `id` get a UUIDv7; events
-/// without a `ts` get `now` (ingestion time).
+/// Parses `body` into events of `stream`, arriving at `arrival`. Events without an `id` get
+/// a UUIDv7; events without a `ts` get [`Arrival::now`] (ingestion time).
 ///
 /// # Errors
 /// See [`ParseError`]; on error nothing of the body is returned.
@@ -69,7 +107,7 @@ pub fn parse_events(
     body: &[u8],
     format: BodyFormat,
     stream: &StreamName,
-    now: Timestamp,
+    arrival: Arrival,
 ) -> Result<Vec<Event>, ParseError> {
     let objects = match format {
         BodyFormat::Json => split_json(body)?,
@@ -81,7 +119,7 @@ pub fn parse_events(
     let mut events = Vec::with_capacity(objects.len());
     let mut errors = Vec::new();
     for (index, value) in objects.into_iter().enumerate() {
-        match event_from_value(value, stream, now) {
+        match event_from_value(value, stream, arrival) {
             Ok(event) => events.push(event),
             Err(reasons) => errors.extend(reasons.into_iter().map(|(field, reason)| EventError {
                 index,
@@ -145,7 +183,7 @@ type FieldErrors = Vec<(&'static str, String)>;
 fn event_from_value(
     value: Value,
     stream: &StreamName,
-    now: Timestamp,
+    arrival: Arrival,
 ) -> Result<Event, FieldErrors> {
     let Value::Object(mut object) = value else {
         return Err(vec![("", "each event must be a JSON object".to_owned())]);
@@ -164,16 +202,20 @@ fn event_from_value(
         }
     };
     let ts = match object.remove("ts") {
-        None | Some(Value::Null) => Some(now),
+        None | Some(Value::Null) => Some(arrival.now),
         Some(Value::String(s)) => Timestamp::parse_rfc3339(&s)
             .and_then(Timestamp::validated)
-            .map_err(|reason| errors.push(("ts", reason.to_owned())))
+            .map_err(str::to_owned)
+            .and_then(|ts| arrival.admit(ts))
+            .map_err(|reason| errors.push(("ts", reason)))
             .ok(),
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or("epoch milliseconds must be an integer")
             .and_then(|millis| Timestamp::from_millis(millis).validated())
-            .map_err(|reason| errors.push(("ts", reason.to_owned())))
+            .map_err(str::to_owned)
+            .and_then(|ts| arrival.admit(ts))
+            .map_err(|reason| errors.push(("ts", reason)))
             .ok(),
         Some(_) => {
             errors.push((
@@ -256,7 +298,11 @@ mod tests {
     fn stream() -> StreamName {
         StreamName::new("clicks").unwrap()
     }
-    const NOW: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+    /// Arriving on 2023-11-14, accepting any valid event time (3 years ahead are tested).
+    const NOW: Arrival = Arrival {
+        now: Timestamp::from_millis(1_700_000_000_000),
+        latest: Timestamp::MAX_VALID,
+    };
 
     #[test]
     fn parses_object_array_and_ndjson() {
@@ -268,7 +314,7 @@ mod tests {
         let many = br#"[{"id":"a","payload":{}},{"ts":1700000000123,"payload":{"y":2}}]"#;
         let events = parse_events(many, BodyFormat::Json, &stream(), NOW).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!(events[0].ts, NOW);
+        assert_eq!(events[0].ts, NOW.now);
         assert_eq!(events[1].ts.millis(), 1_700_000_000_123);
         assert_eq!(events[1].id.as_str().len(), 36, "a UUIDv7 is generated");
 
@@ -423,6 +469,41 @@ mod tests {
                 "{errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn event_times_too_far_ahead_of_the_clock_are_refused() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let arrival = Arrival::new(now, Duration::from_secs(3600));
+        let hour = 3_600_000;
+        let at = |ts: i64| serde_json::json!({"ts": ts, "payload": {}}).to_string();
+        for ok in [
+            now.millis() - 365 * 24 * hour,
+            now.millis(),
+            now.millis() + hour,
+        ] {
+            assert!(parse_events(at(ok).as_bytes(), BodyFormat::Json, &stream(), arrival).is_ok());
+        }
+        let late = Timestamp::from_millis(now.millis() + hour + 1).to_string();
+        for ahead in [
+            at(now.millis() + hour + 1),
+            serde_json::json!({"ts": late, "payload": {}}).to_string(),
+        ] {
+            let Err(ParseError::Invalid(errors)) =
+                parse_events(ahead.as_bytes(), BodyFormat::Json, &stream(), arrival)
+            else {
+                panic!("{ahead} accepted")
+            };
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].field, "ts");
+            assert!(errors[0].reason.contains(&late), "{errors:?}");
+            assert!(errors[0].reason.contains(&now.to_string()), "{errors:?}");
+        }
+        // No bound overflows: a huge allowance accepts up to the last valid time.
+        let any = Arrival::new(now, Duration::MAX);
+        assert!(any.latest >= Timestamp::MAX_VALID);
+        let max = at(Timestamp::MAX_VALID.millis());
+        assert!(parse_events(max.as_bytes(), BodyFormat::Json, &stream(), any).is_ok());
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -45,6 +46,10 @@ pub use openapi::openapi_json;
 
 /// The default of [`AppState::max_body_bytes`]: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// The default of [`AppState::max_ts_ahead`]: one hour, as Kafka's
+/// `log.message.timestamp.after.max.ms`.
+pub const DEFAULT_MAX_TS_AHEAD: Duration = Duration::from_secs(3600);
 
 /// What the gateway knows of a configured stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -70,6 +75,9 @@ pub struct AppState {
     pub auth: ApiKeys,
     /// The largest accepted request body, in bytes; larger ones are answered 413.
     pub max_body_bytes: usize,
+    /// How far ahead of this node's clock an event's `ts` may be; later ones are answered
+    /// 422 (see [`tributary_core::parse::Arrival`]).
+    pub max_ts_ahead: Duration,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
 }

@@ -26,7 +26,9 @@ use tributary_core::ports::{
 };
 use tributary_core::window::WindowResult;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
-use tributary_gateway::{ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, StreamInfo, Surfaces};
+use tributary_gateway::{
+    ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, StreamInfo, Surfaces,
+};
 
 const KEY: &str = "test-admin-key";
 const PARTITIONS: u32 = 3;
@@ -127,6 +129,7 @@ async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
         ]),
         auth: ApiKeys::new([KEY]),
         max_body_bytes,
+        max_ts_ahead: DEFAULT_MAX_TS_AHEAD,
         metrics: metrics_handle(),
     };
     Harness {
@@ -450,6 +453,43 @@ async fn invalid_events_are_422_listing_every_error_and_nothing_is_written() {
         .map(|e| e.id.to_string())
         .collect();
     assert_eq!(ids, vec!["later".to_owned()]);
+}
+
+#[tokio::test]
+async fn event_times_more_than_an_hour_ahead_are_422() {
+    let h = harness().await;
+    let now = Timestamp::now().millis();
+    let minute = 60_000;
+    let body = json!([
+        {"id": "soon", "ts": now + 50 * minute, "payload": {}},
+        {"id": "wrong-clock", "ts": now + 70 * minute, "payload": {}},
+    ]);
+    let response = h
+        .post("/v1/streams/t/events", "application/json", body.to_string())
+        .await;
+    let body422 = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let errors = body422["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body422}");
+    assert_eq!(
+        (&errors[0]["index"], &errors[0]["field"]),
+        (&json!(1), &json!("ts"))
+    );
+
+    let response = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json",
+            body[0].to_string(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let ids: Vec<String> = h
+        .events_in_log("t", PARTITIONS, 1)
+        .await
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["soon".to_owned()]);
 }
 
 #[tokio::test]

@@ -168,6 +168,7 @@ pub async fn start_with_keys(
         pipelines: Arc::new(checked.pipelines.clone()),
         auth: keys,
         max_body_bytes: config.http.max_body_bytes,
+        max_ts_ahead: config.http.max_ts_ahead,
         metrics,
     };
     let http_addr = listener.local_addr()?;

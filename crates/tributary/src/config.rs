@@ -55,6 +55,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How far ahead of this node's clock an event's `ts` may be (such as `"1h"`); an event
+    /// further ahead is refused with a 422, before it could move a watermark.
+    #[serde(with = "humantime_serde")]
+    pub max_ts_ahead: Duration,
 }
 
 /// The engine.
@@ -406,6 +410,21 @@ mod tests {
                 "{short}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn event_times_may_be_an_hour_ahead_unless_configured() {
+        let max_ts_ahead = |extra: &str| {
+            Config::load_with_base(&format!("{EMBEDDED}\n{extra}"), None)
+                .unwrap()
+                .http
+                .max_ts_ahead
+        };
+        assert_eq!(max_ts_ahead(""), Duration::from_secs(3600));
+        assert_eq!(
+            max_ts_ahead("[http]\nmax_ts_ahead = \"5m\"\n"),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

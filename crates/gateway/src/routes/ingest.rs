@@ -10,7 +10,9 @@
 //! - The batch is all-or-nothing: malformed JSON is a 400 naming the line and column; a body
 //!   that is not an object or an array of objects (`WrongShape`) or holds no event (`Empty`)
 //!   is a 400 (the framing of the request is wrong, not an event); invalid events are a 422
-//!   listing every `{index, field, reason}`. In all these cases nothing is appended.
+//!   listing every `{index, field, reason}`, among them a `ts` more than
+//!   [`crate::AppState::max_ts_ahead`] ahead of this node's clock. In all these cases
+//!   nothing is appended.
 //! - A request refused for what it sent (400, 413, 415, 422) is kept as a dead letter before
 //!   it is answered: the stream of its path, the status, the problem's detail (with every
 //!   invalid event of a 422) as reason, and the body (none for a 413). If it cannot be
@@ -34,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
-use tributary_core::parse::{BodyFormat, parse_events};
+use tributary_core::parse::{Arrival, BodyFormat, parse_events};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use super::{dead_letters, known_stream};
@@ -127,7 +129,8 @@ async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<
         }
         (Ok(_), Err(error)) => return Err(error.into()),
     };
-    let events = parse_body(body.clone(), format, &stream)
+    let arrival = Arrival::new(Timestamp::now(), state.max_ts_ahead);
+    let events = parse_body(body.clone(), format, &stream, arrival)
         .await
         .map_err(|error| Refusal { error, body })?;
     state
@@ -184,13 +187,13 @@ async fn parse_body(
     body: Bytes,
     format: BodyFormat,
     stream: &StreamName,
+    arrival: Arrival,
 ) -> Result<Vec<Event>, ApiError> {
-    let now = Timestamp::now();
     if body.len() <= INLINE_PARSE_MAX_BYTES {
-        return Ok(parse_events(&body, format, stream, now)?);
+        return Ok(parse_events(&body, format, stream, arrival)?);
     }
     let stream = stream.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_events(&body, format, &stream, now))
+    let parsed = tokio::task::spawn_blocking(move || parse_events(&body, format, &stream, arrival))
         .await
         .map_err(ApiError::TaskFailed)?;
     Ok(parsed?)

@@ -170,8 +170,17 @@ impl Harness {
         self.send(request).await
     }
 
-    /// Every event of stream `t` in the log, read from the beginning until `expected` are
-    /// seen or, when fewer exist, until a short quiet period has passed.
+    /// The ids of the events of stream `t` in the log, as [`Self::events_in_log`] reads them.
+    async fn ids_in_log(&self, expected: usize) -> Vec<String> {
+        self.events_in_log("t", PARTITIONS, expected)
+            .await
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect()
+    }
+
+    /// Every event of stream `name` in the log, read from the beginning until `expected`
+    /// are seen or, when fewer exist, until a short quiet period has passed.
     async fn events_in_log(&self, name: &str, partitions: u32, expected: usize) -> Vec<Event> {
         let start: Vec<PartitionOffset> = (0..partitions)
             .map(|partition| PartitionOffset {
@@ -446,13 +455,7 @@ async fn invalid_events_are_422_listing_every_error_and_nothing_is_written() {
         )
         .await;
     assert_eq!(ok.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = h
-        .events_in_log("t", PARTITIONS, 1)
-        .await
-        .iter()
-        .map(|e| e.id.to_string())
-        .collect();
-    assert_eq!(ids, vec!["later".to_owned()]);
+    assert_eq!(h.ids_in_log(1).await, vec!["later".to_owned()]);
 }
 
 #[tokio::test]
@@ -483,13 +486,7 @@ async fn event_times_more_than_an_hour_ahead_are_422() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let ids: Vec<String> = h
-        .events_in_log("t", PARTITIONS, 1)
-        .await
-        .iter()
-        .map(|e| e.id.to_string())
-        .collect();
-    assert_eq!(ids, vec!["soon".to_owned()]);
+    assert_eq!(h.ids_in_log(1).await, vec!["soon".to_owned()]);
 }
 
 #[tokio::test]

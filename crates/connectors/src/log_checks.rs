@@ -5,8 +5,10 @@
 //!   [`PortError::Refused`] under the adapter's system name;
 //! - a record read back must hold an event *of the stream it was read from*
 //!   ([`decode_record`]): the stream of a record is the one whose partition holds it, never
-//!   what its bytes claim, since readers advance that stream's offsets past it. A record
-//!   that holds no event of its stream (written by another producer) is skipped, counted
+//!   what its bytes claim, since readers advance that stream's offsets past it. The event
+//!   must also pass the checks ingestion makes ([`check_event`]), or a store would refuse
+//!   it later and stall the pipeline behind it. A record that holds no such event (written
+//!   by another producer) is skipped, counted
 //!   in `tributary_log_undecodable_records_total`, logged, and kept as a
 //!   [`DeadLetter::log_record`] until the reader hands it out through
 //!   `LogReader::take_rejected`.
@@ -15,6 +17,7 @@ use std::error::Error;
 
 use tributary_core::dead_letter::{DeadLetter, error_chain};
 use tributary_core::event::{Event, StreamName};
+use tributary_core::parse::check_event;
 use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
 
 /// What a log refuses that is not an error of its storage.
@@ -89,6 +92,14 @@ enum UndecodableRecord {
     /// The value is not an encoded event.
     #[error("the record is not an event")]
     NotAnEvent(#[source] serde_json::Error),
+    /// The value is an event that ingestion would have refused.
+    #[error("the record is event {id}, which Tributary does not accept: {reasons}")]
+    Invalid {
+        /// The event.
+        id: String,
+        /// Each failing field and why, `; `-separated.
+        reasons: String,
+    },
     /// The value is an event of another stream.
     #[error("the record is event {id} of stream {found}, not of {expected}")]
     OtherStream {
@@ -112,6 +123,17 @@ fn event_of(stream: &StreamName, value: Option<&[u8]>) -> Result<Event, Undecoda
             found: event.stream,
         });
     }
+    check_event(&event).map_err(|errors| UndecodableRecord::Invalid {
+        id: event.id.to_string(),
+        reasons: errors
+            .iter()
+            .map(|(field, reason)| match *field {
+                "" => reason.clone(),
+                field => format!("{field} {reason}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
     Ok(event)
 }
 
@@ -200,6 +222,32 @@ mod tests {
             event_of(&clicks, None),
             Err(UndecodableRecord::NoValue)
         ));
+    }
+
+    #[test]
+    fn records_with_events_ingestion_refuses_are_skipped() {
+        let clicks = stream("clicks");
+        let invalid =
+            br#"{"id":"e2","stream":"clicks","ts":9000000000000000,"key":"a\u0000b","payload":{}}"#;
+        let Err(UndecodableRecord::Invalid { id, reasons }) = event_of(&clicks, Some(invalid))
+        else {
+            panic!("an event with an invalid ts and key was read");
+        };
+        assert_eq!(id, "e2");
+        assert!(
+            reasons.starts_with("ts ") && reasons.contains("; key "),
+            "{reasons}"
+        );
+        for refused in [
+            br#"{"id":"","stream":"clicks","ts":0,"payload":{}}"#.as_slice(),
+            br#"{"id":"e3","stream":"clicks","ts":0,"payload":{"s":"\u0000"}}"#,
+        ] {
+            assert!(
+                event_of(&clicks, Some(refused)).is_err(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
     }
 
     #[test]

@@ -115,9 +115,24 @@ impl<'de> Deserialize<'de> for StreamName {
 
 /// An event's id: a non-empty string of at most 128 bytes, unique within its stream.
 /// Generated as a UUIDv7 when the source gives none.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct EventId(String);
+
+/// Deserialization goes through the checks of [`EventId::new`].
+impl TryFrom<String> for EventId {
+    type Error = &'static str;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl EventId {
     /// A fresh, time-ordered id (UUIDv7).

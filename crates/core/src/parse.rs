@@ -278,17 +278,55 @@ fn event_from_value(
         key,
         payload,
     };
+    check_size(&event).map_err(|reason| vec![("", reason)])?;
+    Ok(event)
+}
+
+/// Checks an event built elsewhere than from a request (read back from a log another
+/// producer writes to) the way [`parse_events`] checks every event it returns, but for
+/// [`Arrival::latest`], which only holds at arrival: its `id`, `ts`, `key`, payload and
+/// size. An event of the log that fails them would be refused later by a store.
+///
+/// # Errors
+/// Every failing field, with its reason (`""` for the event as a whole).
+pub fn check_event(event: &Event) -> Result<(), Vec<(&'static str, String)>> {
+    let mut errors = FieldErrors::new();
+    // An `EventId` is not empty nor too long: it is made only by `EventId::new`, also
+    // when deserialized.
+    if let Err(e) = check_text(event.id.as_str()) {
+        errors.push(("id", e.reason.to_owned()));
+    }
+    if let Err(reason) = event.ts.validated() {
+        errors.push(("ts", reason.to_owned()));
+    }
+    if let Some(Err(reason)) = event.key.as_deref().map(check_key) {
+        errors.push(("key", reason.to_owned()));
+    }
+    if let Err(e) = check_payload(&event.payload) {
+        errors.push(("payload", e.to_string()));
+    }
+    if errors.is_empty() {
+        check_size(event)
+            .map_err(|reason| errors.push(("", reason)))
+            .ok();
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Refuses an event over [`MAX_EVENT_BYTES`] encoded as JSON.
+fn check_size(event: &Event) -> Result<(), String> {
     let size = event.encoded_len();
     if size > MAX_EVENT_BYTES {
-        return Err(vec![(
-            "",
-            format!(
-                "the event takes {size} bytes encoded as JSON, more than the limit of \
-                 {MAX_EVENT_BYTES} bytes"
-            ),
-        )]);
+        return Err(format!(
+            "the event takes {size} bytes encoded as JSON, more than the limit of \
+             {MAX_EVENT_BYTES} bytes"
+        ));
     }
-    Ok(event)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -504,6 +542,41 @@ mod tests {
         assert!(any.latest >= Timestamp::MAX_VALID);
         let max = at(Timestamp::MAX_VALID.millis());
         assert!(parse_events(max.as_bytes(), BodyFormat::Json, &stream(), any).is_ok());
+    }
+
+    #[test]
+    fn events_read_elsewhere_are_checked_like_parsed_ones() {
+        let body = br#"{"id":"a","ts":1700000000000,"key":"k","payload":{"x":[1,"y"]}}"#;
+        let events = parse_events(body, BodyFormat::Json, &stream(), NOW).unwrap();
+        assert_eq!(check_event(&events[0]), Ok(()));
+
+        let decode = |json: &str| Event::from_json_bytes(json.as_bytes());
+        let bad = decode(
+            r#"{"id":"a\u0000","stream":"clicks","ts":-62167219200001,"key":"k\u0000","payload":{"s":"\u0000"}}"#,
+        )
+        .unwrap();
+        let fields: Vec<&str> = check_event(&bad)
+            .unwrap_err()
+            .iter()
+            .map(|(field, _)| *field)
+            .collect();
+        assert_eq!(fields, ["id", "ts", "key", "payload"]);
+        let huge = format!(
+            r#"{{"id":"a","stream":"clicks","ts":0,"payload":{{"s":"{}"}}}}"#,
+            "x".repeat(MAX_EVENT_BYTES)
+        );
+        assert_eq!(check_event(&decode(&huge).unwrap()).unwrap_err()[0].0, "");
+        // Ids are checked as they are decoded.
+        let long_id = format!(
+            r#"{{"id":"{}","stream":"clicks","ts":0,"payload":{{}}}}"#,
+            "i".repeat(129)
+        );
+        for id in [
+            r#"{"id":"","stream":"clicks","ts":0,"payload":{}}"#,
+            &long_id,
+        ] {
+            assert!(decode(id).is_err(), "{id}");
+        }
     }
 
     #[test]

@@ -120,6 +120,12 @@ pub struct PipelineConfig {
     pub checkpoint_interval: Duration,
 }
 
+/// The shortest `idle_timeout`. A partition counts as idle when it delivered nothing for
+/// that long; the engine polls for up to 200 ms, so a shorter timeout would call a busy
+/// partition idle between two polls and let the others' watermark make its events late
+/// (and zero would call every partition idle, so that no window ever closes).
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The shortest dead-letter retention but 0 (forever): one that deletes letters minutes
 /// after they are kept is a mistake, not a retention.
 const MIN_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(60);
@@ -207,8 +213,8 @@ impl Config {
     ///
     /// # Errors
     /// On a bad or duplicate name, a pipeline reading an undeclared stream, an
-    /// unsupported aggregate, a zero size or limit, or a dead-letter retention under a
-    /// minute (but 0).
+    /// unsupported aggregate, a zero size or limit, an `idle_timeout` under a second, or a
+    /// dead-letter retention under a minute (but 0).
     pub fn validate(&self) -> anyhow::Result<Checked> {
         if self.http.max_body_bytes == 0 {
             bail!("[http] max_body_bytes must be at least 1");
@@ -269,6 +275,13 @@ impl Config {
                 bail!(
                     "pipeline {}: the window size must be between 1ms and 100 years",
                     p.name
+                );
+            }
+            if p.idle_timeout < MIN_IDLE_TIMEOUT {
+                bail!(
+                    "pipeline {}: idle_timeout must be at least 1s, not {:?}",
+                    p.name,
+                    p.idle_timeout
                 );
             }
             pipelines.push(PipelineSpec {
@@ -375,6 +388,25 @@ mod tests {
                 .validate()
                 .unwrap_err();
             assert!(err.to_string().contains("window size"), "{size}: {err}");
+        }
+    }
+
+    #[test]
+    fn idle_timeouts_are_at_least_a_second() {
+        let idle = |value: &str| {
+            let config = EMBEDDED.replace(
+                "size = \"1m\" }",
+                &format!("size = \"1m\" }}\n        idle_timeout = \"{value}\""),
+            );
+            Config::load_with_base(&config, None).unwrap().validate()
+        };
+        assert_eq!(
+            idle("1s").unwrap().pipelines[0].idle_timeout,
+            Duration::from_secs(1)
+        );
+        for short in ["0s", "999ms"] {
+            let err = idle(short).unwrap_err();
+            assert!(err.to_string().contains("idle_timeout"), "{short}: {err}");
         }
     }
 

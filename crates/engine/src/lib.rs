@@ -74,11 +74,13 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Whether restarting the task from its last checkpoint can help.
+    /// Whether restarting the task from its last checkpoint can help: after any port error
+    /// but a fenced checkpoint or undecodable stored data. A refusal restarts too, as in
+    /// Flink: an operator may fix its cause (a grant, a topic) while the task waits.
     #[must_use]
     pub fn is_restartable(&self) -> bool {
         match self {
-            Self::Port(PortError::Fenced { .. })
+            Self::Port(PortError::Fenced { .. } | PortError::Corrupt { .. })
             | Self::State { .. }
             | Self::Panicked { .. }
             | Self::ZeroBatchSize => false,
@@ -233,26 +235,33 @@ pub(crate) trait Task: Send + 'static {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
+/// The wait before the first restart; it doubles at each failure in a row, up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait before a restart. A run that lasted longer than this was healthy: the
+/// wait after its failure starts again from [`FIRST_BACKOFF`].
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Restarts `task` from its last checkpoint after each restartable error, with backoff.
 async fn supervise<T: Task>(mut task: T, shutdown: CancellationToken) -> Result<(), EngineError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let started = tokio::time::Instant::now();
         match task.run_once(&shutdown).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_restartable() && !shutdown.is_cancelled() => {
+                if started.elapsed() > MAX_BACKOFF {
+                    backoff = FIRST_BACKOFF;
+                }
                 metrics::counter!("tributary_task_restarts_total", "task" => task.name().to_owned())
                     .increment(1);
-                tracing::warn!(
-                    task = task.name(),
-                    error = &err as &dyn std::error::Error,
-                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-                    "task failed; restarting from its last checkpoint"
-                );
+                log_restart(task.name(), &err, backoff);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(err) if err.is_restartable() => {
                 // Shutting down: the next start resumes from the last checkpoint.
@@ -275,8 +284,32 @@ async fn supervise<T: Task>(mut task: T, shutdown: CancellationToken) -> Result<
     }
 }
 
+/// Logs a restart after `err`: a warning when waiting may fix it, an error when an
+/// operator must (a refusal).
+fn log_restart(task: &str, err: &EngineError, backoff: Duration) {
+    let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+    let error = err as &dyn std::error::Error;
+    if matches!(err, EngineError::Port(e) if e.is_retryable()) {
+        tracing::warn!(
+            task,
+            error,
+            retry_in_ms,
+            "task failed; restarting from its last checkpoint"
+        );
+    } else {
+        tracing::error!(
+            task,
+            error,
+            retry_in_ms,
+            "task refused; restarting from its last checkpoint"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     /// A task that panics at once.
@@ -304,6 +337,84 @@ mod tests {
             shutdown.cancelled().await;
             Ok(())
         }
+    }
+
+    /// A task whose runs follow a script: each runs for its duration, then fails with its
+    /// error; once the script is used up, the task stops. It notes when each run starts.
+    struct Fails {
+        script: std::vec::IntoIter<(Duration, PortError)>,
+        starts: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    impl Fails {
+        fn new(
+            script: Vec<(Duration, PortError)>,
+        ) -> (Self, Arc<Mutex<Vec<tokio::time::Instant>>>) {
+            let starts = Arc::default();
+            let task = Self {
+                script: script.into_iter(),
+                starts: Arc::clone(&starts),
+            };
+            (task, starts)
+        }
+    }
+
+    impl Task for Fails {
+        fn name(&self) -> &'static str {
+            "fails"
+        }
+
+        async fn run_once(&mut self, _: &CancellationToken) -> Result<(), EngineError> {
+            self.starts
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            let Some((runs_for, error)) = self.script.next() else {
+                return Ok(());
+            };
+            tokio::time::sleep(runs_for).await;
+            Err(EngineError::Port(error))
+        }
+    }
+
+    fn unavailable() -> PortError {
+        PortError::unavailable("test", "down")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_back_off_and_start_over_after_a_healthy_run() {
+        let quick = Duration::ZERO;
+        let long = Duration::from_secs(60);
+        let (task, starts) = Fails::new(vec![
+            (quick, unavailable()),
+            (quick, unavailable()),
+            (quick, PortError::refused("test", "no grant")),
+            (long, unavailable()),
+            (quick, unavailable()),
+        ]);
+        supervise(task, CancellationToken::new()).await.unwrap();
+        let waits: Vec<u128> = starts
+            .lock()
+            .unwrap()
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).as_millis())
+            .collect();
+        // 100, 200, 400 ms; then a 60 s run and the first wait again, then twice it.
+        assert_eq!(waits, [100, 200, 400, 60_000 + 100, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undecodable_stored_data_stops_the_task() {
+        let (task, starts) = Fails::new(vec![(
+            Duration::ZERO,
+            PortError::corrupt("test", "bad state"),
+        )]);
+        let outcome = supervise(task, CancellationToken::new()).await;
+        assert!(
+            matches!(outcome, Err(EngineError::Port(PortError::Corrupt { .. }))),
+            "{outcome:?}"
+        );
+        assert_eq!(starts.lock().unwrap().len(), 1, "not restarted");
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,6 +83,19 @@ enum KafkaLogError {
         /// The value.
         value: u64,
     },
+    /// The next offset of an assigned partition left the log while a reader was reading it
+    /// (`auto.offset.reset=error`): its records expired before the reader got to them, or
+    /// the topic was recreated. librdkafka stops fetching that partition; reopening the
+    /// reader from the last checkpoint reports the lost records and resumes.
+    #[error(
+        "a partition's next offset is no longer in the log (records expired or the topic \
+         was recreated); reopen the reader to report what was lost and resume"
+    )]
+    OffsetLeftTheLog {
+        /// The consumer's error (it does not say which partition).
+        #[source]
+        source: KafkaError,
+    },
 }
 
 /// Whether a Kafka error code is transient: the broker is unreachable, busy or electing.
@@ -144,10 +157,15 @@ fn kafka_error(error: KafkaError) -> PortError {
 }
 
 /// Classifies a consumer error: librdkafka keeps retrying after any but a fatal one, so
-/// those are transient.
+/// those are transient. A partition whose next offset left the log is not retried by
+/// librdkafka, but reopening the reader (what a restart from the checkpoint does) resumes
+/// it, so it is transient too.
 fn consume_error(error: KafkaError) -> PortError {
     match error {
         KafkaError::MessageConsumptionFatal(_) => PortError::refused(SYSTEM, error),
+        KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) => {
+            PortError::unavailable(SYSTEM, KafkaLogError::OffsetLeftTheLog { source: error })
+        }
         _ => PortError::unavailable(SYSTEM, error),
     }
 }
@@ -166,8 +184,8 @@ fn kafka_partition(partition: u32) -> Result<i32, PortError> {
 }
 
 /// A Kafka offset from ours.
-fn kafka_offset(offset: u64) -> Result<Offset, PortError> {
-    i64::try_from(offset).map(Offset::Offset).map_err(|_| {
+fn kafka_offset(offset: u64) -> Result<i64, PortError> {
+    i64::try_from(offset).map_err(|_| {
         PortError::refused(
             SYSTEM,
             KafkaLogError::OutOfRange {
@@ -223,6 +241,34 @@ struct Inner {
     clients: Option<Clients>,
     /// Partition counts of the streams seen so far.
     partitions: RwLock<HashMap<StreamName, u32>>,
+    /// The last range of expired records counted as lost, per consumer group, topic and
+    /// partition (see [`newly_lost`]).
+    lost: Mutex<HashMap<LostKey, LostRange>>,
+}
+
+/// A partition read by a consumer group: group, topic, partition.
+type LostKey = (String, String, i32);
+
+/// Records `[from, to)` of a partition that expired before a reader got to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LostRange {
+    from: i64,
+    to: i64,
+}
+
+/// How many of the records `range` lost were not counted yet, given the range counted
+/// when a reader of the same group and partition was last opened (`previous`). A task
+/// that fails before checkpointing past a loss is reopened at the same offset, and finds
+/// the same records missing (and maybe more, expired since): only the new ones count.
+/// A reader opened at another offset started after the previous range (its checkpoint
+/// moved on), and a log start below the previous one is another topic's (a log start
+/// never moves back): all of such a range is new.
+fn newly_lost(previous: Option<LostRange>, range: LostRange) -> u64 {
+    let counted_to = match previous {
+        Some(previous) if previous.from == range.from && previous.to <= range.to => previous.to,
+        _ => range.from,
+    };
+    u64::try_from(range.to - counted_to).unwrap_or(0)
 }
 
 struct Clients {
@@ -283,6 +329,7 @@ impl KafkaLog {
                 config: config.clone(),
                 clients: Some(Clients { producer, admin }),
                 partitions: RwLock::new(HashMap::new()),
+                lost: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -410,6 +457,80 @@ impl KafkaLog {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Where a reader of `group` starts reading `position` (of `topic`), checked against
+    /// the partition's watermarks (a blocking lookup, through the reader's own consumer so
+    /// that the end is the one it sees). Offset 0 means "from the beginning": a pipeline
+    /// without a checkpoint, which reads whatever the log still holds, losing nothing.
+    fn start_offset(
+        &self,
+        consumer: &StreamConsumer,
+        group: &str,
+        topic: &str,
+        position: &PartitionOffset,
+    ) -> Result<Offset, PortError> {
+        let asked = kafka_offset(position.next_offset)?;
+        if asked == 0 {
+            return Ok(Offset::Beginning);
+        }
+        let partition = kafka_partition(position.partition)?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(kafka_error)?;
+        if asked < low {
+            // The records from the checkpoint on expired (retention) before this group
+            // read them: they are gone, so say so, count them, and go on from what is left.
+            let range = LostRange {
+                from: asked,
+                to: low,
+            };
+            let counted = self.count_lost((group.to_owned(), topic.to_owned(), partition), range);
+            tracing::error!(
+                stream = %position.stream,
+                partition = position.partition,
+                group,
+                from = asked,
+                to = low,
+                lost = low - asked,
+                newly_counted = counted,
+                "records expired before this reader read them; reading on from the log start"
+            );
+            let stream = position.stream.to_string();
+            metrics::counter!("tributary_log_records_lost_total", "stream" => stream)
+                .increment(counted);
+            return Ok(Offset::Offset(low));
+        }
+        if asked > high {
+            // The checkpoint is past the end: the topic was recreated (or truncated, which
+            // needs unclean leader election, off by default, since readers only see records
+            // on every in-sync replica). Its records were never read by this group, so read
+            // them all, as a new pipeline would: starting at `high` would skip them without
+            // a trace. What the old topic held past the checkpoint is gone with it and
+            // cannot be counted; after a truncation, records may be read twice.
+            tracing::error!(
+                stream = %position.stream,
+                partition = position.partition,
+                group,
+                asked,
+                end = high,
+                "checkpointed offset is beyond the end of the partition (topic recreated or \
+                 truncated); reading the partition from its start"
+            );
+            return Ok(Offset::Beginning);
+        }
+        Ok(Offset::Offset(asked))
+    }
+
+    /// Remembers `range` as lost for `key` and returns how many of its records were not
+    /// counted yet ([`newly_lost`]).
+    fn count_lost(&self, key: LostKey, range: LostRange) -> u64 {
+        let mut lost = self
+            .inner
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        newly_lost(lost.insert(key, range), range)
+    }
 }
 
 #[async_trait]
@@ -524,30 +645,42 @@ impl Log for KafkaLog {
         group: &str,
         start: &[PartitionOffset],
     ) -> Result<Box<dyn LogReader>, PortError> {
-        let mut assignment = TopicPartitionList::with_capacity(start.len());
+        let mut wanted = Vec::with_capacity(start.len());
         let mut streams = HashMap::new();
         for position in start {
             let partitions = self.cached_partitions(&position.stream).await?;
             check_partition(SYSTEM, position, partitions)?;
             let topic = self.topic(&position.stream);
-            assignment
-                .add_partition_offset(
-                    &topic,
-                    kafka_partition(position.partition)?,
-                    kafka_offset(position.next_offset)?,
-                )
-                .map_err(kafka_error)?;
-            streams.insert(topic, position.stream.clone());
+            streams.insert(topic.clone(), position.stream.clone());
+            wanted.push((topic, position.clone()));
         }
         let consumer: StreamConsumer = client_config(&self.inner.config)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // Never move a partition elsewhere than where `start_offset` put it: an offset
+            // that leaves the log while reading is an error of `poll`.
+            .set("auto.offset.reset", "error")
             .set("isolation.level", "read_committed")
             .create()
             .map_err(kafka_error)?;
-        consumer.assign(&assignment).map_err(kafka_error)?;
+        // Watermark lookups block: once per partition when the reader opens, off the runtime.
+        let log = self.clone();
+        let group_id = group.to_owned();
+        let consumer = tokio::task::spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::with_capacity(wanted.len());
+            for (topic, position) in &wanted {
+                let partition = kafka_partition(position.partition)?;
+                let offset = log.start_offset(&consumer, &group_id, topic, position)?;
+                assignment
+                    .add_partition_offset(topic, partition, offset)
+                    .map_err(kafka_error)?;
+            }
+            consumer.assign(&assignment).map_err(kafka_error)?;
+            Ok::<_, PortError>(consumer)
+        })
+        .await
+        .map_err(|e| PortError::unavailable(SYSTEM, e))??;
         tracing::debug!(group, partitions = start.len(), "kafka reader assigned");
         Ok(Box::new(KafkaLogReader {
             consumer: Some(consumer),
@@ -555,6 +688,7 @@ impl Log for KafkaLog {
             topic_prefix: self.inner.config.topic_prefix.clone(),
             streams,
             rejected: Vec::new(),
+            pending_error: None,
         }))
     }
 }
@@ -569,6 +703,9 @@ pub struct KafkaLogReader {
     streams: HashMap<String, StreamName>,
     /// The records skipped since the last `take_rejected`, as dead letters.
     rejected: Vec<DeadLetter>,
+    /// An error the consumer returned after the first record of a poll: returned by the
+    /// next poll, since librdkafka reports each error event once.
+    pending_error: Option<KafkaError>,
 }
 
 impl fmt::Debug for KafkaLogReader {
@@ -606,8 +743,12 @@ fn decode(
 impl LogReader for KafkaLogReader {
     /// Waits up to `timeout` for a first record, then takes what is already fetched, up to
     /// `max` records in all: events, and records skipped (whose dead letters the caller
-    /// takes now).
+    /// takes now). A consumer error fails the poll; one that comes after the first record
+    /// ends the batch and fails the next poll instead.
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
+        if let Some(error) = self.pending_error.take() {
+            return Err(consume_error(error));
+        }
         let mut records = Vec::new();
         if max == 0 {
             return Ok(records);
@@ -626,8 +767,8 @@ impl LogReader for KafkaLogReader {
                     records.extend(decode(&self.streams, &message, &mut self.rejected));
                 }
                 Some(Err(error)) => {
-                    // Return what we have; the error will show again at the next poll.
-                    tracing::warn!(group = %self.group, error = &error as &dyn std::error::Error, "kafka fetch error");
+                    // Return what we have: the records before the error are good.
+                    self.pending_error = Some(error);
                     break;
                 }
             }
@@ -649,7 +790,7 @@ impl LogReader for KafkaLogReader {
             list.add_partition_offset(
                 &format!("{}{}", self.topic_prefix, offset.stream),
                 kafka_partition(offset.partition)?,
-                kafka_offset(offset.next_offset)?,
+                Offset::Offset(kafka_offset(offset.next_offset)?),
             )
             .map_err(kafka_error)?;
         }
@@ -663,6 +804,22 @@ impl LogReader for KafkaLogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range(from: i64, to: i64) -> LostRange {
+        LostRange { from, to }
+    }
+
+    /// A reader reopened at the same offset counts only what expired since; one opened
+    /// elsewhere counts its whole range.
+    #[test]
+    fn lost_records_are_counted_once() {
+        assert_eq!(newly_lost(None, range(2, 6)), 4);
+        assert_eq!(newly_lost(Some(range(2, 6)), range(2, 6)), 0);
+        assert_eq!(newly_lost(Some(range(2, 6)), range(2, 9)), 3);
+        assert_eq!(newly_lost(Some(range(2, 6)), range(8, 10)), 2);
+        // Another topic under the same name, whose log start is below the last one's.
+        assert_eq!(newly_lost(Some(range(2, 600)), range(2, 5)), 3);
+    }
 
     /// Without a broker, `ping` gives up within the readiness probe's 2 s.
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The [`Log`](tributary_core::ports::Log) port on Apache Kafka, through `rdkafka`.
 //!
-//! Contract (the same as the embedded log's, checked by `tests/log_conformance.rs`):
+//! Contract (the same as the embedded log's, checked by `tests/log_conformance.rs`; where
+//! offsets are no longer in the log, by `tests/kafka_reader.rs`):
 //! - a stream is the topic `{topic_prefix}{stream}`; [`KafkaLog::connect`] fails with
 //!   `Unavailable` when no broker answers a metadata request within a few seconds; `ping`
 //!   asks for the metadata of one (never existing) topic and gives up after 1.5 s, within
@@ -23,7 +24,17 @@
 //!   record is its topic's: a record that is not an event of that stream (a tombstone,
 //!   other bytes, an event naming another stream, all written by another producer) is
 //!   skipped, counted in `tributary_log_undecodable_records_total`, logged, and handed out
-//!   once by `take_rejected` as a dead letter (`crate::log_checks`).
+//!   once by `take_rejected` as a dead letter (`crate::log_checks`);
+//! - a reader's offset 0 means "from the log start". Any other offset is checked once, when
+//!   the reader opens, against the partition's watermarks: below the log start (its records
+//!   expired before the group read them), the reader logs an error, counts the missing
+//!   records in `tributary_log_records_lost_total{stream}` (once per group, partition and
+//!   range in a process, however often a restarting task reopens there) and starts at the log start;
+//!   beyond the end (the topic was recreated), it logs an error and reads the partition from
+//!   its start. Consumers run with `auto.offset.reset=error`: an offset that leaves the log
+//!   while reading fails `poll` (retryably: reopening reports the loss), never a silent
+//!   reset. A consumer error met after the first record of a poll ends the batch and fails
+//!   the next poll.
 //!
 //! The partition count of a stream is cached after the first lookup: adding partitions to a
 //! live topic would move keys anyway, which Tributary does not support.

@@ -1,7 +1,7 @@
 //! What the two SQL adapters, [`crate::postgres`] and [`crate::sqlite`], share: how sqlx
-//! errors map to [`PortError`], the checks `commit_checkpoint` makes before writing, the
-//! `Fenced` refusal, decoding a `window_results` row, and building the `query_results`
-//! statement.
+//! errors map to [`PortError`], the checks `commit_checkpoint` makes before writing, its
+//! generation and epoch fences, decoding a `window_results` row, and building the
+//! `query_results` statement.
 //!
 //! Contract: a [`Dialect`] names its system and its integer type (for messages) and
 //! classifies its own database error codes; everything else here is dialect-neutral, so
@@ -12,7 +12,7 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
 use tributary_core::Timestamp;
-use tributary_core::ports::{PortError, ResultQuery};
+use tributary_core::ports::{Checkpoint, Fence, PortError, ResultQuery};
 use tributary_core::window::WindowResult;
 
 /// How a database error code classifies.
@@ -32,6 +32,9 @@ enum Invalid {
     /// Epochs start at 1.
     #[error("checkpoint epochs start at 1; epoch 0 cannot be committed")]
     ZeroEpoch,
+    /// Generations come from claims, which start at 1.
+    #[error("generation 0 is no claim's; claim the pipeline before committing")]
+    ZeroGeneration,
     /// A number above `i64::MAX`.
     #[error("{what} {value} does not fit a {integer}")]
     TooLarge {
@@ -139,29 +142,50 @@ impl Dialect {
         u64::try_from(value).map_err(|e| PortError::corrupt(self.system, e))
     }
 
-    /// The epoch a commit of `epoch` expects to find stored, and `epoch` as an integer;
-    /// epoch 0 and epochs above `i64::MAX` are refused.
-    pub(crate) fn commit_epochs(&self, epoch: u64) -> Result<(u64, i64), PortError> {
-        let expected = epoch
-            .checked_sub(1)
-            .ok_or_else(|| PortError::refused(self.system, Invalid::ZeroEpoch))?;
-        Ok((expected, self.integer("epoch", epoch)?))
+    /// `epoch` as the dialect's integer, for a commit by the owner of `generation`; epoch
+    /// 0, epochs above `i64::MAX` and generation 0 are refused.
+    pub(crate) fn commit_epoch(&self, generation: u64, epoch: u64) -> Result<i64, PortError> {
+        if generation == 0 {
+            return Err(PortError::refused(self.system, Invalid::ZeroGeneration));
+        }
+        if epoch == 0 {
+            return Err(PortError::refused(self.system, Invalid::ZeroEpoch));
+        }
+        self.integer("epoch", epoch)
     }
 
-    /// The refusal of a commit to `pipeline` that expected epoch `expected` but found
-    /// `found` stored (logged as a warning); [`PortError::Corrupt`] when `found` is
-    /// negative.
-    pub(crate) fn fenced(&self, pipeline: &str, expected: u64, found: i64) -> PortError {
-        let found = match self.unsigned(found) {
-            Ok(found) => found,
-            Err(corrupt) => return corrupt,
+    /// Checks a commit of `checkpoint` by the owner of `generation` against the stored
+    /// generation and epoch (`None` where no row is stored): the generation must be the
+    /// stored one, then the stored epoch `checkpoint.epoch - 1`. Otherwise
+    /// [`PortError::Fenced`] (logged as a warning), or [`PortError::Corrupt`] for a
+    /// negative stored number.
+    pub(crate) fn check_fences(
+        &self,
+        generation: u64,
+        checkpoint: &Checkpoint,
+        stored_generation: Option<i64>,
+        stored_epoch: Option<i64>,
+    ) -> Result<(), PortError> {
+        let fenced = |fence, expected, found| {
+            let pipeline = checkpoint.pipeline.as_str();
+            tracing::warn!(pipeline, %fence, expected, found, "checkpoint fenced");
+            PortError::Fenced {
+                pipeline: pipeline.to_owned(),
+                fence,
+                expected,
+                found,
+            }
         };
-        tracing::warn!(pipeline, expected, found, "checkpoint fenced");
-        PortError::Fenced {
-            pipeline: pipeline.to_owned(),
-            expected,
-            found,
+        let owner = self.unsigned(stored_generation.unwrap_or(0))?;
+        if owner != generation {
+            return Err(fenced(Fence::Generation, generation, owner));
         }
+        let found = self.unsigned(stored_epoch.unwrap_or(0))?;
+        let expected = checkpoint.epoch.saturating_sub(1);
+        if found != expected {
+            return Err(fenced(Fence::Epoch, expected, found));
+        }
+        Ok(())
     }
 
     /// Decodes one `window_results` row, its times read by `time`.
@@ -253,14 +277,16 @@ mod tests {
     };
 
     #[test]
-    fn commit_epochs_refuse_zero_and_huge_epochs() {
-        assert_eq!(TEST.commit_epochs(1).unwrap(), (0, 1));
-        assert_eq!(TEST.commit_epochs(8).unwrap(), (7, 8));
-        assert!(matches!(
-            TEST.commit_epochs(0),
-            Err(PortError::Refused { .. })
-        ));
-        let huge = TEST.commit_epochs(u64::MAX).unwrap_err();
+    fn commit_epoch_refuses_zero_and_huge_epochs_and_generation_zero() {
+        assert_eq!(TEST.commit_epoch(1, 1).unwrap(), 1);
+        assert_eq!(TEST.commit_epoch(3, 8).unwrap(), 8);
+        for (generation, epoch) in [(1, 0), (0, 1)] {
+            assert!(matches!(
+                TEST.commit_epoch(generation, epoch),
+                Err(PortError::Refused { .. })
+            ));
+        }
+        let huge = TEST.commit_epoch(1, u64::MAX).unwrap_err();
         assert!(matches!(huge, PortError::Refused { .. }));
         let source = std::error::Error::source(&huge).unwrap().to_string();
         assert_eq!(
@@ -269,17 +295,65 @@ mod tests {
         );
     }
 
-    #[test]
-    fn fenced_reports_the_found_epoch_and_a_negative_one_is_corrupt() {
-        match TEST.fenced("p", 4, 2) {
-            PortError::Fenced {
+    fn checkpoint(epoch: u64) -> Checkpoint {
+        Checkpoint {
+            pipeline: "p".to_owned(),
+            epoch,
+            offsets: Vec::new(),
+            state: serde_json::Value::Null,
+            watermark: Timestamp::MIN,
+        }
+    }
+
+    #[track_caller]
+    fn assert_fenced(outcome: Result<(), PortError>, fence: Fence, expected: u64, found: u64) {
+        match outcome {
+            Err(PortError::Fenced {
                 pipeline,
-                expected,
-                found,
-            } => assert_eq!((pipeline.as_str(), expected, found), ("p", 4, 2)),
+                fence: f,
+                expected: e,
+                found: n,
+            }) => assert_eq!((pipeline.as_str(), f, e, n), ("p", fence, expected, found)),
             other => panic!("expected Fenced, got {other:?}"),
         }
-        assert!(matches!(TEST.fenced("p", 4, -1), PortError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn fences_check_the_generation_then_the_epoch() {
+        TEST.check_fences(2, &checkpoint(5), Some(2), Some(4))
+            .unwrap();
+        TEST.check_fences(1, &checkpoint(1), Some(1), None).unwrap();
+        // A newer claim fences whatever the epoch, a stale epoch the current owner too.
+        assert_fenced(
+            TEST.check_fences(2, &checkpoint(5), Some(3), Some(4)),
+            Fence::Generation,
+            2,
+            3,
+        );
+        assert_fenced(
+            TEST.check_fences(2, &checkpoint(1), None, None),
+            Fence::Generation,
+            2,
+            0,
+        );
+        assert_fenced(
+            TEST.check_fences(2, &checkpoint(5), Some(2), Some(5)),
+            Fence::Epoch,
+            4,
+            5,
+        );
+        assert_fenced(
+            TEST.check_fences(2, &checkpoint(2), Some(2), None),
+            Fence::Epoch,
+            1,
+            0,
+        );
+        for (generation, epoch) in [(-1, 4), (2, -1)] {
+            assert!(matches!(
+                TEST.check_fences(2, &checkpoint(5), Some(generation), Some(epoch)),
+                Err(PortError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]

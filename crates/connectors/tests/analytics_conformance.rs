@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use serde_json::json;
-use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
+use tributary_core::ports::{
+    AnalyticsStore, Checkpoint, Fence, PartitionOffset, PortError, ResultQuery,
+};
 use tributary_core::window::WindowResult;
 use tributary_core::{StreamName, Timestamp};
 
@@ -76,22 +78,36 @@ fn sorted(mut results: Vec<WindowResult>) -> Vec<WindowResult> {
     results
 }
 
+/// Claims `pipeline` and returns the new owner's generation.
+async fn claim(store: &dyn AnalyticsStore, pipeline: &str) -> u64 {
+    store.claim(pipeline).await.unwrap().generation
+}
+
 #[track_caller]
-fn assert_fenced(outcome: Result<(), PortError>, pipeline: &str, expected: u64, found: u64) {
+fn assert_fenced(
+    outcome: Result<(), PortError>,
+    pipeline: &str,
+    fence: Fence,
+    expected: u64,
+    found: u64,
+) {
     match outcome {
         Err(PortError::Fenced {
             pipeline: p,
+            fence: f,
             expected: e,
-            found: f,
+            found: n,
         }) => {
             assert_eq!(
-                (p.as_str(), e, f),
-                (pipeline, expected, found),
+                (p.as_str(), f, e, n),
+                (pipeline, fence, expected, found),
                 "wrong fence"
             );
         }
         other => {
-            panic!("expected Fenced {{ expected: {expected}, found: {found} }}, got {other:?}")
+            panic!(
+                "expected Fenced {{ {fence}, expected: {expected}, found: {found} }}, got {other:?}"
+            )
         }
     }
 }
@@ -102,6 +118,7 @@ fn assert_fenced(outcome: Result<(), PortError>, pipeline: &str, expected: u64, 
 async fn checkpoint_round_trips(store: &dyn AnalyticsStore) {
     store.ping().await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    let owner = claim(store, "p").await;
 
     let mut first = checkpoint(
         "p",
@@ -118,21 +135,26 @@ async fn checkpoint_round_trips(store: &dyn AnalyticsStore) {
         result("p", T0, "a", 3, false),
         result("p", T0, "", 1, false),
     ];
-    store.commit_checkpoint(&first, &results).await.unwrap();
+    store
+        .commit_checkpoint(owner, &first, &results)
+        .await
+        .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(store, "p").await, sorted(results));
 
     let second = checkpoint("p", 2, json!(null));
-    store.commit_checkpoint(&second, &[]).await.unwrap();
+    store.commit_checkpoint(owner, &second, &[]).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(second));
 }
 
 /// A result committed again (same pipeline, window start and key) replaces the stored one.
 async fn results_are_upserted(store: &dyn AnalyticsStore) {
+    let owner = claim(store, "p").await;
     let open = result("p", T0, "k", 3, false);
     let other = result("p", T0, "other", 9, false);
     store
         .commit_checkpoint(
+            owner,
             &checkpoint("p", 1, json!({})),
             &[open.clone(), other.clone()],
         )
@@ -142,7 +164,7 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
     let mut closed = result("p", T0, "k", 5, true);
     closed.window_end = Timestamp::from_millis(T0 + 2 * MINUTE);
     store
-        .commit_checkpoint(&checkpoint("p", 2, json!({})), &[closed.clone()])
+        .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &[closed.clone()])
         .await
         .unwrap();
     assert_eq!(
@@ -154,18 +176,24 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
     let later = result("p", T0, "k", 6, true);
     let last = result("p", T0, "k", 7, true);
     store
-        .commit_checkpoint(&checkpoint("p", 3, json!({})), &[later, last.clone()])
+        .commit_checkpoint(
+            owner,
+            &checkpoint("p", 3, json!({})),
+            &[later, last.clone()],
+        )
         .await
         .unwrap();
     assert_eq!(all_results(store, "p").await, vec![last, other]);
 }
 
-/// A commit whose epoch is not the stored one + 1 fails Fenced and writes nothing.
+/// A commit whose epoch is not the stored one + 1 fails Fenced and writes nothing, even by
+/// the pipeline's owner.
 async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
+    let owner = claim(store, "p").await;
     let first = checkpoint("p", 1, json!({"version": 1}));
     let first_results = vec![result("p", T0, "a", 1, false)];
     store
-        .commit_checkpoint(&first, &first_results)
+        .commit_checkpoint(owner, &first, &first_results)
         .await
         .unwrap();
 
@@ -175,16 +203,20 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
         result("p", T0 + MINUTE, "b", 1, false),
     ];
     assert_fenced(
-        store.commit_checkpoint(&ahead, &ahead_results).await,
+        store.commit_checkpoint(owner, &ahead, &ahead_results).await,
         "p",
+        Fence::Epoch,
         2,
         1,
     );
 
     let zombie = checkpoint("p", 1, json!({"version": "zombie"}));
     assert_fenced(
-        store.commit_checkpoint(&zombie, &ahead_results).await,
+        store
+            .commit_checkpoint(owner, &zombie, &ahead_results)
+            .await,
         "p",
+        Fence::Epoch,
         0,
         1,
     );
@@ -193,37 +225,57 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
     assert_eq!(all_results(store, "p").await, first_results);
 }
 
-/// The first commit of a pipeline must be epoch 1; epoch 0 is refused.
+/// The first commit of a pipeline must be epoch 1, by the owner of a claim; epoch 0 and
+/// generation 0 (no claim's) are refused.
 async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     let results = vec![result("p", T0, "a", 1, false)];
+    for (generation, epoch) in [(0, 1), (1, 0)] {
+        match store
+            .commit_checkpoint(generation, &checkpoint("p", epoch, json!({})), &results)
+            .await
+        {
+            Err(PortError::Refused { .. }) => {}
+            other => panic!("generation {generation}, epoch {epoch}: not refused: {other:?}"),
+        }
+    }
+    // Unclaimed: no generation stored.
     assert_fenced(
         store
-            .commit_checkpoint(&checkpoint("p", 2, json!({})), &results)
+            .commit_checkpoint(1, &checkpoint("p", 1, json!({})), &results)
             .await,
         "p",
+        Fence::Generation,
         1,
         0,
     );
-    match store
-        .commit_checkpoint(&checkpoint("p", 0, json!({})), &results)
-        .await
-    {
-        Err(PortError::Refused { .. }) => {}
-        other => panic!("epoch 0 must be refused, got {other:?}"),
-    }
+    let owner = claim(store, "p").await;
+    assert_fenced(
+        store
+            .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &results)
+            .await,
+        "p",
+        Fence::Epoch,
+        1,
+        0,
+    );
     assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
     assert_eq!(all_results(store, "p").await, vec![]);
 
     let first = checkpoint("p", 1, json!({}));
-    store.commit_checkpoint(&first, &results).await.unwrap();
+    store
+        .commit_checkpoint(owner, &first, &results)
+        .await
+        .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(store, "p").await, results);
 }
 
-/// Of several committers of the same epoch, exactly one wins; the others are fenced by it
-/// and none of their results is written. The first epoch (no row yet) included.
+/// Of several committers of the same epoch and generation, exactly one wins; the others are
+/// fenced by it and none of their results is written. The first epoch (no row yet)
+/// included.
 async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore) {
     const CONTENDERS: u64 = 5;
+    let owner = claim(store, "p").await;
     let mut expected_results = Vec::new();
     for epoch in 1..=6u64 {
         let window = T0 + i64::try_from(epoch).unwrap() * MINUTE;
@@ -244,7 +296,7 @@ async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore)
         let outcomes = join_all(
             attempts
                 .iter()
-                .map(|(cp, rs)| store.commit_checkpoint(cp, rs)),
+                .map(|(cp, rs)| store.commit_checkpoint(owner, cp, rs)),
         )
         .await;
         let mut winners = Vec::new();
@@ -252,9 +304,16 @@ async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore)
             match outcome {
                 Ok(()) => winners.push(writer),
                 Err(PortError::Fenced {
-                    expected, found, ..
+                    fence,
+                    expected,
+                    found,
+                    ..
                 }) => {
-                    assert_eq!((expected, found), (epoch - 1, epoch), "loser {writer}");
+                    assert_eq!(
+                        (fence, expected, found),
+                        (Fence::Epoch, epoch - 1, epoch),
+                        "loser {writer}"
+                    );
                 }
                 Err(other) => panic!("writer {writer} failed with {other:?}, not Fenced"),
             }
@@ -283,8 +342,9 @@ async fn queries_filter_order_and_limit(store: &dyn AnalyticsStore) {
         }
     }
     results.push(result("other", T0, "a", 1000, true));
+    let owner = claim(store, "p").await;
     store
-        .commit_checkpoint(&checkpoint("p", 1, json!({})), &results)
+        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results)
         .await
         .unwrap();
     let all = sorted(results.into_iter().filter(|r| r.pipeline == "p").collect());
@@ -366,7 +426,8 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
         .collect();
     let mut cp = checkpoint("p", 1, json!({}));
     cp.watermark = Timestamp::from_millis(T0 + 999);
-    store.commit_checkpoint(&cp, &results).await.unwrap();
+    let owner = claim(store, "p").await;
+    store.commit_checkpoint(owner, &cp, &results).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(cp));
     assert_eq!(all_results(store, "p").await, sorted(results.clone()));
 
@@ -404,33 +465,47 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
     );
 }
 
-/// Pipelines have their own epochs, checkpoints and results.
+/// Pipelines have their own owners, epochs, checkpoints and results.
 async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
     let alpha = vec![result("alpha", T0, "k", 1, false)];
     let beta = vec![result("beta", T0, "k", 2, true)];
+    let alpha_owner = claim(store, "alpha").await;
+    claim(store, "beta").await;
+    let beta_owner = claim(store, "beta").await;
+    assert_eq!((alpha_owner, beta_owner), (1, 2));
     store
-        .commit_checkpoint(&checkpoint("alpha", 1, json!("alpha")), &alpha)
+        .commit_checkpoint(alpha_owner, &checkpoint("alpha", 1, json!("alpha")), &alpha)
         .await
         .unwrap();
     store
-        .commit_checkpoint(&checkpoint("beta", 1, json!("beta")), &beta)
+        .commit_checkpoint(beta_owner, &checkpoint("beta", 1, json!("beta")), &beta)
         .await
         .unwrap();
     let alpha2 = checkpoint("alpha", 2, json!("alpha 2"));
-    store.commit_checkpoint(&alpha2, &[]).await.unwrap();
+    store
+        .commit_checkpoint(alpha_owner, &alpha2, &[])
+        .await
+        .unwrap();
     assert_fenced(
         store
-            .commit_checkpoint(&checkpoint("beta", 3, json!("beta 3")), &[])
+            .commit_checkpoint(beta_owner, &checkpoint("beta", 3, json!("beta 3")), &[])
             .await,
         "beta",
+        Fence::Epoch,
         2,
         1,
     );
+    // A claim of alpha fences no owner of beta.
+    claim(store, "alpha").await;
+    store
+        .commit_checkpoint(beta_owner, &checkpoint("beta", 2, json!("beta 2")), &[])
+        .await
+        .unwrap();
 
     assert_eq!(store.load_checkpoint("alpha").await.unwrap(), Some(alpha2));
     assert_eq!(
         store.load_checkpoint("beta").await.unwrap(),
-        Some(checkpoint("beta", 1, json!("beta")))
+        Some(checkpoint("beta", 2, json!("beta 2")))
     );
     assert_eq!(store.load_checkpoint("gamma").await.unwrap(), None);
     assert_eq!(all_results(store, "alpha").await, alpha);
@@ -451,8 +526,9 @@ async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
             )
         })
         .collect();
+    let owner = claim(store, "p").await;
     store
-        .commit_checkpoint(&checkpoint("p", 1, json!({})), &results)
+        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results)
         .await
         .unwrap();
     let stored = all_results(store, "p").await;
@@ -463,6 +539,110 @@ async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
             .iter()
             .all(|r| by_key.get(r.key.as_str()) == Some(&r.count))
     );
+}
+
+/// Claims return the last checkpoint, and each bumps the pipeline's generation: 1 at the
+/// first, then +1. Only commits change what a claim or a load returns.
+async fn claims_bump_the_generation_and_return_the_last_checkpoint(store: &dyn AnalyticsStore) {
+    let first = store.claim("p").await.unwrap();
+    assert_eq!((first.generation, first.checkpoint), (1, None));
+    let cp = checkpoint("p", 1, json!({"at": 1}));
+    store.commit_checkpoint(1, &cp, &[]).await.unwrap();
+    let second = store.claim("p").await.unwrap();
+    assert_eq!(second.generation, 2);
+    assert_eq!(second.checkpoint.as_ref(), Some(&cp));
+    let third = store.claim("p").await.unwrap();
+    assert_eq!(third.generation, 3);
+    assert_eq!(third.checkpoint.as_ref(), Some(&cp));
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(cp));
+
+    // Concurrent claims each get a generation of their own.
+    let claims = join_all((0..5).map(|_| store.claim("p"))).await;
+    let mut generations: Vec<u64> = claims.into_iter().map(|c| c.unwrap().generation).collect();
+    generations.sort_unstable();
+    assert_eq!(generations, vec![4, 5, 6, 7, 8]);
+}
+
+/// A claims, B claims: A's next commit is fenced by generation and writes nothing, whatever
+/// its epoch, before and after A's own first commit; B resumes and commits.
+async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
+    let a = claim(store, "p").await;
+    let b = claim(store, "p").await;
+    let a_results = vec![result("p", T0, "zombie", 1, false)];
+    assert_fenced(
+        store
+            .commit_checkpoint(a, &checkpoint("p", 1, json!("a")), &a_results)
+            .await,
+        "p",
+        Fence::Generation,
+        a,
+        b,
+    );
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    assert_eq!(all_results(store, "p").await, vec![]);
+
+    let b_first = checkpoint("p", 1, json!("b"));
+    let b_results = vec![result("p", T0, "k", 2, false)];
+    store
+        .commit_checkpoint(b, &b_first, &b_results)
+        .await
+        .unwrap();
+
+    // B is now the zombie: C takes over from B's checkpoint.
+    let c = store.claim("p").await.unwrap();
+    assert_eq!(c.checkpoint.as_ref(), Some(&b_first));
+    for (owner, epoch) in [(b, 2), (a, 2), (a, 1)] {
+        assert_fenced(
+            store
+                .commit_checkpoint(owner, &checkpoint("p", epoch, json!("old")), &a_results)
+                .await,
+            "p",
+            Fence::Generation,
+            owner,
+            c.generation,
+        );
+    }
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(b_first));
+    assert_eq!(all_results(store, "p").await, b_results);
+
+    let c_second = checkpoint("p", 2, json!("c"));
+    let c_results = vec![result("p", T0, "k", 5, true)];
+    store
+        .commit_checkpoint(c.generation, &c_second, &c_results)
+        .await
+        .unwrap();
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(c_second));
+    assert_eq!(all_results(store, "p").await, c_results);
+}
+
+/// A claim racing a commit of the older owner serializes with it: either the commit lands
+/// first and the claim returns it, or the commit is fenced and the claim returns the
+/// checkpoint before it. Never a claim that misses a commit that then lands.
+async fn a_claim_racing_a_commit_returns_what_stands(store: &dyn AnalyticsStore) {
+    let mut owner = claim(store, "p").await;
+    let mut last = None;
+    for round in 1..=50u64 {
+        let next_epoch = last.as_ref().map_or(1, |cp: &Checkpoint| cp.epoch + 1);
+        let attempt = checkpoint("p", next_epoch, json!({"round": round}));
+        let (committed, claimed) = futures::join!(
+            store.commit_checkpoint(owner, &attempt, &[]),
+            store.claim("p"),
+        );
+        let claimed = claimed.unwrap();
+        match committed {
+            Ok(()) => {
+                assert_eq!(claimed.checkpoint.as_ref(), Some(&attempt), "round {round}");
+                last = Some(attempt);
+            }
+            Err(PortError::Fenced {
+                fence: Fence::Generation,
+                ..
+            }) => assert_eq!(claimed.checkpoint, last, "round {round}"),
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+        assert_eq!(store.load_checkpoint("p").await.unwrap(), last);
+        owner = claimed.generation;
+    }
 }
 
 // ------------------------------------------------------------------- adapter-specific tests
@@ -500,19 +680,26 @@ async fn sqlite_commits_survive_a_reopen() {
     let first = checkpoint("p", 1, json!({"kept": true}));
     let results = vec![result("p", T0, "k", 1, true)];
     let store = SqliteStore::connect(&config).await.unwrap();
-    store.commit_checkpoint(&first, &results).await.unwrap();
+    let owner = claim(&store, "p").await;
+    store
+        .commit_checkpoint(owner, &first, &results)
+        .await
+        .unwrap();
     store.close().await;
     let store = SqliteStore::connect(&config).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(&store, "p").await, results);
     assert_fenced(
         store
-            .commit_checkpoint(&checkpoint("p", 1, json!({})), &[])
+            .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[])
             .await,
         "p",
+        Fence::Epoch,
         0,
         1,
     );
+    // The generation survives the reopen too.
+    assert_eq!(claim(&store, "p").await, owner + 1);
 }
 
 // --------------------------------------------------------------------------------- harness
@@ -634,4 +821,7 @@ conformance!(
     timestamps_keep_millisecond_precision,
     pipelines_are_isolated,
     large_commits_land_whole,
+    claims_bump_the_generation_and_return_the_last_checkpoint,
+    a_newer_claim_fences_the_older_owner,
+    a_claim_racing_a_commit_returns_what_stands,
 );

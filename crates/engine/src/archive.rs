@@ -111,15 +111,19 @@ impl Task for ArchiveTask {
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
         let analytics = self.ports.analytics.as_ref();
-        let restored = analytics.load_checkpoint(ARCHIVE_TASK).await?;
-        let mut positions =
-            Positions::restore(self.ports.log.as_ref(), &self.streams, restored.as_ref()).await?;
+        let claim = analytics.claim(ARCHIVE_TASK).await?;
+        let mut positions = Positions::restore(
+            self.ports.log.as_ref(),
+            &self.streams,
+            claim.checkpoint.as_ref(),
+        )
+        .await?;
         let mut reader = self
             .ports
             .log
             .reader(ARCHIVE_TASK, &positions.offsets())
             .await?;
-        let mut checkpointer = Checkpointer::new(ARCHIVE_TASK, restored.as_ref());
+        let mut checkpointer = Checkpointer::new(ARCHIVE_TASK, &claim);
         loop {
             let records = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -129,9 +133,12 @@ impl Task for ArchiveTask {
             // the same records and keep the same dead letters: equal ids, stored once).
             dead_letters::keep(self.ports.documents.as_ref(), &reader.take_rejected()).await?;
             if !records.is_empty() {
-                let events: Vec<_> = records.iter().map(|r| r.event.clone()).collect();
-                self.store(&events).await?;
+                // Advanced before the events are stored, so that they can be moved out of
+                // the records: on a failure the task restarts from its last checkpoint, and
+                // no checkpoint is taken before they are stored.
                 records.iter().for_each(|r| positions.advance(r));
+                let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
+                self.store(&events).await?;
                 metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
             }
             if positions.moved() && checkpointer.due(self.interval) {

@@ -1,11 +1,16 @@
 //! What every task shares: where it is in the log, and how it commits a checkpoint.
+//!
+//! A task resumes from [`AnalyticsStore::claim`], never from `load_checkpoint`: the claim
+//! makes it the pipeline's owner and fences every older one (a zombie of a previous
+//! process), which then fails `Fenced` at its next commit. The task commits as that owner,
+//! its [`Checkpointer`] carrying the claim's generation.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tributary_core::StreamName;
 use tributary_core::Timestamp;
-use tributary_core::ports::{AnalyticsStore, Checkpoint, Log, LogRecord, PartitionOffset};
+use tributary_core::ports::{AnalyticsStore, Checkpoint, Claim, Log, LogRecord, PartitionOffset};
 use tributary_core::window::WindowResult;
 
 use crate::EngineError;
@@ -79,22 +84,34 @@ impl Positions {
     }
 }
 
-/// Commits a task's checkpoints, in epoch order.
+/// Commits a task's checkpoints, in epoch order, as the owner of one claim.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     task: String,
+    generation: u64,
     epoch: u64,
     last: Instant,
 }
 
 impl Checkpointer {
-    /// Continues after `checkpoint` (or from epoch 0).
-    pub(crate) fn new(task: &str, checkpoint: Option<&Checkpoint>) -> Self {
+    /// Commits as the owner `claim` made, after its checkpoint (or from epoch 0).
+    pub(crate) fn new(task: &str, claim: &Claim) -> Self {
         Self {
             task: task.to_owned(),
-            epoch: checkpoint.map_or(0, |cp| cp.epoch),
+            generation: claim.generation,
+            epoch: claim.checkpoint.as_ref().map_or(0, |cp| cp.epoch),
             last: Instant::now(),
         }
+    }
+
+    /// The claim's generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The epoch of the last checkpoint, committed or restored.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether `interval` has passed since the last commit.
@@ -102,7 +119,8 @@ impl Checkpointer {
         self.last.elapsed() >= interval
     }
 
-    /// Commits `results`, `state` and the positions in one transaction of `analytics`.
+    /// Commits `results`, `state` and the positions in one transaction of `analytics`;
+    /// `Fenced` once a newer claim took the task over.
     pub(crate) async fn commit(
         &mut self,
         analytics: &dyn AnalyticsStore,
@@ -119,7 +137,9 @@ impl Checkpointer {
             state,
             watermark,
         };
-        analytics.commit_checkpoint(&checkpoint, results).await?;
+        analytics
+            .commit_checkpoint(self.generation, &checkpoint, results)
+            .await?;
         self.epoch = checkpoint.epoch;
         self.last = Instant::now();
         positions.committed.clone_from(&positions.next);

@@ -6,13 +6,14 @@
 //! is set, one that deletes the older dead letters every [`PRUNE_INTERVAL`]. A pipeline
 //! task and the archive task are each a loop of *restore → read → process → checkpoint*:
 //!
-//! 1. **Restore**: load the task's last checkpoint from the analytics store (its operator
+//! 1. **Restore**: claim the task in the analytics store (`AnalyticsStore::claim`: take
+//!    ownership, fencing any older owner, and load its last checkpoint — its operator
 //!    state and the log offsets it covers) and open a log reader at those offsets.
 //! 2. **Read and process** records in offset order, feeding the pure operator from
 //!    `tributary-core`.
 //! 3. **Checkpoint** every `checkpoint_interval`: the results that changed, the operator
 //!    state and the next offsets are committed in **one transaction** of the analytics
-//!    store, fenced by epoch. Only then is the cache updated.
+//!    store, fenced by generation and epoch. Only then is the cache updated.
 //!
 //! Any error drops the in-memory state and restarts the loop from step 1, so the output
 //! is always the one of a run that never failed: no event is counted twice or lost.

@@ -7,7 +7,6 @@
 //! from what was refused, so a replay after a crash keeps each one once. The late count of
 //! the pipeline's status stays exact too: it is part of the checkpointed state.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -49,29 +48,27 @@ impl Task for WindowedTask {
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
         let name = self.spec.name.clone();
-        let analytics = Arc::clone(&self.ports.analytics);
-        let restored = analytics.load_checkpoint(&name).await?;
-        let state: WindowState = match &restored {
-            Some(cp) => {
-                serde_json::from_value(cp.state.clone()).map_err(|source| EngineError::State {
-                    task: name.clone(),
-                    source,
-                })?
-            }
-            None => WindowState::default(),
-        };
+        let claim = self.ports.analytics.claim(&name).await?;
+        let mut checkpointer = Checkpointer::new(&name, &claim);
         let mut positions = Positions::restore(
             self.ports.log.as_ref(),
             &self.spec.sources,
-            restored.as_ref(),
+            claim.checkpoint.as_ref(),
         )
         .await?;
+        let state: WindowState = match claim.checkpoint {
+            Some(cp) => serde_json::from_value(cp.state).map_err(|source| EngineError::State {
+                task: name.clone(),
+                source,
+            })?,
+            None => WindowState::default(),
+        };
         let mut reader = self.ports.log.reader(&name, &positions.offsets()).await?;
-        let mut checkpointer = Checkpointer::new(&name, restored.as_ref());
         let mut operator = WindowOperator::new(&self.spec, state, positions.partitions(), now_ms());
         tracing::info!(
             pipeline = %name,
-            epoch = restored.as_ref().map_or(0, |cp| cp.epoch),
+            generation = checkpointer.generation(),
+            epoch = checkpointer.epoch(),
             "pipeline restored from its last checkpoint"
         );
 
@@ -109,22 +106,13 @@ impl Task for WindowedTask {
                     .set(watermark.millis() as f64);
             }
             if checkpointer.due(self.spec.checkpoint_interval) {
-                self.checkpoint(
-                    &mut operator,
-                    &mut positions,
-                    &mut checkpointer,
-                    reader.as_mut(),
-                )
-                .await?;
+                operator = self
+                    .checkpoint(operator, &mut positions, &mut checkpointer, reader.as_mut())
+                    .await?;
             }
         }
-        self.checkpoint(
-            &mut operator,
-            &mut positions,
-            &mut checkpointer,
-            reader.as_mut(),
-        )
-        .await?;
+        self.checkpoint(operator, &mut positions, &mut checkpointer, reader.as_mut())
+            .await?;
         tracing::info!(pipeline = %name, "pipeline stopped after a final checkpoint");
         Ok(())
     }
@@ -139,22 +127,19 @@ impl WindowedTask {
 
     /// Commits the changed results with the state and offsets, then publishes the status;
     /// does nothing when no record was read and no result changed since the last one.
+    /// Hands the operator back.
     async fn checkpoint(
         &self,
-        operator: &mut WindowOperator,
+        mut operator: WindowOperator,
         positions: &mut Positions,
         checkpointer: &mut Checkpointer,
         reader: &mut dyn LogReader,
-    ) -> Result<(), EngineError> {
+    ) -> Result<WindowOperator, EngineError> {
         if !operator.has_changes() && !positions.moved() {
-            return Ok(());
+            return Ok(operator);
         }
         let results = operator.take_changes();
-        let state =
-            serde_json::to_value(operator.state()).map_err(|source| EngineError::State {
-                task: self.spec.name.clone(),
-                source,
-            })?;
+        let (operator, state) = encode_state(&self.spec.name, operator).await?;
         let checkpoint = checkpointer
             .commit(
                 self.ports.analytics.as_ref(),
@@ -164,11 +149,11 @@ impl WindowedTask {
                 &results,
             )
             .await?;
-        self.publish(&checkpoint, operator, results).await;
+        self.publish(&checkpoint, &operator, results).await;
         if let Err(err) = reader.commit(&checkpoint.offsets).await {
             tracing::debug!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "log offset report failed");
         }
-        Ok(())
+        Ok(operator)
     }
 
     /// Writes the pipeline's status to the cache, after the commit. Best effort: the cache
@@ -200,6 +185,29 @@ impl WindowedTask {
             tracing::warn!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "pipeline status not cached");
         }
     }
+}
+
+/// The operator's state as JSON, encoded on a blocking thread: it holds every open window's
+/// counts and de-duplication set, too much to encode between two awaits on a runtime
+/// worker. The operator moves there and back; nothing is copied.
+async fn encode_state(
+    task: &str,
+    operator: WindowOperator,
+) -> Result<(WindowOperator, serde_json::Value), EngineError> {
+    let (operator, encoded) = tokio::task::spawn_blocking(move || {
+        let encoded = serde_json::to_value(operator.state());
+        (operator, encoded)
+    })
+    .await
+    .map_err(|source| EngineError::Panicked {
+        task: task.to_owned(),
+        source,
+    })?;
+    let state = encoded.map_err(|source| EngineError::State {
+        task: task.to_owned(),
+        source,
+    })?;
+    Ok((operator, state))
 }
 
 /// Processing time, in epoch milliseconds.

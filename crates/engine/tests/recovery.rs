@@ -1,5 +1,6 @@
 //! The engine over the embedded adapters: exact counts and dead letters after the engine
-//! is aborted mid-stream (no final checkpoint), and fencing of a second processor.
+//! is aborted mid-stream (no final checkpoint), and a running processor fenced by a new
+//! one that takes its pipeline over.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
@@ -13,7 +14,7 @@ use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::dead_letter::{DeadLetter, DeadLetterCursor, DeadLetterPage, Origin};
 use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
-use tributary_core::ports::{EventCursor, EventPage, ResultQuery};
+use tributary_core::ports::{EventCursor, EventPage, Fence, PortError, ResultQuery};
 use tributary_core::window::WindowState;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_engine::{Engine, EngineConfig, EngineError, Ports};
@@ -360,37 +361,79 @@ async fn dead_letters(ports: &Ports) -> Vec<DeadLetter> {
     }
 }
 
+/// A processor started while another runs the pipeline takes it over when it restores
+/// (its claim): the running one, now a zombie, is fenced at its next commit and stops,
+/// while the new one goes on, and every count stays exact.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_processor_of_the_same_pipeline_is_fenced() {
+async fn a_new_processor_takes_the_pipeline_over_and_fences_the_running_one() {
     let dir = tempfile::tempdir().unwrap();
     let ports = ports(dir.path()).await;
-    let first = tokio::spawn(engine(&ports).run(CancellationToken::new()));
-    let second = tokio::spawn(engine(&ports).run(CancellationToken::new()));
-    // Keep events flowing so both keep committing: one of them must find the other's
-    // epoch and stop for good.
-    let mut n = 0;
+    let mut n = 500;
+    ports.log.append(&stream(), &events(0..n)).await.unwrap();
+    let running = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+    wait_for_a_checkpoint(&ports).await;
+
+    let shutdown = CancellationToken::new();
+    let new = tokio::spawn(engine(&ports).run(shutdown.clone()));
+    // Events keep flowing, so the running processor commits again, and is fenced then.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !first.is_finished() && !second.is_finished() {
+    while !running.is_finished() {
         assert!(
             std::time::Instant::now() < deadline,
-            "neither processor was fenced"
+            "the running processor was never fenced"
         );
-        ports
-            .log
-            .append(&stream(), &events(n..n + 10))
-            .await
-            .unwrap();
-        n += 10;
+        if n < 1_500 {
+            ports
+                .log
+                .append(&stream(), &events(n..n + 10))
+                .await
+                .unwrap();
+            n += 10;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (done, other) = if first.is_finished() {
-        (first, second)
-    } else {
-        (second, first)
-    };
-    let err = done.await.unwrap().unwrap_err();
-    assert!(err.to_string().contains("fenced"), "{err}");
-    other.abort();
+    let err = running.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Port(PortError::Fenced {
+                fence: Fence::Generation,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!new.is_finished(), "the new processor stopped too");
+
+    ports
+        .log
+        .append(&stream(), &events(n..n + 200))
+        .await
+        .unwrap();
+    n += 200;
+    ports.log.append(&stream(), &flush()).await.unwrap();
+    wait_for_counts(&ports, &truth(&events(0..n))).await;
+    wait_for_raw_events(&ports, n + flush().len()).await;
+    shutdown.cancel();
+    new.await.unwrap().unwrap();
+}
+
+/// Waits until the pipeline has committed a checkpoint, or fails after 30 s.
+async fn wait_for_a_checkpoint(ports: &Ports) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ports
+        .analytics
+        .load_checkpoint("counts")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -596,7 +596,11 @@ async fn results_come_from_committed_checkpoints() {
         state: json!({}),
         watermark: Timestamp::from_millis(base + 3 * minute),
     };
-    h.store.commit_checkpoint(&checkpoint, &rows).await.unwrap();
+    let owner = h.store.claim("clicks-per-minute").await.unwrap();
+    h.store
+        .commit_checkpoint(owner.generation, &checkpoint, &rows)
+        .await
+        .unwrap();
 
     let response = h.get("/v1/pipelines/clicks-per-minute/results").await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -125,7 +125,7 @@ pub async fn start_with_keys(
     }
 
     // Bound before any task starts: a processor that cannot serve its probes must not
-    // take over a pipeline (its restore would fence the one running) and then stop.
+    // take over a pipeline (its restore claims it, fencing the one running) and then stop.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

@@ -5,12 +5,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Row};
 use tributary_core::Timestamp;
-use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
+use tributary_core::ports::{
+    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery,
+};
 use tributary_core::window::WindowResult;
 
 use super::config::PostgresConfig;
@@ -39,7 +41,17 @@ SET window_end = EXCLUDED.window_end,
     closed = EXCLUDED.closed,
     updated_at = EXCLUDED.updated_at";
 
-/// Writes the checkpoint row, whose lock the transaction holds.
+/// Bumps the pipeline's generation (1 at its first claim); the row stays locked until the
+/// transaction ends.
+const BUMP_GENERATION: &str = "\
+INSERT INTO pipeline_owners (pipeline, generation, claimed_at)
+VALUES ($1, 1, now())
+ON CONFLICT (pipeline) DO UPDATE
+SET generation = pipeline_owners.generation + 1,
+    claimed_at = EXCLUDED.claimed_at
+RETURNING generation";
+
+/// Writes the checkpoint row, under the lock of the pipeline's owner row.
 const UPSERT_CHECKPOINT: &str = "\
 INSERT INTO checkpoints (pipeline, epoch, offsets, state, watermark, committed_at)
 VALUES ($1, $2, $3, $4, $5, now())
@@ -56,9 +68,6 @@ enum Invalid {
     /// A time outside what `timestamptz` and chrono both hold.
     #[error("time {0} ({millis} ms) is outside the range PostgreSQL can store", millis = .0.millis())]
     TimeOutOfRange(Timestamp),
-    /// The locked checkpoint row disappeared inside the transaction.
-    #[error("the checkpoint row of pipeline {0} vanished during the commit")]
-    CheckpointVanished(String),
 }
 
 /// Window results and checkpoints in PostgreSQL. Cheap to clone: clones share the pool.
@@ -178,16 +187,31 @@ impl ResultColumns {
     }
 }
 
-/// Locks the pipeline's checkpoint row and returns its epoch, if there is a row.
-async fn lock_epoch(
-    tx: &mut Transaction<'static, Postgres>,
+/// The pipeline's last checkpoint, read through `executor`.
+async fn read_checkpoint<'e>(
+    executor: impl PgExecutor<'e>,
     pipeline: &str,
-) -> Result<Option<i64>, PortError> {
-    sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE pipeline = $1 FOR UPDATE")
-        .bind(pipeline)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(sqlx_error)
+) -> Result<Option<Checkpoint>, PortError> {
+    let row = sqlx::query(
+        "SELECT epoch, offsets, state, watermark FROM checkpoints \
+         WHERE pipeline = $1 AND epoch > 0",
+    )
+    .bind(pipeline)
+    .fetch_optional(executor)
+    .await
+    .map_err(sqlx_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
+    let Json(offsets): Json<Vec<PartitionOffset>> = row.try_get("offsets").map_err(sqlx_error)?;
+    let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(sqlx_error)?;
+    let watermark: i64 = row.try_get("watermark").map_err(sqlx_error)?;
+    Ok(Some(Checkpoint {
+        pipeline: pipeline.to_owned(),
+        epoch: DIALECT.unsigned(epoch)?,
+        offsets,
+        state,
+        watermark: Timestamp::from_millis(watermark),
+    }))
 }
 
 #[async_trait]
@@ -200,62 +224,58 @@ impl AnalyticsStore for PostgresStore {
         Ok(())
     }
 
+    async fn claim(&self, pipeline: &str) -> Result<Claim, PortError> {
+        let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
+        // The bump locks the owner row until the commit below: an older owner's commit
+        // either finished before it (and is read next) or waits, then finds it fenced.
+        let generation: i64 = sqlx::query_scalar(BUMP_GENERATION)
+            .bind(pipeline)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+        let checkpoint = read_checkpoint(&mut *tx, pipeline).await?;
+        tx.commit().await.map_err(sqlx_error)?;
+        let generation = DIALECT.unsigned(generation)?;
+        tracing::debug!(pipeline, generation, "pipeline claimed");
+        Ok(Claim {
+            generation,
+            checkpoint,
+        })
+    }
+
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
-        let row = sqlx::query(
-            "SELECT epoch, offsets, state, watermark FROM checkpoints \
-             WHERE pipeline = $1 AND epoch > 0",
-        )
-        .bind(pipeline)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sqlx_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
-        let Json(offsets): Json<Vec<PartitionOffset>> =
-            row.try_get("offsets").map_err(sqlx_error)?;
-        let Json(state): Json<serde_json::Value> = row.try_get("state").map_err(sqlx_error)?;
-        let watermark: i64 = row.try_get("watermark").map_err(sqlx_error)?;
-        Ok(Some(Checkpoint {
-            pipeline: pipeline.to_owned(),
-            epoch: DIALECT.unsigned(epoch)?,
-            offsets,
-            state,
-            watermark: Timestamp::from_millis(watermark),
-        }))
+        read_checkpoint(&self.pool, pipeline).await
     }
 
     async fn commit_checkpoint(
         &self,
+        generation: u64,
         checkpoint: &Checkpoint,
         results: &[WindowResult],
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
-        let (expected, epoch) = DIALECT.commit_epochs(checkpoint.epoch)?;
+        let epoch = DIALECT.commit_epoch(generation, checkpoint.epoch)?;
         let columns = ResultColumns::new(results)?;
 
         let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
-        let found = match lock_epoch(&mut tx, pipeline).await? {
-            Some(found) => found,
-            None => {
-                // First commit: create the row to lock. A concurrent first committer's
-                // insert waits for ours, then finds the row and loses the fence.
-                sqlx::query(
-                    "INSERT INTO checkpoints (pipeline, epoch, offsets, state, watermark) \
-                     VALUES ($1, 0, '[]', 'null', $2) ON CONFLICT (pipeline) DO NOTHING",
-                )
+        // Serializes with claims and the other commits of the pipeline: every writer of its
+        // checkpoint row holds this lock, so the epoch read next cannot go stale.
+        let owner: Option<i64> = sqlx::query_scalar(
+            "SELECT generation FROM pipeline_owners WHERE pipeline = $1 FOR UPDATE",
+        )
+        .bind(pipeline)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sqlx_error)?;
+        let stored_epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE pipeline = $1")
                 .bind(pipeline)
-                .bind(i64::MIN)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(sqlx_error)?;
-                lock_epoch(&mut tx, pipeline).await?.ok_or_else(|| {
-                    PortError::unavailable(SYSTEM, Invalid::CheckpointVanished(pipeline.to_owned()))
-                })?
-            }
-        };
-        if found != epoch - 1 {
+        if let Err(fenced) = DIALECT.check_fences(generation, checkpoint, owner, stored_epoch) {
             tx.rollback().await.map_err(sqlx_error)?;
-            return Err(DIALECT.fenced(pipeline, expected, found));
+            return Err(fenced);
         }
 
         if !columns.is_empty() {
@@ -282,6 +302,7 @@ impl AnalyticsStore for PostgresStore {
         tx.commit().await.map_err(sqlx_error)?;
         tracing::debug!(
             pipeline,
+            generation,
             epoch = checkpoint.epoch,
             results = columns.len(),
             "checkpoint committed"

@@ -10,13 +10,17 @@
 //!   key text COLLATE "C", count bigint, closed bool, updated_at)`, primary key
 //!   `(pipeline, window_start, key)`, plus an index on `(pipeline, key, window_start)`;
 //!   `checkpoints (pipeline primary key, epoch bigint, offsets jsonb, state jsonb,
-//!   watermark bigint epoch-ms, committed_at)`;
-//! - `commit_checkpoint` is one transaction: it locks the pipeline's checkpoint row
-//!   (`SELECT ... FOR UPDATE`; a missing row is first inserted with epoch 0 through
-//!   `ON CONFLICT DO NOTHING`, so two first committers serialize on it too), fails with
-//!   `PortError::Fenced` and writes nothing unless the stored epoch is `epoch - 1`, then
-//!   upserts every result in one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO UPDATE`
-//!   statement and updates the checkpoint row;
+//!   watermark bigint epoch-ms, committed_at)`; `pipeline_owners (pipeline primary key,
+//!   generation bigint, claimed_at)`;
+//! - `claim` is one transaction: it bumps the pipeline's generation with an upsert
+//!   (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, which keeps the owner row locked),
+//!   then reads the checkpoint;
+//! - `commit_checkpoint` is one transaction: it locks the pipeline's owner row
+//!   (`SELECT ... FOR UPDATE`), so claims and commits of a pipeline serialize on it, fails
+//!   with `PortError::Fenced` and writes nothing unless the stored generation is the
+//!   committer's and the stored epoch is `epoch - 1`, then upserts every result in one
+//!   `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO UPDATE` statement and the
+//!   checkpoint row (written only under that lock);
 //! - each result is stored under its own `pipeline` field; the fence is the checkpoint's
 //!   `pipeline` (the engine checkpoints per task, and its results name the pipeline);
 //! - times are stored as `timestamptz` with exact millisecond precision (through chrono);

@@ -1,10 +1,12 @@
 //! The [`AnalyticsStore`] half of [`SqliteStore`].
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteExecutor, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tributary_core::Timestamp;
-use tributary_core::ports::{AnalyticsStore, Checkpoint, PartitionOffset, PortError, ResultQuery};
+use tributary_core::ports::{
+    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery,
+};
 use tributary_core::window::WindowResult;
 
 use super::SqliteStore;
@@ -19,42 +21,79 @@ fn sqlite_column_time(row: &SqliteRow, column: &str) -> Result<Timestamp, sqlx::
     row.try_get(column).map(Timestamp::from_millis)
 }
 
+/// The pipeline's last checkpoint, read through `executor`.
+async fn read_checkpoint<'e>(
+    executor: impl SqliteExecutor<'e>,
+    pipeline: &str,
+) -> Result<Option<Checkpoint>, PortError> {
+    let row = sqlx::query(
+        "SELECT epoch, offsets, state, watermark FROM checkpoints \
+         WHERE pipeline = ? AND epoch > 0",
+    )
+    .bind(pipeline)
+    .fetch_optional(executor)
+    .await
+    .map_err(sqlx_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
+    let offsets: &str = row.try_get("offsets").map_err(sqlx_error)?;
+    let state: &str = row.try_get("state").map_err(sqlx_error)?;
+    Ok(Some(Checkpoint {
+        pipeline: pipeline.to_owned(),
+        epoch: DIALECT.unsigned(epoch)?,
+        offsets: serde_json::from_str::<Vec<PartitionOffset>>(offsets)
+            .map_err(|e| PortError::corrupt(SYSTEM, e))?,
+        state: serde_json::from_str(state).map_err(|e| PortError::corrupt(SYSTEM, e))?,
+        watermark: Timestamp::from_millis(row.try_get("watermark").map_err(sqlx_error)?),
+    }))
+}
+
 #[async_trait]
 impl AnalyticsStore for SqliteStore {
     async fn ping(&self) -> Result<(), PortError> {
         self.ping_db().await
     }
 
-    async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
-        let row = sqlx::query(
-            "SELECT epoch, offsets, state, watermark FROM checkpoints \
-             WHERE pipeline = ? AND epoch > 0",
+    async fn claim(&self, pipeline: &str) -> Result<Claim, PortError> {
+        // IMMEDIATE takes the write lock now: no commit runs between the bump and the read.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlx_error)?;
+        let generation: i64 = sqlx::query_scalar(
+            "INSERT INTO pipeline_owners (pipeline, generation, claimed_at) VALUES (?, 1, ?) \
+             ON CONFLICT (pipeline) DO UPDATE SET generation = generation + 1, \
+             claimed_at = excluded.claimed_at \
+             RETURNING generation",
         )
         .bind(pipeline)
-        .fetch_optional(&self.pool)
+        .bind(Timestamp::now().millis())
+        .fetch_one(&mut *tx)
         .await
         .map_err(sqlx_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let epoch: i64 = row.try_get("epoch").map_err(sqlx_error)?;
-        let offsets: &str = row.try_get("offsets").map_err(sqlx_error)?;
-        let state: &str = row.try_get("state").map_err(sqlx_error)?;
-        Ok(Some(Checkpoint {
-            pipeline: pipeline.to_owned(),
-            epoch: DIALECT.unsigned(epoch)?,
-            offsets: serde_json::from_str::<Vec<PartitionOffset>>(offsets)
-                .map_err(|e| PortError::corrupt(SYSTEM, e))?,
-            state: serde_json::from_str(state).map_err(|e| PortError::corrupt(SYSTEM, e))?,
-            watermark: Timestamp::from_millis(row.try_get("watermark").map_err(sqlx_error)?),
-        }))
+        let checkpoint = read_checkpoint(&mut *tx, pipeline).await?;
+        tx.commit().await.map_err(sqlx_error)?;
+        let generation = DIALECT.unsigned(generation)?;
+        tracing::debug!(pipeline, generation, "pipeline claimed");
+        Ok(Claim {
+            generation,
+            checkpoint,
+        })
+    }
+
+    async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
+        read_checkpoint(&self.pool, pipeline).await
     }
 
     async fn commit_checkpoint(
         &self,
+        generation: u64,
         checkpoint: &Checkpoint,
         results: &[WindowResult],
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
-        let (expected, epoch) = DIALECT.commit_epochs(checkpoint.epoch)?;
+        let epoch = DIALECT.commit_epoch(generation, checkpoint.epoch)?;
         let counts = results
             .iter()
             .map(|r| DIALECT.integer("count", r.count))
@@ -65,22 +104,28 @@ impl AnalyticsStore for SqliteStore {
             serde_json::to_string(&checkpoint.state).map_err(|e| PortError::refused(SYSTEM, e))?;
         let now = Timestamp::now().millis();
 
-        // IMMEDIATE takes the write lock now: the epoch read below cannot go stale.
+        // IMMEDIATE takes the write lock now: the generation and epoch read below cannot go
+        // stale, and a claim waits for this commit (or this commit for the claim).
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlx_error)?;
-        let found: Option<i64> =
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT generation FROM pipeline_owners WHERE pipeline = ?")
+                .bind(pipeline)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+        let stored_epoch: Option<i64> =
             sqlx::query_scalar("SELECT epoch FROM checkpoints WHERE pipeline = ?")
                 .bind(pipeline)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(sqlx_error)?;
-        let found = found.unwrap_or(0);
-        if found != epoch - 1 {
+        if let Err(fenced) = DIALECT.check_fences(generation, checkpoint, owner, stored_epoch) {
             tx.rollback().await.map_err(sqlx_error)?;
-            return Err(DIALECT.fenced(pipeline, expected, found));
+            return Err(fenced);
         }
 
         // Rows apply in order, so of duplicates within the batch the last one wins.
@@ -127,6 +172,7 @@ impl AnalyticsStore for SqliteStore {
         tx.commit().await.map_err(sqlx_error)?;
         tracing::debug!(
             pipeline,
+            generation,
             epoch = checkpoint.epoch,
             results = results.len(),
             "checkpoint committed"

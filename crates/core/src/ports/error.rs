@@ -35,17 +35,20 @@ pub enum PortError {
         #[source]
         source: BoxError,
     },
-    /// A newer checkpoint was committed by another processor of the same pipeline: this
-    /// one is a zombie and must stop writing.
+    /// Another processor of the same pipeline claimed it since this one did, or a
+    /// checkpoint this one did not expect is stored: this one is a zombie and must stop
+    /// writing.
     #[error(
-        "checkpoint of pipeline {pipeline} is fenced: expected epoch {expected}, found {found}"
+        "checkpoint of pipeline {pipeline} is fenced: expected {fence} {expected}, found {found}"
     )]
     Fenced {
         /// The pipeline.
         pipeline: String,
-        /// The epoch this writer expected to find stored.
+        /// What did not match: the owner's generation or the checkpoint's epoch.
+        fence: Fence,
+        /// The generation or epoch this writer expected to find stored.
         expected: u64,
-        /// The epoch actually stored.
+        /// The one actually stored.
         found: u64,
     },
     /// Stored data could not be decoded.
@@ -60,6 +63,24 @@ pub enum PortError {
     /// The stream does not exist in the log.
     #[error("unknown stream {0}")]
     UnknownStream(StreamName),
+}
+
+/// What fenced a checkpoint commit ([`PortError::Fenced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// A newer claim took the pipeline over: the stored generation is not the writer's.
+    Generation,
+    /// The stored epoch is not the one the checkpoint follows.
+    Epoch,
+}
+
+impl std::fmt::Display for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Generation => "generation",
+            Self::Epoch => "epoch",
+        })
+    }
 }
 
 impl PortError {

@@ -14,10 +14,10 @@ mod document;
 mod error;
 mod log;
 
-pub use analytics::{AnalyticsStore, Checkpoint, ResultQuery};
+pub use analytics::{AnalyticsStore, Checkpoint, Claim, ResultQuery};
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
-pub use error::{BoxError, ErrorDomain, PortError};
+pub use error::{BoxError, ErrorDomain, Fence, PortError};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset};
 
 use std::sync::Arc;

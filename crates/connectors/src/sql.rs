@@ -12,7 +12,7 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
 use tributary_core::Timestamp;
-use tributary_core::ports::{Checkpoint, Fence, PortError, ResultQuery};
+use tributary_core::ports::{Checkpoint, Claim, Fence, PortError, ResultQuery};
 use tributary_core::window::WindowResult;
 
 /// How a database error code classifies.
@@ -140,6 +140,27 @@ impl Dialect {
     /// A stored integer that must not be negative, or corrupt.
     pub(crate) fn unsigned(&self, value: i64) -> Result<u64, PortError> {
         u64::try_from(value).map_err(|e| PortError::corrupt(self.system, e))
+    }
+
+    /// The claim of `pipeline` whose transaction bumped its generation to `generation`
+    /// and read `checkpoint`, once committed.
+    pub(crate) fn claimed(
+        &self,
+        pipeline: &str,
+        generation: i64,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Claim, PortError> {
+        let generation = self.unsigned(generation)?;
+        tracing::debug!(
+            system = self.system,
+            pipeline,
+            generation,
+            "pipeline claimed"
+        );
+        Ok(Claim {
+            generation,
+            checkpoint,
+        })
     }
 
     /// `epoch` as the dialect's integer, for a commit by the owner of `generation`; epoch

@@ -74,12 +74,7 @@ impl AnalyticsStore for SqliteStore {
         .map_err(sqlx_error)?;
         let checkpoint = read_checkpoint(&mut *tx, pipeline).await?;
         tx.commit().await.map_err(sqlx_error)?;
-        let generation = DIALECT.unsigned(generation)?;
-        tracing::debug!(pipeline, generation, "pipeline claimed");
-        Ok(Claim {
-            generation,
-            checkpoint,
-        })
+        DIALECT.claimed(pipeline, generation, checkpoint)
     }
 
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {

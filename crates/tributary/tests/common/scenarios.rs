@@ -103,9 +103,13 @@ pub async fn counts_survive_kill9(config: &Path, env: &[(String, String)], dir: 
             sent.extend_from_slice(chunk);
         }
         if round + 1 < thirds.len() {
-            // Kill it in the middle of processing: at once the first time, after a few
-            // checkpoints the second.
-            tokio::time::sleep(Duration::from_millis(if round == 0 { 0 } else { 300 })).await;
+            // Kill it in the middle of processing: at once the first time; the second time
+            // once this run has committed a checkpoint of its own, so that the last start
+            // must resume from one (however slow the machine).
+            if round > 0 {
+                let restored = wait_for_starts(&log, round + 1).await[round];
+                wait_for_epoch_after(&node, restored).await;
+            }
             node.kill9();
         } else {
             node.send(&flush_events()).await;
@@ -181,6 +185,47 @@ pub async fn split_roles_survive_kill9(config: &Path, dir: &Path) {
         epochs[1] > 0,
         "the replacement found no checkpoint: {epochs:?}"
     );
+}
+
+/// The epochs the pipeline restored from at its first `starts` starts logged in `log`,
+/// once that many are logged (fails after 60 s).
+async fn wait_for_starts(log: &Path, starts: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let epochs = restored_epochs(log);
+        if epochs.len() >= starts {
+            return epochs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{starts} starts not logged in 60 s: {epochs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the pipeline's status shows a checkpoint committed after epoch `after`
+/// (the status is published after each commit), or fails after 60 s.
+async fn wait_for_epoch_after(node: &Node, after: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pipelines = node.get("/v1/pipelines").await;
+        let epoch = pipelines["pipelines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == PIPELINE)
+            .and_then(|p| p["status"]["epoch"].as_u64());
+        if epoch.is_some_and(|epoch| epoch > after) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after epoch {after} in 60 s (status epoch {epoch:?}); log:\n{}",
+            node.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The epochs the pipeline restored from, in the order of the starts logged in `log`.

@@ -1,6 +1,7 @@
 //! What the two SQL adapters, [`crate::postgres`] and [`crate::sqlite`], share: how sqlx
 //! errors map to [`PortError`], the checks `commit_checkpoint` makes before writing, its
-//! generation and epoch fences, decoding a `window_results` row, and building the
+//! generation and epoch fences, the statements writing and reading state chunks
+//! (`checkpoint_chunks`), decoding a `window_results` row, and building the
 //! `query_results` statement.
 //!
 //! Contract: a [`Dialect`] names its system and its integer type (for messages) and
@@ -10,9 +11,11 @@
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::{ColumnIndex, Database, Decode, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use tributary_core::Timestamp;
-use tributary_core::ports::{Checkpoint, Claim, Fence, PortError, ResultQuery};
+use tributary_core::ports::{
+    Checkpoint, Claim, Fence, PortError, ResultQuery, StateChunk, StateDelta,
+};
 use tributary_core::window::WindowResult;
 
 /// How a database error code classifies.
@@ -143,23 +146,41 @@ impl Dialect {
     }
 
     /// The claim of `pipeline` whose transaction bumped its generation to `generation`
-    /// and read `checkpoint`, once committed.
+    /// and read `checkpoint` and `chunks`, once committed.
     pub(crate) fn claimed(
         &self,
         pipeline: &str,
         generation: i64,
         checkpoint: Option<Checkpoint>,
+        chunks: Vec<StateChunk>,
     ) -> Result<Claim, PortError> {
         let generation = self.unsigned(generation)?;
         tracing::debug!(
             system = self.system,
             pipeline,
             generation,
+            chunks = chunks.len(),
             "pipeline claimed"
         );
         Ok(Claim {
             generation,
             checkpoint,
+            chunks,
+        })
+    }
+
+    /// Decodes one row of [`chunks_query`].
+    pub(crate) fn chunk_from_row<R>(&self, row: &R) -> Result<StateChunk, PortError>
+    where
+        R: Row,
+        for<'c> &'c str: ColumnIndex<R>,
+        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        let error = |e| self.sqlx_error(e);
+        Ok(StateChunk {
+            group: row.try_get("grp").map_err(error)?,
+            bytes: row.try_get("bytes").map_err(error)?,
         })
     }
 
@@ -235,6 +256,66 @@ impl Dialect {
     }
 }
 
+/// Chunks per multi-row insert, and groups per delete: at most 5 bound values a row, well
+/// below the limits of both dialects.
+const CHUNKS_PER_STATEMENT: usize = 1000;
+
+/// Reads every state chunk of `pipeline`, by group, then in commit order (epoch, then
+/// position in its delta); [`Dialect::chunk_from_row`] decodes the rows.
+pub(crate) fn chunks_query<'a, DB>(pipeline: &'a str) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("SELECT grp, bytes FROM checkpoint_chunks WHERE pipeline = ");
+    sql.push_bind(pipeline).push(" ORDER BY grp, epoch, seq");
+    sql
+}
+
+/// The statements that apply `delta` to the state chunks of `pipeline`, written by its
+/// checkpoint of `epoch`: to run in order, in the checkpoint's transaction, after its
+/// fences passed. First the dropped groups are deleted, then the appended chunks inserted,
+/// each under its position in the delta (`seq`), in batches of multi-row statements.
+pub(crate) fn delta_statements<'a, DB>(
+    pipeline: &'a str,
+    epoch: i64,
+    delta: &'a StateDelta,
+) -> Vec<QueryBuilder<'a, DB>>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a [u8]: Encode<'a, DB> + Type<DB>,
+{
+    let mut statements = Vec::new();
+    for groups in delta.drop_groups.chunks(CHUNKS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::new("DELETE FROM checkpoint_chunks WHERE pipeline = ");
+        sql.push_bind(pipeline).push(" AND grp IN (");
+        let mut list = sql.separated(", ");
+        for &group in groups {
+            list.push_bind(group);
+        }
+        sql.push(")");
+        statements.push(sql);
+    }
+    let positions = (0_i64..).zip(&delta.append).collect::<Vec<_>>();
+    for batch in positions.chunks(CHUNKS_PER_STATEMENT) {
+        let mut sql =
+            QueryBuilder::new("INSERT INTO checkpoint_chunks (pipeline, grp, epoch, seq, bytes) ");
+        sql.push_values(batch, |mut row, &(seq, chunk)| {
+            row.push_bind(pipeline)
+                .push_bind(chunk.group)
+                .push_bind(epoch)
+                .push_bind(seq)
+                .push_bind(chunk.bytes.as_slice());
+        });
+        statements.push(sql);
+    }
+    statements
+}
+
 /// The `query_results` statement: `from <= window_start < to` and the key, ordered by
 /// `(window_start, key)`, limited. `time` converts a bound to the dialect's time value; a
 /// bound beyond what the dialect holds either matches everything (no condition) or
@@ -246,9 +327,9 @@ pub(crate) fn results_query<'a, DB, T>(
 where
     DB: Database,
     DB::Arguments<'a>: Default,
-    T: 'a + sqlx::Encode<'a, DB> + Type<DB>,
-    &'a str: sqlx::Encode<'a, DB> + Type<DB>,
-    i64: sqlx::Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
 {
     if query.limit == 0 {
         return None;
@@ -386,6 +467,34 @@ mod tests {
             ..TEST
         };
         assert!(network.sqlx_error(tls()).is_retryable());
+    }
+
+    #[test]
+    fn delta_statements_drop_then_append_in_batches() {
+        let chunk = |group| StateChunk {
+            group,
+            bytes: vec![1, 2],
+        };
+        let delta = StateDelta {
+            append: (0..2_500).map(chunk).collect(),
+            drop_groups: vec![7, 9],
+        };
+        let sql: Vec<String> = delta_statements::<Sqlite>("p", 3, &delta)
+            .iter()
+            .map(|q| q.sql().to_owned())
+            .collect();
+        assert_eq!(sql.len(), 4);
+        assert_eq!(
+            sql[0],
+            "DELETE FROM checkpoint_chunks WHERE pipeline = ? AND grp IN (?, ?)"
+        );
+        let rows = |s: &str| s.matches("(?, ?, ?, ?, ?)").count();
+        assert!(sql[1].starts_with("INSERT INTO checkpoint_chunks"));
+        assert_eq!(
+            sql[1..].iter().map(|s| rows(s)).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
+        assert!(delta_statements::<Sqlite>("p", 3, &StateDelta::default()).is_empty());
     }
 
     fn query(from: Option<i64>, to: Option<i64>, key: Option<&str>) -> ResultQuery {

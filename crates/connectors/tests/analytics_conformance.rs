@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde_json::json;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, Fence, PartitionOffset, PortError, ResultQuery,
+    AnalyticsStore, Checkpoint, Fence, PartitionOffset, PortError, ResultQuery, StateChunk,
+    StateDelta,
 };
 use tributary_core::window::WindowResult;
 use tributary_core::{StreamName, Timestamp};
@@ -25,6 +26,12 @@ use tributary_core::{StreamName, Timestamp};
 const T0: i64 = 1_700_000_000_000;
 /// One minute, in milliseconds.
 const MINUTE: i64 = 60_000;
+
+/// A commit that changes no state chunk.
+static NO_DELTA: StateDelta = StateDelta {
+    append: Vec::new(),
+    drop_groups: Vec::new(),
+};
 
 fn result(pipeline: &str, start: i64, key: &str, count: u64, closed: bool) -> WindowResult {
     WindowResult {
@@ -136,14 +143,17 @@ async fn checkpoint_round_trips(store: &dyn AnalyticsStore) {
         result("p", T0, "", 1, false),
     ];
     store
-        .commit_checkpoint(owner, &first, &results)
+        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
         .await
         .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(store, "p").await, sorted(results));
 
     let second = checkpoint("p", 2, json!(null));
-    store.commit_checkpoint(owner, &second, &[]).await.unwrap();
+    store
+        .commit_checkpoint(owner, &second, &[], &NO_DELTA)
+        .await
+        .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(second));
 }
 
@@ -157,6 +167,7 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
             owner,
             &checkpoint("p", 1, json!({})),
             &[open.clone(), other.clone()],
+            &NO_DELTA,
         )
         .await
         .unwrap();
@@ -164,7 +175,12 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
     let mut closed = result("p", T0, "k", 5, true);
     closed.window_end = Timestamp::from_millis(T0 + 2 * MINUTE);
     store
-        .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &[closed.clone()])
+        .commit_checkpoint(
+            owner,
+            &checkpoint("p", 2, json!({})),
+            &[closed.clone()],
+            &NO_DELTA,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -180,6 +196,7 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
             owner,
             &checkpoint("p", 3, json!({})),
             &[later, last.clone()],
+            &NO_DELTA,
         )
         .await
         .unwrap();
@@ -193,7 +210,7 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
     let first = checkpoint("p", 1, json!({"version": 1}));
     let first_results = vec![result("p", T0, "a", 1, false)];
     store
-        .commit_checkpoint(owner, &first, &first_results)
+        .commit_checkpoint(owner, &first, &first_results, &NO_DELTA)
         .await
         .unwrap();
 
@@ -203,7 +220,9 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
         result("p", T0 + MINUTE, "b", 1, false),
     ];
     assert_fenced(
-        store.commit_checkpoint(owner, &ahead, &ahead_results).await,
+        store
+            .commit_checkpoint(owner, &ahead, &ahead_results, &NO_DELTA)
+            .await,
         "p",
         Fence::Epoch,
         2,
@@ -213,7 +232,7 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
     let zombie = checkpoint("p", 1, json!({"version": "zombie"}));
     assert_fenced(
         store
-            .commit_checkpoint(owner, &zombie, &ahead_results)
+            .commit_checkpoint(owner, &zombie, &ahead_results, &NO_DELTA)
             .await,
         "p",
         Fence::Epoch,
@@ -231,7 +250,12 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     let results = vec![result("p", T0, "a", 1, false)];
     for (generation, epoch) in [(0, 1), (1, 0)] {
         match store
-            .commit_checkpoint(generation, &checkpoint("p", epoch, json!({})), &results)
+            .commit_checkpoint(
+                generation,
+                &checkpoint("p", epoch, json!({})),
+                &results,
+                &NO_DELTA,
+            )
             .await
         {
             Err(PortError::Refused { .. }) => {}
@@ -241,7 +265,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     // Unclaimed: no generation stored.
     assert_fenced(
         store
-            .commit_checkpoint(1, &checkpoint("p", 1, json!({})), &results)
+            .commit_checkpoint(1, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
             .await,
         "p",
         Fence::Generation,
@@ -251,7 +275,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     let owner = claim(store, "p").await;
     assert_fenced(
         store
-            .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &results)
+            .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &results, &NO_DELTA)
             .await,
         "p",
         Fence::Epoch,
@@ -263,7 +287,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
 
     let first = checkpoint("p", 1, json!({}));
     store
-        .commit_checkpoint(owner, &first, &results)
+        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
         .await
         .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
@@ -296,7 +320,7 @@ async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore)
         let outcomes = join_all(
             attempts
                 .iter()
-                .map(|(cp, rs)| store.commit_checkpoint(owner, cp, rs)),
+                .map(|(cp, rs)| store.commit_checkpoint(owner, cp, rs, &NO_DELTA)),
         )
         .await;
         let mut winners = Vec::new();
@@ -344,7 +368,7 @@ async fn queries_filter_order_and_limit(store: &dyn AnalyticsStore) {
     results.push(result("other", T0, "a", 1000, true));
     let owner = claim(store, "p").await;
     store
-        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results)
+        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
         .await
         .unwrap();
     let all = sorted(results.into_iter().filter(|r| r.pipeline == "p").collect());
@@ -427,7 +451,10 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
     let mut cp = checkpoint("p", 1, json!({}));
     cp.watermark = Timestamp::from_millis(T0 + 999);
     let owner = claim(store, "p").await;
-    store.commit_checkpoint(owner, &cp, &results).await.unwrap();
+    store
+        .commit_checkpoint(owner, &cp, &results, &NO_DELTA)
+        .await
+        .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(cp));
     assert_eq!(all_results(store, "p").await, sorted(results.clone()));
 
@@ -474,21 +501,36 @@ async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
     let beta_owner = claim(store, "beta").await;
     assert_eq!((alpha_owner, beta_owner), (1, 2));
     store
-        .commit_checkpoint(alpha_owner, &checkpoint("alpha", 1, json!("alpha")), &alpha)
+        .commit_checkpoint(
+            alpha_owner,
+            &checkpoint("alpha", 1, json!("alpha")),
+            &alpha,
+            &NO_DELTA,
+        )
         .await
         .unwrap();
     store
-        .commit_checkpoint(beta_owner, &checkpoint("beta", 1, json!("beta")), &beta)
+        .commit_checkpoint(
+            beta_owner,
+            &checkpoint("beta", 1, json!("beta")),
+            &beta,
+            &NO_DELTA,
+        )
         .await
         .unwrap();
     let alpha2 = checkpoint("alpha", 2, json!("alpha 2"));
     store
-        .commit_checkpoint(alpha_owner, &alpha2, &[])
+        .commit_checkpoint(alpha_owner, &alpha2, &[], &NO_DELTA)
         .await
         .unwrap();
     assert_fenced(
         store
-            .commit_checkpoint(beta_owner, &checkpoint("beta", 3, json!("beta 3")), &[])
+            .commit_checkpoint(
+                beta_owner,
+                &checkpoint("beta", 3, json!("beta 3")),
+                &[],
+                &NO_DELTA,
+            )
             .await,
         "beta",
         Fence::Epoch,
@@ -498,7 +540,12 @@ async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
     // A claim of alpha fences no owner of beta.
     claim(store, "alpha").await;
     store
-        .commit_checkpoint(beta_owner, &checkpoint("beta", 2, json!("beta 2")), &[])
+        .commit_checkpoint(
+            beta_owner,
+            &checkpoint("beta", 2, json!("beta 2")),
+            &[],
+            &NO_DELTA,
+        )
         .await
         .unwrap();
 
@@ -528,7 +575,7 @@ async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
         .collect();
     let owner = claim(store, "p").await;
     store
-        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results)
+        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
         .await
         .unwrap();
     let stored = all_results(store, "p").await;
@@ -547,7 +594,10 @@ async fn claims_bump_the_generation_and_return_the_last_checkpoint(store: &dyn A
     let first = store.claim("p").await.unwrap();
     assert_eq!((first.generation, first.checkpoint), (1, None));
     let cp = checkpoint("p", 1, json!({"at": 1}));
-    store.commit_checkpoint(1, &cp, &[]).await.unwrap();
+    store
+        .commit_checkpoint(1, &cp, &[], &NO_DELTA)
+        .await
+        .unwrap();
     let second = store.claim("p").await.unwrap();
     assert_eq!(second.generation, 2);
     assert_eq!(second.checkpoint.as_ref(), Some(&cp));
@@ -571,7 +621,7 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
     let a_results = vec![result("p", T0, "zombie", 1, false)];
     assert_fenced(
         store
-            .commit_checkpoint(a, &checkpoint("p", 1, json!("a")), &a_results)
+            .commit_checkpoint(a, &checkpoint("p", 1, json!("a")), &a_results, &NO_DELTA)
             .await,
         "p",
         Fence::Generation,
@@ -584,7 +634,7 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
     let b_first = checkpoint("p", 1, json!("b"));
     let b_results = vec![result("p", T0, "k", 2, false)];
     store
-        .commit_checkpoint(b, &b_first, &b_results)
+        .commit_checkpoint(b, &b_first, &b_results, &NO_DELTA)
         .await
         .unwrap();
 
@@ -594,7 +644,12 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
     for (owner, epoch) in [(b, 2), (a, 2), (a, 1)] {
         assert_fenced(
             store
-                .commit_checkpoint(owner, &checkpoint("p", epoch, json!("old")), &a_results)
+                .commit_checkpoint(
+                    owner,
+                    &checkpoint("p", epoch, json!("old")),
+                    &a_results,
+                    &NO_DELTA,
+                )
                 .await,
             "p",
             Fence::Generation,
@@ -608,7 +663,7 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
     let c_second = checkpoint("p", 2, json!("c"));
     let c_results = vec![result("p", T0, "k", 5, true)];
     store
-        .commit_checkpoint(c.generation, &c_second, &c_results)
+        .commit_checkpoint(c.generation, &c_second, &c_results, &NO_DELTA)
         .await
         .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(c_second));
@@ -625,7 +680,7 @@ async fn a_claim_racing_a_commit_returns_what_stands(store: &dyn AnalyticsStore)
         let next_epoch = last.as_ref().map_or(1, |cp: &Checkpoint| cp.epoch + 1);
         let attempt = checkpoint("p", next_epoch, json!({"round": round}));
         let (committed, claimed) = futures::join!(
-            store.commit_checkpoint(owner, &attempt, &[]),
+            store.commit_checkpoint(owner, &attempt, &[], &NO_DELTA),
             store.claim("p"),
         );
         let claimed = claimed.unwrap();
@@ -643,6 +698,206 @@ async fn a_claim_racing_a_commit_returns_what_stands(store: &dyn AnalyticsStore)
         assert_eq!(store.load_checkpoint("p").await.unwrap(), last);
         owner = claimed.generation;
     }
+}
+
+fn chunk(group: i64, bytes: &[u8]) -> StateChunk {
+    StateChunk {
+        group,
+        bytes: bytes.to_vec(),
+    }
+}
+
+fn appending(chunks: Vec<StateChunk>) -> StateDelta {
+    StateDelta {
+        append: chunks,
+        drop_groups: Vec::new(),
+    }
+}
+
+/// The state chunks a claim of `pipeline` returns.
+async fn claimed_chunks(store: &dyn AnalyticsStore, pipeline: &str) -> Vec<StateChunk> {
+    store.claim(pipeline).await.unwrap().chunks
+}
+
+/// State chunks committed come back from claims by group, then in commit order (epoch,
+/// then position in the delta), bytes exact; pipelines have their own. Loads leave them.
+async fn state_chunks_come_back_from_claims_in_order(store: &dyn AnalyticsStore) {
+    let owner = claim(store, "p").await;
+    assert_eq!(claimed_chunks(store, "p").await, vec![]);
+    let owner = owner + 1;
+    let first = appending(vec![
+        chunk(T0 + MINUTE, b"b1"),
+        chunk(T0, b"a1"),
+        chunk(-5, b""),
+        chunk(T0, b"a2"),
+        chunk(i64::MIN, b"min"),
+    ]);
+    store
+        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[], &first)
+        .await
+        .unwrap();
+    let second = appending(vec![
+        chunk(T0, b"a3"),
+        chunk(T0 + MINUTE, &[0, 255, 7, 0]),
+        chunk(i64::MAX, b"max"),
+    ]);
+    let last = checkpoint("p", 2, json!({"chunks": 2}));
+    store
+        .commit_checkpoint(owner, &last, &[], &second)
+        .await
+        .unwrap();
+    let other = claim(store, "other").await;
+    store
+        .commit_checkpoint(
+            other,
+            &checkpoint("other", 1, json!({})),
+            &[],
+            &appending(vec![chunk(T0, b"other")]),
+        )
+        .await
+        .unwrap();
+
+    let claimed = store.claim("p").await.unwrap();
+    assert_eq!(claimed.checkpoint, Some(last.clone()));
+    assert_eq!(
+        claimed.chunks,
+        vec![
+            chunk(i64::MIN, b"min"),
+            chunk(-5, b""),
+            chunk(T0, b"a1"),
+            chunk(T0, b"a2"),
+            chunk(T0, b"a3"),
+            chunk(T0 + MINUTE, b"b1"),
+            chunk(T0 + MINUTE, &[0, 255, 7, 0]),
+            chunk(i64::MAX, b"max"),
+        ]
+    );
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(last));
+    assert_eq!(
+        claimed_chunks(store, "other").await,
+        vec![chunk(T0, b"other")]
+    );
+}
+
+/// A dropped group loses every chunk of every commit, before the same commit's appends;
+/// dropping a group with no chunk is no error; other groups and pipelines keep theirs.
+async fn dropped_groups_lose_every_chunk(store: &dyn AnalyticsStore) {
+    let owner = claim(store, "p").await;
+    let other = claim(store, "other").await;
+    for epoch in 1..=2 {
+        let delta = appending(vec![chunk(T0, &[epoch]), chunk(T0 + MINUTE, &[epoch])]);
+        store
+            .commit_checkpoint(
+                owner,
+                &checkpoint("p", epoch.into(), json!({})),
+                &[],
+                &delta,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .commit_checkpoint(
+            other,
+            &checkpoint("other", 1, json!({})),
+            &[],
+            &appending(vec![chunk(T0, b"kept")]),
+        )
+        .await
+        .unwrap();
+
+    let drop_first = StateDelta {
+        append: vec![chunk(T0 + 2 * MINUTE, b"c")],
+        drop_groups: vec![T0, T0 + 5 * MINUTE],
+    };
+    store
+        .commit_checkpoint(owner, &checkpoint("p", 3, json!({})), &[], &drop_first)
+        .await
+        .unwrap();
+    let owner = claim(store, "p").await;
+    assert_eq!(
+        store.claim("p").await.unwrap().chunks,
+        vec![
+            chunk(T0 + MINUTE, &[1]),
+            chunk(T0 + MINUTE, &[2]),
+            chunk(T0 + 2 * MINUTE, b"c"),
+        ]
+    );
+    let owner = owner + 1;
+
+    let reset = StateDelta {
+        append: vec![chunk(T0 + MINUTE, b"fresh")],
+        drop_groups: vec![T0 + MINUTE],
+    };
+    store
+        .commit_checkpoint(owner, &checkpoint("p", 4, json!({})), &[], &reset)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed_chunks(store, "p").await,
+        vec![chunk(T0 + MINUTE, b"fresh"), chunk(T0 + 2 * MINUTE, b"c")]
+    );
+    assert_eq!(
+        claimed_chunks(store, "other").await,
+        vec![chunk(T0, b"kept")]
+    );
+}
+
+/// A fenced commit, by epoch or by generation, neither appends nor drops a chunk.
+async fn fenced_commits_write_no_chunk(store: &dyn AnalyticsStore) {
+    let a = claim(store, "p").await;
+    store
+        .commit_checkpoint(
+            a,
+            &checkpoint("p", 1, json!({})),
+            &[],
+            &appending(vec![chunk(T0, b"a1")]),
+        )
+        .await
+        .unwrap();
+    let zombie = StateDelta {
+        append: vec![chunk(T0, b"zombie"), chunk(T0 + MINUTE, b"zombie")],
+        drop_groups: vec![T0],
+    };
+    assert_fenced(
+        store
+            .commit_checkpoint(a, &checkpoint("p", 3, json!({})), &[], &zombie)
+            .await,
+        "p",
+        Fence::Epoch,
+        2,
+        1,
+    );
+    let b = store.claim("p").await.unwrap();
+    assert_eq!(b.chunks, vec![chunk(T0, b"a1")]);
+    assert_fenced(
+        store
+            .commit_checkpoint(a, &checkpoint("p", 2, json!({})), &[], &zombie)
+            .await,
+        "p",
+        Fence::Generation,
+        a,
+        b.generation,
+    );
+    assert_eq!(claimed_chunks(store, "p").await, vec![chunk(T0, b"a1")]);
+}
+
+/// Many chunks of one group in one commit (several statements' worth for batched
+/// adapters), large ones included, all land, in order.
+async fn many_chunks_land_whole_and_in_order(store: &dyn AnalyticsStore) {
+    let mut chunks: Vec<StateChunk> = (0..2_500u32).map(|i| chunk(T0, &i.to_le_bytes())).collect();
+    chunks.push(chunk(T0, &vec![0xab; 512 * 1024]));
+    let owner = claim(store, "p").await;
+    store
+        .commit_checkpoint(
+            owner,
+            &checkpoint("p", 1, json!({})),
+            &[],
+            &appending(chunks.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed_chunks(store, "p").await, chunks);
 }
 
 // ------------------------------------------------------------------- adapter-specific tests
@@ -682,7 +937,7 @@ async fn sqlite_commits_survive_a_reopen() {
     let store = SqliteStore::connect(&config).await.unwrap();
     let owner = claim(&store, "p").await;
     store
-        .commit_checkpoint(owner, &first, &results)
+        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
         .await
         .unwrap();
     store.close().await;
@@ -691,7 +946,7 @@ async fn sqlite_commits_survive_a_reopen() {
     assert_eq!(all_results(&store, "p").await, results);
     assert_fenced(
         store
-            .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[])
+            .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[], &NO_DELTA)
             .await,
         "p",
         Fence::Epoch,
@@ -824,4 +1079,8 @@ conformance!(
     claims_bump_the_generation_and_return_the_last_checkpoint,
     a_newer_claim_fences_the_older_owner,
     a_claim_racing_a_commit_returns_what_stands,
+    state_chunks_come_back_from_claims_in_order,
+    dropped_groups_lose_every_chunk,
+    fenced_commits_write_no_chunk,
+    many_chunks_land_whole_and_in_order,
 );

@@ -1,9 +1,16 @@
 //! The window operator: event-time windows, watermarks and per-key counts, as pure state.
 //!
 //! The engine feeds it records and the current processing time; it answers which windows
-//! changed and which closed. Its whole state is a serializable [`WindowState`], which the
-//! engine stores in each checkpoint together with the offsets it covers, so that a restored
-//! operator continues exactly where the checkpoint left it.
+//! changed and which closed. Its state has two parts, both stored in each checkpoint
+//! together with the offsets they cover, so that a restored operator continues exactly
+//! where the checkpoint left it:
+//! - a small serializable [`WindowState`]: counts, watermarks, late and duplicate counters,
+//!   written whole at each checkpoint;
+//! - the de-duplication hashes, which grow with every event counted: written incrementally,
+//!   as [`StateChunk`]s of the window's group (its start, in epoch milliseconds) holding the
+//!   hashes counted since the last checkpoint as little-endian `u64`s, at most
+//!   [`HASHES_PER_CHUNK`] each ([`WindowOperator::take_state_delta`]); a closed window's
+//!   chunks are dropped by group.
 //!
 //! Semantics, as in Flink with bounded out-of-orderness:
 //! - Each source partition's watermark is its largest event time minus the allowed
@@ -22,6 +29,13 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, StreamName, Timestamp};
 use crate::partition::stable_hash64;
 use crate::pipeline::{PipelineSpec, WindowSpec, millis};
+use crate::ports::{StateChunk, StateDelta};
+
+/// Most hashes in one [`StateChunk`] (512 KiB of bytes), so that no stored chunk is huge.
+pub const HASHES_PER_CHUNK: usize = 65_536;
+
+/// The bytes of one hash in a [`StateChunk`].
+const HASH_BYTES: usize = size_of::<u64>();
 
 /// One window's result for one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +83,10 @@ impl Outcome {
 struct OpenWindow {
     /// Count per key.
     counts: BTreeMap<String, u64>,
-    /// Stable hashes of the (stream, id) of the events counted, for de-duplication.
+    /// Stable hashes of the (stream, id) of the events counted, for de-duplication. Stored
+    /// as state chunks, not in the state's JSON; read from it when present, as states
+    /// written before chunks existed hold them.
+    #[serde(default, skip_serializing)]
     seen: BTreeSet<u64>,
 }
 
@@ -86,6 +103,16 @@ pub struct WindowState {
     pub late_events: u64,
     /// Events ignored because they were already counted.
     pub duplicates: u64,
+}
+
+/// A stored state chunk that is not a whole number of hashes: the store's data is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state chunk of window {group} holds {len} bytes, not a whole number of 8-byte hashes")]
+pub struct ChunkError {
+    /// The chunk's group: its window's start.
+    pub group: i64,
+    /// The chunk's length in bytes.
+    pub len: usize,
 }
 
 /// The name of a source partition in the state: `"stream/partition"`.
@@ -107,17 +134,78 @@ pub struct WindowOperator {
     dirty: BTreeSet<i64>,
     /// Windows closed since the last [`WindowOperator::take_changes`].
     closed: Vec<WindowResult>,
+    /// Hashes counted per open window since the last [`WindowOperator::take_state_delta`]:
+    /// the chunks to append.
+    unsaved: BTreeMap<i64, Vec<u64>>,
+    /// Groups whose chunks to drop at the next [`WindowOperator::take_state_delta`]:
+    /// windows closed since the last one, and groups of stored chunks no open window owns.
+    dropped: BTreeSet<i64>,
 }
 
 impl WindowOperator {
-    /// An operator for `spec`, resuming from `state` (or empty), at processing time
-    /// `now_ms`, reading the source partitions `sources` (stream, partition).
+    /// A fresh operator for `spec`, at processing time `now_ms`, reading the source
+    /// partitions `sources` (stream, partition).
     ///
     /// Every source partition holds the watermark back from the start, even before its
     /// first event, until it has been silent for the idle timeout: a pipeline started on a
     /// backlog must not close windows that a partition it has not read yet still fills.
     #[must_use]
     pub fn new<'a>(
+        spec: &PipelineSpec,
+        sources: impl IntoIterator<Item = (&'a StreamName, u32)>,
+        now_ms: i64,
+    ) -> Self {
+        Self::with_state(spec, WindowState::default(), sources, now_ms)
+    }
+
+    /// An operator resuming from a checkpoint's `state` and the state `chunks` stored with
+    /// it, otherwise as [`WindowOperator::new`].
+    ///
+    /// Each open window's de-duplication set is rebuilt from its chunks. Chunks whose group
+    /// is no open window are ignored, and their group is dropped at the next checkpoint.
+    /// Hashes a `state` holds itself (written before chunks existed) are kept, and written
+    /// as chunks at the next checkpoint.
+    ///
+    /// # Errors
+    /// [`ChunkError`] when a chunk of an open window is not a whole number of hashes.
+    pub fn restore<'a>(
+        spec: &PipelineSpec,
+        state: WindowState,
+        chunks: &[StateChunk],
+        sources: impl IntoIterator<Item = (&'a StreamName, u32)>,
+        now_ms: i64,
+    ) -> Result<Self, ChunkError> {
+        let mut operator = Self::with_state(spec, state, sources, now_ms);
+        operator.unsaved = operator
+            .state
+            .open
+            .iter()
+            .filter(|(_, window)| !window.seen.is_empty())
+            .map(|(&start, window)| (start, window.seen.iter().copied().collect()))
+            .collect();
+        for chunk in chunks {
+            let Some(window) = operator.state.open.get_mut(&chunk.group) else {
+                operator.dropped.insert(chunk.group);
+                continue;
+            };
+            let hashes = chunk.bytes.chunks_exact(HASH_BYTES);
+            if !hashes.remainder().is_empty() {
+                return Err(ChunkError {
+                    group: chunk.group,
+                    len: chunk.bytes.len(),
+                });
+            }
+            window.seen.extend(hashes.map(|bytes| {
+                let mut hash = [0; HASH_BYTES];
+                hash.copy_from_slice(bytes);
+                u64::from_le_bytes(hash)
+            }));
+        }
+        Ok(operator)
+    }
+
+    /// An operator over `state`, with nothing to checkpoint yet.
+    fn with_state<'a>(
         spec: &PipelineSpec,
         state: WindowState,
         sources: impl IntoIterator<Item = (&'a StreamName, u32)>,
@@ -138,10 +226,13 @@ impl WindowOperator {
             last_active,
             dirty: BTreeSet::new(),
             closed: Vec::new(),
+            unsaved: BTreeMap::new(),
+            dropped: BTreeSet::new(),
         }
     }
 
-    /// The durable state, for a checkpoint.
+    /// The durable state but the de-duplication hashes, for a checkpoint: they go in
+    /// [`WindowOperator::take_state_delta`].
     #[must_use]
     pub fn state(&self) -> &WindowState {
         &self.state
@@ -185,6 +276,7 @@ impl WindowOperator {
             .counts
             .entry(event.key.clone().unwrap_or_default())
             .or_default() += 1;
+        self.unsaved.entry(start).or_default().push(id_hash);
         self.dirty.insert(start);
         Outcome::Counted
     }
@@ -220,6 +312,8 @@ impl WindowOperator {
                 }
                 let window = entry.remove();
                 self.dirty.remove(&start);
+                self.unsaved.remove(&start);
+                self.dropped.insert(start);
                 self.closed
                     .extend(window.counts.into_iter().map(|(key, count)| WindowResult {
                         pipeline: self.pipeline.clone(),
@@ -234,14 +328,19 @@ impl WindowOperator {
         self.watermark()
     }
 
-    /// Whether anything changed since the last [`WindowOperator::take_changes`].
+    /// Whether anything changed since the last [`WindowOperator::take_changes`] and
+    /// [`WindowOperator::take_state_delta`].
     #[must_use]
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || !self.closed.is_empty()
+        !self.dirty.is_empty()
+            || !self.closed.is_empty()
+            || !self.unsaved.is_empty()
+            || !self.dropped.is_empty()
     }
 
     /// The results to commit with the next checkpoint: windows closed since the last call
-    /// (final) and open windows that changed (provisional, `closed: false`).
+    /// (final) and open windows that changed (provisional, `closed: false`). A checkpoint
+    /// takes them together with [`WindowOperator::take_state_delta`].
     pub fn take_changes(&mut self) -> Vec<WindowResult> {
         let mut results = std::mem::take(&mut self.closed);
         for start in std::mem::take(&mut self.dirty) {
@@ -258,6 +357,32 @@ impl WindowOperator {
             }
         }
         results
+    }
+
+    /// The state chunks to commit with the next checkpoint: per open window, the hashes
+    /// counted since the last call (or restored from a state that held them), by window
+    /// start, in chunks of at most [`HASHES_PER_CHUNK`]; and the groups to drop: windows
+    /// closed since the last call, and groups of restored chunks no open window owned.
+    ///
+    /// What it returns is no longer the operator's to write: a checkpoint that fails to
+    /// commit it must drop the operator and restore from the last committed checkpoint.
+    pub fn take_state_delta(&mut self) -> StateDelta {
+        let append = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .flat_map(|(group, hashes)| {
+                hashes
+                    .chunks(HASHES_PER_CHUNK)
+                    .map(|part| StateChunk {
+                        group,
+                        bytes: part.iter().flat_map(|hash| hash.to_le_bytes()).collect(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        StateDelta {
+            append,
+            drop_groups: std::mem::take(&mut self.dropped).into_iter().collect(),
+        }
     }
 }
 
@@ -297,7 +422,7 @@ mod tests {
 
     #[test]
     fn counts_per_window_and_key_and_closes_on_watermark() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
         assert_eq!(op.process(0, &event("a", 1_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("b", 2_000, "x"), 0), Outcome::Counted);
         assert_eq!(op.process(0, &event("c", 3_000, "y"), 0), Outcome::Counted);
@@ -334,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_partition_not_read_yet_holds_the_watermark_until_idle() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(2), 0);
+        let mut op = WindowOperator::new(&spec(), sources(2), 0);
         // A backlog read from partition 0 first: nothing may close before partition 1
         // has been read, or has been silent for the idle timeout.
         op.process(0, &event("a", 500_000, "x"), 0);
@@ -351,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_slowest_active_partition_holds_the_watermark() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(2), 0);
+        let mut op = WindowOperator::new(&spec(), sources(2), 0);
         op.process(0, &event("a", 100_000, "x"), 0);
         op.process(1, &event("b", 10_000, "x"), 0);
         assert_eq!(op.advance(1_000).millis(), 5_000);
@@ -360,28 +485,215 @@ mod tests {
         assert_eq!(op.advance(10_500).millis(), 96_000);
     }
 
+    /// The stable hash of event `id` of stream `s`.
+    fn hash(id: &str) -> u64 {
+        stable_hash64(&[b"s", id.as_bytes()])
+    }
+
+    /// A chunk of `group` holding `hashes`.
+    fn chunk(group: i64, hashes: &[u64]) -> StateChunk {
+        StateChunk {
+            group,
+            bytes: hashes.iter().flat_map(|h| h.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Checkpoints `op` as the engine does, applying its delta to the stored `chunks`;
+    /// returns the state's JSON.
+    fn checkpoint(op: &mut WindowOperator, chunks: &mut Vec<StateChunk>) -> serde_json::Value {
+        op.take_changes();
+        let delta = op.take_state_delta();
+        chunks.retain(|c| !delta.drop_groups.contains(&c.group));
+        chunks.extend(delta.append);
+        serde_json::to_value(op.state()).unwrap()
+    }
+
+    fn restore(json: &serde_json::Value, chunks: &[StateChunk]) -> WindowOperator {
+        let state = serde_json::from_value(json.clone()).unwrap();
+        WindowOperator::restore(&spec(), state, chunks, sources(1), 0).unwrap()
+    }
+
     #[test]
     fn a_restored_operator_continues_identically() {
-        let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
         op.process(0, &event("a", 1_000, "x"), 0);
+        op.process(0, &event("b", 61_000, "x"), 0);
         op.advance(0);
-        let saved = serde_json::to_value(op.state()).unwrap();
-        let restored: WindowState = serde_json::from_value(saved).unwrap();
-        let mut op2 = WindowOperator::new(&spec(), restored, sources(1), 0);
+        let mut chunks = Vec::new();
+        let saved = checkpoint(&mut op, &mut chunks);
+        op.process(0, &event("c", 2_000, "y"), 0);
+        let saved_after = checkpoint(&mut op, &mut chunks);
+        assert_eq!(chunks.len(), 3);
+        assert!(!saved.to_string().contains("seen"), "{saved}");
+
+        let mut op2 = restore(&saved_after, &chunks);
+        assert_eq!(op2.state(), op.state());
+        assert!(!op2.has_changes());
+        for id in ["a", "c"] {
+            assert_eq!(
+                op2.process(0, &event(id, 1_000, "x"), 0),
+                Outcome::Duplicate
+            );
+        }
         assert_eq!(
-            op2.process(0, &event("a", 1_000, "x"), 0),
+            op2.process(0, &event("b", 61_000, "x"), 0),
             Outcome::Duplicate
         );
-        assert_eq!(op2.process(0, &event("b", 1_000, "x"), 0), Outcome::Counted);
+        assert_eq!(op2.process(0, &event("d", 1_000, "x"), 0), Outcome::Counted);
+        assert_eq!(op2.state().duplicates, 3);
+    }
+
+    #[test]
+    fn the_delta_holds_exactly_the_hashes_counted_since_the_last() {
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
+        assert_eq!(op.take_state_delta(), StateDelta::default());
+        op.process(0, &event("a", 1_000, "x"), 0);
+        op.process(0, &event("b", 61_000, "x"), 0);
+        op.process(0, &event("c", 2_000, "y"), 0);
+        op.process(0, &event("a", 3_000, "x"), 0);
+        assert_eq!(
+            op.take_state_delta(),
+            StateDelta {
+                append: vec![
+                    chunk(0, &[hash("a"), hash("c")]),
+                    chunk(MINUTE, &[hash("b")])
+                ],
+                drop_groups: vec![],
+            }
+        );
+        assert_eq!(op.take_state_delta(), StateDelta::default());
+        op.process(0, &event("b", 62_000, "x"), 0);
+        op.process(0, &event("d", 62_000, "x"), 0);
+        assert_eq!(
+            op.take_state_delta(),
+            StateDelta {
+                append: vec![chunk(MINUTE, &[hash("d")])],
+                drop_groups: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn closed_windows_are_dropped_and_their_unsaved_hashes_never_written() {
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
+        op.process(0, &event("a", 1_000, "x"), 0);
+        op.take_state_delta();
+        op.process(0, &event("b", 2_000, "x"), 0);
+        op.process(0, &event("c", 66_000, "x"), 0);
+        op.process(0, &event("d", 126_000, "x"), 0);
+        assert_eq!(op.advance(0).millis(), 121_000);
+        assert_eq!(
+            op.take_state_delta(),
+            StateDelta {
+                append: vec![chunk(2 * MINUTE, &[hash("d")])],
+                drop_groups: vec![0, MINUTE],
+            }
+        );
+    }
+
+    #[test]
+    fn chunks_no_open_window_owns_are_dropped_at_the_next_checkpoint() {
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
+        op.process(0, &event("a", 61_000, "x"), 0);
+        let mut chunks = vec![chunk(0, &[hash("z")]), chunk(5 * MINUTE, &[])];
+        let saved = checkpoint(&mut op, &mut chunks);
+        let mut restored = restore(&saved, &chunks);
+        assert_eq!(restored.state(), op.state());
+        assert!(restored.has_changes());
+        assert_eq!(
+            restored.take_state_delta(),
+            StateDelta {
+                append: vec![],
+                drop_groups: vec![0, 5 * MINUTE],
+            }
+        );
+        // The orphan's hash was not taken for the open window's.
+        assert_eq!(
+            restored.process(0, &event("z", 1_000, "x"), 0),
+            Outcome::Counted
+        );
+    }
+
+    #[test]
+    fn a_window_writes_bounded_chunks() {
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
+        for i in 0..=HASHES_PER_CHUNK {
+            op.process(0, &event(&format!("e{i}"), 1_000, "x"), 0);
+        }
+        let delta = op.take_state_delta();
+        let sizes: Vec<(i64, usize)> = delta
+            .append
+            .iter()
+            .map(|c| (c.group, c.bytes.len() / HASH_BYTES))
+            .collect();
+        assert_eq!(sizes, vec![(0, HASHES_PER_CHUNK), (0, 1)]);
+        let mut restored = restore(&serde_json::to_value(op.state()).unwrap(), &delta.append);
+        assert_eq!(restored.state(), op.state());
+        assert_eq!(
+            restored.process(0, &event("e0", 1_000, "x"), 0),
+            Outcome::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_chunk_that_is_no_whole_number_of_hashes_is_refused() {
+        let mut op = WindowOperator::new(&spec(), sources(1), 0);
+        op.process(0, &event("a", 1_000, "x"), 0);
+        let state = op.state().clone();
+        let broken = StateChunk {
+            group: 0,
+            bytes: vec![1; 12],
+        };
+        let err = WindowOperator::restore(&spec(), state, &[broken], sources(1), 0).unwrap_err();
+        assert_eq!(err, ChunkError { group: 0, len: 12 });
+    }
+
+    /// A state as Tributary wrote it before state chunks: the hashes of window 0's events
+    /// "a" and "b" inside its open window.
+    const STATE_WITH_HASHES: &str = r#"{
+        "max_ts": {"s/0": 3000},
+        "watermark": -2000,
+        "open": {"0": {"counts": {"x": 2}, "seen": [9527784034593373471, 9527785134105001682]}},
+        "late_events": 4,
+        "duplicates": 1
+    }"#;
+
+    #[test]
+    fn a_state_holding_its_hashes_restores_exactly_and_writes_them_as_chunks() {
+        let old: serde_json::Value = serde_json::from_str(STATE_WITH_HASHES).unwrap();
+        let mut op = restore(&old, &[]);
+        assert!(op.has_changes());
+        assert_eq!(op.watermark().millis(), -2_000);
+        assert_eq!((op.state().late_events, op.state().duplicates), (4, 1));
+        let mut chunks = Vec::new();
+        let saved = checkpoint(&mut op, &mut chunks);
+        assert_eq!(chunks, vec![chunk(0, &[hash("b"), hash("a")])]);
+        assert!(!saved.to_string().contains("seen"), "{saved}");
+        assert!(!op.has_changes());
+
+        // Restored from the new state and its chunks, the operator is the same one.
+        let mut again = restore(&saved, &chunks);
+        assert_eq!(again.state(), op.state());
+        for op in [&mut op, &mut again] {
+            for id in ["a", "b"] {
+                assert_eq!(op.process(0, &event(id, 1_000, "x"), 0), Outcome::Duplicate);
+            }
+            assert_eq!(op.process(0, &event("c", 1_000, "x"), 0), Outcome::Counted);
+            op.advance(0);
+            let counts: Vec<u64> = op.take_changes().iter().map(|r| r.count).collect();
+            assert_eq!(counts, vec![3]);
+        }
     }
 
     proptest! {
-        /// Whatever the order of arrival within the out-of-orderness bound, and whatever
-        /// duplicates, the final counts equal a direct count of the distinct events.
+        /// Whatever the order of arrival within the out-of-orderness bound, whatever
+        /// duplicates, and however often the operator is checkpointed and restored, the
+        /// final counts equal a direct count of the distinct events.
         #[test]
         fn counts_are_exact_within_the_bound(
             mut tss in prop::collection::vec(0i64..600_000, 1..200),
             dup_every in 2usize..7,
+            restore_every in 1usize..20,
         ) {
             tss.sort_unstable();
             // Shuffle locally: swap neighbours no more than 4 s apart (bound is 5 s).
@@ -397,7 +709,8 @@ mod tests {
             for e in &events {
                 *expected.entry((e.ts.millis().div_euclid(MINUTE) * MINUTE, e.key.clone().unwrap())).or_default() += 1;
             }
-            let mut op = WindowOperator::new(&spec(), WindowState::default(), sources(1), 0);
+            let mut op = WindowOperator::new(&spec(), sources(1), 0);
+            let mut chunks = Vec::new();
             let mut got: BTreeMap<(i64, String), u64> = BTreeMap::new();
             for (i, e) in events.iter().enumerate() {
                 prop_assert_ne!(op.process(0, e, 0), Outcome::Late);
@@ -407,6 +720,12 @@ mod tests {
                 op.advance(0);
                 for r in op.take_changes() {
                     got.insert((r.window_start.millis(), r.key), r.count);
+                }
+                if i % restore_every == 0 {
+                    let saved = checkpoint(&mut op, &mut chunks);
+                    op = restore(&saved, &chunks);
+                    // An event counted before the restore is not counted again.
+                    prop_assert_ne!(op.process(0, &events[i / 2], 0), Outcome::Counted);
                 }
             }
             op.process(0, &event("end", 10_000_000, "z"), 0);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
-use tributary_core::ports::{AnalyticsStore, PortError};
+use tributary_core::ports::{AnalyticsStore, PortError, StateDelta};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
@@ -86,7 +86,8 @@ impl ArchiveTask {
     }
 }
 
-/// Checkpoints the positions reached: the archive has no state, watermark or results.
+/// Checkpoints the positions reached: the archive has no state, state chunks, watermark or
+/// results.
 async fn commit_positions(
     checkpointer: &mut Checkpointer,
     analytics: &dyn AnalyticsStore,
@@ -99,6 +100,7 @@ async fn commit_positions(
             serde_json::Value::Null,
             Timestamp::MIN,
             &[],
+            &StateDelta::default(),
         )
         .await?;
     Ok(())

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use tributary_core::StreamName;
 use tributary_core::Timestamp;
-use tributary_core::ports::{AnalyticsStore, Checkpoint, Claim, Log, LogRecord, PartitionOffset};
+use tributary_core::ports::{
+    AnalyticsStore, Checkpoint, Claim, Log, LogRecord, PartitionOffset, StateDelta,
+};
 use tributary_core::window::WindowResult;
 
 use crate::EngineError;
@@ -119,8 +121,11 @@ impl Checkpointer {
         self.last.elapsed() >= interval
     }
 
-    /// Commits `results`, `state` and the positions in one transaction of `analytics`;
-    /// `Fenced` once a newer claim took the task over.
+    /// Commits `results`, `state`, the state chunks' `delta` and the positions in one
+    /// transaction of `analytics`; `Fenced` once a newer claim took the task over.
+    ///
+    /// On any error the task must restart from its last checkpoint: `results` and `delta`
+    /// were taken from its operator, which no longer holds them.
     pub(crate) async fn commit(
         &mut self,
         analytics: &dyn AnalyticsStore,
@@ -128,6 +133,7 @@ impl Checkpointer {
         state: serde_json::Value,
         watermark: Timestamp,
         results: &[WindowResult],
+        delta: &StateDelta,
     ) -> Result<Checkpoint, EngineError> {
         let started = Instant::now();
         let checkpoint = Checkpoint {
@@ -138,14 +144,14 @@ impl Checkpointer {
             watermark,
         };
         analytics
-            .commit_checkpoint(self.generation, &checkpoint, results)
+            .commit_checkpoint(self.generation, &checkpoint, results, delta)
             .await?;
         self.epoch = checkpoint.epoch;
         self.last = Instant::now();
         positions.committed.clone_from(&positions.next);
         metrics::histogram!("tributary_checkpoint_duration_seconds", "task" => self.task.clone())
             .record(started.elapsed().as_secs_f64());
-        tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.len(), "checkpoint committed");
+        tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.len(), chunks = delta.append.len(), "checkpoint committed");
         Ok(checkpoint)
     }
 }

@@ -51,14 +51,15 @@ pub enum EngineError {
     /// A port call failed.
     #[error(transparent)]
     Port(#[from] PortError),
-    /// A checkpoint's state could not be decoded.
-    #[error("checkpoint state of {task} cannot be decoded")]
+    /// A checkpoint's state (its JSON or its state chunks) could not be decoded, or the
+    /// operator's state could not be encoded.
+    #[error("checkpoint state of {task} cannot be decoded or encoded")]
     State {
         /// The task.
         task: String,
-        /// The decoder's error.
+        /// The decoder's or encoder's error.
         #[source]
-        source: serde_json::Error,
+        source: tributary_core::ports::BoxError,
     },
     /// A task panicked: a bug, which restarting would only repeat.
     #[error("engine task {task} panicked")]

@@ -6,14 +6,20 @@
 //! Both are stored before the checkpoint covering their offsets, and their ids are derived
 //! from what was refused, so a replay after a crash keeps each one once. The late count of
 //! the pipeline's status stays exact too: it is part of the checkpointed state.
+//!
+//! Each checkpoint writes the operator's small state whole, and its de-duplication hashes
+//! incrementally: the state chunks counted since the last checkpoint, and the groups of the
+//! windows closed since ([`WindowOperator::take_state_delta`]). What a checkpoint takes from
+//! the operator is gone from it, so any failure from there on ends the run: the task
+//! restarts from its last committed checkpoint, never from an operator missing a delta.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
-use tributary_core::ports::{Checkpoint, LogReader};
+use tributary_core::ports::{Checkpoint, Claim, LogReader, StateDelta};
 use tributary_core::window::{Outcome, WindowOperator, WindowResult, WindowState};
-use tributary_core::{DeadLetter, Event, Timestamp};
+use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
 use crate::{EngineError, Ports, Task, dead_letters};
@@ -56,15 +62,12 @@ impl Task for WindowedTask {
             claim.checkpoint.as_ref(),
         )
         .await?;
-        let state: WindowState = match claim.checkpoint {
-            Some(cp) => serde_json::from_value(cp.state).map_err(|source| EngineError::State {
-                task: name.clone(),
-                source,
-            })?,
-            None => WindowState::default(),
-        };
+        let sources = positions
+            .partitions()
+            .map(|(stream, partition)| (stream.clone(), partition))
+            .collect();
         let mut reader = self.ports.log.reader(&name, &positions.offsets()).await?;
-        let mut operator = WindowOperator::new(&self.spec, state, positions.partitions(), now_ms());
+        let mut operator = restore(&self.spec, claim, sources).await?;
         tracing::info!(
             pipeline = %name,
             generation = checkpointer.generation(),
@@ -125,12 +128,12 @@ impl WindowedTask {
         DeadLetter::late(&self.spec.name, event, window_start, watermark)
     }
 
-    /// Commits the changed results with the state and offsets, then publishes the status;
-    /// does nothing when no record was read and no result changed since the last one.
-    /// Hands the operator back.
+    /// Commits the changed results with the state, its delta and the offsets, then
+    /// publishes the status; does nothing when no record was read and neither a result nor
+    /// the state changed since the last one. Hands the operator back.
     async fn checkpoint(
         &self,
-        mut operator: WindowOperator,
+        operator: WindowOperator,
         positions: &mut Positions,
         checkpointer: &mut Checkpointer,
         reader: &mut dyn LogReader,
@@ -138,18 +141,18 @@ impl WindowedTask {
         if !operator.has_changes() && !positions.moved() {
             return Ok(operator);
         }
-        let results = operator.take_changes();
-        let (operator, state) = encode_state(&self.spec.name, operator).await?;
+        let (operator, snapshot) = take_snapshot(&self.spec.name, operator).await?;
         let checkpoint = checkpointer
             .commit(
                 self.ports.analytics.as_ref(),
                 positions,
-                state,
+                snapshot.state,
                 operator.watermark(),
-                &results,
+                &snapshot.results,
+                &snapshot.delta,
             )
             .await?;
-        self.publish(&checkpoint, &operator, results).await;
+        self.publish(&checkpoint, &operator, snapshot.results).await;
         if let Err(err) = reader.commit(&checkpoint.offsets).await {
             tracing::debug!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "log offset report failed");
         }
@@ -187,16 +190,63 @@ impl WindowedTask {
     }
 }
 
-/// The operator's state as JSON, encoded on a blocking thread: it holds every open window's
-/// counts and de-duplication set, too much to encode between two awaits on a runtime
-/// worker. The operator moves there and back; nothing is copied.
-async fn encode_state(
+/// The operator of `spec` resumed from `claim` (its checkpoint's state and its state
+/// chunks), or a fresh one, reading `sources`. Rebuilt on a blocking thread: the chunks
+/// hold every open window's de-duplication hashes, too many to decode between two awaits
+/// on a runtime worker.
+async fn restore(
+    spec: &PipelineSpec,
+    claim: Claim,
+    sources: Vec<(StreamName, u32)>,
+) -> Result<WindowOperator, EngineError> {
+    let spec = spec.clone();
+    let task = spec.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let state: WindowState = match claim.checkpoint {
+            Some(cp) => serde_json::from_value(cp.state).map_err(|source| EngineError::State {
+                task: spec.name.clone(),
+                source: source.into(),
+            })?,
+            None => WindowState::default(),
+        };
+        let sources = sources
+            .iter()
+            .map(|(stream, partition)| (stream, *partition));
+        WindowOperator::restore(&spec, state, &claim.chunks, sources, now_ms()).map_err(|source| {
+            EngineError::State {
+                task: spec.name.clone(),
+                source: source.into(),
+            }
+        })
+    })
+    .await
+    .map_err(|source| EngineError::Panicked { task, source })?
+}
+
+/// What a checkpoint commits, taken from the operator.
+#[derive(Debug)]
+struct Snapshot {
+    /// The results that changed.
+    results: Vec<WindowResult>,
+    /// The operator's state, as JSON.
+    state: serde_json::Value,
+    /// The state chunks to append and the groups to drop.
+    delta: StateDelta,
+}
+
+/// Takes the operator's changed results and state delta and encodes its state, on a
+/// blocking thread: a delta can hold many hashes (all of an open window's after a restore
+/// from a state that held them), too many to copy between two awaits on a runtime worker.
+/// The operator moves there and back; nothing else is copied.
+async fn take_snapshot(
     task: &str,
-    operator: WindowOperator,
-) -> Result<(WindowOperator, serde_json::Value), EngineError> {
-    let (operator, encoded) = tokio::task::spawn_blocking(move || {
+    mut operator: WindowOperator,
+) -> Result<(WindowOperator, Snapshot), EngineError> {
+    let (operator, results, delta, encoded) = tokio::task::spawn_blocking(move || {
+        let results = operator.take_changes();
+        let delta = operator.take_state_delta();
         let encoded = serde_json::to_value(operator.state());
-        (operator, encoded)
+        (operator, results, delta, encoded)
     })
     .await
     .map_err(|source| EngineError::Panicked {
@@ -205,9 +255,16 @@ async fn encode_state(
     })?;
     let state = encoded.map_err(|source| EngineError::State {
         task: task.to_owned(),
-        source,
+        source: source.into(),
     })?;
-    Ok((operator, state))
+    Ok((
+        operator,
+        Snapshot {
+            results,
+            state,
+            delta,
+        },
+    ))
 }
 
 /// Processing time, in epoch milliseconds.

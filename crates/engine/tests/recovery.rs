@@ -1,6 +1,7 @@
 //! The engine over the embedded adapters: exact counts and dead letters after the engine
-//! is aborted mid-stream (no final checkpoint), and a running processor fenced by a new
-//! one that takes its pipeline over.
+//! is aborted mid-stream (no final checkpoint), events counted before a restart kept as
+//! duplicates after it, and a running processor fenced by a new one that takes its
+//! pipeline over.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
@@ -313,6 +314,92 @@ async fn late_events_are_dead_lettered_once_after_aborts_mid_stream() {
     }
     // The late events changed no count.
     assert_eq!(closed_counts(&ports).await, truth(&all));
+}
+
+/// Events counted before a restart are duplicates after it: their window's
+/// de-duplication set comes back from the state chunks (the state's JSON holds none), so
+/// a client re-sending them changes no count.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_counted_before_a_restart_stay_duplicates_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 50 s of events, all in the window starting at T0: the watermark leaves it open.
+    let all = events(60..560);
+    {
+        let ports = ports(dir.path()).await;
+        ports.log.append(&stream(), &all).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
+        wait_for_open_counts(&ports, &truth(&all)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+
+        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
+        let state = checkpoint.unwrap().state;
+        assert!(!state.to_string().contains("seen"), "{state}");
+        let stored: usize = ports
+            .analytics
+            .claim("counts")
+            .await
+            .unwrap()
+            .chunks
+            .iter()
+            .map(|chunk| chunk.bytes.len())
+            .sum();
+        assert_eq!(stored, all.len() * 8, "one 8-byte hash per event counted");
+    }
+    // A new process: its operator is restored from the checkpoint and the chunks.
+    let ports = ports(dir.path()).await;
+    ports.log.append(&stream(), &all).await.unwrap();
+    ports.log.append(&stream(), &flush()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(engine(&ports).run(shutdown.clone()));
+    wait_for_counts(&ports, &truth(&all)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let state = ports
+        .analytics
+        .load_checkpoint("counts")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    let state: WindowState = serde_json::from_value(state).unwrap();
+    assert_eq!((state.duplicates, state.late_events), (500, 0));
+    // The closed window's chunks were dropped: only the flush events' window has some.
+    let chunks = ports.analytics.claim("counts").await.unwrap().chunks;
+    let groups: Vec<(i64, usize)> = chunks.iter().map(|c| (c.group, c.bytes.len())).collect();
+    assert_eq!(groups, vec![(T0 + 30 * MINUTE, flush().len() * 8)]);
+}
+
+/// Waits until the open (provisional) results equal `expected`, or fails after 30 s.
+async fn wait_for_open_counts(ports: &Ports, expected: &BTreeMap<(i64, String), u64>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = ports
+            .analytics
+            .query_results(&ResultQuery {
+                pipeline: "counts".into(),
+                from: None,
+                to: None,
+                key: None,
+                limit: 10_000,
+            })
+            .await
+            .unwrap();
+        assert!(rows.iter().all(|r| !r.closed), "a window closed: {rows:?}");
+        let got: BTreeMap<(i64, String), u64> = rows
+            .into_iter()
+            .map(|r| ((r.window_start.millis(), r.key), r.count))
+            .collect();
+        if &got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "open counts never matched:\n got {got:?}\nwant {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the pipeline's last checkpoint counts `expected` late events, or fails after

@@ -22,7 +22,7 @@ use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::MAX_EVENT_BYTES;
 use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::{
-    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports,
+    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports, StateDelta,
 };
 use tributary_core::window::WindowResult;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
@@ -598,7 +598,7 @@ async fn results_come_from_committed_checkpoints() {
     };
     let owner = h.store.claim("clicks-per-minute").await.unwrap();
     h.store
-        .commit_checkpoint(owner.generation, &checkpoint, &rows)
+        .commit_checkpoint(owner.generation, &checkpoint, &rows, &StateDelta::default())
         .await
         .unwrap();
 

@@ -11,13 +11,14 @@ use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row};
 use tributary_core::Timestamp;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery,
+    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery, StateChunk,
+    StateDelta,
 };
 use tributary_core::window::WindowResult;
 
 use super::config::PostgresConfig;
 use super::error::{DIALECT, SYSTEM, migrate_error, sqlx_error};
-use crate::sql::{OutOfRange, results_query};
+use crate::sql::{OutOfRange, chunks_query, delta_statements, results_query};
 
 /// How long [`PostgresStore::connect`] waits for a first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,6 +215,19 @@ async fn read_checkpoint<'e>(
     }))
 }
 
+/// The pipeline's state chunks, read through `executor`.
+async fn read_chunks<'e>(
+    executor: impl PgExecutor<'e>,
+    pipeline: &str,
+) -> Result<Vec<StateChunk>, PortError> {
+    let rows = chunks_query::<Postgres>(pipeline)
+        .build()
+        .fetch_all(executor)
+        .await
+        .map_err(sqlx_error)?;
+    rows.iter().map(|row| DIALECT.chunk_from_row(row)).collect()
+}
+
 #[async_trait]
 impl AnalyticsStore for PostgresStore {
     async fn ping(&self) -> Result<(), PortError> {
@@ -234,8 +248,9 @@ impl AnalyticsStore for PostgresStore {
             .await
             .map_err(sqlx_error)?;
         let checkpoint = read_checkpoint(&mut *tx, pipeline).await?;
+        let chunks = read_chunks(&mut *tx, pipeline).await?;
         tx.commit().await.map_err(sqlx_error)?;
-        DIALECT.claimed(pipeline, generation, checkpoint)
+        DIALECT.claimed(pipeline, generation, checkpoint, chunks)
     }
 
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
@@ -247,6 +262,7 @@ impl AnalyticsStore for PostgresStore {
         generation: u64,
         checkpoint: &Checkpoint,
         results: &[WindowResult],
+        delta: &StateDelta,
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
         let epoch = DIALECT.commit_epoch(generation, checkpoint.epoch)?;
@@ -294,11 +310,20 @@ impl AnalyticsStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
+        for mut statement in delta_statements::<Postgres>(pipeline, epoch, delta) {
+            statement
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+        }
         tx.commit().await.map_err(sqlx_error)?;
         tracing::debug!(
             pipeline,
             generation,
             epoch = checkpoint.epoch,
+            chunks = delta.append.len(),
+            dropped_groups = delta.drop_groups.len(),
             results = columns.len(),
             "checkpoint committed"
         );

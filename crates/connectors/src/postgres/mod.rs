@@ -11,16 +11,19 @@
 //!   `(pipeline, window_start, key)`, plus an index on `(pipeline, key, window_start)`;
 //!   `checkpoints (pipeline primary key, epoch bigint, offsets jsonb, state jsonb,
 //!   watermark bigint epoch-ms, committed_at)`; `pipeline_owners (pipeline primary key,
-//!   generation bigint, claimed_at)`;
+//!   generation bigint, claimed_at)`; `checkpoint_chunks (pipeline, grp bigint, epoch
+//!   bigint, seq bigint, bytes bytea)`, primary key `(pipeline, grp, epoch, seq)`;
 //! - `claim` is one transaction: it bumps the pipeline's generation with an upsert
 //!   (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, which keeps the owner row locked),
-//!   then reads the checkpoint;
+//!   then reads the checkpoint and the state chunks (ordered by `grp, epoch, seq`);
 //! - `commit_checkpoint` is one transaction: it locks the pipeline's owner row
 //!   (`SELECT ... FOR UPDATE`), so claims and commits of a pipeline serialize on it, fails
 //!   with `PortError::Fenced` and writes nothing unless the stored generation is the
 //!   committer's and the stored epoch is `epoch - 1`, then upserts every result in one
-//!   `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO UPDATE` statement and the
-//!   checkpoint row (written only under that lock);
+//!   `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO UPDATE` statement, the
+//!   checkpoint row (written only under that lock), and the state delta: deletes of the
+//!   dropped groups, then multi-row inserts of the new chunks (`crate::sql`, shared with
+//!   SQLite);
 //! - each result is stored under its own `pipeline` field; the fence is the checkpoint's
 //!   `pipeline` (the engine checkpoints per task, and its results name the pipeline);
 //! - times are stored as `timestamptz` with exact millisecond precision (through chrono);

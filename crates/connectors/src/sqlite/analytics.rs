@@ -5,13 +5,14 @@ use sqlx::sqlite::{SqliteExecutor, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tributary_core::Timestamp;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery,
+    AnalyticsStore, Checkpoint, Claim, PartitionOffset, PortError, ResultQuery, StateChunk,
+    StateDelta,
 };
 use tributary_core::window::WindowResult;
 
 use super::SqliteStore;
 use super::error::{DIALECT, SYSTEM, sqlx_error};
-use crate::sql::results_query;
+use crate::sql::{chunks_query, delta_statements, results_query};
 
 /// Results per multi-row upsert: 7 bound values each, well below SQLite's variable limit.
 const RESULTS_PER_STATEMENT: usize = 1000;
@@ -48,6 +49,19 @@ async fn read_checkpoint<'e>(
     }))
 }
 
+/// The pipeline's state chunks, read through `executor`.
+async fn read_chunks<'e>(
+    executor: impl SqliteExecutor<'e>,
+    pipeline: &str,
+) -> Result<Vec<StateChunk>, PortError> {
+    let rows = chunks_query::<Sqlite>(pipeline)
+        .build()
+        .fetch_all(executor)
+        .await
+        .map_err(sqlx_error)?;
+    rows.iter().map(|row| DIALECT.chunk_from_row(row)).collect()
+}
+
 #[async_trait]
 impl AnalyticsStore for SqliteStore {
     async fn ping(&self) -> Result<(), PortError> {
@@ -73,8 +87,9 @@ impl AnalyticsStore for SqliteStore {
         .await
         .map_err(sqlx_error)?;
         let checkpoint = read_checkpoint(&mut *tx, pipeline).await?;
+        let chunks = read_chunks(&mut *tx, pipeline).await?;
         tx.commit().await.map_err(sqlx_error)?;
-        DIALECT.claimed(pipeline, generation, checkpoint)
+        DIALECT.claimed(pipeline, generation, checkpoint, chunks)
     }
 
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
@@ -86,6 +101,7 @@ impl AnalyticsStore for SqliteStore {
         generation: u64,
         checkpoint: &Checkpoint,
         results: &[WindowResult],
+        delta: &StateDelta,
     ) -> Result<(), PortError> {
         let pipeline = checkpoint.pipeline.as_str();
         let epoch = DIALECT.commit_epoch(generation, checkpoint.epoch)?;
@@ -164,11 +180,20 @@ impl AnalyticsStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(sqlx_error)?;
+        for mut statement in delta_statements::<Sqlite>(pipeline, epoch, delta) {
+            statement
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+        }
         tx.commit().await.map_err(sqlx_error)?;
         tracing::debug!(
             pipeline,
             generation,
             epoch = checkpoint.epoch,
+            chunks = delta.append.len(),
+            dropped_groups = delta.drop_groups.len(),
             results = results.len(),
             "checkpoint committed"
         );

@@ -9,7 +9,7 @@
 //!   `synchronous=FULL`, so a commit is durable when it returns, and waits up to ten seconds
 //!   for a lock held by another connection or process (`busy_timeout`);
 //! - analytics: the same schema and semantics as [`crate::postgres`], with times as
-//!   INTEGER epoch milliseconds and JSON as TEXT; `claim` and `commit_checkpoint` run
+//!   INTEGER epoch milliseconds, JSON as TEXT and state chunks as BLOB; `claim` and `commit_checkpoint` run
 //!   inside `BEGIN IMMEDIATE`, so claims and commits serialize on SQLite's write lock, and
 //!   the generation and epoch fences are checked under it;
 //! - documents: `events (stream, id, ts, key, payload)`, primary key `(stream, id)`, indexed

@@ -1,4 +1,5 @@
-//! The analytics port: window results and pipeline checkpoints, committed together.
+//! The analytics port: window results, pipeline checkpoints and state chunks, committed
+//! together.
 
 use std::fmt::Debug;
 
@@ -18,10 +19,42 @@ pub struct Checkpoint {
     pub epoch: u64,
     /// Where to resume reading, per source partition.
     pub offsets: Vec<PartitionOffset>,
-    /// The operator's state (open windows, watermarks), as the operator serialized it.
+    /// The operator's state (open windows, watermarks), as the operator serialized it; what
+    /// it keeps in [`StateChunk`]s is not in it.
     pub state: serde_json::Value,
     /// The pipeline's watermark when the checkpoint was taken.
     pub watermark: Timestamp,
+}
+
+/// An append-only piece of a pipeline's operator state, stored beside its checkpoint, so
+/// that a checkpoint writes what changed since the last one instead of the whole state (as
+/// Flink's incremental checkpoints do). The store keeps the bytes as they are; what they
+/// mean is the operator's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChunk {
+    /// The group the chunk belongs to (for the window operator, a window's start): chunks
+    /// are read back by group and dropped by group.
+    pub group: i64,
+    /// The chunk's content.
+    pub bytes: Vec<u8>,
+}
+
+/// How a commit changes a pipeline's stored [`StateChunk`]s: every chunk of `drop_groups`
+/// is deleted, then the chunks of `append` are added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDelta {
+    /// Chunks to add, in order; a group may appear several times.
+    pub append: Vec<StateChunk>,
+    /// Groups whose stored chunks are deleted (before `append` is added).
+    pub drop_groups: Vec<i64>,
+}
+
+impl StateDelta {
+    /// Whether the delta changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.append.is_empty() && self.drop_groups.is_empty()
+    }
 }
 
 /// A pipeline's ownership, taken by [`AnalyticsStore::claim`]: what its new owner resumes
@@ -33,6 +66,9 @@ pub struct Claim {
     pub generation: u64,
     /// The pipeline's last committed checkpoint, if any: no older owner can commit after it.
     pub checkpoint: Option<Checkpoint>,
+    /// The pipeline's stored state chunks, read in the same transaction: by group, then in
+    /// the order they were committed (by epoch, then by position in their delta).
+    pub chunks: Vec<StateChunk>,
 }
 
 /// A query over a pipeline's window results.
@@ -56,35 +92,39 @@ pub struct ResultQuery {
 /// fences the older owners of a pipeline when it takes the pipeline over, not when it
 /// first commits):
 /// - [`AnalyticsStore::claim`] bumps the pipeline's generation and reads its last
-///   checkpoint in **one transaction**, serialized with every commit of the pipeline: the
-///   checkpoint it returns is the last one any older generation can ever commit;
-/// - [`AnalyticsStore::commit_checkpoint`] writes the results, the state and the offsets in
-///   **one transaction**, and only if the stored generation is the committer's (a newer
+///   checkpoint and its state chunks in **one transaction**, serialized with every commit
+///   of the pipeline: the checkpoint it returns is the last one any older generation can
+///   ever commit;
+/// - [`AnalyticsStore::commit_checkpoint`] writes the results, the state, the offsets and
+///   the [`StateDelta`] (dropped groups first, then appended chunks) in **one
+///   transaction**, and only if the stored generation is the committer's (a newer
 ///   claim fences every older owner, whatever its epoch) and the stored epoch is
 ///   `checkpoint.epoch - 1` (no checkpoint stored counts as epoch 0); otherwise it writes
 ///   nothing and fails with [`PortError::Fenced`]. Generation 0 and epoch 0 are refused.
 ///   Results are upserted by (pipeline, window start, key);
-/// - [`AnalyticsStore::load_checkpoint`] only reads: for observers (the gateway, tools),
-///   never to resume a pipeline.
+/// - [`AnalyticsStore::load_checkpoint`] only reads, and not the state chunks: for
+///   observers (the gateway, tools), never to resume a pipeline.
 #[async_trait]
 pub trait AnalyticsStore: Send + Sync + Debug {
     /// Checks that the backing system answers; used by `/readyz`.
     async fn ping(&self) -> Result<(), PortError>;
 
-    /// Takes the pipeline over: a new generation, and the last checkpoint to resume from.
-    /// Every older owner is fenced from then on.
+    /// Takes the pipeline over: a new generation, and the last checkpoint and state chunks
+    /// to resume from. Every older owner is fenced from then on.
     async fn claim(&self, pipeline: &str) -> Result<Claim, PortError>;
 
     /// The pipeline's last committed checkpoint, if any. Read-only: takes no ownership.
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError>;
 
-    /// Commits results, state and offsets atomically, as the owner of `generation` (from
-    /// [`AnalyticsStore::claim`]), fenced by generation and by epoch.
+    /// Commits results, state, offsets and the state chunks' `delta` atomically, as the
+    /// owner of `generation` (from [`AnalyticsStore::claim`]), fenced by generation and by
+    /// epoch.
     async fn commit_checkpoint(
         &self,
         generation: u64,
         checkpoint: &Checkpoint,
         results: &[WindowResult],
+        delta: &StateDelta,
     ) -> Result<(), PortError>;
 
     /// Results matching `query`, ordered by window start, then key.

@@ -4,7 +4,8 @@
 //! and one conformance suite that runs against both. Every method is idempotent or fenced,
 //! so that a retry after a crash cannot count an event twice:
 //! - [`Log`]: durable, partitioned, replayable (Kafka; an embedded store).
-//! - [`AnalyticsStore`]: window results and checkpoints, committed together (PostgreSQL; SQLite).
+//! - [`AnalyticsStore`]: window results, checkpoints and state chunks, committed together
+//!   (PostgreSQL; SQLite).
 //! - [`DocumentStore`]: raw events as documents, upserted by id (MongoDB; SQLite).
 //! - [`Cache`]: derived values, written after commits, never the source of truth (Redis; memory).
 
@@ -14,7 +15,7 @@ mod document;
 mod error;
 mod log;
 
-pub use analytics::{AnalyticsStore, Checkpoint, Claim, ResultQuery};
+pub use analytics::{AnalyticsStore, Checkpoint, Claim, ResultQuery, StateChunk, StateDelta};
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, ErrorDomain, Fence, PortError};

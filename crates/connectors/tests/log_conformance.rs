@@ -270,12 +270,52 @@ async fn unknown_stream_is_refused(backend: &dyn Backend) {
         matches!(&opened, Err(PortError::UnknownStream(s)) if *s == ghost),
         "reader of a stream never ensured: {opened:?}"
     );
+    let ends = log.end_offsets(&ghost).await;
+    assert!(
+        matches!(&ends, Err(PortError::UnknownStream(s)) if *s == ghost),
+        "end offsets of a stream never ensured: {ends:?}"
+    );
     // The refusal created nothing: the stream is still unknown.
     assert!(matches!(
         log.partitions(&ghost).await,
         Err(PortError::UnknownStream(_))
     ));
     assert_eq!(log.partitions(&known).await.unwrap(), 1);
+}
+
+async fn end_offsets_count_appended_records(backend: &dyn Backend) {
+    let log = backend.open().await;
+    let trades = stream("trades");
+    log.ensure_stream(&trades, 3).await.unwrap();
+    assert_eq!(log.end_offsets(&trades).await.unwrap(), vec![0, 0, 0]);
+
+    let events: Vec<Event> = (0..25)
+        .map(|i| event(&trades, &format!("t{i}"), Some(&format!("k{}", i % 7)), i))
+        .collect();
+    for batch in events.chunks(10) {
+        log.append(&trades, batch).await.unwrap();
+    }
+    let mut per_partition = vec![0_u64; 3];
+    for event in &events {
+        per_partition[partition_for(event.partition_key(), 3) as usize] += 1;
+    }
+    assert!(
+        per_partition.iter().filter(|&&n| n > 0).count() >= 2,
+        "7 keys should spread over the partitions: {per_partition:?}"
+    );
+    assert_eq!(log.end_offsets(&trades).await.unwrap(), per_partition);
+
+    // A reader that read everything stands at the ends.
+    let mut reader = log
+        .reader("conformance", &from_start(&trades, 3))
+        .await
+        .unwrap();
+    let mut read_to = vec![0_u64; 3];
+    for record in read_exactly(reader.as_mut(), events.len()).await {
+        let next = &mut read_to[record.partition as usize];
+        *next = (*next).max(record.offset + 1);
+    }
+    assert_eq!(read_to, per_partition);
 }
 
 async fn ensure_stream_is_idempotent_and_reports_partitions(backend: &dyn Backend) {
@@ -626,6 +666,7 @@ macro_rules! conformance {
 conformance!(
     append_then_read_back_in_order,
     unknown_stream_is_refused,
+    end_offsets_count_appended_records,
     ensure_stream_is_idempotent_and_reports_partitions,
     keys_land_on_partition_for,
     reader_starts_at_given_offsets,

@@ -16,7 +16,7 @@ use tributary_core::dead_letter::error_chain;
 use tributary_core::ports::{AnalyticsStore, PortError, StateDelta};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
-use crate::checkpoint::{Checkpointer, Positions};
+use crate::checkpoint::{Checkpointer, LagGauge, Positions};
 use crate::{EngineError, Ports, Task, dead_letters};
 
 /// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
@@ -126,7 +126,9 @@ impl Task for ArchiveTask {
             .reader(ARCHIVE_TASK, &positions.offsets())
             .await?;
         let mut checkpointer = Checkpointer::new(ARCHIVE_TASK, &claim);
+        let mut lag = LagGauge::new(ARCHIVE_TASK);
         loop {
+            lag.measure(self.ports.log.as_ref(), &positions).await;
             let records = tokio::select! {
                 () = shutdown.cancelled() => break,
                 polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,

@@ -5,8 +5,8 @@
 //! process), which then fails `Fenced` at its next commit. The task commits as that owner,
 //! its [`Checkpointer`] carrying the claim's generation.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use tributary_core::StreamName;
 use tributary_core::Timestamp;
@@ -84,6 +84,78 @@ impl Positions {
     pub(crate) fn moved(&self) -> bool {
         self.next != self.committed
     }
+
+    /// The source streams, each once.
+    fn streams(&self) -> BTreeSet<&StreamName> {
+        self.next.keys().map(|(stream, _)| stream).collect()
+    }
+
+    /// How many records are left to read: the sum over the partitions of `ends` (per
+    /// stream, the end offset of each partition, [`Log::end_offsets`]) of the end minus the
+    /// next offset to read. A partition unknown here (added to the stream since the task
+    /// started) is read from 0 once the task restarts, so all of it counts; one whose end
+    /// is below the next offset (its topic was recreated) counts 0 until records of the new
+    /// topic are read.
+    pub(crate) fn lag(&self, ends: &BTreeMap<StreamName, Vec<u64>>) -> u64 {
+        ends.iter()
+            .flat_map(|(stream, partitions)| {
+                (0_u32..).zip(partitions).map(move |(partition, &end)| {
+                    let next = self.next.get(&(stream.clone(), partition));
+                    end.saturating_sub(next.copied().unwrap_or(0))
+                })
+            })
+            .sum()
+    }
+}
+
+/// How often a task measures its lag: one end-offsets lookup per source stream each time.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A task's `tributary_task_lag_records{task}` gauge: the records of its source partitions
+/// it has not read yet ([`Positions::lag`]).
+#[derive(Debug)]
+pub(crate) struct LagGauge {
+    task: String,
+    gauge: metrics::Gauge,
+    last: Option<Instant>,
+}
+
+impl LagGauge {
+    pub(crate) fn new(task: &str) -> Self {
+        Self {
+            task: task.to_owned(),
+            gauge: metrics::gauge!("tributary_task_lag_records", "task" => task.to_owned()),
+            last: None,
+        }
+    }
+
+    /// Sets the gauge from the log's end offsets and `positions`, at the first call and
+    /// then at most every [`LAG_INTERVAL`]. Never fails the task: when the log does not
+    /// answer, the error is logged at debug level and the gauge keeps its value.
+    ///
+    /// Measured whether or not the task checkpoints, so that the gauge falls to 0 once the
+    /// task has caught up and goes up while it reads nothing.
+    pub(crate) async fn measure(&mut self, log: &dyn Log, positions: &Positions) {
+        if self.last.is_some_and(|last| last.elapsed() < LAG_INTERVAL) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut ends = BTreeMap::new();
+        for stream in positions.streams() {
+            match log.end_offsets(stream).await {
+                Ok(offsets) => {
+                    ends.insert(stream.clone(), offsets);
+                }
+                Err(err) => {
+                    tracing::debug!(task = %self.task, stream = %stream, error = &err as &dyn std::error::Error, "lag not measured");
+                    return;
+                }
+            }
+        }
+        let lag = positions.lag(&ends);
+        #[allow(clippy::cast_precision_loss)]
+        self.gauge.set(lag as f64);
+    }
 }
 
 /// Commits a task's checkpoints, in epoch order, as the owner of one claim.
@@ -117,7 +189,7 @@ impl Checkpointer {
     }
 
     /// Whether `interval` has passed since the last commit.
-    pub(crate) fn due(&self, interval: std::time::Duration) -> bool {
+    pub(crate) fn due(&self, interval: Duration) -> bool {
         self.last.elapsed() >= interval
     }
 
@@ -153,5 +225,68 @@ impl Checkpointer {
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.len(), chunks = delta.append.len(), "checkpoint committed");
         Ok(checkpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(name: &str) -> StreamName {
+        StreamName::new(name).unwrap()
+    }
+
+    /// Positions at the given next offsets, as (stream, partition, next offset).
+    fn positions(next: &[(&str, u32, u64)]) -> Positions {
+        let next: BTreeMap<_, _> = next
+            .iter()
+            .map(|&(name, partition, offset)| ((stream(name), partition), offset))
+            .collect();
+        Positions {
+            committed: next.clone(),
+            next,
+        }
+    }
+
+    fn ends(ends: &[(&str, &[u64])]) -> BTreeMap<StreamName, Vec<u64>> {
+        ends.iter()
+            .map(|&(name, offsets)| (stream(name), offsets.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn lag_sums_what_is_left_in_every_partition() {
+        let at = positions(&[("a", 0, 3), ("a", 1, 0), ("b", 0, 10)]);
+        assert_eq!(at.lag(&ends(&[("a", &[5, 4]), ("b", &[12])])), 2 + 4 + 2);
+        assert_eq!(at.lag(&ends(&[("a", &[3, 0]), ("b", &[10])])), 0);
+        // Nothing known of a stream: no lag counted for it.
+        assert_eq!(at.lag(&ends(&[("b", &[11])])), 1);
+    }
+
+    #[test]
+    fn lag_follows_the_records_read() {
+        let mut at = positions(&[("a", 0, 0), ("a", 1, 0)]);
+        let end = ends(&[("a", &[2, 1])]);
+        assert_eq!(at.lag(&end), 3);
+        let event = tributary_core::Event {
+            id: tributary_core::EventId::new("e1").unwrap(),
+            stream: stream("a"),
+            ts: Timestamp::from_millis(0),
+            key: None,
+            payload: serde_json::Map::new(),
+        };
+        at.advance(&LogRecord {
+            partition: 0,
+            offset: 1,
+            event,
+        });
+        assert_eq!(at.lag(&end), 1);
+    }
+
+    #[test]
+    fn lag_counts_a_new_partition_whole_and_a_recreated_one_as_nothing() {
+        let at = positions(&[("a", 0, 8)]);
+        // Partition 1 was added since the task started; partition 0's end went back.
+        assert_eq!(at.lag(&ends(&[("a", &[2, 5])])), 5);
     }
 }

@@ -21,7 +21,7 @@ use tributary_core::ports::{Checkpoint, Claim, LogReader, StateDelta};
 use tributary_core::window::{Outcome, WindowOperator, WindowResult, WindowState};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
-use crate::checkpoint::{Checkpointer, Positions};
+use crate::checkpoint::{Checkpointer, LagGauge, Positions};
 use crate::{EngineError, Ports, Task, dead_letters};
 
 /// How long a poll waits for records before the task looks at the clock again.
@@ -75,7 +75,9 @@ impl Task for WindowedTask {
             "pipeline restored from its last checkpoint"
         );
 
+        let mut lag = LagGauge::new(&name);
         loop {
+            lag.measure(self.ports.log.as_ref(), &positions).await;
             let records = tokio::select! {
                 () = shutdown.cancelled() => break,
                 polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,

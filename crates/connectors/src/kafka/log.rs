@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -213,6 +213,29 @@ fn drop_off_runtime<T: Send + 'static>(value: T) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
         Err(_) => drop(value),
+    }
+}
+
+/// The high watermark of a partition (a blocking lookup), retried on transient errors
+/// until `deadline`: a topic just created may not have its leader in place yet.
+fn high_watermark<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    partition: i32,
+    deadline: std::time::Instant,
+) -> Result<u64, KafkaError> {
+    const PAUSE: Duration = Duration::from_millis(100);
+    let remaining = || deadline.saturating_duration_since(std::time::Instant::now());
+    loop {
+        match client.fetch_watermarks(topic, partition, remaining()) {
+            Ok((_low, high)) => return Ok(u64::try_from(high).unwrap_or(0)),
+            Err(error)
+                if error.rdkafka_error_code().is_some_and(is_transient) && remaining() > PAUSE =>
+            {
+                std::thread::sleep(PAUSE);
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -638,6 +661,48 @@ impl Log for KafkaLog {
                 Err(kafka_error(error))
             }
         }
+    }
+
+    /// Each partition's end from its watermarks, asked through the producer's client
+    /// (blocking lookups, one per partition, off the runtime and within
+    /// [`METADATA_TIMEOUT`] in all), after a metadata lookup for the partition count.
+    ///
+    /// librdkafka asks with the client's `isolation.level`, `read_committed` by default for
+    /// every client, so this is the last stable offset, where the readers (also
+    /// `read_committed`) stop. Tributary's producer is idempotent, not transactional: on its
+    /// own records, the last stable offset is the high watermark. Behind another producer's
+    /// open transaction it stays below, and the records past it, which no reader can read
+    /// yet, are rightly not lag. (A transaction's commit marker takes an offset no reader
+    /// returns: behind one, a reader that read everything lags by 1 until the next record.)
+    async fn end_offsets(&self, stream: &StreamName) -> Result<Vec<u64>, PortError> {
+        let partitions = self.fetch_partitions(stream).await?;
+        let topic = self.topic(stream);
+        let producer = self.inner.clients()?.producer.clone();
+        let name = stream.clone();
+        let ends = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+            (0..partitions)
+                .map(|partition| {
+                    let partition = kafka_partition(partition)?;
+                    high_watermark(producer.client(), &topic, partition, deadline).map_err(
+                        |error| {
+                            if error.rdkafka_error_code().is_some_and(is_unknown_topic) {
+                                PortError::UnknownStream(name.clone())
+                            } else {
+                                kafka_error(error)
+                            }
+                        },
+                    )
+                })
+                .collect::<Result<Vec<u64>, PortError>>()
+        })
+        .await
+        .map_err(|e| PortError::unavailable(SYSTEM, e))?;
+        if let Err(PortError::UnknownStream(_)) = &ends {
+            // Deleted since the metadata lookup.
+            self.forget(stream);
+        }
+        ends
     }
 
     async fn reader(

@@ -33,6 +33,12 @@ fn partition_table_name(stream: &str, partition: u32) -> String {
     format!("log/{stream}/{partition}")
 }
 
+/// The offset the next record appended to a partition's table gets: its last one + 1.
+fn end_offset(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, PortError> {
+    let last = table.last().map_err(redb_error)?;
+    Ok(last.map_or(0, |(offset, _)| offset.value() + 1))
+}
+
 /// Classifies a redb error: I/O is transient, corruption is ours, the rest is refused.
 fn redb_error(error: impl Into<redb::Error>) -> PortError {
     let error: redb::Error = error.into();
@@ -238,10 +244,7 @@ impl Log for RedbLog {
                         let table = txn
                             .open_table(TableDefinition::<u64, &[u8]>::new(&names[partition]))
                             .map_err(redb_error)?;
-                        let next = table
-                            .last()
-                            .map_err(redb_error)?
-                            .map_or(0, |(offset, _)| offset.value() + 1);
+                        let next = end_offset(&table)?;
                         *slot = Some((table, next));
                     }
                     if let Some((table, next)) = slot.as_mut() {
@@ -259,6 +262,27 @@ impl Log for RedbLog {
             .send_modify(|generation| *generation = generation.wrapping_add(1));
         tracing::debug!(events = count, "embedded log append committed");
         Ok(())
+    }
+
+    /// One read transaction: each partition's last offset + 1, as `append` numbers them.
+    async fn end_offsets(&self, stream: &StreamName) -> Result<Vec<u64>, PortError> {
+        let stream = stream.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let partitions = Self::partition_count(&txn, &stream)?;
+            let mut ends = Vec::with_capacity(partitions as usize);
+            for partition in 0..partitions {
+                let name = partition_table_name(stream.as_str(), partition);
+                let end = match txn.open_table(TableDefinition::<u64, &[u8]>::new(&name)) {
+                    Ok(table) => end_offset(&table)?,
+                    Err(TableError::TableDoesNotExist(_)) => 0,
+                    Err(e) => return Err(redb_error(e)),
+                };
+                ends.push(end);
+            }
+            Ok(ends)
+        })
+        .await
     }
 
     async fn reader(

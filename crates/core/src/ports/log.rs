@@ -40,6 +40,8 @@ pub struct LogRecord {
 /// - An event goes to `partition_for(event.partition_key(), partitions)`.
 /// - Appending to a stream that [`Log::ensure_stream`] never created fails with
 ///   [`PortError::UnknownStream`].
+/// - [`Log::end_offsets`] of a partition is the number of records appended to it: the
+///   offset the next one will get.
 #[async_trait]
 pub trait Log: Send + Sync + Debug {
     /// Checks that the backing system answers; used by `/readyz`.
@@ -54,6 +56,13 @@ pub trait Log: Send + Sync + Debug {
 
     /// Appends `events`, all of `stream`, and returns once all of them are durable.
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError>;
+
+    /// The end of every partition of `stream`, indexed by partition: the offset the next
+    /// appended record will get (Kafka's high watermark), so 0 for an empty partition. A
+    /// reader whose next offset is a partition's end has read all of it; the difference is
+    /// its lag. A snapshot: appends move the ends on at any time.
+    /// [`PortError::UnknownStream`] when [`Log::ensure_stream`] never created `stream`.
+    async fn end_offsets(&self, stream: &StreamName) -> Result<Vec<u64>, PortError>;
 
     /// Opens a reader for consumer group `group` over exactly the given partitions, each
     /// positioned at its `next_offset`. Offsets are the caller's: the reader never commits

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,9 +14,6 @@ use metrics::{
     Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use tokio_util::sync::CancellationToken;
-use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
-use tributary_connectors::redb::{RedbLog, RedbLogConfig};
-use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_engine::archive::ARCHIVE_TASK;
@@ -125,26 +124,6 @@ fn events(n: i64) -> Vec<Event> {
         .collect()
 }
 
-async fn ports(dir: &std::path::Path) -> Ports {
-    let log = RedbLog::open(&RedbLogConfig {
-        path: dir.join("log.redb"),
-    })
-    .unwrap();
-    let store = Arc::new(
-        SqliteStore::connect(&SqliteConfig {
-            path: dir.join("t.db"),
-        })
-        .await
-        .unwrap(),
-    );
-    Ports {
-        log: Arc::new(log),
-        analytics: store.clone(),
-        documents: store,
-        cache: Arc::new(MemoryCache::new(&MemoryCacheConfig::default())),
-    }
-}
-
 fn engine(ports: &Ports) -> Engine {
     let spec = PipelineSpec {
         name: PIPELINE.into(),
@@ -189,7 +168,7 @@ async fn lag_is_the_backlog_then_falls_to_zero() {
     const BACKLOG: i64 = 300;
     let gauges = gauges();
     let dir = tempfile::tempdir().unwrap();
-    let ports = ports(dir.path()).await;
+    let ports = common::embedded_ports(dir.path()).await;
     ports.log.ensure_stream(&stream(), 3).await.unwrap();
     for batch in events(BACKLOG).chunks(100) {
         ports.log.append(&stream(), batch).await.unwrap();

@@ -4,38 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
-use tributary_connectors::redb::{RedbLog, RedbLogConfig};
-use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::dead_letter::{DeadLetter, DeadLetterPage};
 use tributary_core::{StreamName, Timestamp};
 use tributary_engine::{Engine, EngineConfig, Ports};
 
 const HOUR: i64 = 3_600_000;
-
-async fn ports(dir: &std::path::Path) -> Ports {
-    let log = RedbLog::open(&RedbLogConfig {
-        path: dir.join("log.redb"),
-    })
-    .unwrap();
-    let store = Arc::new(
-        SqliteStore::connect(&SqliteConfig {
-            path: dir.join("t.db"),
-        })
-        .await
-        .unwrap(),
-    );
-    Ports {
-        log: Arc::new(log),
-        analytics: store.clone(),
-        documents: store,
-        cache: Arc::new(MemoryCache::new(&MemoryCacheConfig::default())),
-    }
-}
 
 /// A dead letter refused `ago_ms` before now, with its own `offset` (and so its own id).
 fn letter(offset: u64, ago_ms: i64) -> DeadLetter {
@@ -99,7 +77,7 @@ fn retention_only(ports: &Ports, retention: Option<Duration>) -> Engine {
 #[tokio::test]
 async fn dead_letters_older_than_the_retention_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = ports(dir.path()).await;
+    let ports = common::embedded_ports(dir.path()).await;
     ports
         .documents
         .put_dead_letters(&[letter(1, 2 * HOUR), letter(2, 0), letter(3, 30 * HOUR)])
@@ -134,7 +112,7 @@ async fn dead_letters_older_than_the_retention_are_deleted() {
 #[tokio::test]
 async fn without_a_retention_dead_letters_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = ports(dir.path()).await;
+    let ports = common::embedded_ports(dir.path()).await;
     ports
         .documents
         .put_dead_letters(&[letter(1, 1_000 * HOUR)])

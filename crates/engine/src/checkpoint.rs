@@ -134,7 +134,8 @@ impl LagGauge {
     /// answer, the error is logged at debug level and the gauge keeps its value.
     ///
     /// Measured whether or not the task checkpoints, so that the gauge falls to 0 once the
-    /// task has caught up and goes up while it reads nothing.
+    /// task has caught up and goes up while it reads nothing. Cancel-safe: a measurement
+    /// cut short leaves the gauge as it was.
     pub(crate) async fn measure(&mut self, log: &dyn Log, positions: &Positions) {
         if self.last.is_some_and(|last| last.elapsed() < LAG_INTERVAL) {
             return;

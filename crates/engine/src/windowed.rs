@@ -77,7 +77,11 @@ impl Task for WindowedTask {
 
         let mut lag = LagGauge::new(&name);
         loop {
-            lag.measure(self.ports.log.as_ref(), &positions).await;
+            // A log slow to give its end offsets must not hold a shutdown back.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = lag.measure(self.ports.log.as_ref(), &positions) => {}
+            }
             let records = tokio::select! {
                 () = shutdown.cancelled() => break,
                 polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,

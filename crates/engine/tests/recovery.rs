@@ -112,18 +112,14 @@ async fn closed_counts(ports: &Ports) -> BTreeMap<(i64, String), u64> {
 
 /// Waits until the closed results equal `expected`, or fails after 30 s.
 async fn wait_for_counts(ports: &Ports, expected: &BTreeMap<(i64, String), u64>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::eventually(async || {
         let got = closed_counts(ports).await;
         if &got == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counts never matched:\n got {got:?}\nwant {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("counts differ:\n got {got:?}\nwant {expected:?}"))
+    })
+    .await;
 }
 
 fn truth(events: &[Event]) -> BTreeMap<(i64, String), u64> {
@@ -197,22 +193,20 @@ async fn raw_events(ports: &Ports) -> usize {
 /// Waits until the document store holds `expected` raw events, or fails after 30 s. More
 /// than `expected` fails at once: a duplicate never goes away.
 async fn wait_for_raw_events(ports: &Ports, expected: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::eventually(async || {
         let seen = raw_events(ports).await;
         assert!(
             seen <= expected,
             "{seen} raw events stored, {expected} sent"
         );
         if seen == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
+        Err(format!(
             "only {seen} of {expected} raw events were archived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -350,8 +344,7 @@ async fn events_counted_before_a_restart_stay_duplicates_after_it() {
 
 /// Waits until the open (provisional) results equal `expected`, or fails after 30 s.
 async fn wait_for_open_counts(ports: &Ports, expected: &BTreeMap<(i64, String), u64>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::eventually(async || {
         let rows = ports
             .analytics
             .query_results(&ResultQuery {
@@ -369,21 +362,19 @@ async fn wait_for_open_counts(ports: &Ports, expected: &BTreeMap<(i64, String), 
             .map(|r| ((r.window_start.millis(), r.key), r.count))
             .collect();
         if &got == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "open counts never matched:\n got {got:?}\nwant {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!(
+            "open counts differ:\n got {got:?}\nwant {expected:?}"
+        ))
+    })
+    .await;
 }
 
 /// Waits until the pipeline's last checkpoint counts `expected` late events, or fails after
 /// 30 s. More than `expected` fails at once.
 async fn wait_for_late_events(ports: &Ports, expected: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::eventually(async || {
         let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
         let late = checkpoint.map_or(0, |cp| {
             serde_json::from_value::<WindowState>(cp.state)
@@ -395,14 +386,13 @@ async fn wait_for_late_events(ports: &Ports, expected: u64) {
             "{late} late events counted, {expected} sent"
         );
         if late == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
+        Err(format!(
             "only {late} of {expected} late events were counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 /// Every dead letter, read page by page.
@@ -484,20 +474,13 @@ async fn a_new_processor_takes_the_pipeline_over_and_fences_the_running_one() {
 
 /// Waits until the pipeline has committed a checkpoint, or fails after 30 s.
 async fn wait_for_a_checkpoint(ports: &Ports) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while ports
-        .analytics
-        .load_checkpoint("counts")
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pipeline never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually(async || {
+        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
+        checkpoint
+            .map(drop)
+            .ok_or_else(|| "the pipeline committed no checkpoint".to_owned())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,20 +42,18 @@ async fn stored_ids(ports: &Ports) -> Vec<String> {
     ids
 }
 
-/// Waits until the stored dead letters are `expected` (sorted ids), or fails after 10 s.
+/// Waits until the stored dead letters are `expected` (sorted ids), or fails after 30 s.
 async fn wait_for_ids(ports: &Ports, expected: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    common::eventually(async || {
         let ids = stored_ids(ports).await;
         if ids == expected {
-            return;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+        Err(format!(
             "stored dead letters {ids:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 /// An engine with no pipeline and no archive: only the retention task, when `retention` is

@@ -41,3 +41,20 @@ pub async fn embedded_ports(dir: &Path) -> Ports {
         cache: Arc::new(MemoryCache::new(&MemoryCacheConfig::default())),
     }
 }
+
+/// Polls `probe` every 20 ms until it answers `Ok`, and returns that; fails with the last
+/// `Err` (what was still missing) after 30 s. A probe panics itself on what can only get
+/// worse (more than expected: a duplicate never goes away).
+pub async fn eventually<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(missing) => assert!(
+                std::time::Instant::now() < deadline,
+                "not within 30 s: {missing}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -216,19 +216,19 @@ fn drop_off_runtime<T: Send + 'static>(value: T) {
     }
 }
 
-/// The high watermark of a partition (a blocking lookup), retried on transient errors
-/// until `deadline`: a topic just created may not have its leader in place yet.
-fn high_watermark<C: ClientContext>(
+/// The low and high watermarks of a partition (a blocking lookup), retried on transient
+/// errors until `deadline`: a topic just created may not have its leader in place yet.
+fn watermarks<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
     partition: i32,
     deadline: std::time::Instant,
-) -> Result<u64, KafkaError> {
+) -> Result<(i64, i64), KafkaError> {
     const PAUSE: Duration = Duration::from_millis(100);
     let remaining = || deadline.saturating_duration_since(std::time::Instant::now());
     loop {
         match client.fetch_watermarks(topic, partition, remaining()) {
-            Ok((_low, high)) => return Ok(u64::try_from(high).unwrap_or(0)),
+            Ok(marks) => return Ok(marks),
             Err(error)
                 if error.rdkafka_error_code().is_some_and(is_transient) && remaining() > PAUSE =>
             {
@@ -497,9 +497,9 @@ impl KafkaLog {
             return Ok(Offset::Beginning);
         }
         let partition = kafka_partition(position.partition)?;
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-            .map_err(kafka_error)?;
+        let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+        let (low, high) =
+            watermarks(consumer.client(), topic, partition, deadline).map_err(kafka_error)?;
         if asked < low {
             // The records from the checkpoint on expired (retention) before this group
             // read them: they are gone, so say so, count them, and go on from what is left.
@@ -684,15 +684,15 @@ impl Log for KafkaLog {
             (0..partitions)
                 .map(|partition| {
                     let partition = kafka_partition(partition)?;
-                    high_watermark(producer.client(), &topic, partition, deadline).map_err(
-                        |error| {
-                            if error.rdkafka_error_code().is_some_and(is_unknown_topic) {
-                                PortError::UnknownStream(name.clone())
-                            } else {
-                                kafka_error(error)
-                            }
-                        },
-                    )
+                    let (_low, high) = watermarks(producer.client(), &topic, partition, deadline)
+                        .map_err(|error| {
+                        if error.rdkafka_error_code().is_some_and(is_unknown_topic) {
+                            PortError::UnknownStream(name.clone())
+                        } else {
+                            kafka_error(error)
+                        }
+                    })?;
+                    Ok(u64::try_from(high).unwrap_or(0))
                 })
                 .collect::<Result<Vec<u64>, PortError>>()
         })

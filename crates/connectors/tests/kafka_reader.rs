@@ -199,28 +199,6 @@ impl Setup {
     }
 }
 
-/// Polls until `n` records arrived, then checks that no more come.
-async fn read_exactly(reader: &mut dyn LogReader, n: usize) -> Vec<LogRecord> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut records = Vec::new();
-    while records.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records arrived within {DEADLINE:?}",
-            records.len()
-        );
-        records.extend(
-            reader
-                .poll(n - records.len(), Duration::from_secs(1))
-                .await
-                .unwrap(),
-        );
-    }
-    let extra = reader.poll(100, Duration::from_millis(300)).await.unwrap();
-    assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
-    records
-}
-
 /// The offsets and event numbers of `records`.
 fn offsets_and_numbers(records: &[LogRecord]) -> Vec<(u64, i64)> {
     records
@@ -251,7 +229,7 @@ async fn expired_records_are_counted_lost_and_skipped() {
     let before = setup.lost();
 
     let mut reader = setup.reader("g", 2).await;
-    let records = read_exactly(reader.as_mut(), 4).await;
+    let records = common::read_exactly(reader.as_mut(), 4).await;
     assert_eq!(
         offsets_and_numbers(&records),
         vec![(6, 6), (7, 7), (8, 8), (9, 9)]
@@ -262,12 +240,12 @@ async fn expired_records_are_counted_lost_and_skipped() {
     // A task restarting from the same checkpoint finds the same records missing: they
     // were counted already.
     let mut reader = setup.reader("g", 2).await;
-    assert_eq!(read_exactly(reader.as_mut(), 4).await, records);
+    assert_eq!(common::read_exactly(reader.as_mut(), 4).await, records);
     assert_eq!(setup.lost() - before, 4);
 
     // Another group lost them too.
     let mut reader = setup.reader("other", 4).await;
-    assert_eq!(read_exactly(reader.as_mut(), 4).await, records);
+    assert_eq!(common::read_exactly(reader.as_mut(), 4).await, records);
     assert_eq!(setup.lost() - before, 6);
 }
 
@@ -280,7 +258,7 @@ async fn reading_from_zero_after_retention_loses_nothing() {
     setup.expire_below(6).await;
 
     let mut reader = setup.reader("g", 0).await;
-    let records = read_exactly(reader.as_mut(), 4).await;
+    let records = common::read_exactly(reader.as_mut(), 4).await;
     assert_eq!(
         offsets_and_numbers(&records),
         vec![(6, 6), (7, 7), (8, 8), (9, 9)]
@@ -298,7 +276,7 @@ async fn offset_beyond_the_end_reads_the_recreated_topic() {
     setup.append(100, 3).await;
 
     let mut reader = setup.reader("g", 5).await;
-    let records = read_exactly(reader.as_mut(), 3).await;
+    let records = common::read_exactly(reader.as_mut(), 3).await;
     assert_eq!(
         offsets_and_numbers(&records),
         vec![(0, 100), (1, 101), (2, 102)]
@@ -318,7 +296,7 @@ async fn an_error_behind_records_fails_the_next_poll() {
     let mut reader = setup.reader("g", 0).await;
     // A second reader, polled until its error shows, tells when the first one's is queued.
     let mut probe = setup.reader("probe", 0).await;
-    assert_eq!(read_exactly(probe.as_mut(), 5).await.len(), 5);
+    assert_eq!(common::read_exactly(probe.as_mut(), 5).await.len(), 5);
     setup.recreate().await;
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -346,6 +324,6 @@ async fn an_error_behind_records_fails_the_next_poll() {
     // Reopened at its checkpoint, as a restarting task does, the reader reads the new topic.
     setup.append(100, 2).await;
     let mut reader = setup.reader("g", 5).await;
-    let records = read_exactly(reader.as_mut(), 2).await;
+    let records = common::read_exactly(reader.as_mut(), 2).await;
     assert_eq!(offsets_and_numbers(&records), vec![(0, 100), (1, 101)]);
 }

@@ -23,9 +23,6 @@ use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
 
-/// How long a test waits for records it expects before failing.
-const READ_DEADLINE: Duration = Duration::from_secs(30);
-
 /// A log adapter under test, with the data of one test.
 #[async_trait]
 trait Backend: Send + Sync {
@@ -113,29 +110,6 @@ fn from_start(stream: &StreamName, partitions: u32) -> Vec<PartitionOffset> {
             next_offset: 0,
         })
         .collect()
-}
-
-/// Polls until `n` records arrived, then checks that no more come.
-async fn read_exactly(reader: &mut dyn LogReader, n: usize) -> Vec<LogRecord> {
-    let deadline = Instant::now() + READ_DEADLINE;
-    let mut records = Vec::new();
-    while records.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records arrived within {READ_DEADLINE:?}",
-            records.len()
-        );
-        records.extend(
-            reader
-                .poll(n - records.len(), Duration::from_secs(1))
-                .await
-                .unwrap(),
-        );
-    }
-    assert_eq!(records.len(), n, "poll returned more than `max` records");
-    let extra = reader.poll(100, Duration::from_millis(300)).await.unwrap();
-    assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
-    records
 }
 
 /// A record of partition 0 a reader must skip and hand out as a dead letter: its offset,
@@ -245,7 +219,7 @@ async fn append_then_read_back_in_order(backend: &dyn Backend) {
         .reader("conformance", &from_start(&orders, 3))
         .await
         .unwrap();
-    let records = read_exactly(reader.as_mut(), events.len()).await;
+    let records = common::read_exactly(reader.as_mut(), events.len()).await;
     assert_partitioned_in_order(&records, &events, 3);
 }
 
@@ -311,7 +285,7 @@ async fn end_offsets_count_appended_records(backend: &dyn Backend) {
         .await
         .unwrap();
     let mut read_to = vec![0_u64; 3];
-    for record in read_exactly(reader.as_mut(), events.len()).await {
+    for record in common::read_exactly(reader.as_mut(), events.len()).await {
         let next = &mut read_to[record.partition as usize];
         *next = (*next).max(record.offset + 1);
     }
@@ -355,7 +329,7 @@ async fn keys_land_on_partition_for(backend: &dyn Backend) {
         .reader("conformance", &from_start(&users, 4))
         .await
         .unwrap();
-    let records = read_exactly(reader.as_mut(), events.len()).await;
+    let records = common::read_exactly(reader.as_mut(), events.len()).await;
     for record in &records {
         assert_eq!(
             record.partition,
@@ -398,7 +372,7 @@ async fn reader_starts_at_given_offsets(backend: &dyn Backend) {
         },
     ];
     let mut reader = log.reader("conformance", &start).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 3).await;
+    let records = common::read_exactly(reader.as_mut(), 3).await;
     assert!(records.iter().all(|r| r.partition == 1));
     assert_eq!(
         records.iter().map(|r| r.offset).collect::<Vec<_>>(),
@@ -522,7 +496,7 @@ async fn durable_across_reopen(backend: &dyn Backend) {
         .reader("conformance", &from_start(&ledger, 2))
         .await
         .unwrap();
-    let records = read_exactly(reader.as_mut(), first.len()).await;
+    let records = common::read_exactly(reader.as_mut(), first.len()).await;
     assert_partitioned_in_order(&records, &first, 2);
 
     // Appends after the reopen continue the offsets.
@@ -532,7 +506,7 @@ async fn durable_across_reopen(backend: &dyn Backend) {
         .unwrap();
     let mut all = first.clone();
     all.push(later);
-    let more = read_exactly(reader.as_mut(), 1).await;
+    let more = common::read_exactly(reader.as_mut(), 1).await;
     let records: Vec<LogRecord> = records.into_iter().chain(more).collect();
     assert_partitioned_in_order(&records, &all, 2);
 }
@@ -576,7 +550,7 @@ async fn concurrent_appends_are_read_back_exactly_once(backend: &dyn Backend) {
         .reader("conformance", &from_start(&metrics, 3))
         .await
         .unwrap();
-    let records = read_exactly(reader.as_mut(), total).await;
+    let records = common::read_exactly(reader.as_mut(), total).await;
     let ids: BTreeSet<&str> = records.iter().map(|r| r.event.id.as_str()).collect();
     assert_eq!(ids.len(), total, "every event exactly once");
     let mut next_offset: HashMap<u32, u64> = HashMap::new();
@@ -614,7 +588,7 @@ async fn commit_does_not_override_given_offsets(backend: &dyn Backend) {
             .reader("auditors", &from_start(&audit, 1))
             .await
             .unwrap();
-        read_exactly(reader.as_mut(), 4).await;
+        common::read_exactly(reader.as_mut(), 4).await;
         let done = [PartitionOffset {
             stream: audit.clone(),
             partition: 0,
@@ -630,7 +604,7 @@ async fn commit_does_not_override_given_offsets(backend: &dyn Backend) {
         next_offset: 1,
     }];
     let mut reader = log.reader("auditors", &start).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 3).await;
+    let records = common::read_exactly(reader.as_mut(), 3).await;
     assert_eq!(
         records.iter().map(|r| r.offset).collect::<Vec<_>>(),
         vec![1, 2, 3]
@@ -764,7 +738,7 @@ async fn embedded_undecodable_records_are_skipped() {
     let last = event(&s, "m3", None, 3);
     log.append(&s, std::slice::from_ref(&last)).await.unwrap();
     let mut reader = log.reader("conformance", &from_start(&s, 1)).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 2).await;
+    let records = common::read_exactly(reader.as_mut(), 2).await;
     assert_eq!(
         records.iter().map(|r| r.offset).collect::<Vec<_>>(),
         vec![0, 3]
@@ -815,7 +789,7 @@ async fn kafka_undecodable_records_are_skipped() {
     let last = event(&s, "m3", None, 3);
     log.append(&s, std::slice::from_ref(&last)).await.unwrap();
     let mut reader = log.reader("conformance", &from_start(&s, 1)).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 2).await;
+    let records = common::read_exactly(reader.as_mut(), 2).await;
     assert_eq!(
         records.iter().map(|r| r.offset).collect::<Vec<_>>(),
         vec![0, 3]
@@ -872,7 +846,7 @@ async fn kafka_records_claiming_another_stream_are_skipped() {
     let mut start = from_start(&clicks, 1);
     start.extend(from_start(&orders, 1));
     let mut reader = log.reader("conformance", &start).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 2).await;
+    let records = common::read_exactly(reader.as_mut(), 2).await;
     assert_eq!(
         records
             .iter()
@@ -909,7 +883,7 @@ async fn kafka_takes_the_largest_event() {
     assert_eq!(large.to_json_bytes().len(), MAX_EVENT_BYTES);
     log.append(&s, std::slice::from_ref(&large)).await.unwrap();
     let mut reader = log.reader("conformance", &from_start(&s, 1)).await.unwrap();
-    let records = read_exactly(reader.as_mut(), 1).await;
+    let records = common::read_exactly(reader.as_mut(), 1).await;
     assert_eq!(records[0].event, large);
 
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()

@@ -131,6 +131,18 @@ fn truth(events: &[Event]) -> BTreeMap<(i64, String), u64> {
     counts
 }
 
+/// Runs and aborts the engine over `dir` three times, at different moments: no final
+/// checkpoint, the in-memory state is lost, the stores keep what was committed.
+async fn abort_three_times(dir: &std::path::Path) {
+    for pause in [30, 70, 110] {
+        let ports = ports(dir).await;
+        let task = tokio::spawn(engine(&ports).run(CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_are_exact_after_aborts_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,15 +154,7 @@ async fn counts_are_exact_after_aborts_mid_stream() {
             ports.log.append(&stream(), batch).await.unwrap();
         }
     }
-    // Abort the engine three times at different moments: no final checkpoint, the
-    // in-memory state is lost, the stores keep what was committed.
-    for pause in [30, 70, 110] {
-        let ports = ports(dir.path()).await;
-        let task = tokio::spawn(engine(&ports).run(CancellationToken::new()));
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        task.abort();
-        let _ = task.await;
-    }
+    abort_three_times(dir.path()).await;
     let ports = ports(dir.path()).await;
     // Duplicates of processed events, as a client retry would send them.
     ports.log.append(&stream(), &all[..300]).await.unwrap();
@@ -232,13 +236,7 @@ async fn late_events_are_dead_lettered_once_after_aborts_mid_stream() {
             ports.log.append(&stream(), batch).await.unwrap();
         }
     }
-    for pause in [30, 70, 110] {
-        let ports = ports(dir.path()).await;
-        let task = tokio::spawn(engine(&ports).run(CancellationToken::new()));
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        task.abort();
-        let _ = task.await;
-    }
+    abort_three_times(dir.path()).await;
     let ports = ports(dir.path()).await;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(engine(&ports).run(shutdown.clone()));

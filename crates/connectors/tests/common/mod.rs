@@ -1,5 +1,5 @@
-//! Helpers every conformance suite shares: the address of a real service, a port where no
-//! server listens, and the checks of how a failed connect is classified.
+//! Helpers every connector test shares: the address of a real service, a port where no
+//! server listens, the checks of how a failed connect is classified, and reading a log.
 
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
@@ -7,7 +7,10 @@
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use tributary_core::ports::PortError;
+use tributary_core::ports::{LogReader, LogRecord, PortError};
+
+/// How long a reader may take to deliver the records a test waits for.
+const READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The value of `var`, the address of a service the tests need; panics with how to start
 /// the services when it is not set.
@@ -45,4 +48,27 @@ pub fn assert_refused<T: Debug>(outcome: Result<T, PortError>) {
         Err(PortError::Refused { .. }) => {}
         other => panic!("expected Refused, got {other:?}"),
     }
+}
+
+/// Polls until `n` records arrived, then checks that no more come.
+pub async fn read_exactly(reader: &mut dyn LogReader, n: usize) -> Vec<LogRecord> {
+    let deadline = Instant::now() + READ_DEADLINE;
+    let mut records = Vec::new();
+    while records.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records arrived within {READ_DEADLINE:?}",
+            records.len()
+        );
+        records.extend(
+            reader
+                .poll(n - records.len(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(records.len(), n, "poll returned more than `max` records");
+    let extra = reader.poll(100, Duration::from_millis(300)).await.unwrap();
+    assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
+    records
 }

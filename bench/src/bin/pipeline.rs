@@ -40,8 +40,9 @@ use tributary_connectors::registry::{
 };
 use tributary_connectors::sqlite::SqliteConfig;
 use tributary_core::partition::partition_for;
-use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::ports::{AnalyticsStore, ResultQuery};
+use tributary_core::value::Value;
 use tributary_core::{Event, StreamName, Timestamp};
 use tributary_engine::archive::ARCHIVE_TASK;
 use tributary_engine::{Engine, EngineConfig, Ports};
@@ -201,13 +202,14 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
 
     let interval = Duration::from_millis(args.checkpoint_interval_ms);
     let spec = PipelineSpec {
-        name: PIPELINE.to_owned(),
-        sources: vec![stream.clone()],
-        window: WindowSpec::Tumbling { size_ms: 60_000 },
-        aggregate: Aggregate::Count,
         max_out_of_orderness: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),
         checkpoint_interval: interval,
+        ..PipelineSpec::counting(
+            PIPELINE,
+            vec![stream.clone()],
+            WindowSpec::Tumbling { size_ms: 60_000 },
+        )
     };
     let ports = adapters.clone();
     let engine = Engine::new(
@@ -335,14 +337,29 @@ async fn dropped(analytics: &dyn AnalyticsStore) -> anyhow::Result<(u64, u64)> {
 
 /// The sum of the pipeline's committed window counts.
 async fn counted(analytics: &dyn AnalyticsStore) -> anyhow::Result<u64> {
+    let schema = PipelineSpec::counting(
+        PIPELINE,
+        Vec::new(),
+        WindowSpec::Tumbling { size_ms: 60_000 },
+    )
+    .schema();
     let rows = analytics
-        .query_results(&ResultQuery {
-            pipeline: PIPELINE.to_owned(),
-            from: None,
-            to: None,
-            key: None,
-            limit: 1_000_000,
-        })
+        .query_results(
+            &schema,
+            &ResultQuery {
+                pipeline: PIPELINE.to_owned(),
+                from: None,
+                to: None,
+                key: None,
+                limit: 1_000_000,
+            },
+        )
         .await?;
-    Ok(rows.iter().map(|r| r.count).sum())
+    Ok(rows
+        .iter()
+        .map(|r| match r.values.first() {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        })
+        .sum())
 }

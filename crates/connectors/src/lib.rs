@@ -8,9 +8,11 @@
 //! | `AnalyticsStore` | [`sqlite`] | [`postgres`] |
 //! | `DocumentStore` | [`sqlite`] | [`mongodb`] |
 //! | `Cache` | [`memory`] (moka) | [`redis`] |
+//! | `ReferenceSource` | [`file`] (CSV, NDJSON) | [`postgres`] |
 //!
 //! [`registry`] builds the adapter a config names.
 
+pub mod file;
 pub mod kafka;
 mod log_checks;
 pub mod memory;

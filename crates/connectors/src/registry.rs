@@ -99,6 +99,17 @@ pub async fn build(
     })
 }
 
+/// Connects the analytics store alone (for tools such as `tributary reset`).
+///
+/// # Errors
+/// When it cannot connect.
+pub async fn analytics(config: &AnalyticsConfig) -> Result<Arc<dyn AnalyticsStore>, PortError> {
+    Ok(match config {
+        AnalyticsConfig::Sqlite(config) => Arc::new(SqliteStore::connect(config).await?),
+        AnalyticsConfig::Postgres(config) => Arc::new(PostgresStore::connect(config).await?),
+    })
+}
+
 async fn open_sqlite(
     opened: &mut HashMap<PathBuf, Arc<SqliteStore>>,
     config: &SqliteConfig,
@@ -109,4 +120,24 @@ async fn open_sqlite(
     let store = Arc::new(SqliteStore::connect(config).await?);
     opened.insert(config.path.clone(), Arc::clone(&store));
     Ok(store)
+}
+
+/// The source of a lookup's table: a [`FileReference`](crate::file::FileReference) or a
+/// [`PostgresReference`](crate::postgres::PostgresReference) (whose pool connects at the
+/// first load). Must be called within a Tokio runtime.
+///
+/// # Errors
+/// [`PortError::Refused`] for a malformed PostgreSQL URL or table name.
+pub fn reference(
+    source: &tributary_core::lookup::LookupSource,
+) -> Result<Arc<dyn tributary_core::ports::ReferenceSource>, PortError> {
+    use tributary_core::lookup::LookupSource;
+    Ok(match source {
+        LookupSource::File { path, format } => {
+            Arc::new(crate::file::FileReference::new(path.clone(), *format))
+        }
+        LookupSource::Postgres { url, table } => {
+            Arc::new(crate::postgres::PostgresReference::new(url, table)?)
+        }
+    })
 }

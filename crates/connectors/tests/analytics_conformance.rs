@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use serde_json::json;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, Fence, PartitionOffset, PortError, ResultQuery, StateChunk,
-    StateDelta,
+    AnalyticsStore, Checkpoint, Claim, Fence, KeyedState, PartitionOffset, PortError, ResultQuery,
+    StateChunk, StateDelta,
 };
-use tributary_core::window::WindowResult;
+use tributary_core::results::{Column, ResultChange, ResultRow, ResultSchema, ResultWrite};
+use tributary_core::value::{ColumnType, Value};
 use tributary_core::{StreamName, Timestamp};
 
 /// 2023-11-14T22:13:20Z, a minute boundary.
@@ -27,21 +28,90 @@ const T0: i64 = 1_700_000_000_000;
 /// One minute, in milliseconds.
 const MINUTE: i64 = 60_000;
 
-/// A commit that changes no state chunk.
+/// A commit that changes no state.
 static NO_DELTA: StateDelta = StateDelta {
     append: Vec::new(),
     drop_groups: Vec::new(),
+    put: Vec::new(),
+    remove: Vec::new(),
 };
 
-fn result(pipeline: &str, start: i64, key: &str, count: u64, closed: bool) -> WindowResult {
-    WindowResult {
+fn columns(columns: &[(&str, ColumnType)]) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|&(name, ty)| Column {
+            name: name.to_owned(),
+            ty,
+        })
+        .collect()
+}
+
+/// The schema of `pipeline` keyed by the event's key, counting: every pipeline's before typed
+/// results.
+fn counting(pipeline: &str) -> ResultSchema {
+    ResultSchema {
+        pipeline: pipeline.to_owned(),
+        keys: columns(&[("key", ColumnType::Text)]),
+        aggregates: columns(&[("count", ColumnType::Int)]),
+    }
+}
+
+/// A row of [`counting`]: `count` events of `key` in the minute from `start`.
+fn result(pipeline: &str, start: i64, key: &str, count: u64, closed: bool) -> ResultRow {
+    ResultRow {
         pipeline: pipeline.to_owned(),
         window_start: Timestamp::from_millis(start),
         window_end: Timestamp::from_millis(start + MINUTE),
         key: key.to_owned(),
-        count,
+        keys: vec![Value::Str(key.to_owned().into())],
+        values: vec![Value::Int(i64::try_from(count).unwrap())],
+        partials: vec![count.to_le_bytes().to_vec()],
+        revision: 1,
         closed,
+        updated_at: None,
     }
+}
+
+/// Commits `rows` (upserted into the table of `schema`) with `checkpoint` and `delta`.
+async fn commit_rows(
+    store: &dyn AnalyticsStore,
+    generation: u64,
+    checkpoint: &Checkpoint,
+    schema: &ResultSchema,
+    rows: &[ResultRow],
+    delta: &StateDelta,
+) -> Result<(), PortError> {
+    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
+    let write = ResultWrite {
+        schema,
+        changes: &changes,
+    };
+    store
+        .commit_checkpoint(generation, checkpoint, Some(write), delta)
+        .await
+}
+
+/// Commits `rows` of [`counting`] of the checkpoint's pipeline, and no state.
+async fn commit(
+    store: &dyn AnalyticsStore,
+    generation: u64,
+    checkpoint: &Checkpoint,
+    rows: &[ResultRow],
+) -> Result<(), PortError> {
+    let schema = counting(&checkpoint.pipeline);
+    commit_rows(store, generation, checkpoint, &schema, rows, &NO_DELTA).await
+}
+
+/// Commits `delta` with `checkpoint`, and no result.
+async fn commit_delta(
+    store: &dyn AnalyticsStore,
+    generation: u64,
+    checkpoint: &Checkpoint,
+    delta: &StateDelta,
+) -> Result<(), PortError> {
+    store
+        .commit_checkpoint(generation, checkpoint, None, delta)
+        .await
 }
 
 fn checkpoint(pipeline: &str, epoch: u64, state: serde_json::Value) -> Checkpoint {
@@ -75,18 +145,35 @@ fn query(pipeline: &str) -> ResultQuery {
     }
 }
 
-async fn all_results(store: &dyn AnalyticsStore, pipeline: &str) -> Vec<WindowResult> {
-    store.query_results(&query(pipeline)).await.unwrap()
+/// The rows `query` of `schema` finds, each stamped by the store, the stamp then cleared so
+/// that they compare with what was committed.
+async fn rows_of(
+    store: &dyn AnalyticsStore,
+    schema: &ResultSchema,
+    query: &ResultQuery,
+) -> Vec<ResultRow> {
+    let mut rows = store.query_results(schema, query).await.unwrap();
+    for row in &mut rows {
+        assert!(row.updated_at.take().is_some(), "no updated_at: {row:?}");
+    }
+    rows
+}
+
+/// Every row of `pipeline`'s [`counting`] table.
+async fn all_results(store: &dyn AnalyticsStore, pipeline: &str) -> Vec<ResultRow> {
+    rows_of(store, &counting(pipeline), &query(pipeline)).await
 }
 
 /// `results` in the store's order: by window start, then key (bytewise).
-fn sorted(mut results: Vec<WindowResult>) -> Vec<WindowResult> {
+fn sorted(mut results: Vec<ResultRow>) -> Vec<ResultRow> {
     results.sort_by(|a, b| (a.window_start, &a.key).cmp(&(b.window_start, &b.key)));
     results
 }
 
-/// Claims `pipeline` and returns the new owner's generation.
+/// Prepares `pipeline`'s [`counting`] table, claims the pipeline (as a task starts) and
+/// returns the new owner's generation.
 async fn claim(store: &dyn AnalyticsStore, pipeline: &str) -> u64 {
+    store.prepare_results(&counting(pipeline)).await.unwrap();
     store.claim(pipeline).await.unwrap().generation
 }
 
@@ -142,18 +229,12 @@ async fn checkpoint_round_trips(store: &dyn AnalyticsStore) {
         result("p", T0, "a", 3, false),
         result("p", T0, "", 1, false),
     ];
-    store
-        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, owner, &first, &results).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(store, "p").await, sorted(results));
 
     let second = checkpoint("p", 2, json!(null));
-    store
-        .commit_checkpoint(owner, &second, &[], &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, owner, &second, &[]).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(second));
 }
 
@@ -162,27 +243,25 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
     let owner = claim(store, "p").await;
     let open = result("p", T0, "k", 3, false);
     let other = result("p", T0, "other", 9, false);
-    store
-        .commit_checkpoint(
-            owner,
-            &checkpoint("p", 1, json!({})),
-            &[open.clone(), other.clone()],
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
+    commit(
+        store,
+        owner,
+        &checkpoint("p", 1, json!({})),
+        &[open.clone(), other.clone()],
+    )
+    .await
+    .unwrap();
 
     let mut closed = result("p", T0, "k", 5, true);
     closed.window_end = Timestamp::from_millis(T0 + 2 * MINUTE);
-    store
-        .commit_checkpoint(
-            owner,
-            &checkpoint("p", 2, json!({})),
-            &[closed.clone()],
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
+    commit(
+        store,
+        owner,
+        &checkpoint("p", 2, json!({})),
+        &[closed.clone()],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         all_results(store, "p").await,
         vec![closed.clone(), other.clone()]
@@ -191,15 +270,14 @@ async fn results_are_upserted(store: &dyn AnalyticsStore) {
     // Duplicates within one commit: the last one wins.
     let later = result("p", T0, "k", 6, true);
     let last = result("p", T0, "k", 7, true);
-    store
-        .commit_checkpoint(
-            owner,
-            &checkpoint("p", 3, json!({})),
-            &[later, last.clone()],
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
+    commit(
+        store,
+        owner,
+        &checkpoint("p", 3, json!({})),
+        &[later, last.clone()],
+    )
+    .await
+    .unwrap();
     assert_eq!(all_results(store, "p").await, vec![last, other]);
 }
 
@@ -209,10 +287,7 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
     let owner = claim(store, "p").await;
     let first = checkpoint("p", 1, json!({"version": 1}));
     let first_results = vec![result("p", T0, "a", 1, false)];
-    store
-        .commit_checkpoint(owner, &first, &first_results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, owner, &first, &first_results).await.unwrap();
 
     let ahead = checkpoint("p", 3, json!({"version": 3}));
     let ahead_results = vec![
@@ -220,9 +295,7 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
         result("p", T0 + MINUTE, "b", 1, false),
     ];
     assert_fenced(
-        store
-            .commit_checkpoint(owner, &ahead, &ahead_results, &NO_DELTA)
-            .await,
+        commit(store, owner, &ahead, &ahead_results).await,
         "p",
         Fence::Epoch,
         2,
@@ -231,9 +304,7 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
 
     let zombie = checkpoint("p", 1, json!({"version": "zombie"}));
     assert_fenced(
-        store
-            .commit_checkpoint(owner, &zombie, &ahead_results, &NO_DELTA)
-            .await,
+        commit(store, owner, &zombie, &ahead_results).await,
         "p",
         Fence::Epoch,
         0,
@@ -249,14 +320,13 @@ async fn stale_epochs_are_fenced_and_write_nothing(store: &dyn AnalyticsStore) {
 async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     let results = vec![result("p", T0, "a", 1, false)];
     for (generation, epoch) in [(0, 1), (1, 0)] {
-        match store
-            .commit_checkpoint(
-                generation,
-                &checkpoint("p", epoch, json!({})),
-                &results,
-                &NO_DELTA,
-            )
-            .await
+        match commit(
+            store,
+            generation,
+            &checkpoint("p", epoch, json!({})),
+            &results,
+        )
+        .await
         {
             Err(PortError::Refused { .. }) => {}
             other => panic!("generation {generation}, epoch {epoch}: not refused: {other:?}"),
@@ -264,9 +334,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     }
     // Unclaimed: no generation stored.
     assert_fenced(
-        store
-            .commit_checkpoint(1, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
-            .await,
+        commit(store, 1, &checkpoint("p", 1, json!({})), &results).await,
         "p",
         Fence::Generation,
         1,
@@ -274,9 +342,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     );
     let owner = claim(store, "p").await;
     assert_fenced(
-        store
-            .commit_checkpoint(owner, &checkpoint("p", 2, json!({})), &results, &NO_DELTA)
-            .await,
+        commit(store, owner, &checkpoint("p", 2, json!({})), &results).await,
         "p",
         Fence::Epoch,
         1,
@@ -286,10 +352,7 @@ async fn first_commit_must_be_epoch_1(store: &dyn AnalyticsStore) {
     assert_eq!(all_results(store, "p").await, vec![]);
 
     let first = checkpoint("p", 1, json!({}));
-    store
-        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, owner, &first, &results).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(store, "p").await, results);
 }
@@ -303,7 +366,7 @@ async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore)
     let mut expected_results = Vec::new();
     for epoch in 1..=6u64 {
         let window = T0 + i64::try_from(epoch).unwrap() * MINUTE;
-        let attempts: Vec<(Checkpoint, Vec<WindowResult>)> = (0..CONTENDERS)
+        let attempts: Vec<(Checkpoint, Vec<ResultRow>)> = (0..CONTENDERS)
             .map(|writer| {
                 (
                     checkpoint("p", epoch, json!({"writer": writer})),
@@ -317,12 +380,7 @@ async fn concurrent_committers_of_one_epoch_one_wins(store: &dyn AnalyticsStore)
                 )
             })
             .collect();
-        let outcomes = join_all(
-            attempts
-                .iter()
-                .map(|(cp, rs)| store.commit_checkpoint(owner, cp, rs, &NO_DELTA)),
-        )
-        .await;
+        let outcomes = join_all(attempts.iter().map(|(cp, rs)| commit(store, owner, cp, rs))).await;
         let mut winners = Vec::new();
         for (writer, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
@@ -365,13 +423,16 @@ async fn queries_filter_order_and_limit(store: &dyn AnalyticsStore) {
             results.push(result("p", start, key, count, count % 2 == 0));
         }
     }
-    results.push(result("other", T0, "a", 1000, true));
     let owner = claim(store, "p").await;
-    store
-        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
+    commit(store, owner, &checkpoint("p", 1, json!({})), &results)
         .await
         .unwrap();
-    let all = sorted(results.into_iter().filter(|r| r.pipeline == "p").collect());
+    let other = claim(store, "other").await;
+    let others = [result("other", T0, "a", 1000, true)];
+    commit(store, other, &checkpoint("other", 1, json!({})), &others)
+        .await
+        .unwrap();
+    let all = sorted(results);
 
     let t = |minutes: i64| Some(Timestamp::from_millis(T0 + minutes * MINUTE));
     /// (from, to, key, limit)
@@ -412,7 +473,7 @@ async fn queries_filter_order_and_limit(store: &dyn AnalyticsStore) {
             key: key.map(str::to_owned),
             limit,
         };
-        let expected: Vec<WindowResult> = all
+        let expected: Vec<ResultRow> = all
             .iter()
             .filter(|r| from.is_none_or(|from| r.window_start >= from))
             .filter(|r| to.is_none_or(|to| r.window_start < to))
@@ -421,7 +482,7 @@ async fn queries_filter_order_and_limit(store: &dyn AnalyticsStore) {
             .cloned()
             .collect();
         assert_eq!(
-            store.query_results(&query).await.unwrap(),
+            rows_of(store, &counting("p"), &query).await,
             expected,
             "{query:?}"
         );
@@ -439,7 +500,7 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
         -86_400_001,
         253_402_300_799_998,
     ];
-    let results: Vec<WindowResult> = starts
+    let results: Vec<ResultRow> = starts
         .iter()
         .enumerate()
         .map(|(i, &start)| {
@@ -451,10 +512,7 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
     let mut cp = checkpoint("p", 1, json!({}));
     cp.watermark = Timestamp::from_millis(T0 + 999);
     let owner = claim(store, "p").await;
-    store
-        .commit_checkpoint(owner, &cp, &results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, owner, &cp, &results).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(cp));
     assert_eq!(all_results(store, "p").await, sorted(results.clone()));
 
@@ -463,7 +521,7 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
         to: Some(Timestamp::from_millis(to)),
         ..query("p")
     };
-    let starts_of = |rs: Vec<WindowResult>| {
+    let starts_of = |rs: Vec<ResultRow>| {
         rs.iter()
             .map(|r| r.window_start.millis())
             .collect::<Vec<_>>()
@@ -471,7 +529,7 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
     assert_eq!(
         starts_of(
             store
-                .query_results(&between(T0 + 2, T0 + 999))
+                .query_results(&counting("p"), &between(T0 + 2, T0 + 999))
                 .await
                 .unwrap()
         ),
@@ -480,14 +538,19 @@ async fn timestamps_keep_millisecond_precision(store: &dyn AnalyticsStore) {
     assert_eq!(
         starts_of(
             store
-                .query_results(&between(T0 + 999, T0 + 1_000))
+                .query_results(&counting("p"), &between(T0 + 999, T0 + 1_000))
                 .await
                 .unwrap()
         ),
         vec![T0 + 999]
     );
     assert_eq!(
-        starts_of(store.query_results(&between(-1, 1)).await.unwrap()),
+        starts_of(
+            store
+                .query_results(&counting("p"), &between(-1, 1))
+                .await
+                .unwrap()
+        ),
         vec![-1, 0]
     );
 }
@@ -500,38 +563,20 @@ async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
     claim(store, "beta").await;
     let beta_owner = claim(store, "beta").await;
     assert_eq!((alpha_owner, beta_owner), (1, 2));
-    store
-        .commit_checkpoint(
-            alpha_owner,
-            &checkpoint("alpha", 1, json!("alpha")),
-            &alpha,
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
-    store
-        .commit_checkpoint(
-            beta_owner,
-            &checkpoint("beta", 1, json!("beta")),
-            &beta,
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
+    let alpha1 = checkpoint("alpha", 1, json!("alpha"));
+    commit(store, alpha_owner, &alpha1, &alpha).await.unwrap();
+    let beta1 = checkpoint("beta", 1, json!("beta"));
+    commit(store, beta_owner, &beta1, &beta).await.unwrap();
     let alpha2 = checkpoint("alpha", 2, json!("alpha 2"));
-    store
-        .commit_checkpoint(alpha_owner, &alpha2, &[], &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, alpha_owner, &alpha2, &[]).await.unwrap();
     assert_fenced(
-        store
-            .commit_checkpoint(
-                beta_owner,
-                &checkpoint("beta", 3, json!("beta 3")),
-                &[],
-                &NO_DELTA,
-            )
-            .await,
+        commit(
+            store,
+            beta_owner,
+            &checkpoint("beta", 3, json!("beta 3")),
+            &[],
+        )
+        .await,
         "beta",
         Fence::Epoch,
         2,
@@ -539,15 +584,14 @@ async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
     );
     // A claim of alpha fences no owner of beta.
     claim(store, "alpha").await;
-    store
-        .commit_checkpoint(
-            beta_owner,
-            &checkpoint("beta", 2, json!("beta 2")),
-            &[],
-            &NO_DELTA,
-        )
-        .await
-        .unwrap();
+    commit(
+        store,
+        beta_owner,
+        &checkpoint("beta", 2, json!("beta 2")),
+        &[],
+    )
+    .await
+    .unwrap();
 
     assert_eq!(store.load_checkpoint("alpha").await.unwrap(), Some(alpha2));
     assert_eq!(
@@ -562,7 +606,7 @@ async fn pipelines_are_isolated(store: &dyn AnalyticsStore) {
 
 /// Many results in one commit (several statements' worth for batched adapters) all land.
 async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
-    let results: Vec<WindowResult> = (0..2_500u64)
+    let results: Vec<ResultRow> = (0..2_500u64)
         .map(|i| {
             result(
                 "p",
@@ -574,17 +618,19 @@ async fn large_commits_land_whole(store: &dyn AnalyticsStore) {
         })
         .collect();
     let owner = claim(store, "p").await;
-    store
-        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &results, &NO_DELTA)
+    commit(store, owner, &checkpoint("p", 1, json!({})), &results)
         .await
         .unwrap();
     let stored = all_results(store, "p").await;
     assert_eq!(stored.len(), results.len());
-    let by_key: BTreeMap<&str, u64> = stored.iter().map(|r| (r.key.as_str(), r.count)).collect();
+    let by_key: BTreeMap<&str, &Value> = stored
+        .iter()
+        .map(|r| (r.key.as_str(), &r.values[0]))
+        .collect();
     assert!(
         results
             .iter()
-            .all(|r| by_key.get(r.key.as_str()) == Some(&r.count))
+            .all(|r| by_key.get(r.key.as_str()) == Some(&&r.values[0]))
     );
 }
 
@@ -594,10 +640,7 @@ async fn claims_bump_the_generation_and_return_the_last_checkpoint(store: &dyn A
     let first = store.claim("p").await.unwrap();
     assert_eq!((first.generation, first.checkpoint), (1, None));
     let cp = checkpoint("p", 1, json!({"at": 1}));
-    store
-        .commit_checkpoint(1, &cp, &[], &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, 1, &cp, &[]).await.unwrap();
     let second = store.claim("p").await.unwrap();
     assert_eq!(second.generation, 2);
     assert_eq!(second.checkpoint.as_ref(), Some(&cp));
@@ -620,9 +663,7 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
     let b = claim(store, "p").await;
     let a_results = vec![result("p", T0, "zombie", 1, false)];
     assert_fenced(
-        store
-            .commit_checkpoint(a, &checkpoint("p", 1, json!("a")), &a_results, &NO_DELTA)
-            .await,
+        commit(store, a, &checkpoint("p", 1, json!("a")), &a_results).await,
         "p",
         Fence::Generation,
         a,
@@ -633,24 +674,20 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
 
     let b_first = checkpoint("p", 1, json!("b"));
     let b_results = vec![result("p", T0, "k", 2, false)];
-    store
-        .commit_checkpoint(b, &b_first, &b_results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(store, b, &b_first, &b_results).await.unwrap();
 
     // B is now the zombie: C takes over from B's checkpoint.
     let c = store.claim("p").await.unwrap();
     assert_eq!(c.checkpoint.as_ref(), Some(&b_first));
     for (owner, epoch) in [(b, 2), (a, 2), (a, 1)] {
         assert_fenced(
-            store
-                .commit_checkpoint(
-                    owner,
-                    &checkpoint("p", epoch, json!("old")),
-                    &a_results,
-                    &NO_DELTA,
-                )
-                .await,
+            commit(
+                store,
+                owner,
+                &checkpoint("p", epoch, json!("old")),
+                &a_results,
+            )
+            .await,
             "p",
             Fence::Generation,
             owner,
@@ -662,8 +699,7 @@ async fn a_newer_claim_fences_the_older_owner(store: &dyn AnalyticsStore) {
 
     let c_second = checkpoint("p", 2, json!("c"));
     let c_results = vec![result("p", T0, "k", 5, true)];
-    store
-        .commit_checkpoint(c.generation, &c_second, &c_results, &NO_DELTA)
+    commit(store, c.generation, &c_second, &c_results)
         .await
         .unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(c_second));
@@ -679,10 +715,8 @@ async fn a_claim_racing_a_commit_returns_what_stands(store: &dyn AnalyticsStore)
     for round in 1..=50u64 {
         let next_epoch = last.as_ref().map_or(1, |cp: &Checkpoint| cp.epoch + 1);
         let attempt = checkpoint("p", next_epoch, json!({"round": round}));
-        let (committed, claimed) = futures::join!(
-            store.commit_checkpoint(owner, &attempt, &[], &NO_DELTA),
-            store.claim("p"),
-        );
+        let (committed, claimed) =
+            futures::join!(commit(store, owner, &attempt, &[]), store.claim("p"),);
         let claimed = claimed.unwrap();
         match committed {
             Ok(()) => {
@@ -710,7 +744,7 @@ fn chunk(group: i64, bytes: &[u8]) -> StateChunk {
 fn appending(chunks: Vec<StateChunk>) -> StateDelta {
     StateDelta {
         append: chunks,
-        drop_groups: Vec::new(),
+        ..StateDelta::default()
     }
 }
 
@@ -732,8 +766,7 @@ async fn state_chunks_come_back_from_claims_in_order(store: &dyn AnalyticsStore)
         chunk(T0, b"a2"),
         chunk(i64::MIN, b"min"),
     ]);
-    store
-        .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[], &first)
+    commit_delta(store, owner, &checkpoint("p", 1, json!({})), &first)
         .await
         .unwrap();
     let second = appending(vec![
@@ -742,20 +775,16 @@ async fn state_chunks_come_back_from_claims_in_order(store: &dyn AnalyticsStore)
         chunk(i64::MAX, b"max"),
     ]);
     let last = checkpoint("p", 2, json!({"chunks": 2}));
-    store
-        .commit_checkpoint(owner, &last, &[], &second)
-        .await
-        .unwrap();
+    commit_delta(store, owner, &last, &second).await.unwrap();
     let other = claim(store, "other").await;
-    store
-        .commit_checkpoint(
-            other,
-            &checkpoint("other", 1, json!({})),
-            &[],
-            &appending(vec![chunk(T0, b"other")]),
-        )
-        .await
-        .unwrap();
+    commit_delta(
+        store,
+        other,
+        &checkpoint("other", 1, json!({})),
+        &appending(vec![chunk(T0, b"other")]),
+    )
+    .await
+    .unwrap();
 
     let claimed = store.claim("p").await.unwrap();
     assert_eq!(claimed.checkpoint, Some(last.clone()));
@@ -786,32 +815,30 @@ async fn dropped_groups_lose_every_chunk(store: &dyn AnalyticsStore) {
     let other = claim(store, "other").await;
     for epoch in 1..=2 {
         let delta = appending(vec![chunk(T0, &[epoch]), chunk(T0 + MINUTE, &[epoch])]);
-        store
-            .commit_checkpoint(
-                owner,
-                &checkpoint("p", epoch.into(), json!({})),
-                &[],
-                &delta,
-            )
-            .await
-            .unwrap();
-    }
-    store
-        .commit_checkpoint(
-            other,
-            &checkpoint("other", 1, json!({})),
-            &[],
-            &appending(vec![chunk(T0, b"kept")]),
+        commit_delta(
+            store,
+            owner,
+            &checkpoint("p", epoch.into(), json!({})),
+            &delta,
         )
         .await
         .unwrap();
+    }
+    commit_delta(
+        store,
+        other,
+        &checkpoint("other", 1, json!({})),
+        &appending(vec![chunk(T0, b"kept")]),
+    )
+    .await
+    .unwrap();
 
     let drop_first = StateDelta {
         append: vec![chunk(T0 + 2 * MINUTE, b"c")],
         drop_groups: vec![T0, T0 + 5 * MINUTE],
+        ..StateDelta::default()
     };
-    store
-        .commit_checkpoint(owner, &checkpoint("p", 3, json!({})), &[], &drop_first)
+    commit_delta(store, owner, &checkpoint("p", 3, json!({})), &drop_first)
         .await
         .unwrap();
     let owner = claim(store, "p").await;
@@ -828,9 +855,9 @@ async fn dropped_groups_lose_every_chunk(store: &dyn AnalyticsStore) {
     let reset = StateDelta {
         append: vec![chunk(T0 + MINUTE, b"fresh")],
         drop_groups: vec![T0 + MINUTE],
+        ..StateDelta::default()
     };
-    store
-        .commit_checkpoint(owner, &checkpoint("p", 4, json!({})), &[], &reset)
+    commit_delta(store, owner, &checkpoint("p", 4, json!({})), &reset)
         .await
         .unwrap();
     assert_eq!(
@@ -846,23 +873,21 @@ async fn dropped_groups_lose_every_chunk(store: &dyn AnalyticsStore) {
 /// A fenced commit, by epoch or by generation, neither appends nor drops a chunk.
 async fn fenced_commits_write_no_chunk(store: &dyn AnalyticsStore) {
     let a = claim(store, "p").await;
-    store
-        .commit_checkpoint(
-            a,
-            &checkpoint("p", 1, json!({})),
-            &[],
-            &appending(vec![chunk(T0, b"a1")]),
-        )
-        .await
-        .unwrap();
+    commit_delta(
+        store,
+        a,
+        &checkpoint("p", 1, json!({})),
+        &appending(vec![chunk(T0, b"a1")]),
+    )
+    .await
+    .unwrap();
     let zombie = StateDelta {
         append: vec![chunk(T0, b"zombie"), chunk(T0 + MINUTE, b"zombie")],
         drop_groups: vec![T0],
+        ..StateDelta::default()
     };
     assert_fenced(
-        store
-            .commit_checkpoint(a, &checkpoint("p", 3, json!({})), &[], &zombie)
-            .await,
+        commit_delta(store, a, &checkpoint("p", 3, json!({})), &zombie).await,
         "p",
         Fence::Epoch,
         2,
@@ -871,9 +896,7 @@ async fn fenced_commits_write_no_chunk(store: &dyn AnalyticsStore) {
     let b = store.claim("p").await.unwrap();
     assert_eq!(b.chunks, vec![chunk(T0, b"a1")]);
     assert_fenced(
-        store
-            .commit_checkpoint(a, &checkpoint("p", 2, json!({})), &[], &zombie)
-            .await,
+        commit_delta(store, a, &checkpoint("p", 2, json!({})), &zombie).await,
         "p",
         Fence::Generation,
         a,
@@ -888,16 +911,640 @@ async fn many_chunks_land_whole_and_in_order(store: &dyn AnalyticsStore) {
     let mut chunks: Vec<StateChunk> = (0..2_500u32).map(|i| chunk(T0, &i.to_le_bytes())).collect();
     chunks.push(chunk(T0, &vec![0xab; 512 * 1024]));
     let owner = claim(store, "p").await;
-    store
-        .commit_checkpoint(
-            owner,
-            &checkpoint("p", 1, json!({})),
-            &[],
-            &appending(chunks.clone()),
-        )
+    commit_delta(
+        store,
+        owner,
+        &checkpoint("p", 1, json!({})),
+        &appending(chunks.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed_chunks(store, "p").await, chunks);
+}
+
+// --------------------------------------------------------------------------- typed results
+
+/// A schema with a key field and an aggregate of every type.
+fn typed(pipeline: &str) -> ResultSchema {
+    use ColumnType::{Bool, Float, Int, Text};
+    ResultSchema {
+        pipeline: pipeline.to_owned(),
+        keys: columns(&[
+            ("country", Text),
+            ("mobile", Bool),
+            ("bucket", Int),
+            ("ratio", Float),
+        ]),
+        aggregates: columns(&[("n", Int), ("avg", Float), ("last", Text), ("any", Bool)]),
+    }
+}
+
+/// A row of `pipeline` in the minute from `start`.
+fn row(
+    pipeline: &str,
+    start: i64,
+    key: &str,
+    keys: Vec<Value<'static>>,
+    values: Vec<Value<'static>>,
+    partials: Vec<Vec<u8>>,
+) -> ResultRow {
+    ResultRow {
+        keys,
+        values,
+        partials,
+        ..result(pipeline, start, key, 0, false)
+    }
+}
+
+fn text(s: &str) -> Value<'static> {
+    Value::Str(s.to_owned().into())
+}
+
+/// Typed keys, values and partial states come back as they were committed: every column
+/// type, `NULL`s, extreme numbers, any text, any bytes; the store stamps `updated_at`.
+async fn typed_values_round_trip(store: &dyn AnalyticsStore) {
+    let schema = typed("p");
+    store.prepare_results(&schema).await.unwrap();
+    let owner = store.claim("p").await.unwrap().generation;
+    let mut full = row(
+        "p",
+        T0,
+        r#"["fr",true,3,0.5]"#,
+        vec![
+            text("fr"),
+            Value::Bool(true),
+            Value::Int(3),
+            Value::Float(0.5),
+        ],
+        vec![
+            Value::Int(i64::MAX),
+            Value::Float(0.1),
+            text("ünïcødé 😀 \"quoted\" \\ back"),
+            Value::Bool(false),
+        ],
+        vec![
+            vec![],
+            vec![0, 255, 7, 0],
+            b"x".to_vec(),
+            vec![0xab; 70_000],
+        ],
+    );
+    full.revision = 3;
+    full.closed = true;
+    let nulls = row(
+        "p",
+        T0,
+        "[null,null,null,null]",
+        vec![Value::Null; 4],
+        vec![Value::Null; 4],
+        vec![vec![1], vec![2], vec![3], vec![4]],
+    );
+    let extremes = row(
+        "p",
+        T0 + MINUTE,
+        r#"["",false,-7,-1.5e300]"#,
+        vec![
+            text(""),
+            Value::Bool(false),
+            Value::Int(i64::MIN),
+            Value::Float(-1.5e300),
+        ],
+        vec![
+            Value::Int(-1),
+            Value::Float(f64::MIN_POSITIVE),
+            text(""),
+            Value::Bool(true),
+        ],
+        vec![vec![0]; 4],
+    );
+    let rows = vec![full, nulls, extremes];
+    let before = Timestamp::now().millis();
+    commit_rows(
+        store,
+        owner,
+        &checkpoint("p", 1, json!({})),
+        &schema,
+        &rows,
+        &NO_DELTA,
+    )
+    .await
+    .unwrap();
+    let after = Timestamp::now().millis();
+
+    let stored = store.query_results(&schema, &query("p")).await.unwrap();
+    for row in &stored {
+        let at = row.updated_at.unwrap().millis();
+        assert!(
+            before - 5_000 <= at && at <= after + 5_000,
+            "updated_at {at}"
+        );
+    }
+    assert_eq!(rows_of(store, &schema, &query("p")).await, sorted(rows));
+}
+
+/// A later revision of a row (same window start and key) replaces it whole, in its own
+/// commit or later in the same one.
+async fn a_later_revision_replaces_the_row(store: &dyn AnalyticsStore) {
+    let schema = typed("p");
+    store.prepare_results(&schema).await.unwrap();
+    let owner = store.claim("p").await.unwrap().generation;
+    let revision = |revision: u64, n: i64, closed: bool| {
+        let mut row = row(
+            "p",
+            T0,
+            "k",
+            vec![text("k"), Value::Null, Value::Int(1), Value::Null],
+            vec![Value::Int(n), Value::Float(1.5), text("first"), Value::Null],
+            vec![n.to_le_bytes().to_vec(); 4],
+        );
+        row.revision = revision;
+        row.closed = closed;
+        row
+    };
+    let first = revision(1, 1, false);
+    let commit = async |epoch, rows: &[ResultRow]| {
+        let cp = checkpoint("p", epoch, json!({}));
+        commit_rows(store, owner, &cp, &schema, rows, &NO_DELTA)
+            .await
+            .unwrap();
+    };
+    commit(1, &[first]).await;
+    let mut second = revision(2, 5, true);
+    second.window_end = Timestamp::from_millis(T0 + 2 * MINUTE);
+    second.values[2] = Value::Null;
+    commit(2, &[second.clone()]).await;
+    assert_eq!(rows_of(store, &schema, &query("p")).await, vec![second]);
+    let last = revision(4, 9, true);
+    commit(3, &[revision(3, 7, false), last.clone()]).await;
+    assert_eq!(rows_of(store, &schema, &query("p")).await, vec![last]);
+}
+
+/// A `Delete` removes its row in the commit that upserts the session replacing it; changes
+/// apply in order, the last change of a row winning; deleting a missing row is no error;
+/// a fenced commit deletes nothing.
+async fn deletes_apply_in_the_commit_of_the_upserts(store: &dyn AnalyticsStore) {
+    let schema = counting("p");
+    let owner = claim(store, "p").await;
+    let session = |start, key: &str, count, revision| ResultRow {
+        revision,
+        ..result("p", start, key, count, false)
+    };
+    let delete = |start, key: &str| ResultChange::Delete {
+        window_start: Timestamp::from_millis(start),
+        key: key.to_owned(),
+    };
+    let write = async |epoch, changes: Vec<ResultChange>| {
+        let write = ResultWrite {
+            schema: &schema,
+            changes: &changes,
+        };
+        let cp = checkpoint("p", epoch, json!({}));
+        store
+            .commit_checkpoint(owner, &cp, Some(write), &NO_DELTA)
+            .await
+    };
+    let (a, b, other) = (
+        session(T0, "k", 1, 1),
+        session(T0 + MINUTE, "k", 2, 1),
+        session(T0, "j", 3, 1),
+    );
+    commit(
+        store,
+        owner,
+        &checkpoint("p", 1, json!({})),
+        &[a, b, other.clone()],
+    )
+    .await
+    .unwrap();
+
+    // The session of T0 + 1 min merges into the one of T0.
+    let mut merged = session(T0, "k", 3, 2);
+    merged.window_end = Timestamp::from_millis(T0 + 3 * MINUTE);
+    let changes = vec![
+        ResultChange::Upsert(merged.clone()),
+        delete(T0 + MINUTE, "k"),
+        delete(T0 + 5 * MINUTE, "never"),
+    ];
+    write(2, changes).await.unwrap();
+    assert_eq!(
+        all_results(store, "p").await,
+        vec![other.clone(), merged.clone()]
+    );
+
+    // Deleted then upserted: there; upserted then deleted: gone.
+    let again = session(T0, "j", 4, 2);
+    let gone = session(T0 + 2 * MINUTE, "x", 1, 1);
+    let changes = vec![
+        delete(T0, "j"),
+        ResultChange::Upsert(again.clone()),
+        ResultChange::Upsert(gone),
+        delete(T0 + 2 * MINUTE, "x"),
+    ];
+    write(3, changes).await.unwrap();
+    assert_eq!(
+        all_results(store, "p").await,
+        vec![again.clone(), merged.clone()]
+    );
+
+    let zombie = write(3, vec![delete(T0, "k")]).await;
+    assert_fenced(zombie, "p", Fence::Epoch, 2, 3);
+    assert_eq!(all_results(store, "p").await, vec![again, merged]);
+}
+
+fn entry(group: i64, key: &[u8], bytes: &[u8]) -> KeyedState {
+    KeyedState {
+        group,
+        key: key.to_vec(),
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// The keyed state a claim of `pipeline` returns.
+async fn claimed_entries(store: &dyn AnalyticsStore, pipeline: &str) -> Vec<KeyedState> {
+    store.claim(pipeline).await.unwrap().keyed
+}
+
+/// Keyed state entries come back from claims by group, then key (bytewise): put inserts or
+/// replaces (the last of duplicates winning), `remove` deletes before the same commit's
+/// puts, a dropped group loses its entries and chunks before them; pipelines have their
+/// own; a fenced commit changes none.
+async fn keyed_state_is_put_replaced_removed_and_dropped(store: &dyn AnalyticsStore) {
+    let owner = claim(store, "p").await;
+    let other = claim(store, "other").await;
+    assert_eq!(store.claim("p").await.unwrap().keyed, vec![]);
+    let owner = owner + 1;
+    let large = vec![0x5a; 200_000];
+    let first = StateDelta {
+        append: vec![chunk(T0, b"c1")],
+        put: vec![
+            entry(T0, b"b", b"1"),
+            entry(T0, b"a", b"2"),
+            entry(T0, b"\xff", b""),
+            entry(T0, b"\x00", &large),
+            entry(T0 + MINUTE, b"a", b"3"),
+            entry(-5, b"", b"empty key"),
+        ],
+        ..StateDelta::default()
+    };
+    commit_delta(store, owner, &checkpoint("p", 1, json!({})), &first)
         .await
         .unwrap();
-    assert_eq!(claimed_chunks(store, "p").await, chunks);
+    // Commits `delta` as the owner of the last claim, then claims again.
+    let step = async |claim: Claim, epoch, delta: &StateDelta| {
+        let cp = checkpoint("p", epoch, json!({}));
+        commit_delta(store, claim.generation, &cp, delta)
+            .await
+            .unwrap();
+        store.claim("p").await.unwrap()
+    };
+    let others = StateDelta {
+        put: vec![entry(T0, b"a", b"other")],
+        ..StateDelta::default()
+    };
+    commit_delta(store, other, &checkpoint("other", 1, json!({})), &others)
+        .await
+        .unwrap();
+    let claimed = store.claim("p").await.unwrap();
+    assert_eq!(
+        claimed.keyed,
+        vec![
+            entry(-5, b"", b"empty key"),
+            entry(T0, b"\x00", &large),
+            entry(T0, b"a", b"2"),
+            entry(T0, b"b", b"1"),
+            entry(T0, b"\xff", b""),
+            entry(T0 + MINUTE, b"a", b"3"),
+        ]
+    );
+    assert_eq!(claimed.chunks, vec![chunk(T0, b"c1")]);
+
+    let second = StateDelta {
+        put: vec![
+            entry(T0, b"a", b"new"),
+            entry(-5, b"", b"again"),
+            entry(T0, b"a", b"newer"),
+        ],
+        remove: vec![
+            (T0, b"b".to_vec()),
+            (T0, b"\x00".to_vec()),
+            (T0 + MINUTE, b"missing".to_vec()),
+            (-5, Vec::new()),
+        ],
+        ..StateDelta::default()
+    };
+    let claimed = step(claimed, 2, &second).await;
+    assert_eq!(
+        claimed.keyed,
+        vec![
+            entry(-5, b"", b"again"),
+            entry(T0, b"a", b"newer"),
+            entry(T0, b"\xff", b""),
+            entry(T0 + MINUTE, b"a", b"3"),
+        ]
+    );
+
+    let third = StateDelta {
+        drop_groups: vec![T0, T0 + 7 * MINUTE],
+        put: vec![entry(T0, b"fresh", b"f")],
+        append: vec![chunk(T0, b"c2")],
+        ..StateDelta::default()
+    };
+    let third_owner = claimed.generation;
+    let claimed = step(claimed, 3, &third).await;
+    assert_eq!(
+        claimed.keyed,
+        vec![
+            entry(-5, b"", b"again"),
+            entry(T0, b"fresh", b"f"),
+            entry(T0 + MINUTE, b"a", b"3"),
+        ]
+    );
+    assert_eq!(claimed.chunks, vec![chunk(T0, b"c2")]);
+
+    // The owner of the third commit is fenced now: its changes are not written.
+    let zombie = StateDelta {
+        drop_groups: vec![-5],
+        put: vec![entry(T0, b"zombie", b"z")],
+        remove: vec![(T0, b"fresh".to_vec())],
+        ..StateDelta::default()
+    };
+    assert_fenced(
+        commit_delta(store, third_owner, &checkpoint("p", 4, json!({})), &zombie).await,
+        "p",
+        Fence::Generation,
+        third_owner,
+        claimed.generation,
+    );
+    assert_eq!(claimed_entries(store, "p").await, claimed.keyed);
+    assert_eq!(
+        claimed_entries(store, "other").await,
+        vec![entry(T0, b"a", b"other")]
+    );
+}
+
+/// `prepare_results` is idempotent, also when processes race to create one table; a
+/// stored table gets the columns a wider schema adds, its rows reading `NULL` there.
+async fn prepare_results_is_idempotent_and_adds_columns(store: &dyn AnalyticsStore) {
+    let narrow = ResultSchema {
+        pipeline: "p".to_owned(),
+        keys: columns(&[("region", ColumnType::Text)]),
+        aggregates: columns(&[("n", ColumnType::Int)]),
+    };
+    let racing = join_all((0..4).map(|_| store.prepare_results(&narrow))).await;
+    assert!(racing.iter().all(Result::is_ok), "{racing:?}");
+    store.prepare_results(&narrow).await.unwrap();
+    let owner = store.claim("p").await.unwrap().generation;
+    let old = row(
+        "p",
+        T0,
+        "eu",
+        vec![text("eu")],
+        vec![Value::Int(4)],
+        vec![vec![4]],
+    );
+    let cp = checkpoint("p", 1, json!({}));
+    commit_rows(
+        store,
+        owner,
+        &cp,
+        &narrow,
+        std::slice::from_ref(&old),
+        &NO_DELTA,
+    )
+    .await
+    .unwrap();
+
+    let mut wide = narrow.clone();
+    wide.aggregates.push(Column {
+        name: "total".to_owned(),
+        ty: ColumnType::Float,
+    });
+    store.prepare_results(&wide).await.unwrap();
+    store.prepare_results(&wide).await.unwrap();
+    let mut widened = old.clone();
+    widened.values.push(Value::Null);
+    widened.partials.push(Vec::new());
+    assert_eq!(
+        rows_of(store, &wide, &query("p")).await,
+        vec![widened.clone()]
+    );
+
+    let new = row(
+        "p",
+        T0 + MINUTE,
+        "us",
+        vec![text("us")],
+        vec![Value::Int(2), Value::Float(2.5)],
+        vec![vec![2], vec![25]],
+    );
+    let cp = checkpoint("p", 2, json!({}));
+    commit_rows(
+        store,
+        owner,
+        &cp,
+        &wide,
+        std::slice::from_ref(&new),
+        &NO_DELTA,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows_of(store, &wide, &query("p")).await,
+        vec![widened, new.clone()]
+    );
+    // The narrow schema still reads the table: the column it lacks is left out.
+    let mut narrowed = new;
+    narrowed.values.pop();
+    narrowed.partials.pop();
+    assert_eq!(
+        rows_of(store, &narrow, &query("p")).await,
+        vec![old, narrowed]
+    );
+}
+
+/// A stored column whose type is not the schema's is refused, naming the table, the column
+/// and both types; the table is left as it was.
+async fn a_column_of_another_type_is_refused(store: &dyn AnalyticsStore) {
+    let schema = typed("page-views");
+    store.prepare_results(&schema).await.unwrap();
+    let mut conflicting = schema.clone();
+    conflicting.aggregates[0].ty = ColumnType::Text;
+    conflicting.aggregates.push(Column {
+        name: "added".to_owned(),
+        ty: ColumnType::Int,
+    });
+    let error = store.prepare_results(&conflicting).await.unwrap_err();
+    assert!(matches!(error, PortError::Refused { .. }), "{error:?}");
+    let message = std::error::Error::source(&error).unwrap().to_string();
+    let lower = message.to_lowercase();
+    assert!(
+        lower.contains("results_page_views")
+            && lower.contains("column n ")
+            && lower.contains("text")
+            && (lower.contains("bigint") || lower.contains("integer")),
+        "{message}"
+    );
+    store.prepare_results(&schema).await.unwrap();
+    assert!(
+        rows_of(store, &conflicting, &query("page-views"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .prepare_results(&conflicting)
+            .await
+            .unwrap_err()
+            .to_string(),
+        error.to_string()
+    );
+}
+
+/// `reset` deletes a pipeline's checkpoint, state chunks, keyed state and results table,
+/// and fences its owner; the pipeline then starts over from epoch 1. Other pipelines keep
+/// theirs; resetting an unknown pipeline is no error.
+async fn reset_clears_everything_and_fences_the_owner(store: &dyn AnalyticsStore) {
+    let delta = StateDelta {
+        append: vec![chunk(T0, b"c")],
+        put: vec![entry(T0, b"k", b"v")],
+        ..StateDelta::default()
+    };
+    let rows = [result("p", T0, "k", 1, false)];
+    let mut owners = Vec::new();
+    for pipeline in ["p", "other"] {
+        let owner = claim(store, pipeline).await;
+        let cp = checkpoint(pipeline, 1, json!({}));
+        let rows: Vec<ResultRow> = rows
+            .iter()
+            .map(|r| ResultRow {
+                pipeline: pipeline.to_owned(),
+                ..r.clone()
+            })
+            .collect();
+        commit_rows(store, owner, &cp, &counting(pipeline), &rows, &delta)
+            .await
+            .unwrap();
+        owners.push(owner);
+    }
+
+    store.reset("p").await.unwrap();
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    assert_eq!(all_results(store, "p").await, vec![]);
+    assert_fenced(
+        commit(store, owners[0], &checkpoint("p", 2, json!({})), &[]).await,
+        "p",
+        Fence::Generation,
+        owners[0],
+        owners[0] + 1,
+    );
+    let claimed = store.claim("p").await.unwrap();
+    assert_eq!(claimed.generation, owners[0] + 2);
+    assert_eq!(
+        (claimed.checkpoint, claimed.chunks, claimed.keyed),
+        (None, vec![], vec![])
+    );
+
+    store.prepare_results(&counting("p")).await.unwrap();
+    assert_eq!(all_results(store, "p").await, vec![]);
+    let fresh = [result("p", T0 + MINUTE, "new", 1, false)];
+    commit(
+        store,
+        claimed.generation,
+        &checkpoint("p", 1, json!({})),
+        &fresh,
+    )
+    .await
+    .unwrap();
+    assert_eq!(all_results(store, "p").await, fresh);
+
+    let other = store.claim("other").await.unwrap();
+    assert_eq!(other.checkpoint, Some(checkpoint("other", 1, json!({}))));
+    assert_eq!((other.chunks, other.keyed), (delta.append, delta.put));
+    assert_eq!(all_results(store, "other").await.len(), 1);
+    store.reset("never-seen").await.unwrap();
+}
+
+/// A pipeline whose results table does not exist has no results, whatever the query; a
+/// query with another pipeline's schema is refused.
+async fn queries_without_a_table_return_nothing(store: &dyn AnalyticsStore) {
+    for schema in [counting("never"), typed("never")] {
+        let rows = store.query_results(&schema, &query("never")).await.unwrap();
+        assert_eq!(rows, vec![]);
+    }
+    let between = ResultQuery {
+        from: Some(Timestamp::from_millis(T0)),
+        to: Some(Timestamp::from_millis(T0 + MINUTE)),
+        key: Some("k".to_owned()),
+        ..query("never")
+    };
+    assert_eq!(
+        store
+            .query_results(&counting("never"), &between)
+            .await
+            .unwrap(),
+        vec![]
+    );
+    common::assert_refused(store.query_results(&counting("p"), &query("never")).await);
+}
+
+/// Rows the tests put in `window_results` as written before typed results: (pipeline,
+/// window start, key, count, closed).
+const LEGACY_ROWS: [(&str, i64, &str, i64, bool); 5] = [
+    ("p", T0, "a", 3, true),
+    ("p", T0, "b", 1, false),
+    ("p", T0 + MINUTE, "a", 2, false),
+    ("other", T0, "a", 9, true),
+    ("typed", T0, "a", 9, true),
+];
+
+/// With `window_results` holding [`LEGACY_ROWS`]: creating the table of a pipeline whose
+/// schema is the legacy one (keyed by the event's key, counting) copies its rows, once, as
+/// revision 1 without partial state; a pipeline of another schema gets none; a reset
+/// deletes them.
+async fn legacy_results_are_copied_into_a_new_table(store: &dyn AnalyticsStore) {
+    let legacy = |pipeline: &str| -> Vec<ResultRow> {
+        let rows = LEGACY_ROWS.iter().filter(|row| row.0 == pipeline);
+        let rows = rows.map(|&(pipeline, start, key, count, closed)| ResultRow {
+            partials: vec![Vec::new()],
+            ..result(pipeline, start, key, count.try_into().unwrap(), closed)
+        });
+        sorted(rows.collect())
+    };
+    assert_eq!(all_results(store, "p").await, vec![]);
+    store.prepare_results(&counting("p")).await.unwrap();
+    assert_eq!(all_results(store, "p").await, legacy("p"));
+    store.prepare_results(&counting("p")).await.unwrap();
+    assert_eq!(all_results(store, "p").await, legacy("p"));
+
+    store.prepare_results(&typed("typed")).await.unwrap();
+    assert_eq!(
+        rows_of(store, &typed("typed"), &query("typed")).await,
+        vec![]
+    );
+
+    // Committed results replace the copied ones.
+    let owner = store.claim("p").await.unwrap().generation;
+    let newer = ResultRow {
+        revision: 2,
+        ..result("p", T0, "b", 5, true)
+    };
+    commit(
+        store,
+        owner,
+        &checkpoint("p", 1, json!({})),
+        std::slice::from_ref(&newer),
+    )
+    .await
+    .unwrap();
+    let mut expected = legacy("p");
+    expected[1] = newer;
+    assert_eq!(all_results(store, "p").await, expected);
+
+    store.reset("p").await.unwrap();
+    store.prepare_results(&counting("p")).await.unwrap();
+    assert_eq!(all_results(store, "p").await, vec![]);
+    store.prepare_results(&counting("other")).await.unwrap();
+    assert_eq!(all_results(store, "other").await, legacy("other"));
 }
 
 // ------------------------------------------------------------------- adapter-specific tests
@@ -924,6 +1571,49 @@ async fn postgres_connect_refuses_a_malformed_url() {
     common::assert_refused(PostgresStore::connect(&PostgresConfig::new("not a url")).await);
 }
 
+/// The statement putting [`LEGACY_ROWS`] in `window_results`, with times, booleans and
+/// `updated_at` as the dialect writes them.
+fn legacy_insert(time: fn(i64) -> String, flag: fn(bool) -> &'static str, now: &str) -> String {
+    let rows: Vec<String> = LEGACY_ROWS
+        .iter()
+        .map(|&(pipeline, start, key, count, closed)| {
+            let (start, end) = (time(start), time(start + MINUTE));
+            format!(
+                "('{pipeline}', {start}, {end}, '{key}', {count}, {}, {now})",
+                flag(closed)
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO window_results \
+         (pipeline, window_start, window_end, key, count, closed, updated_at) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// Old results in SQLite's `window_results` are copied into a new legacy-shaped table.
+#[tokio::test]
+async fn sqlite_legacy_results_are_copied_into_a_new_table() {
+    harness::with_sqlite(async |store| {
+        let seed = legacy_insert(|ms| ms.to_string(), |b| if b { "1" } else { "0" }, "0");
+        sqlx::raw_sql(&seed).execute(store.pool()).await.unwrap();
+        legacy_results_are_copied_into_a_new_table(store).await;
+    })
+    .await;
+}
+
+/// Old results in PostgreSQL's `window_results` are copied into a new legacy-shaped table.
+#[tokio::test]
+async fn postgres_legacy_results_are_copied_into_a_new_table() {
+    harness::with_postgres(async |store| {
+        let time = |ms| format!("to_timestamp({ms} / 1000.0)");
+        let seed = legacy_insert(time, |b| if b { "true" } else { "false" }, "now()");
+        sqlx::raw_sql(&seed).execute(store.pool()).await.unwrap();
+        legacy_results_are_copied_into_a_new_table(store).await;
+    })
+    .await;
+}
+
 /// The SQLite store survives a reopen: what was committed is still there.
 #[tokio::test]
 async fn sqlite_commits_survive_a_reopen() {
@@ -936,18 +1626,13 @@ async fn sqlite_commits_survive_a_reopen() {
     let results = vec![result("p", T0, "k", 1, true)];
     let store = SqliteStore::connect(&config).await.unwrap();
     let owner = claim(&store, "p").await;
-    store
-        .commit_checkpoint(owner, &first, &results, &NO_DELTA)
-        .await
-        .unwrap();
+    commit(&store, owner, &first, &results).await.unwrap();
     store.close().await;
     let store = SqliteStore::connect(&config).await.unwrap();
     assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(first));
     assert_eq!(all_results(&store, "p").await, results);
     assert_fenced(
-        store
-            .commit_checkpoint(owner, &checkpoint("p", 1, json!({})), &[], &NO_DELTA)
-            .await,
+        commit(&store, owner, &checkpoint("p", 1, json!({})), &[]).await,
         "p",
         Fence::Epoch,
         0,
@@ -968,12 +1653,11 @@ mod harness {
     use tempfile::TempDir;
     use tributary_connectors::postgres::{PostgresConfig, PostgresStore};
     use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
-    use tributary_core::ports::AnalyticsStore;
 
     /// Runs `case` against a fresh SQLite store in a temporary directory.
     pub async fn with_sqlite<F>(case: F)
     where
-        F: AsyncFnOnce(&dyn AnalyticsStore),
+        F: AsyncFnOnce(&SqliteStore),
     {
         let dir = TempDir::new().unwrap();
         let config = SqliteConfig {
@@ -988,7 +1672,7 @@ mod harness {
     /// case panics).
     pub async fn with_postgres<F>(case: F)
     where
-        F: AsyncFnOnce(&dyn AnalyticsStore),
+        F: AsyncFnOnce(&PostgresStore),
     {
         let url = super::common::service_env("TRIBUTARY_POSTGRES_URL");
         let database = format!("t_{}", uuid::Uuid::now_v7().simple());
@@ -1083,4 +1767,12 @@ conformance!(
     dropped_groups_lose_every_chunk,
     fenced_commits_write_no_chunk,
     many_chunks_land_whole_and_in_order,
+    typed_values_round_trip,
+    a_later_revision_replaces_the_row,
+    deletes_apply_in_the_commit_of_the_upserts,
+    keyed_state_is_put_replaced_removed_and_dropped,
+    prepare_results_is_idempotent_and_adds_columns,
+    a_column_of_another_type_is_refused,
+    reset_clears_everything_and_fences_the_owner,
+    queries_without_a_table_return_nothing,
 );

@@ -5,13 +5,19 @@
 //! real servers (Kafka, PostgreSQL, MongoDB, Redis). The engine drives a pipeline through
 //! these traits only, so it never knows which mode it runs in.
 
+pub mod aggregate;
 pub mod dead_letter;
 pub mod event;
+pub mod expr;
+pub mod lookup;
 pub mod parse;
 pub mod partition;
 pub mod payload;
 pub mod pipeline;
+pub mod plan;
 pub mod ports;
+pub mod results;
+pub mod value;
 pub mod window;
 
 pub use dead_letter::DeadLetter;

@@ -1,62 +1,205 @@
-//! A pipeline plan, checked: what to read, how to window, what to compute.
+//! A pipeline plan, checked: what to read, which events to keep, how to key and window
+//! them, and what to compute.
+//!
+//! A plan is built once, at load, from a TOML definition or a SQL statement (in the
+//! binary's config); its expressions are compiled ([`Expr`]) and its aggregates resolved
+//! ([`AggregateFunction`]). Its [`PipelineSpec::fingerprint`] identifies what its state
+//! means: the sources, lookups (what each matches on), filter, key, window and aggregates,
+//! but none of the settings that only change when results appear (lateness,
+//! out-of-orderness, intervals) or where a lookup's table is read from, so those may be
+//! changed over stored state and the rest may not.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aggregate::AggregateFunction;
 use crate::event::StreamName;
+use crate::expr::Expr;
+use crate::lookup::LookupSpec;
+use crate::partition::stable_hash64;
+use crate::results::{Column, ResultSchema};
+use crate::value::ColumnType;
+pub use crate::window::WindowSpec;
 
-/// What a pipeline computes per window and key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregate {
-    /// The number of distinct events (by id) in the window.
-    Count,
+/// One key field of a pipeline: its column name and the expression computing it.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// The column's name.
+    pub name: String,
+    /// What it is computed from.
+    pub expr: Expr,
+    /// The column's type: the expression's static type, else text.
+    pub ty: ColumnType,
 }
 
-/// How events are grouped in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowSpec {
-    /// Fixed-size, non-overlapping windows aligned on the epoch: `[k·size, (k+1)·size)`.
-    Tumbling {
-        /// Window length, in milliseconds (> 0).
-        size_ms: i64,
-    },
-}
-
-impl WindowSpec {
-    /// Start of the window holding `ts_ms`.
-    #[must_use]
-    pub fn start_of(self, ts_ms: i64) -> i64 {
-        match self {
-            Self::Tumbling { size_ms } => ts_ms.div_euclid(size_ms) * size_ms,
-        }
-    }
-
-    /// End (exclusive) of the window starting at `start_ms`.
-    #[must_use]
-    pub fn end_of(self, start_ms: i64) -> i64 {
-        match self {
-            Self::Tumbling { size_ms } => start_ms.saturating_add(size_ms),
-        }
-    }
+/// One aggregate of a pipeline: its column name, function and argument.
+#[derive(Debug, Clone)]
+pub struct AggregateSpec {
+    /// The column's name.
+    pub name: String,
+    /// The function.
+    pub function: Arc<dyn AggregateFunction>,
+    /// Its argument; `None` for `count(*)`.
+    pub argument: Option<Expr>,
 }
 
 /// A checked pipeline plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PipelineSpec {
     /// The pipeline's name (same rules as a stream name); also its consumer group.
     pub name: String,
     /// The streams it reads.
     pub sources: Vec<StreamName>,
+    /// The reference tables its expressions read (`<lookup>.<field>`), in the order of
+    /// [`crate::expr::Row::lookups`].
+    pub lookups: Vec<LookupSpec>,
+    /// Only events for which this is true are counted (all when `None`).
+    pub filter: Option<Expr>,
+    /// The key fields: one result row per window and distinct key.
+    pub keys: Vec<KeySpec>,
     /// Its windows.
     pub window: WindowSpec,
     /// What it computes per window and key.
-    pub aggregate: Aggregate,
+    pub aggregates: Vec<AggregateSpec>,
+    /// How long after a window closed an event may still update its result.
+    pub allowed_lateness: Duration,
     /// How far behind the newest event of a partition an event may be and still count.
     pub max_out_of_orderness: Duration,
     /// A partition with no new event for this long (processing time) does not hold the
     /// watermark back.
     pub idle_timeout: Duration,
+    /// When set, once no source delivered an event for this long (processing time), the
+    /// watermark moves past every open window, so that the last windows of a stream that
+    /// went quiet become final.
+    pub finalize_idle_after: Option<Duration>,
     /// How often results, state and offsets are committed.
     pub checkpoint_interval: Duration,
+}
+
+impl PipelineSpec {
+    /// The plan of a pipeline as Tributary ran every one before aggregates could be
+    /// declared: the number of events per event key in `window`, no filter.
+    ///
+    /// # Panics
+    /// Never: the key expression and the aggregate are fixed and valid.
+    #[must_use]
+    #[allow(clippy::missing_panics_doc)]
+    pub fn counting(name: &str, sources: Vec<StreamName>, window: WindowSpec) -> Self {
+        #[allow(clippy::unwrap_used)]
+        let key = Expr::compile("key", &crate::expr::Scope::default()).unwrap();
+        #[allow(clippy::unwrap_used)]
+        let count = crate::aggregate::function("count", true, &[]).unwrap();
+        Self {
+            name: name.to_owned(),
+            sources,
+            lookups: Vec::new(),
+            filter: None,
+            keys: vec![KeySpec {
+                name: "key".to_owned(),
+                expr: key,
+                ty: ColumnType::Text,
+            }],
+            window,
+            aggregates: vec![AggregateSpec {
+                name: "count".to_owned(),
+                function: count,
+                argument: None,
+            }],
+            allowed_lateness: Duration::ZERO,
+            max_out_of_orderness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            finalize_idle_after: None,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether this plan computes what every pipeline computed before aggregates could be
+    /// declared (count(*) per event key in tumbling windows, no filter): the only plan that
+    /// may resume from a state written then, which carries no fingerprint.
+    #[must_use]
+    pub fn is_legacy_count(&self) -> bool {
+        matches!(self.window, WindowSpec::Tumbling { .. })
+            && self.filter.is_none()
+            && self.keys.len() == 1
+            && self.keys[0].expr.is_event_key()
+            && self.aggregates.len() == 1
+            && self.aggregates[0].function.is_count_star()
+    }
+
+    /// The definition that the state depends on, as canonical text.
+    #[must_use]
+    pub fn definition(&self) -> String {
+        let mut text = String::new();
+        let mut sources: Vec<&str> = self.sources.iter().map(StreamName::as_str).collect();
+        sources.sort_unstable();
+        let _ = write!(text, "sources={sources:?};window={};", self.window);
+        // What each lookup matches on, not where its table is read from nor how often:
+        // a table may move without its pipeline starting over.
+        for lookup in &self.lookups {
+            let _ = write!(
+                text,
+                "lookup {}={}[{}];",
+                lookup.name,
+                lookup.on.canonical(),
+                lookup.key_column
+            );
+        }
+        if let Some(filter) = &self.filter {
+            let _ = write!(text, "filter={};", filter.canonical());
+        }
+        for key in &self.keys {
+            let _ = write!(text, "key {}={};", key.name, key.expr.canonical());
+        }
+        for aggregate in &self.aggregates {
+            let argument = aggregate.argument.as_ref().map_or("*", Expr::canonical);
+            let _ = write!(
+                text,
+                "aggregate {}={}[{argument}];",
+                aggregate.name,
+                aggregate.function.signature()
+            );
+        }
+        text
+    }
+
+    /// A fingerprint of [`PipelineSpec::definition`], stored with the state.
+    #[must_use]
+    pub fn fingerprint(&self) -> String {
+        format!("{:016x}", stable_hash64(&[self.definition().as_bytes()]))
+    }
+
+    /// The shape of its results table.
+    #[must_use]
+    pub fn schema(&self) -> ResultSchema {
+        ResultSchema {
+            pipeline: self.name.clone(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| Column {
+                    name: k.name.clone(),
+                    ty: k.ty,
+                })
+                .collect(),
+            aggregates: self
+                .aggregates
+                .iter()
+                .map(|a| Column {
+                    name: a.name.clone(),
+                    ty: a.function.result_type(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether every event of a key is read from one partition, so that shards per
+    /// partition never compute the same result row: true when the key is the event's key,
+    /// by which the log partitions.
+    #[must_use]
+    pub fn keyed_like_the_log(&self) -> bool {
+        self.keys.len() == 1 && self.keys[0].expr.is_event_key()
+    }
 }
 
 /// Milliseconds in a duration, saturating.
@@ -66,7 +209,8 @@ pub fn millis(d: Duration) -> i64 {
 }
 
 /// A pipeline's live status, written to the cache by the engine after each committed
-/// checkpoint and read by the gateway. Derived data: losing it loses nothing.
+/// checkpoint (and when it is restored) and read by the gateway. Derived data: losing it
+/// loses nothing.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PipelineStatus {
     /// The pipeline.
@@ -81,8 +225,12 @@ pub struct PipelineStatus {
     pub late_events: u64,
     /// Duplicate events ignored so far.
     pub duplicates: u64,
-    /// The results written by that checkpoint.
-    pub latest: Vec<crate::window::WindowResult>,
+    /// Events the filter left out so far.
+    #[serde(default)]
+    pub filtered: u64,
+    /// The results written by that checkpoint, as JSON rows
+    /// ([`crate::results::ResultRow::to_json`]).
+    pub latest: Vec<serde_json::Value>,
 }
 
 impl PipelineStatus {

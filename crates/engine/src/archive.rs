@@ -13,18 +13,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
-use tributary_core::ports::{AnalyticsStore, PortError, StateDelta};
+use tributary_core::ports::{Checkpoint, LogRecord, PortError, StateDelta};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
-use crate::checkpoint::{Checkpointer, LagGauge, Positions};
+use crate::checkpoint::{Checkpointer, Positions};
+use crate::task_loop::{self, Reading, Stage};
 use crate::{EngineError, Ports, Task, dead_letters};
 
 /// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
 /// cannot collide with one.
 pub const ARCHIVE_TASK: &str = "_raw_events";
-
-/// How long a poll waits for records.
-const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Copies raw events from the log to the document store.
 #[derive(Debug)]
@@ -53,7 +51,13 @@ impl ArchiveTask {
     }
 }
 
-impl ArchiveTask {
+/// One run's stage: stores each batch's events.
+#[derive(Debug)]
+struct Archiver {
+    ports: Ports,
+}
+
+impl Archiver {
     /// Stores `events`. A batch the store refuses is retried event by event, and an event
     /// it refuses on its own is kept as a dead letter with the store's reason
     /// ([`DeadLetter::archive`]) and counted (`tributary_archive_refused_events_total`), so
@@ -86,24 +90,42 @@ impl ArchiveTask {
     }
 }
 
-/// Checkpoints the positions reached: the archive has no state, state chunks, watermark or
-/// results.
-async fn commit_positions(
-    checkpointer: &mut Checkpointer,
-    analytics: &dyn AnalyticsStore,
-    positions: &mut Positions,
-) -> Result<(), EngineError> {
-    checkpointer
-        .commit(
-            analytics,
-            positions,
-            serde_json::Value::Null,
-            Timestamp::MIN,
-            &[],
-            &StateDelta::default(),
-        )
-        .await?;
-    Ok(())
+impl Stage for Archiver {
+    async fn process(
+        &mut self,
+        records: Vec<LogRecord>,
+        _refused: &mut Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
+        self.store(&events).await?;
+        metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
+        Ok(())
+    }
+
+    fn has_changes(&self) -> bool {
+        false
+    }
+
+    /// Checkpoints the positions reached: the archive has no state, watermark or results.
+    async fn checkpoint(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+        positions: &mut Positions,
+    ) -> Result<Checkpoint, EngineError> {
+        checkpointer
+            .commit(
+                self.ports.analytics.as_ref(),
+                positions,
+                serde_json::Value::Null,
+                Timestamp::MIN,
+                None,
+                &StateDelta::default(),
+            )
+            .await
+    }
 }
 
 impl Task for ArchiveTask {
@@ -112,50 +134,20 @@ impl Task for ArchiveTask {
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
-        let analytics = self.ports.analytics.as_ref();
-        let claim = analytics.claim(ARCHIVE_TASK).await?;
-        let mut positions = Positions::restore(
-            self.ports.log.as_ref(),
-            &self.streams,
-            claim.checkpoint.as_ref(),
-        )
-        .await?;
-        let mut reader = self
-            .ports
-            .log
-            .reader(ARCHIVE_TASK, &positions.offsets())
-            .await?;
-        let mut checkpointer = Checkpointer::new(ARCHIVE_TASK, &claim);
-        let mut lag = LagGauge::new(ARCHIVE_TASK);
-        loop {
-            // A log slow to give its end offsets must not hold a shutdown back.
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = lag.measure(self.ports.log.as_ref(), &positions) => {}
-            }
-            let records = tokio::select! {
-                () = shutdown.cancelled() => break,
-                polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
-            };
-            // Stored before the next checkpoint covers their offsets (the pipelines read
-            // the same records and keep the same dead letters: equal ids, stored once).
-            dead_letters::keep(self.ports.documents.as_ref(), &reader.take_rejected()).await?;
-            if !records.is_empty() {
-                // Advanced before the events are stored, so that they can be moved out of
-                // the records: on a failure the task restarts from its last checkpoint, and
-                // no checkpoint is taken before they are stored.
-                records.iter().for_each(|r| positions.advance(r));
-                let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
-                self.store(&events).await?;
-                metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
-            }
-            if positions.moved() && checkpointer.due(self.interval) {
-                commit_positions(&mut checkpointer, analytics, &mut positions).await?;
-            }
-        }
-        if positions.moved() {
-            commit_positions(&mut checkpointer, analytics, &mut positions).await?;
-        }
-        Ok(())
+        let ports = self.ports.clone();
+        let streams = self.streams.clone();
+        let reading = Reading {
+            task: ARCHIVE_TASK,
+            streams: &streams,
+            shard: None,
+            batch_size: self.batch_size,
+            interval: self.interval,
+        };
+        task_loop::run(&ports, reading, shutdown, |_, _| async {
+            Ok(Archiver {
+                ports: ports.clone(),
+            })
+        })
+        .await
     }
 }

@@ -13,7 +13,7 @@ use tributary_core::Timestamp;
 use tributary_core::ports::{
     AnalyticsStore, Checkpoint, Claim, Log, LogRecord, PartitionOffset, StateDelta,
 };
-use tributary_core::window::WindowResult;
+use tributary_core::results::ResultWrite;
 
 use crate::EngineError;
 
@@ -22,13 +22,17 @@ use crate::EngineError;
 pub(crate) struct Positions {
     next: BTreeMap<(StreamName, u32), u64>,
     committed: BTreeMap<(StreamName, u32), u64>,
+    /// The only partition of each stream read, for a pipeline's shard.
+    shard: Option<u32>,
 }
 
 impl Positions {
-    /// Every partition of `streams`, at the offsets of `checkpoint` (0 where it has none).
+    /// Every partition of `streams` (only partition `shard` of each, when given), at the
+    /// offsets of `checkpoint` (0 where it has none).
     pub(crate) async fn restore(
         log: &dyn Log,
         streams: &[StreamName],
+        shard: Option<u32>,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Self, EngineError> {
         let saved: BTreeMap<(StreamName, u32), u64> = checkpoint
@@ -42,6 +46,9 @@ impl Positions {
         let mut next = BTreeMap::new();
         for stream in streams {
             for partition in 0..log.partitions(stream).await? {
+                if shard.is_some_and(|shard| shard != partition) {
+                    continue;
+                }
                 let key = (stream.clone(), partition);
                 let offset = saved.get(&key).copied().unwrap_or(0);
                 next.insert(key, offset);
@@ -50,6 +57,7 @@ impl Positions {
         Ok(Self {
             committed: next.clone(),
             next,
+            shard,
         })
     }
 
@@ -95,14 +103,17 @@ impl Positions {
     /// next offset to read. A partition unknown here (added to the stream since the task
     /// started) is read from 0 once the task restarts, so all of it counts; one whose end
     /// is below the next offset (its topic was recreated) counts 0 until records of the new
-    /// topic are read.
+    /// topic are read. A shard counts its own partition only.
     pub(crate) fn lag(&self, ends: &BTreeMap<StreamName, Vec<u64>>) -> u64 {
         ends.iter()
             .flat_map(|(stream, partitions)| {
-                (0_u32..).zip(partitions).map(move |(partition, &end)| {
-                    let next = self.next.get(&(stream.clone(), partition));
-                    end.saturating_sub(next.copied().unwrap_or(0))
-                })
+                (0_u32..)
+                    .zip(partitions)
+                    .filter(|(partition, _)| self.shard.is_none_or(|s| s == *partition))
+                    .map(move |(partition, &end)| {
+                        let next = self.next.get(&(stream.clone(), partition));
+                        end.saturating_sub(next.copied().unwrap_or(0))
+                    })
             })
             .sum()
     }
@@ -205,7 +216,7 @@ impl Checkpointer {
         positions: &mut Positions,
         state: serde_json::Value,
         watermark: Timestamp,
-        results: &[WindowResult],
+        results: Option<ResultWrite<'_>>,
         delta: &StateDelta,
     ) -> Result<Checkpoint, EngineError> {
         let started = Instant::now();
@@ -224,7 +235,7 @@ impl Checkpointer {
         positions.committed.clone_from(&positions.next);
         metrics::histogram!("tributary_checkpoint_duration_seconds", "task" => self.task.clone())
             .record(started.elapsed().as_secs_f64());
-        tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.len(), chunks = delta.append.len(), "checkpoint committed");
+        tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.map_or(0, |r| r.changes.len()), chunks = delta.append.len(), "checkpoint committed");
         Ok(checkpoint)
     }
 }
@@ -246,6 +257,7 @@ mod tests {
         Positions {
             committed: next.clone(),
             next,
+            shard: None,
         }
     }
 
@@ -282,6 +294,13 @@ mod tests {
             event,
         });
         assert_eq!(at.lag(&end), 1);
+    }
+
+    #[test]
+    fn a_shard_counts_its_own_partition_only() {
+        let mut at = positions(&[("a", 1, 2)]);
+        at.shard = Some(1);
+        assert_eq!(at.lag(&ends(&[("a", &[5, 4, 9])])), 2);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The engine starts, in [`Engine::run`], one task per pipeline ([`windowed`]), one
 //! task that keeps raw events as documents ([`archive`]) and, when a dead-letter retention
 //! is set, one that deletes the older dead letters every [`PRUNE_INTERVAL`]. A pipeline
-//! task and the archive task are each a loop of *restore → read → process → checkpoint*:
+//! task and the archive task each run the one loop of `task_loop`, *restore → read →
+//! process → checkpoint*, with their own stage:
 //!
 //! 1. **Restore**: claim the task in the analytics store (`AnalyticsStore::claim`: take
 //!    ownership, fencing any older owner, and load its last checkpoint — its operator
@@ -31,7 +32,10 @@
 pub mod archive;
 mod checkpoint;
 mod dead_letters;
+mod task_loop;
 pub mod windowed;
+
+pub use windowed::shard_task;
 
 pub use dead_letters::PRUNE_INTERVAL;
 
@@ -73,6 +77,18 @@ pub enum EngineError {
     /// The engine was configured to read no record per poll.
     #[error("the engine's batch_size must be at least 1")]
     ZeroBatchSize,
+    /// A pipeline keyed like the log reads streams of different partition counts, so its
+    /// shards cannot be one partition of each.
+    #[error(
+        "pipeline {pipeline} reads streams with different partition counts ({partitions}); \
+         give them the same number of partitions"
+    )]
+    PartitionsDiffer {
+        /// The pipeline.
+        pipeline: String,
+        /// Each source and its partition count.
+        partitions: String,
+    },
 }
 
 impl EngineError {
@@ -85,7 +101,8 @@ impl EngineError {
             Self::Port(PortError::Fenced { .. } | PortError::Corrupt { .. })
             | Self::State { .. }
             | Self::Panicked { .. }
-            | Self::ZeroBatchSize => false,
+            | Self::ZeroBatchSize
+            | Self::PartitionsDiffer { .. } => false,
             Self::Port(_) => true,
         }
     }
@@ -151,11 +168,25 @@ impl Engine {
         }
         let mut tasks = Tasks::new(shutdown);
         for spec in self.config.pipelines {
-            tasks.spawn(windowed::WindowedTask::new(
-                spec,
-                self.ports.clone(),
-                self.config.batch_size,
-            ));
+            match shards(&self.ports, &spec).await? {
+                None => tasks.spawn(windowed::WindowedTask::new(
+                    spec,
+                    self.ports.clone(),
+                    self.config.batch_size,
+                )),
+                Some(partitions) => {
+                    let board = std::sync::Arc::default();
+                    for partition in 0..partitions {
+                        tasks.spawn(windowed::WindowedTask::shard(
+                            spec.clone(),
+                            self.ports.clone(),
+                            self.config.batch_size,
+                            partition,
+                            std::sync::Arc::clone(&board),
+                        ));
+                    }
+                }
+            }
         }
         if !self.config.archived_streams.is_empty() {
             tasks.spawn(archive::ArchiveTask::new(
@@ -173,6 +204,41 @@ impl Engine {
             ));
         }
         tasks.join().await
+    }
+}
+
+/// How many shards `spec` runs as: one per partition of its sources (`Some(n)`), so that
+/// the pipeline uses every core, when each result row can only come from one partition —
+/// its key is the events' key, by which the log partitions them — and no checkpoint of the
+/// whole pipeline is stored (one written before shards existed, which is resumed as it
+/// was); otherwise one task (`None`).
+///
+/// # Errors
+/// [`EngineError::PartitionsDiffer`] when the sources of a sharded pipeline do not have the
+/// same number of partitions; a port error when the log or the store does not answer.
+async fn shards(ports: &Ports, spec: &PipelineSpec) -> Result<Option<u32>, EngineError> {
+    if !spec.keyed_like_the_log() {
+        return Ok(None);
+    }
+    if ports.analytics.load_checkpoint(&spec.name).await?.is_some() {
+        tracing::info!(pipeline = %spec.name, "pipeline resumes as one task: its checkpoint predates shards");
+        return Ok(None);
+    }
+    let mut counts = Vec::with_capacity(spec.sources.len());
+    for stream in &spec.sources {
+        counts.push((stream.clone(), ports.log.partitions(stream).await?));
+    }
+    match counts.as_slice() {
+        [] => Ok(None),
+        [(_, first), rest @ ..] if rest.iter().all(|(_, n)| n == first) => Ok(Some(*first)),
+        _ => Err(EngineError::PartitionsDiffer {
+            pipeline: spec.name.clone(),
+            partitions: counts
+                .iter()
+                .map(|(stream, n)| format!("{stream}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 

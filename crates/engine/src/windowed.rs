@@ -1,205 +1,345 @@
-//! The windowed pipeline task: counts events per key in event-time windows, exactly once.
+//! The windowed pipeline task: filters, keys and aggregates events in event-time windows,
+//! exactly once.
 //!
-//! An event whose window had already closed is not counted: it is kept as a dead letter
-//! ([`DeadLetter::late`], with its window's start and the watermark it met), as are the log
-//! records its reader skipped because they hold no event ([`LogReader::take_rejected`]).
-//! Both are stored before the checkpoint covering their offsets, and their ids are derived
-//! from what was refused, so a replay after a crash keeps each one once. The late count of
-//! the pipeline's status stays exact too: it is part of the checkpointed state.
+//! At each start the task creates or migrates the pipeline's results table
+//! (`AnalyticsStore::prepare_results`), restores its operator from the claim (failing for
+//! good, with what to do, when the stored state was written by another definition of the
+//! pipeline) and publishes the restored status, so that a quiet pipeline shows its status
+//! after a restart too.
 //!
-//! Each checkpoint writes the operator's small state whole, and its de-duplication hashes
-//! incrementally: the state chunks counted since the last checkpoint, and the groups of the
-//! windows closed since ([`WindowOperator::take_state_delta`]). What a checkpoint takes from
-//! the operator is gone from it, so any failure from there on ends the run: the task
-//! restarts from its last committed checkpoint, never from an operator missing a delta.
+//! An event no window takes any more is not counted: it is kept as a dead letter
+//! ([`DeadLetter::late`], with its first window's start and the watermark it met), as are
+//! the log records its reader skipped because they hold no event. Both are stored before
+//! the checkpoint covering their offsets, and their ids are derived from what was refused,
+//! so a replay after a crash keeps each one once. The late count of the pipeline's status
+//! stays exact too: it is part of the checkpointed state.
+//!
+//! Each checkpoint writes the result rows that changed, the small state whole, and the
+//! keyed entries and de-duplication chunks that changed
+//! ([`WindowOperator::take_checkpoint`]). What a checkpoint takes from the operator is gone
+//! from it, so any failure from there on ends the run: the task restarts from its last
+//! committed checkpoint, never from an operator missing a delta.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
-use tributary_core::ports::{Checkpoint, Claim, LogReader, StateDelta};
-use tributary_core::window::{Outcome, WindowOperator, WindowResult, WindowState};
+use tributary_core::ports::{Checkpoint, Claim, LogRecord};
+use tributary_core::results::{ResultChange, ResultSchema, ResultWrite};
+use tributary_core::window::{Counters, Outcome, Snapshot, WindowOperator};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
-use crate::checkpoint::{Checkpointer, LagGauge, Positions};
-use crate::{EngineError, Ports, Task, dead_letters};
+use crate::checkpoint::{Checkpointer, Positions};
+use crate::task_loop::{self, Reading, Stage};
+use crate::{EngineError, Ports, Task};
 
-/// How long a poll waits for records before the task looks at the clock again.
-const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+/// The checkpoint name of shard `partition` of `pipeline`: the task that reads that
+/// partition of each of its sources. Its claim, checkpoint, state and watermark are its
+/// own; its result rows go to the pipeline's table.
+#[must_use]
+pub fn shard_task(pipeline: &str, partition: u32) -> String {
+    format!("{pipeline}#{partition}")
+}
 
-/// One pipeline, run from its last checkpoint.
+/// One pipeline, or one shard of it, run from its last checkpoint.
 #[derive(Debug)]
 pub struct WindowedTask {
     spec: PipelineSpec,
     ports: Ports,
     batch_size: usize,
+    /// The partition this task reads, when the pipeline runs as shards.
+    shard: Option<u32>,
+    /// The task's checkpoint name: the pipeline's, or [`shard_task`].
+    name: String,
+    board: Arc<StatusBoard>,
 }
 
 impl WindowedTask {
-    /// A task for `spec` over `ports`.
+    /// A task running all of `spec` over `ports`.
     #[must_use]
     pub fn new(spec: PipelineSpec, ports: Ports, batch_size: usize) -> Self {
         Self {
+            name: spec.name.clone(),
             spec,
             ports,
             batch_size,
+            shard: None,
+            board: Arc::default(),
+        }
+    }
+
+    /// The task of shard `partition` of `spec`, publishing its status through `board`
+    /// (shared by the pipeline's shards).
+    #[must_use]
+    pub fn shard(
+        spec: PipelineSpec,
+        ports: Ports,
+        batch_size: usize,
+        partition: u32,
+        board: Arc<StatusBoard>,
+    ) -> Self {
+        Self {
+            name: shard_task(&spec.name, partition),
+            spec,
+            ports,
+            batch_size,
+            shard: Some(partition),
+            board,
         }
     }
 }
 
 impl Task for WindowedTask {
     fn name(&self) -> &str {
-        &self.spec.name
+        &self.name
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
-        let name = self.spec.name.clone();
-        let claim = self.ports.analytics.claim(&name).await?;
-        let mut checkpointer = Checkpointer::new(&name, &claim);
-        let mut positions = Positions::restore(
-            self.ports.log.as_ref(),
-            &self.spec.sources,
-            claim.checkpoint.as_ref(),
-        )
-        .await?;
-        let sources = positions
-            .partitions()
-            .map(|(stream, partition)| (stream.clone(), partition))
-            .collect();
-        let mut reader = self.ports.log.reader(&name, &positions.offsets()).await?;
-        let mut operator = restore(&self.spec, claim, sources).await?;
-        tracing::info!(
-            pipeline = %name,
-            generation = checkpointer.generation(),
-            epoch = checkpointer.epoch(),
-            "pipeline restored from its last checkpoint"
-        );
-
-        let mut lag = LagGauge::new(&name);
-        loop {
-            // A log slow to give its end offsets must not hold a shutdown back.
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = lag.measure(self.ports.log.as_ref(), &positions) => {}
-            }
-            let records = tokio::select! {
-                () = shutdown.cancelled() => break,
-                polled = reader.poll(self.batch_size, POLL_TIMEOUT) => polled?,
-            };
-            let now = now_ms();
-            // Outcomes are tallied per batch: one metric update per outcome, not per event.
-            let mut tally = [0_u64; 3];
-            // The batch's refusals, stored before the next checkpoint covers their offsets.
-            let mut refused = reader.take_rejected();
-            for record in &records {
-                let outcome = operator.process(record.partition, &record.event, now);
-                positions.advance(record);
-                tally[outcome as usize] += 1;
-                if outcome == Outcome::Late {
-                    refused.push(self.late(&record.event, operator.watermark()));
-                }
-            }
-            dead_letters::keep(self.ports.documents.as_ref(), &refused).await?;
-            for (outcome, n) in [Outcome::Counted, Outcome::Duplicate, Outcome::Late]
-                .into_iter()
-                .zip(tally)
-                .filter(|(_, n)| *n > 0)
-            {
-                metrics::counter!("tributary_pipeline_events_total", "pipeline" => name.clone(), "outcome" => outcome.label())
-                    .increment(n);
-            }
-            let watermark = operator.advance(now);
-            if watermark != Timestamp::MIN {
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => name.clone())
-                    .set(watermark.millis() as f64);
-            }
-            if checkpointer.due(self.spec.checkpoint_interval) {
-                operator = self
-                    .checkpoint(operator, &mut positions, &mut checkpointer, reader.as_mut())
-                    .await?;
-            }
-        }
-        self.checkpoint(operator, &mut positions, &mut checkpointer, reader.as_mut())
-            .await?;
-        tracing::info!(pipeline = %name, "pipeline stopped after a final checkpoint");
-        Ok(())
+        let spec = self.spec.clone();
+        let ports = self.ports.clone();
+        let board = Arc::clone(&self.board);
+        let shard = self.shard;
+        let reading = Reading {
+            task: &self.name,
+            streams: &spec.sources,
+            shard,
+            batch_size: self.batch_size,
+            interval: spec.checkpoint_interval,
+        };
+        task_loop::run(&ports, reading, shutdown, |claim, sources| {
+            Pipeline::open(&spec, &ports, claim, sources, shard, board)
+        })
+        .await
     }
 }
 
-impl WindowedTask {
-    /// The dead letter of `event`, refused as late at `watermark`.
-    fn late(&self, event: &Event, watermark: Timestamp) -> DeadLetter {
-        let window_start = Timestamp::from_millis(self.spec.window.start_of(event.ts.millis()));
-        DeadLetter::late(&self.spec.name, event, window_start, watermark)
+/// What one shard last published.
+#[derive(Debug, Clone, Copy)]
+struct ShardStatus {
+    epoch: u64,
+    watermark: Timestamp,
+    counters: Counters,
+}
+
+/// The shards of one pipeline, as their tasks last published them: the pipeline's status
+/// merges them (the lowest watermark of the shards that have one, counters summed, the
+/// epochs summed: it grows by one at every checkpoint of any shard).
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    shards: Mutex<BTreeMap<Option<u32>, ShardStatus>>,
+}
+
+impl StatusBoard {
+    /// Records `status` for `shard` and returns the merged (epoch, watermark, counters).
+    fn update(&self, shard: Option<u32>, status: ShardStatus) -> (u64, Timestamp, Counters) {
+        let mut shards = self
+            .shards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shards.insert(shard, status);
+        let mut counters = Counters::default();
+        let mut epoch = 0;
+        let mut watermark: Option<Timestamp> = None;
+        for status in shards.values() {
+            epoch += status.epoch;
+            counters.late_events += status.counters.late_events;
+            counters.duplicates += status.counters.duplicates;
+            counters.filtered += status.counters.filtered;
+            if status.watermark != Timestamp::MIN {
+                watermark = Some(watermark.map_or(status.watermark, |w| w.min(status.watermark)));
+            }
+        }
+        (epoch, watermark.unwrap_or(Timestamp::MIN), counters)
+    }
+}
+
+/// One run of a pipeline (or shard): its operator and where its results go.
+#[derive(Debug)]
+struct Pipeline {
+    ports: Ports,
+    schema: ResultSchema,
+    shard: Option<u32>,
+    board: Arc<StatusBoard>,
+    /// Taken while a checkpoint encodes it on a blocking thread; always back afterwards.
+    operator: Option<WindowOperator>,
+}
+
+impl Pipeline {
+    /// Prepares the results table, restores the operator from `claim` and publishes the
+    /// restored status.
+    async fn open(
+        spec: &PipelineSpec,
+        ports: &Ports,
+        claim: Claim,
+        sources: Vec<(StreamName, u32)>,
+        shard: Option<u32>,
+        board: Arc<StatusBoard>,
+    ) -> Result<Self, EngineError> {
+        let schema = spec.schema();
+        ports.analytics.prepare_results(&schema).await?;
+        let epoch = claim.checkpoint.as_ref().map_or(0, |cp| cp.epoch);
+        let operator = restore(spec, claim, sources).await?;
+        let pipeline = Self {
+            ports: ports.clone(),
+            schema,
+            shard,
+            board,
+            operator: Some(operator),
+        };
+        pipeline.publish(epoch, &[]).await;
+        Ok(pipeline)
     }
 
-    /// Commits the changed results with the state, its delta and the offsets, then
-    /// publishes the status; does nothing when no record was read and neither a result nor
-    /// the state changed since the last one. Hands the operator back.
-    async fn checkpoint(
-        &self,
-        operator: WindowOperator,
-        positions: &mut Positions,
-        checkpointer: &mut Checkpointer,
-        reader: &mut dyn LogReader,
-    ) -> Result<WindowOperator, EngineError> {
-        if !operator.has_changes() && !positions.moved() {
-            return Ok(operator);
+    /// The operator: absent only after a checkpoint failed to take it back, which ends
+    /// the run.
+    fn operator(&mut self) -> Result<&mut WindowOperator, EngineError> {
+        let lost = self.lost();
+        self.operator.as_mut().ok_or(lost)
+    }
+
+    fn lost(&self) -> EngineError {
+        EngineError::State {
+            task: self.schema.pipeline.clone(),
+            source: "the window operator was lost by a failed checkpoint".into(),
         }
-        let (operator, snapshot) = take_snapshot(&self.spec.name, operator).await?;
+    }
+
+    /// Writes the pipeline's status to the cache. Best effort: the cache is derived, so a
+    /// failure is logged and the next checkpoint overwrites it.
+    async fn publish(&self, epoch: u64, changes: &[ResultChange]) {
+        let Some(operator) = &self.operator else {
+            return;
+        };
+        let (epoch, watermark, counters) = self.board.update(
+            self.shard,
+            ShardStatus {
+                epoch,
+                watermark: operator.watermark(),
+                counters: operator.counters(),
+            },
+        );
+        if watermark != Timestamp::MIN {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => self.schema.pipeline.clone())
+                .set(watermark.millis() as f64);
+        }
+        let status = PipelineStatus {
+            pipeline: self.schema.pipeline.clone(),
+            epoch,
+            watermark: (watermark != Timestamp::MIN).then_some(watermark),
+            committed_at: Timestamp::now(),
+            late_events: counters.late_events,
+            duplicates: counters.duplicates,
+            filtered: counters.filtered,
+            latest: changes
+                .iter()
+                .filter_map(|change| match change {
+                    ResultChange::Upsert(row) => Some(row.to_json(&self.schema)),
+                    ResultChange::Delete { .. } => None,
+                })
+                .collect(),
+        };
+        let pipeline = &self.schema.pipeline;
+        let json = match serde_json::to_string(&status) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::warn!(
+                    pipeline,
+                    error = &err as &dyn std::error::Error,
+                    "pipeline status not encoded"
+                );
+                return;
+            }
+        };
+        let key = PipelineStatus::cache_key(pipeline);
+        if let Err(err) = self.ports.cache.set(&key, &json, None).await {
+            tracing::warn!(
+                pipeline,
+                error = &err as &dyn std::error::Error,
+                "pipeline status not cached"
+            );
+        }
+    }
+}
+
+impl Stage for Pipeline {
+    async fn process(
+        &mut self,
+        records: Vec<LogRecord>,
+        refused: &mut Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let operator = self.operator()?;
+        // Outcomes are tallied per batch: one metric update per outcome, not per event.
+        let mut tally = [0_u64; Outcome::ALL.len()];
+        for record in &records {
+            let outcome = operator.process(record.partition, &record.event, now);
+            tally[outcome as usize] += 1;
+            if outcome == Outcome::Late {
+                refused.push(late(operator, &record.event));
+            }
+        }
+        operator.advance(now);
+        let pipeline = &self.schema.pipeline;
+        for (outcome, n) in Outcome::ALL.into_iter().zip(tally).filter(|(_, n)| *n > 0) {
+            metrics::counter!("tributary_pipeline_events_total", "pipeline" => pipeline.clone(), "outcome" => outcome.label())
+                .increment(n);
+        }
+        Ok(())
+    }
+
+    fn has_changes(&self) -> bool {
+        self.operator
+            .as_ref()
+            .is_some_and(WindowOperator::has_changes)
+    }
+
+    async fn checkpoint(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+        positions: &mut Positions,
+    ) -> Result<Checkpoint, EngineError> {
+        let Some(operator) = self.operator.take() else {
+            return Err(self.lost());
+        };
+        let (operator, snapshot) = take_snapshot(&self.schema.pipeline, operator).await?;
+        let watermark = operator.watermark();
+        self.operator = Some(operator);
+        let Snapshot {
+            changes,
+            delta,
+            state,
+        } = snapshot;
         let checkpoint = checkpointer
             .commit(
                 self.ports.analytics.as_ref(),
                 positions,
-                snapshot.state,
-                operator.watermark(),
-                &snapshot.results,
-                &snapshot.delta,
+                state,
+                watermark,
+                Some(ResultWrite {
+                    schema: &self.schema,
+                    changes: &changes,
+                }),
+                &delta,
             )
             .await?;
-        self.publish(&checkpoint, &operator, snapshot.results).await;
-        if let Err(err) = reader.commit(&checkpoint.offsets).await {
-            tracing::debug!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "log offset report failed");
-        }
-        Ok(operator)
-    }
-
-    /// Writes the pipeline's status to the cache, after the commit. Best effort: the cache
-    /// is derived, so a failure is logged and the next checkpoint overwrites it.
-    async fn publish(
-        &self,
-        checkpoint: &Checkpoint,
-        operator: &WindowOperator,
-        latest: Vec<WindowResult>,
-    ) {
-        let status = PipelineStatus {
-            pipeline: self.spec.name.clone(),
-            epoch: checkpoint.epoch,
-            watermark: (checkpoint.watermark != Timestamp::MIN).then_some(checkpoint.watermark),
-            committed_at: Timestamp::now(),
-            late_events: operator.state().late_events,
-            duplicates: operator.state().duplicates,
-            latest,
-        };
-        let json = match serde_json::to_string(&status) {
-            Ok(json) => json,
-            Err(err) => {
-                tracing::warn!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "pipeline status not encoded");
-                return;
-            }
-        };
-        let key = PipelineStatus::cache_key(&self.spec.name);
-        if let Err(err) = self.ports.cache.set(&key, &json, None).await {
-            tracing::warn!(pipeline = %self.spec.name, error = &err as &dyn std::error::Error, "pipeline status not cached");
-        }
+        self.publish(checkpoint.epoch, &changes).await;
+        Ok(checkpoint)
     }
 }
 
-/// The operator of `spec` resumed from `claim` (its checkpoint's state and its state
-/// chunks), or a fresh one, reading `sources`. Rebuilt on a blocking thread: the chunks
-/// hold every open window's de-duplication hashes, too many to decode between two awaits
-/// on a runtime worker.
+/// The dead letter of `event`, refused as late by `operator`.
+fn late(operator: &WindowOperator, event: &Event) -> DeadLetter {
+    let spec = operator.spec();
+    let window_start = Timestamp::from_millis(spec.window.first_start(event.ts.millis()));
+    DeadLetter::late(&spec.name, event, window_start, operator.watermark())
+}
+
+/// The operator of `spec` resumed from `claim` (its checkpoint's state, state chunks and
+/// keyed entries), or a fresh one, reading `sources`. Rebuilt on a blocking thread: the
+/// chunks hold every open window's de-duplication hashes, too many to decode between two
+/// awaits on a runtime worker.
 async fn restore(
     spec: &PipelineSpec,
     claim: Claim,
@@ -208,69 +348,45 @@ async fn restore(
     let spec = spec.clone();
     let task = spec.name.clone();
     tokio::task::spawn_blocking(move || {
-        let state: WindowState = match claim.checkpoint {
-            Some(cp) => serde_json::from_value(cp.state).map_err(|source| EngineError::State {
-                task: spec.name.clone(),
-                source: source.into(),
-            })?,
-            None => WindowState::default(),
-        };
+        let state = claim
+            .checkpoint
+            .map_or(serde_json::Value::Null, |cp| cp.state);
         let sources = sources
             .iter()
             .map(|(stream, partition)| (stream, *partition));
-        WindowOperator::restore(&spec, state, &claim.chunks, sources, now_ms()).map_err(|source| {
-            EngineError::State {
-                task: spec.name.clone(),
-                source: source.into(),
-            }
+        WindowOperator::restore(
+            &spec,
+            &state,
+            &claim.chunks,
+            &claim.keyed,
+            sources,
+            now_ms(),
+        )
+        .map_err(|source| EngineError::State {
+            task: spec.name.clone(),
+            source: source.into(),
         })
     })
     .await
     .map_err(|source| EngineError::Panicked { task, source })?
 }
 
-/// What a checkpoint commits, taken from the operator.
-#[derive(Debug)]
-struct Snapshot {
-    /// The results that changed.
-    results: Vec<WindowResult>,
-    /// The operator's state, as JSON.
-    state: serde_json::Value,
-    /// The state chunks to append and the groups to drop.
-    delta: StateDelta,
-}
-
-/// Takes the operator's changed results and state delta and encodes its state, on a
-/// blocking thread: a delta can hold many hashes (all of an open window's after a restore
-/// from a state that held them), too many to copy between two awaits on a runtime worker.
-/// The operator moves there and back; nothing else is copied.
+/// Takes the operator's checkpoint (changed rows, state delta, small state) on a blocking
+/// thread: a delta can hold many hashes and entries, too many to encode between two awaits
+/// on a runtime worker. The operator moves there and back; nothing else is copied.
 async fn take_snapshot(
     task: &str,
     mut operator: WindowOperator,
 ) -> Result<(WindowOperator, Snapshot), EngineError> {
-    let (operator, results, delta, encoded) = tokio::task::spawn_blocking(move || {
-        let results = operator.take_changes();
-        let delta = operator.take_state_delta();
-        let encoded = serde_json::to_value(operator.state());
-        (operator, results, delta, encoded)
+    tokio::task::spawn_blocking(move || {
+        let snapshot = operator.take_checkpoint();
+        (operator, snapshot)
     })
     .await
     .map_err(|source| EngineError::Panicked {
         task: task.to_owned(),
         source,
-    })?;
-    let state = encoded.map_err(|source| EngineError::State {
-        task: task.to_owned(),
-        source: source.into(),
-    })?;
-    Ok((
-        operator,
-        Snapshot {
-            results,
-            state,
-            delta,
-        },
-    ))
+    })
 }
 
 /// Processing time, in epoch milliseconds.

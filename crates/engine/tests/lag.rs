@@ -14,7 +14,7 @@ use metrics::{
     Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use tokio_util::sync::CancellationToken;
-use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_engine::archive::ARCHIVE_TASK;
 use tributary_engine::{Engine, EngineConfig, Ports};
@@ -126,13 +126,14 @@ fn events(n: i64) -> Vec<Event> {
 
 fn engine(ports: &Ports) -> Engine {
     let spec = PipelineSpec {
-        name: PIPELINE.into(),
-        sources: vec![stream()],
-        window: WindowSpec::Tumbling { size_ms: 60_000 },
-        aggregate: Aggregate::Count,
         max_out_of_orderness: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(3600),
         checkpoint_interval: Duration::from_millis(20),
+        ..PipelineSpec::counting(
+            PIPELINE,
+            vec![stream()],
+            WindowSpec::Tumbling { size_ms: 60_000 },
+        )
     };
     Engine::new(
         ports.clone(),
@@ -173,11 +174,28 @@ async fn lag_is_the_backlog_then_falls_to_zero() {
 
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(engine(&ports).run(shutdown.clone()));
-    for task in [PIPELINE, ARCHIVE_TASK] {
+    // The pipeline runs as one shard per partition, each measuring its own partition.
+    let mut shard_backlogs = 0.0;
+    for partition in 0..3 {
+        let task = tributary_engine::shard_task(PIPELINE, partition);
+        let history = wait_for_no_lag(&task).await;
+        let first = history.first().copied().unwrap_or_default();
+        assert!(first > 0.0, "{task}: {history:?}");
+        assert!(
+            history.windows(2).all(|w| w[1] <= w[0]),
+            "{task}: the lag grew without appends: {history:?}"
+        );
+        shard_backlogs += first;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let backlog = BACKLOG as f64;
+    assert_eq!(
+        shard_backlogs, backlog,
+        "the shards' backlogs add up to the log's"
+    );
+    for task in [ARCHIVE_TASK] {
         let history = wait_for_no_lag(task).await;
         // Measured once before the first read, then only as the task reads on.
-        #[allow(clippy::cast_precision_loss)]
-        let backlog = BACKLOG as f64;
         assert_eq!(history.first(), Some(&backlog), "{task}: {history:?}");
         assert!(
             history.windows(2).all(|w| w[1] <= w[0]),

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::{DeadLetter, DeadLetterCursor, DeadLetterPage, Origin};
-use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::ports::{EventCursor, EventPage, Fence, PortError, ResultQuery};
-use tributary_core::window::WindowState;
+use tributary_core::results::ResultRow;
+use tributary_core::value::Value;
+use tributary_core::window::OperatorState;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_engine::{Engine, EngineConfig, EngineError, Ports};
 
@@ -27,13 +29,49 @@ fn stream() -> StreamName {
 
 fn spec() -> PipelineSpec {
     PipelineSpec {
-        name: "counts".into(),
-        sources: vec![stream()],
-        window: WindowSpec::Tumbling { size_ms: MINUTE },
-        aggregate: Aggregate::Count,
         max_out_of_orderness: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(3600),
         checkpoint_interval: Duration::from_millis(20),
+        ..PipelineSpec::counting(
+            "counts",
+            vec![stream()],
+            WindowSpec::Tumbling { size_ms: MINUTE },
+        )
+    }
+}
+
+/// The checkpoint names of the pipeline's shards: one per partition of its stream.
+fn shards() -> Vec<String> {
+    (0..2)
+        .map(|p| tributary_engine::shard_task("counts", p))
+        .collect()
+}
+
+/// The shards' last checkpoints' states (those that have one).
+async fn shard_states(ports: &Ports) -> Vec<OperatorState> {
+    let mut states = Vec::new();
+    for task in shards() {
+        if let Some(cp) = ports.analytics.load_checkpoint(&task).await.unwrap() {
+            states.push(serde_json::from_value(cp.state).unwrap());
+        }
+    }
+    states
+}
+
+/// The state chunks of every shard, claiming each (fencing any running owner).
+async fn shard_chunks(ports: &Ports) -> Vec<tributary_core::ports::StateChunk> {
+    let mut chunks = Vec::new();
+    for task in shards() {
+        chunks.extend(ports.analytics.claim(&task).await.unwrap().chunks);
+    }
+    chunks
+}
+
+/// The count of a row of the counting pipeline.
+fn count(row: &ResultRow) -> u64 {
+    match row.values[0] {
+        Value::Int(n) => u64::try_from(n).unwrap(),
+        ref other => panic!("count is {other:?}"),
     }
 }
 
@@ -95,18 +133,21 @@ fn engine_with_batch(ports: &Ports, batch_size: usize) -> Engine {
 async fn closed_counts(ports: &Ports) -> BTreeMap<(i64, String), u64> {
     let rows = ports
         .analytics
-        .query_results(&ResultQuery {
-            pipeline: "counts".into(),
-            from: Some(Timestamp::from_millis(T0 - 10 * MINUTE)),
-            to: Some(Timestamp::from_millis(T0 + 10 * MINUTE)),
-            key: None,
-            limit: 10_000,
-        })
+        .query_results(
+            &spec().schema(),
+            &ResultQuery {
+                pipeline: "counts".into(),
+                from: Some(Timestamp::from_millis(T0 - 10 * MINUTE)),
+                to: Some(Timestamp::from_millis(T0 + 10 * MINUTE)),
+                key: None,
+                limit: 10_000,
+            },
+        )
         .await
         .unwrap();
     rows.into_iter()
         .filter(|r| r.closed)
-        .map(|r| ((r.window_start.millis(), r.key), r.count))
+        .map(|r| ((r.window_start.millis(), r.key.clone()), count(&r)))
         .collect()
 }
 
@@ -295,15 +336,13 @@ async fn events_counted_before_a_restart_stay_duplicates_after_it() {
         shutdown.cancel();
         task.await.unwrap().unwrap();
 
-        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
-        let state = checkpoint.unwrap().state;
-        assert!(!state.to_string().contains("seen"), "{state}");
-        let stored: usize = ports
-            .analytics
-            .claim("counts")
+        for task in shards() {
+            let checkpoint = ports.analytics.load_checkpoint(&task).await.unwrap();
+            let state = checkpoint.unwrap().state;
+            assert!(!state.to_string().contains("seen"), "{state}");
+        }
+        let stored: usize = shard_chunks(&ports)
             .await
-            .unwrap()
-            .chunks
             .iter()
             .map(|chunk| chunk.bytes.len())
             .sum();
@@ -318,17 +357,12 @@ async fn events_counted_before_a_restart_stay_duplicates_after_it() {
     wait_for_counts(&ports, &truth(&all)).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    let state = ports
-        .analytics
-        .load_checkpoint("counts")
-        .await
-        .unwrap()
-        .unwrap()
-        .state;
-    let state: WindowState = serde_json::from_value(state).unwrap();
-    assert_eq!((state.duplicates, state.late_events), (500, 0));
+    let states = shard_states(&ports).await;
+    let duplicates: u64 = states.iter().map(|s| s.duplicates).sum();
+    let late: u64 = states.iter().map(|s| s.late_events).sum();
+    assert_eq!((duplicates, late), (500, 0));
     // The closed window's chunks were dropped: only the flush events' window has some.
-    let chunks = ports.analytics.claim("counts").await.unwrap().chunks;
+    let chunks = shard_chunks(&ports).await;
     // (in one chunk or several, as the checkpoints happened to split them).
     let mut bytes_per_group: BTreeMap<i64, usize> = BTreeMap::new();
     for chunk in &chunks {
@@ -345,19 +379,22 @@ async fn wait_for_open_counts(ports: &Ports, expected: &BTreeMap<(i64, String), 
     common::eventually(async || {
         let rows = ports
             .analytics
-            .query_results(&ResultQuery {
-                pipeline: "counts".into(),
-                from: None,
-                to: None,
-                key: None,
-                limit: 10_000,
-            })
+            .query_results(
+                &spec().schema(),
+                &ResultQuery {
+                    pipeline: "counts".into(),
+                    from: None,
+                    to: None,
+                    key: None,
+                    limit: 10_000,
+                },
+            )
             .await
             .unwrap();
         assert!(rows.iter().all(|r| !r.closed), "a window closed: {rows:?}");
         let got: BTreeMap<(i64, String), u64> = rows
             .into_iter()
-            .map(|r| ((r.window_start.millis(), r.key), r.count))
+            .map(|r| ((r.window_start.millis(), r.key.clone()), count(&r)))
             .collect();
         if &got == expected {
             return Ok(());
@@ -373,12 +410,11 @@ async fn wait_for_open_counts(ports: &Ports, expected: &BTreeMap<(i64, String), 
 /// 30 s. More than `expected` fails at once.
 async fn wait_for_late_events(ports: &Ports, expected: u64) {
     common::eventually(async || {
-        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
-        let late = checkpoint.map_or(0, |cp| {
-            serde_json::from_value::<WindowState>(cp.state)
-                .unwrap()
-                .late_events
-        });
+        let late: u64 = shard_states(ports)
+            .await
+            .iter()
+            .map(|state| state.late_events)
+            .sum();
         assert!(
             late <= expected,
             "{late} late events counted, {expected} sent"
@@ -473,10 +509,11 @@ async fn a_new_processor_takes_the_pipeline_over_and_fences_the_running_one() {
 /// Waits until the pipeline has committed a checkpoint, or fails after 30 s.
 async fn wait_for_a_checkpoint(ports: &Ports) {
     common::eventually(async || {
-        let checkpoint = ports.analytics.load_checkpoint("counts").await.unwrap();
-        checkpoint
-            .map(drop)
-            .ok_or_else(|| "the pipeline committed no checkpoint".to_owned())
+        if shard_states(ports).await.len() == shards().len() {
+            Ok(())
+        } else {
+            Err("the pipeline's shards committed no checkpoint".to_owned())
+        }
     })
     .await;
 }

@@ -20,11 +20,12 @@ use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::MAX_EVENT_BYTES;
-use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::ports::{
     AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports, StateDelta,
 };
-use tributary_core::window::WindowResult;
+use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
+use tributary_core::value::Value as Scalar;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_gateway::{
     ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, StreamInfo, Surfaces,
@@ -59,15 +60,11 @@ fn stream(name: &str) -> StreamName {
 }
 
 fn pipeline(name: &str, source: &str) -> PipelineSpec {
-    PipelineSpec {
-        name: name.to_owned(),
-        sources: vec![stream(source)],
-        window: WindowSpec::Tumbling { size_ms: 60_000 },
-        aggregate: Aggregate::Count,
-        max_out_of_orderness: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(30),
-        checkpoint_interval: Duration::from_secs(1),
-    }
+    PipelineSpec::counting(
+        name,
+        vec![stream(source)],
+        WindowSpec::Tumbling { size_ms: 60_000 },
+    )
 }
 
 /// Streams `t` and `orders` (plus `extra`, when given), pipelines `clicks-per-minute` and
@@ -575,13 +572,17 @@ async fn results_come_from_committed_checkpoints() {
     let h = harness().await;
     let minute = 60_000;
     let base = 1_700_000_040_000 - 1_700_000_040_000 % minute;
-    let result = |start: i64, key: &str, count: u64| WindowResult {
+    let result = |start: i64, key: &str, count: i64| ResultRow {
         pipeline: "clicks-per-minute".into(),
         window_start: Timestamp::from_millis(start),
         window_end: Timestamp::from_millis(start + minute),
         key: key.into(),
-        count,
+        keys: vec![Scalar::Str(key.to_owned().into())],
+        values: vec![Scalar::Int(count)],
+        partials: vec![Vec::new()],
+        revision: 1,
         closed: true,
+        updated_at: None,
     };
     let rows = vec![
         result(base, "a", 3),
@@ -596,17 +597,43 @@ async fn results_come_from_committed_checkpoints() {
         state: json!({}),
         watermark: Timestamp::from_millis(base + 3 * minute),
     };
+    let schema = pipeline("clicks-per-minute", "t").schema();
+    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
+    h.store.prepare_results(&schema).await.unwrap();
     let owner = h.store.claim("clicks-per-minute").await.unwrap();
+    let write = ResultWrite {
+        schema: &schema,
+        changes: &changes,
+    };
     h.store
-        .commit_checkpoint(owner.generation, &checkpoint, &rows, &StateDelta::default())
+        .commit_checkpoint(
+            owner.generation,
+            &checkpoint,
+            Some(write),
+            &StateDelta::default(),
+        )
         .await
         .unwrap();
+    // Rows as the API shows them, but `updated_at`, which the store sets.
+    let shown = |body: &Value| -> Vec<Value> {
+        let rows = body["results"].as_array().unwrap();
+        rows.iter()
+            .map(|row| {
+                let mut row = row.clone();
+                let at = row.as_object_mut().unwrap().remove("updated_at");
+                assert!(at.is_some(), "{row}");
+                row
+            })
+            .collect()
+    };
 
     let response = h.get("/v1/pipelines/clicks-per-minute/results").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = body_json(response).await;
     assert_eq!(body["pipeline"], "clicks-per-minute");
-    assert_eq!(body["results"], serde_json::to_value(&rows).unwrap());
+    let expected: Vec<_> = rows.iter().map(|r| r.to_json(&schema)).collect();
+    assert_eq!(shown(&body), expected);
+    assert_eq!(body["results"][0]["count"], 3);
 
     let from = Timestamp::from_millis(base + minute).to_string();
     let uri = format!(
@@ -614,10 +641,7 @@ async fn results_come_from_committed_checkpoints() {
         base + 2 * minute
     );
     let body = body_json(h.get(&uri).await).await;
-    assert_eq!(
-        body["results"],
-        json!([serde_json::to_value(&rows[2]).unwrap()])
-    );
+    assert_eq!(shown(&body), vec![rows[2].to_json(&schema)]);
 
     let body = body_json(
         h.get("/v1/pipelines/clicks-per-minute/results?limit=2")
@@ -655,6 +679,7 @@ async fn pipelines_show_their_cached_status() {
         committed_at: Timestamp::from_millis(1_700_000_001_000),
         late_events: 2,
         duplicates: 1,
+        filtered: 0,
         latest: vec![],
     };
     h.cache
@@ -680,7 +705,12 @@ async fn pipelines_show_their_cached_status() {
         json!({
             "name": "clicks-per-minute",
             "sources": ["t"],
+            "filter": null,
+            "key": ["key"],
             "window": {"type": "tumbling", "size_ms": 60_000},
+            "aggregates": {"count": "count(*)[*]"},
+            "allowed_lateness_ms": 0,
+            "columns": {"count": "integer"},
             "aggregate": "count",
             "status": serde_json::to_value(&status).unwrap(),
         })

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
+use tributary_core::window::WindowOperator;
 use tributary_engine::{Engine, EngineConfig};
 use tributary_gateway::{ApiKeys, AppState, StreamInfo, Surfaces};
 
@@ -132,6 +133,7 @@ pub async fn start_with_keys(
 
     let mut tasks = JoinSet::new();
     if has(Role::Process) {
+        check_stored_state(&ports, &checked.pipelines).await?;
         let engine = Engine::new(
             ports.clone(),
             EngineConfig {
@@ -185,6 +187,54 @@ pub async fn start_with_keys(
         tasks,
         shutdown,
     })
+}
+
+/// Refuses to start a pipeline whose stored state was written by another definition of it,
+/// before any task runs: the error says what to do (a new name, or `tributary reset`).
+async fn check_stored_state(
+    ports: &tributary_core::ports::Ports,
+    pipelines: &[tributary_core::pipeline::PipelineSpec],
+) -> anyhow::Result<()> {
+    for spec in pipelines {
+        // The whole pipeline's checkpoint, or its first shard's: every shard is written by
+        // the same definition.
+        for task in [
+            spec.name.clone(),
+            tributary_engine::shard_task(&spec.name, 0),
+        ] {
+            let stored = ports
+                .analytics
+                .load_checkpoint(&task)
+                .await
+                .with_context(|| format!("cannot read the checkpoint of pipeline {}", spec.name))?;
+            if let Some(checkpoint) = stored {
+                WindowOperator::check_state(spec, &checkpoint.state)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the checkpoint, state and results of `pipeline` in the analytics store that
+/// `config` names, fencing any processor still running it: the pipeline starts over from
+/// the beginning of its streams at its next start.
+///
+/// # Errors
+/// When the config is invalid or the analytics store cannot be reached.
+pub async fn reset(config: &Config, pipeline: &str) -> anyhow::Result<()> {
+    config.validate()?;
+    let analytics = registry::analytics(&config.analytics)
+        .await
+        .context("cannot connect the analytics store")?;
+    analytics
+        .reset(pipeline)
+        .await
+        .with_context(|| format!("cannot reset pipeline {pipeline}"))?;
+    tracing::info!(
+        pipeline,
+        "pipeline reset: its checkpoint, state and results are deleted"
+    );
+    Ok(())
 }
 
 async fn axum_serve(

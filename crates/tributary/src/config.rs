@@ -4,8 +4,13 @@
 //! in), the file given with `--config`, then environment variables
 //! `TRIBUTARY__SECTION__KEY` (for example `TRIBUTARY__HTTP__LISTEN=0.0.0.0:9090`).
 //! Unknown keys are errors, so a typo never goes unnoticed.
+//!
+//! A pipeline is declared field by field (`sources`, `filter`, `key`, `window`,
+//! `aggregates`) or as one SQL statement (`sql`); [`Config::validate`] plans either with
+//! [`tributary_core::plan`], so both say the same thing the same way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -13,10 +18,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use tributary_connectors::registry::{AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig};
 use tributary_core::StreamName;
-use tributary_core::pipeline::{Aggregate, PipelineSpec, WindowSpec};
+use tributary_core::expr::Scope;
+use tributary_core::pipeline::{PipelineSpec, WindowSpec, millis};
+use tributary_core::plan::{self, Definition, KeyDefinition, PlanError};
 
 /// The built-in defaults.
 const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
@@ -96,48 +104,81 @@ fn default_partitions() -> u32 {
     3
 }
 
-/// One pipeline.
+/// One pipeline: declared field by field, or as one SQL statement (`sql`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Its name (same rules as a stream's); also its consumer group.
+    /// Its name (same rules as a stream's); also its consumer group, and its results table
+    /// is `results_{name}`.
     pub name: String,
-    /// The streams it reads.
-    pub sources: Vec<String>,
-    /// Its windows.
-    pub window: WindowConfig,
-    /// What it computes per window and key: `"count"`.
-    #[serde(default = "default_aggregate")]
-    pub aggregate: String,
+    /// The streams it reads, each declared in `[[streams]]`, such as `["orders"]`. Not with
+    /// `sql`, whose `FROM` names the stream.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// A SQL condition: only the events for which it is true are aggregated, such as
+    /// `"payload.status = 'paid' AND payload.amount > 0"`. It reads the event's `id`,
+    /// `stream`, `ts` (epoch milliseconds), `key` and `payload.<path>`. Default: every event.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The key: SQL expressions, one result row per window and distinct value of them, such
+    /// as `["payload.country"]`. Each is a typed column named after the field it reads
+    /// (`payload.country` is `country`); to name a computed key, declare the pipeline with
+    /// `sql` and `AS`. Default: the event's key (column `key`); `[]`: one row per window.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+    /// Its windows: `{ type = "tumbling", size = "1m" }`, `{ type = "hopping", size = "5m",
+    /// slide = "1m" }` (a window of `size` starting every `slide`) or `{ type = "session",
+    /// gap = "30s" }` (a key's activity until `gap` without events). Required unless `sql`
+    /// is given.
+    #[serde(default)]
+    pub window: Option<WindowConfig>,
+    /// What it computes per window and key: a table of column name = aggregate call, whose
+    /// order is the columns', such as `{ orders = "count(*)", revenue =
+    /// "sum(payload.amount)" }`. The calls: `count(*)`, `count(x)`, `count(DISTINCT x)` (as
+    /// `count_distinct(x)`), `sum(x)`, `min(x)`, `max(x)`, `avg(x)`, `count_distinct(x)`
+    /// (exact up to 64 values, then an estimate with a 1.6% standard error) and
+    /// `quantile(x, q)` (within 1%), `x` being a SQL expression. Default: `{ count =
+    /// "count(*)" }`.
+    #[serde(default)]
+    pub aggregates: Option<Aggregates>,
+    /// The former way to say what it computes: only `"count"` (`aggregates = { count =
+    /// "count(*)" }`), and not together with `aggregates`.
+    #[serde(default)]
+    pub aggregate: Option<String>,
+    /// The pipeline as one SQL statement, instead of `sources`, `filter`, `key`, `window`
+    /// and `aggregates`: `SELECT payload.country AS country, count(*) AS orders FROM orders
+    /// WHERE payload.amount > 0 GROUP BY payload.country, tumble(ts, INTERVAL '1' MINUTE)`.
+    /// `GROUP BY` takes the keys and one window: `tumble(ts, size)`, `hop(ts, slide, size)`
+    /// or `session(ts, gap)`, with sizes such as `INTERVAL '5' MINUTE` or `INTERVAL '90
+    /// seconds'`; each aggregate is selected `AS` its column. Errors give their line and
+    /// column in the statement.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// How long after a window closed an event may still update its result (a new revision
+    /// of its row), such as `"10m"`; later events are dead letters. Default `"0s"`.
+    #[serde(with = "humantime_serde", default)]
+    pub allowed_lateness: Duration,
     /// How late an event may be, relative to the newest of its partition, and still count.
     #[serde(with = "humantime_serde", default = "default_out_of_orderness")]
     pub max_out_of_orderness: Duration,
-    /// A partition silent for this long does not hold the watermark back.
+    /// A partition silent for this long does not hold the watermark back (at least `"1s"`).
     #[serde(with = "humantime_serde", default = "default_idle_timeout")]
     pub idle_timeout: Duration,
     /// How often results, state and offsets are committed together.
     #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
     pub checkpoint_interval: Duration,
+    /// When set, such as `"30s"` (at least `"1s"`): once no source delivered an event for
+    /// this long (processing time), the watermark moves past every open window, so that the
+    /// last windows of a stream that went quiet become final. Default: unset, so they wait
+    /// for a newer event.
+    #[serde(with = "humantime_serde", default)]
+    pub finalize_idle_after: Option<Duration>,
 }
-
-/// The shortest `idle_timeout`. A partition counts as idle when it delivered nothing for
-/// that long; the engine polls for up to 200 ms, so a shorter timeout would call a busy
-/// partition idle between two polls and let the others' watermark make its events late
-/// (and zero would call every partition idle, so that no window ever closes).
-const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The shortest dead-letter retention but 0 (forever): one that deletes letters minutes
 /// after they are kept is a mistake, not a retention.
 const MIN_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(60);
 
-/// The longest window: 100 years of 365 days. Every window of an event in the accepted
-/// years (0000 to 9999, `Timestamp::MIN_VALID..=MAX_VALID`) then starts and ends within
-/// what every analytics store holds.
-const MAX_WINDOW_MS: i64 = 100 * 365 * 24 * 3_600_000;
-
-fn default_aggregate() -> String {
-    "count".to_owned()
-}
 fn default_out_of_orderness() -> Duration {
     Duration::from_secs(5)
 }
@@ -148,7 +189,7 @@ fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(1)
 }
 
-/// A pipeline's windows.
+/// A pipeline's windows. Sizes are at most 100 years ([`plan::MAX_WINDOW_MS`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum WindowConfig {
@@ -158,6 +199,190 @@ pub enum WindowConfig {
         #[serde(with = "humantime_serde")]
         size: Duration,
     },
+    /// Windows of `size` starting every `slide`, so that each event is in `size / slide` of
+    /// them.
+    Hopping {
+        /// Window length, such as `"5m"`.
+        #[serde(with = "humantime_serde")]
+        size: Duration,
+        /// Distance between window starts, such as `"1m"`: more than 0, at most `size`.
+        #[serde(with = "humantime_serde")]
+        slide: Duration,
+    },
+    /// One window per key and burst of activity, ending `gap` after its last event.
+    Session {
+        /// The inactivity that ends a session, such as `"30s"`.
+        #[serde(with = "humantime_serde")]
+        gap: Duration,
+    },
+}
+
+impl WindowConfig {
+    /// The window in milliseconds (saturating: the plan checks the bounds).
+    fn spec(&self) -> WindowSpec {
+        match *self {
+            Self::Tumbling { size } => WindowSpec::Tumbling {
+                size_ms: millis(size),
+            },
+            Self::Hopping { size, slide } => WindowSpec::Hopping {
+                size_ms: millis(size),
+                slide_ms: millis(slide),
+            },
+            Self::Session { gap } => WindowSpec::Session {
+                gap_ms: millis(gap),
+            },
+        }
+    }
+}
+
+/// A pipeline's aggregates: (column name, call), in the order they are written.
+///
+/// figment holds tables as sorted maps, so through it they arrive sorted by name;
+/// [`Config::load`] then puts them back in the order the TOML text has them (read again
+/// with the `toml` crate, whose deserializer follows the document).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregates(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Aggregates {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Aggregates;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of column name = \"aggregate call\"")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Aggregates, A::Error> {
+                let mut entries: Vec<(String, String)> = Vec::new();
+                while let Some((name, call)) = map.next_entry::<String, String>()? {
+                    if entries.iter().any(|(known, _)| *known == name) {
+                        return Err(A::Error::custom(format!(
+                            "aggregate `{name}` is declared twice"
+                        )));
+                    }
+                    entries.push((name, call));
+                }
+                Ok(Aggregates(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// The parts of a TOML text that give the order of each pipeline's aggregates.
+#[derive(Deserialize)]
+struct WrittenOrder {
+    #[serde(default)]
+    pipelines: Vec<WrittenPipeline>,
+}
+
+#[derive(Deserialize)]
+struct WrittenPipeline {
+    name: Option<String>,
+    aggregates: Option<Aggregates>,
+}
+
+impl PipelineConfig {
+    /// The definition to plan, from the fields or from `sql`.
+    fn definition(&self) -> anyhow::Result<Definition> {
+        let (sources, filter, key, window, aggregates) = match &self.sql {
+            Some(sql) => {
+                let declared: Vec<&str> = [
+                    ("sources", self.sources.is_some()),
+                    ("filter", self.filter.is_some()),
+                    ("key", self.key.is_some()),
+                    ("window", self.window.is_some()),
+                    ("aggregates", self.aggregates.is_some()),
+                    ("aggregate", self.aggregate.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(field, given)| given.then_some(field))
+                .collect();
+                if !declared.is_empty() {
+                    bail!(
+                        "`sql` declares the sources, filter, key, window and aggregates, so \
+                         `{}` cannot be given as well",
+                        declared.join("`, `")
+                    );
+                }
+                let query = plan::parse_sql(sql)?;
+                (
+                    vec![query.source],
+                    query.filter,
+                    Some(query.keys),
+                    query.window,
+                    Some(query.aggregates),
+                )
+            }
+            None => {
+                let Some(sources) = self.sources.clone() else {
+                    bail!(
+                        "sources: missing: the streams it reads, such as sources = [\"clicks\"] \
+                         (or declare the pipeline with `sql`)"
+                    );
+                };
+                let Some(window) = &self.window else {
+                    bail!(
+                        "window: missing, such as window = {{ type = \"tumbling\", size = \
+                         \"1m\" }} (or declare the pipeline with `sql`)"
+                    );
+                };
+                let aggregates = match (&self.aggregates, self.aggregate.as_deref()) {
+                    (Some(_), Some(_)) => bail!(
+                        "`aggregate` and `aggregates` cannot both be given; `aggregate = \
+                         \"count\"` is `aggregates = {{ count = \"count(*)\" }}`"
+                    ),
+                    (Some(aggregates), None) => Some(aggregates.0.clone()),
+                    (None, None | Some("count")) => None,
+                    (None, Some(other)) => bail!(
+                        "aggregate: unsupported aggregate {other:?} (only \"count\"; declare \
+                         others in `aggregates`, such as aggregates = {{ total = \
+                         \"sum(payload.amount)\" }})"
+                    ),
+                };
+                let key = self.key.as_ref().map(|keys| {
+                    keys.iter()
+                        .map(|k| KeyDefinition::from(k.as_str()))
+                        .collect()
+                });
+                (sources, self.filter.clone(), key, window.spec(), aggregates)
+            }
+        };
+        Ok(Definition {
+            name: self.name.clone(),
+            sources,
+            filter,
+            key,
+            window,
+            aggregates,
+            allowed_lateness: self.allowed_lateness,
+            max_out_of_orderness: self.max_out_of_orderness,
+            idle_timeout: self.idle_timeout,
+            finalize_idle_after: self.finalize_idle_after,
+            checkpoint_interval: self.checkpoint_interval,
+        })
+    }
+
+    /// The checked plan; an error names the field, after `sql` when it is in the
+    /// statement (whose position it then gives).
+    fn plan(&self, scope: &Scope) -> anyhow::Result<PipelineSpec> {
+        let definition = self.definition()?;
+        match plan::plan(&definition, scope) {
+            Ok(spec) => Ok(spec),
+            Err(e) if self.sql.is_some() && in_statement(&e) => {
+                Err(anyhow::Error::new(e).context("sql"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a plan error is about a part that `sql` declares.
+fn in_statement(error: &PlanError) -> bool {
+    ["sources", "filter", "key", "window", "aggregates"]
+        .iter()
+        .any(|part| error.field.starts_with(part))
 }
 
 impl Config {
@@ -166,7 +391,7 @@ impl Config {
     /// # Errors
     /// When the file cannot be read, or a value is missing, mistyped or unknown.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULTS)), file)
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)), &[], file)
     }
 
     /// Like [`Config::load`], with `base` (TOML text) between the defaults and the file.
@@ -176,6 +401,7 @@ impl Config {
     pub fn load_with_base(base: &str, file: Option<&Path>) -> anyhow::Result<Self> {
         Self::from_figment(
             Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(base)),
+            &[base],
             file,
         )
     }
@@ -193,27 +419,70 @@ impl Config {
             .merge(("log.path", data_dir.join("log.redb")))
             .merge(("analytics.path", &db))
             .merge(("documents.path", &db));
-        Self::from_figment(figment, None)
+        Self::from_figment(figment, &[DEMO], None)
     }
 
-    fn from_figment(mut figment: Figment, file: Option<&Path>) -> anyhow::Result<Self> {
+    /// Extracts the configuration from `figment`, merged with `file`; `texts` are the TOML
+    /// texts already in `figment` that may declare pipelines.
+    fn from_figment(
+        mut figment: Figment,
+        texts: &[&str],
+        file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut texts: Vec<String> = texts.iter().map(|&text| text.to_owned()).collect();
         if let Some(path) = file {
             if !path.is_file() {
                 bail!("config file {} does not exist", path.display());
             }
             figment = figment.merge(Toml::file(path));
+            // figment reads it too, and reports what cannot be read.
+            texts.extend(std::fs::read_to_string(path).ok());
         }
-        figment
+        let mut config: Self = figment
             .merge(Env::prefixed("TRIBUTARY__").split("__"))
             .extract()
-            .context("invalid configuration")
+            .context("invalid configuration")?;
+        config.restore_aggregate_order(&texts);
+        Ok(config)
+    }
+
+    /// Puts each pipeline's aggregates back in the order its TOML text writes them (the
+    /// last text declaring the pipeline wins, as in the merge), which figment does not keep.
+    fn restore_aggregate_order(&mut self, texts: &[String]) {
+        let mut written: HashMap<String, Vec<String>> = HashMap::new();
+        for text in texts {
+            let Ok(order) = toml::from_str::<WrittenOrder>(text) else {
+                continue;
+            };
+            for pipeline in order.pipelines {
+                if let (Some(name), Some(aggregates)) = (pipeline.name, pipeline.aggregates) {
+                    written.insert(name, aggregates.0.into_iter().map(|(n, _)| n).collect());
+                }
+            }
+        }
+        for pipeline in &mut self.pipelines {
+            let (Some(aggregates), Some(order)) =
+                (&mut pipeline.aggregates, written.get(&pipeline.name))
+            else {
+                continue;
+            };
+            let position = |name: &str| order.iter().position(|n| n == name);
+            if aggregates
+                .0
+                .iter()
+                .all(|(name, _)| position(name).is_some())
+            {
+                aggregates.0.sort_by_key(|(name, _)| position(name));
+            }
+        }
     }
 
     /// Checks names and references and builds the pipeline plans.
     ///
     /// # Errors
-    /// On a bad or duplicate name, a pipeline reading an undeclared stream, an
-    /// unsupported aggregate, a zero size or limit, an `idle_timeout` under a second, or a
+    /// On a bad or duplicate name, a pipeline reading an undeclared stream, a pipeline that
+    /// does not plan (prefixed `pipeline {name}: ` and naming the field, with the position
+    /// of a mistake in an expression or statement), a zero size or limit, or a
     /// dead-letter retention under a minute (but 0).
     pub fn validate(&self) -> anyhow::Result<Checked> {
         if self.http.max_body_bytes == 0 {
@@ -243,56 +512,21 @@ impl Config {
         }
         let mut pipelines = Vec::new();
         let mut pipeline_names = BTreeSet::new();
+        let scope = Scope::default();
         for p in &self.pipelines {
-            StreamName::new(p.name.clone()).context("pipeline names follow stream-name rules")?;
             if !pipeline_names.insert(p.name.clone()) {
                 bail!("pipeline {} is declared twice", p.name);
             }
-            if p.sources.is_empty() {
-                bail!("pipeline {} has no sources", p.name);
-            }
-            let mut sources = Vec::new();
-            for source in &p.sources {
-                let stream = StreamName::new(source.clone())?;
-                if !names.contains(&stream) {
-                    bail!(
-                        "pipeline {} reads stream {stream}, which is not declared in [[streams]]",
-                        p.name
-                    );
-                }
-                sources.push(stream);
-            }
-            let aggregate = match p.aggregate.as_str() {
-                "count" => Aggregate::Count,
-                other => bail!(
-                    "pipeline {}: unsupported aggregate {other:?} (supported: \"count\")",
-                    p.name
-                ),
-            };
-            let WindowConfig::Tumbling { size } = p.window;
-            let size_ms = tributary_core::pipeline::millis(size);
-            if !(1..=MAX_WINDOW_MS).contains(&size_ms) {
+            let spec = p
+                .plan(&scope)
+                .with_context(|| format!("pipeline {}", p.name))?;
+            if let Some(stream) = spec.sources.iter().find(|s| !names.contains(*s)) {
                 bail!(
-                    "pipeline {}: the window size must be between 1ms and 100 years",
+                    "pipeline {}: reads stream {stream}, which is not declared in [[streams]]",
                     p.name
                 );
             }
-            if p.idle_timeout < MIN_IDLE_TIMEOUT {
-                bail!(
-                    "pipeline {}: idle_timeout must be at least 1s, not {:?}",
-                    p.name,
-                    p.idle_timeout
-                );
-            }
-            pipelines.push(PipelineSpec {
-                name: p.name.clone(),
-                sources,
-                window: WindowSpec::Tumbling { size_ms },
-                aggregate,
-                max_out_of_orderness: p.max_out_of_orderness,
-                idle_timeout: p.idle_timeout,
-                checkpoint_interval: p.checkpoint_interval,
-            });
+            pipelines.push(spec);
         }
         Ok(Checked {
             streams,
@@ -348,20 +582,249 @@ mod tests {
         }
     }
 
+    /// `EMBEDDED` with an `orders` stream and `pipeline` (TOML) instead of its pipeline.
+    fn with_pipeline(pipeline: &str) -> String {
+        let (head, _) = EMBEDDED.split_once("[[pipelines]]").unwrap();
+        format!("{head}[[streams]]\nname = \"orders\"\n[[pipelines]]\n{pipeline}\n")
+    }
+
+    /// The plans of a config, or its error with its causes.
+    fn plans(config: &str) -> Result<Vec<PipelineSpec>, String> {
+        Config::load_with_base(config, None)
+            .and_then(|config| config.validate())
+            .map(|checked| checked.pipelines)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    const REVENUE_BY_COUNTRY: &str = r#"
+        name = "revenue_by_country"
+        sources = ["orders"]
+        filter = "payload.status = 'paid' AND payload.amount > 0"
+        key = ["payload.country"]
+        window = { type = "hopping", size = "5m", slide = "1m" }
+        aggregates = { orders = "count(*)", revenue = "sum(payload.amount)", avg_amount = "avg(payload.amount)", buyers = "count_distinct(payload.customer)", p95_amount = "quantile(payload.amount, 0.95)" }
+        allowed_lateness = "10m"
+    "#;
+
+    const REVENUE_BY_COUNTRY_SQL: &str = r#"
+        name = "revenue_by_country"
+        sql = "SELECT payload.country AS country, count(*) AS orders, sum(payload.amount) AS revenue, avg(payload.amount) AS avg_amount, count_distinct(payload.customer) AS buyers, quantile(payload.amount, 0.95) AS p95_amount FROM orders WHERE payload.status = 'paid' AND payload.amount > 0 GROUP BY payload.country, hop(ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)"
+        allowed_lateness = "10m"
+    "#;
+
     #[test]
     fn a_pipeline_is_planned() {
         let checked = Config::load_with_base(EMBEDDED, None)
             .unwrap()
             .validate()
             .unwrap();
+        let spec = &checked.pipelines[0];
+        assert_eq!(spec.window, WindowSpec::Tumbling { size_ms: 60_000 });
+        assert_eq!(spec.max_out_of_orderness, Duration::from_secs(5));
+        assert_eq!(spec.allowed_lateness, Duration::ZERO);
+        assert_eq!(spec.finalize_idle_after, None);
+    }
+
+    #[test]
+    fn a_pipeline_written_as_before_plans_to_the_counting_plan() {
+        let spec = &plans(EMBEDDED).unwrap()[0];
+        let counting = PipelineSpec::counting(
+            "clicks_per_page",
+            vec![StreamName::new("clicks").unwrap()],
+            WindowSpec::Tumbling { size_ms: 60_000 },
+        );
+        assert_eq!(spec.fingerprint(), counting.fingerprint());
+        assert_eq!(spec.definition(), counting.definition());
+        assert_eq!(spec.schema(), counting.schema());
+        assert!(spec.is_legacy_count());
         assert_eq!(
-            checked.pipelines[0].window,
-            WindowSpec::Tumbling { size_ms: 60_000 }
+            (
+                spec.allowed_lateness,
+                spec.max_out_of_orderness,
+                spec.idle_timeout
+            ),
+            (
+                counting.allowed_lateness,
+                counting.max_out_of_orderness,
+                counting.idle_timeout
+            )
+        );
+        assert_eq!(spec.checkpoint_interval, counting.checkpoint_interval);
+        // `aggregate = "count"`, as configs said it, is the same plan.
+        let explicit = EMBEDDED.replace(
+            "size = \"1m\" }",
+            "size = \"1m\" }\n        aggregate = \"count\"",
         );
         assert_eq!(
-            checked.pipelines[0].max_out_of_orderness,
-            Duration::from_secs(5)
+            plans(&explicit).unwrap()[0].fingerprint(),
+            counting.fingerprint()
         );
+    }
+
+    #[test]
+    fn the_issues_example_plans_with_its_aggregates_in_order() {
+        let spec = &plans(&with_pipeline(REVENUE_BY_COUNTRY)).unwrap()[0];
+        assert_eq!(spec.name, "revenue_by_country");
+        assert_eq!(spec.sources, [StreamName::new("orders").unwrap()]);
+        assert_eq!(
+            spec.window,
+            WindowSpec::Hopping {
+                size_ms: 300_000,
+                slide_ms: 60_000
+            }
+        );
+        assert_eq!(spec.keys.len(), 1);
+        assert_eq!(spec.keys[0].name, "country");
+        assert!(spec.filter.is_some());
+        let columns: Vec<&str> = spec.aggregates.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            columns,
+            ["orders", "revenue", "avg_amount", "buyers", "p95_amount"]
+        );
+        assert_eq!(spec.allowed_lateness, Duration::from_secs(600));
+        // The same order when the aggregates are a table of their own.
+        let table = with_pipeline(
+            r#"
+            name = "revenue_by_country"
+            sources = ["orders"]
+            window = { type = "tumbling", size = "1m" }
+            [pipelines.aggregates]
+            zeta = "count(*)"
+            alpha = "sum(payload.amount)"
+            "#,
+        );
+        let spec = &plans(&table).unwrap()[0];
+        let columns: Vec<&str> = spec.aggregates.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(columns, ["zeta", "alpha"]);
+    }
+
+    #[test]
+    fn the_sql_form_plans_to_the_same_fingerprint() {
+        let toml = &plans(&with_pipeline(REVENUE_BY_COUNTRY)).unwrap()[0];
+        let sql = &plans(&with_pipeline(REVENUE_BY_COUNTRY_SQL)).unwrap()[0];
+        assert_eq!(sql.definition(), toml.definition());
+        assert_eq!(sql.fingerprint(), toml.fingerprint());
+        assert_eq!(sql.schema(), toml.schema());
+        assert_eq!(sql.allowed_lateness, toml.allowed_lateness);
+    }
+
+    #[test]
+    fn bad_pipelines_are_refused_naming_the_field_and_the_position() {
+        let revenue = |from: &str, to: &str| {
+            assert!(REVENUE_BY_COUNTRY.contains(from), "{from}");
+            plans(&with_pipeline(&REVENUE_BY_COUNTRY.replace(from, to))).unwrap_err()
+        };
+        let sql = |from: &str, to: &str| {
+            assert!(REVENUE_BY_COUNTRY_SQL.contains(from), "{from}");
+            plans(&with_pipeline(&REVENUE_BY_COUNTRY_SQL.replace(from, to))).unwrap_err()
+        };
+        for (err, expected) in [
+            (
+                revenue("payload.status = 'paid'", "status = 'paid'"),
+                "pipeline revenue_by_country: filter: unknown field `status`",
+            ),
+            (
+                revenue("sum(payload.amount)", "sum(payload.amount + 'x')"),
+                "pipeline revenue_by_country: aggregates.revenue: type error",
+            ),
+            (
+                revenue("sum(payload.amount)", "total(payload.amount)"),
+                "pipeline revenue_by_country: aggregates.revenue: unknown aggregate function \
+                 `total` (known: count, sum, min, max, avg, count_distinct, quantile) (at line 1, \
+                 column 1)",
+            ),
+            (
+                revenue("0.95)", "1.5)"),
+                "pipeline revenue_by_country: aggregates.p95_amount: quantile's q must be \
+                 between 0 and 1, not 1.5 (at line 1, column 1)",
+            ),
+            (
+                revenue("slide = \"1m\"", "slide = \"10m\""),
+                "pipeline revenue_by_country: window.slide: the slide must be more than 0 and \
+                 at most the size (5m), not 10m",
+            ),
+            (
+                revenue(
+                    "key = [\"payload.country\"]",
+                    "key = [\"payload.country\", 1]",
+                ),
+                "invalid configuration",
+            ),
+            (
+                revenue(
+                    "key = [\"payload.country\"]",
+                    "key = [\"upper(payload.country)\"]",
+                ),
+                "pipeline revenue_by_country: key[0]: `upper(payload.country)` needs a column \
+                 name",
+            ),
+            (
+                revenue(
+                    "allowed_lateness",
+                    "aggregate = \"count\"\n        allowed_lateness",
+                ),
+                "pipeline revenue_by_country: `aggregate` and `aggregates` cannot both be given",
+            ),
+            (
+                revenue(
+                    "window = { type = \"hopping\", size = \"5m\", slide = \"1m\" }",
+                    "",
+                ),
+                "pipeline revenue_by_country: window: missing",
+            ),
+            (
+                revenue(
+                    "allowed_lateness",
+                    "finalize_idle_after = \"500ms\"\n        allowed_lateness",
+                ),
+                "pipeline revenue_by_country: finalize_idle_after: must be at least 1s, not 500ms",
+            ),
+            (
+                sql(
+                    "allowed_lateness",
+                    "window = { type = \"tumbling\", size = \"1m\" }\n        allowed_lateness",
+                ),
+                "pipeline revenue_by_country: `sql` declares the sources, filter, key, window and \
+                 aggregates, so `window` cannot be given as well",
+            ),
+            (
+                sql("'paid' AND", "'paid' + 1 AND"),
+                "pipeline revenue_by_country: sql: filter: type error",
+            ),
+            (
+                sql("WHERE payload.status", "WHERE status"),
+                "pipeline revenue_by_country: sql: filter: unknown field `status`",
+            ),
+            (
+                sql("0.95)", "1.5)"),
+                "pipeline revenue_by_country: sql: aggregates.p95_amount: quantile's q must be \
+                 between 0 and 1, not 1.5 (at line 1, column 167)",
+            ),
+            (
+                sql(
+                    "INTERVAL '1' MINUTE, INTERVAL '5' MINUTE",
+                    "INTERVAL '10' MINUTE, INTERVAL '5' MINUTE",
+                ),
+                "pipeline revenue_by_country: sql: the slide must be more than 0 and at most the \
+                 size (5m), not 10m (at line 1, column 303)",
+            ),
+            (
+                sql("FROM orders", "FROM views"),
+                "pipeline revenue_by_country: reads stream views, which is not declared",
+            ),
+            (
+                sql(" GROUP BY", " ORDER BY payload.country GROUP BY"),
+                "pipeline revenue_by_country: sql: ORDER BY is not supported",
+            ),
+        ] {
+            assert!(err.starts_with(expected), "expected {expected}\n got {err}");
+        }
+        // Positions in a filter point into it.
+        let err = revenue(
+            "payload.status = 'paid'",
+            "payload.status = 'paid' AND nope",
+        );
+        assert!(err.ends_with("(at line 1, column 29)"), "{err}");
     }
 
     #[test]
@@ -371,6 +834,9 @@ mod tests {
             "[cache]\n        type = \"memory\"\n        max_entires = 3",
         );
         assert!(Config::load_with_base(&typo, None).is_err());
+        let typo = EMBEDDED.replace("size = \"1m\" }", "size = \"1m\" }\n        agregates = {}");
+        let err = Config::load_with_base(&typo, None).unwrap_err();
+        assert!(format!("{err:#}").contains("agregates"), "{err:#}");
         let unknown_source = EMBEDDED.replace("sources = [\"clicks\"]", "sources = [\"views\"]");
         let err = Config::load_with_base(&unknown_source, None)
             .unwrap()
@@ -387,7 +853,11 @@ mod tests {
                 .unwrap()
                 .validate()
                 .unwrap_err();
-            assert!(err.to_string().contains("window size"), "{size}: {err}");
+            let err = format!("{err:#}");
+            assert!(
+                err.starts_with("pipeline clicks_per_page: window.size: the window size must be"),
+                "{size}: {err}"
+            );
         }
     }
 
@@ -405,8 +875,11 @@ mod tests {
             Duration::from_secs(1)
         );
         for short in ["0s", "999ms"] {
-            let err = idle(short).unwrap_err();
-            assert!(err.to_string().contains("idle_timeout"), "{short}: {err}");
+            let err = format!("{:#}", idle(short).unwrap_err());
+            assert!(
+                err.starts_with("pipeline clicks_per_page: idle_timeout: must be at least 1s"),
+                "{short}: {err}"
+            );
         }
     }
 

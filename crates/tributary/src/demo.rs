@@ -90,7 +90,12 @@ Three sources are sending events: clicks, orders, sensors.
   URL:      http://{addr}
   API key:  {key}
 
+Pipelines: clicks_per_page (count per page, 1-minute windows), revenue_by_country
+(paid orders: revenue, average and p95 amount, buyers; 5-minute windows every minute),
+sessions_per_user (click sessions, SQL), temperature_per_sensor (average, min, max).
+
 Try:
+  curl -s -H 'Authorization: Bearer {key}' http://{addr}/v1/pipelines/revenue_by_country/results
   curl -s -H 'Authorization: Bearer {key}' http://{addr}/v1/pipelines/clicks_per_page/results
   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
        -d '{{"key":"/pricing","payload":{{"user":"you"}}}}' http://{addr}/v1/streams/clicks/events
@@ -210,10 +215,14 @@ impl Generator {
             }
             Source::Orders => {
                 let country = ["fr", "de", "us", "jp", "br"][rng.gen_range(0..5)];
+                let status = ["paid", "paid", "paid", "pending", "cancelled"][rng.gen_range(0..5)];
                 json!({
                     "id": id.as_str(), "ts": ts, "key": country,
                     "payload": {
                         "order_id": EventId::generate().as_str(),
+                        "country": country,
+                        "status": status,
+                        "customer": format!("c{}", rng.gen_range(1..500)),
                         "amount": f64::from(rng.gen_range(500..50_000)) / 100.0,
                         "currency": "EUR",
                         "items": rng.gen_range(1..6),

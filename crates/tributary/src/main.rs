@@ -35,6 +35,17 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
         role: Vec<Role>,
     },
+    /// Deletes a pipeline's checkpoint, state and results table, so that it starts over
+    /// from the beginning of its streams: what to do after changing a pipeline's
+    /// definition (or give it a new name instead).
+    Reset {
+        /// The config file (TOML) naming the analytics store.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline to reset.
+        #[arg(long)]
+        pipeline: String,
+    },
 }
 
 #[tokio::main]
@@ -42,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = match cli.command {
         Command::Demo(_) => logging::DEMO_FILTER,
-        Command::Run { .. } => logging::DEFAULT_FILTER,
+        Command::Run { .. } | Command::Reset { .. } => logging::DEFAULT_FILTER,
     };
     logging::init(cli.log_format, filter)?;
     let result = match cli.command {
@@ -50,6 +61,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config, role } => {
             let config = tributary::config::Config::load(Some(&config))?;
             tributary::app::run(config, &role, tributary::app::shutdown_on_signal()).await
+        }
+        Command::Reset { config, pipeline } => {
+            let config = tributary::config::Config::load(Some(&config))?;
+            tributary::app::reset(&config, &pipeline).await
         }
     };
     if let Err(err) = &result {

@@ -1,20 +1,49 @@
-//! How sqlx's PostgreSQL errors map to [`PortError`].
+//! PostgreSQL's [`Dialect`]: how its errors map to [`PortError`], its SQL fragments and
+//! column types.
 
 use sqlx::error::DatabaseError;
 use tributary_core::ports::PortError;
 
-use crate::sql::{Class, Dialect};
+use crate::sql::{Class, Dialect, SqlType};
 
 /// The system name carried by this adapter's errors.
 pub(crate) const SYSTEM: &str = "postgres";
 
-/// The dialect: the shared SQL error mapping and checks, with PostgreSQL's names.
+/// The dialect: the shared SQL error mapping and checks, with PostgreSQL's names. Commits
+/// lock the owner row (`FOR UPDATE`); result keys use the "C" collation, so that they order
+/// bytewise as in SQLite and Rust, whatever the database's locale.
 pub(crate) const DIALECT: Dialect = Dialect {
     system: SYSTEM,
     integer: "PostgreSQL bigint",
     classify: classify_database,
     tls_is_transient: true,
+    begin: "BEGIN",
+    lock_row: " FOR UPDATE",
+    json: "jsonb",
+    bytewise: " COLLATE \"C\"",
+    index_names: false,
+    types: column_type,
+    columns: [
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = ",
+        "",
+    ],
+    // Two processes preparing one table take turns, where `CREATE TABLE IF NOT EXISTS`
+    // alone may fail in both.
+    lock_table: Some(["SELECT pg_advisory_xact_lock(hashtext(", "))"]),
 };
+
+/// The type of a column of each kind, as `information_schema.columns.data_type` spells it.
+fn column_type(ty: SqlType) -> &'static str {
+    match ty {
+        SqlType::Time => "timestamp with time zone",
+        SqlType::Int => "bigint",
+        SqlType::Float => "double precision",
+        SqlType::Text => "text",
+        SqlType::Bool => "boolean",
+        SqlType::Bytes => "bytea",
+    }
+}
 
 /// Classifies a sqlx error: connection trouble and transient server states are
 /// [`PortError::Unavailable`], undecodable rows are [`PortError::Corrupt`], the rest (bad

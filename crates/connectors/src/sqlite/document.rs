@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tributary_core::dead_letter::{DeadLetter, DeadLetterPage, Origin};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
-use tributary_core::ports::{DocumentStore, EventPage, PortError};
+use tributary_core::ports::{AnalyticsStore, DocumentStore, EventPage, PortError};
 
 use super::SqliteStore;
 use super::error::{SYSTEM, sqlx_error};
@@ -119,7 +119,8 @@ impl SqliteStore {
 #[async_trait]
 impl DocumentStore for SqliteStore {
     async fn ping(&self) -> Result<(), PortError> {
-        self.ping_db().await
+        // The same check as the analytics half's: the one database answers.
+        AnalyticsStore::ping(self).await
     }
 
     async fn put_events(&self, events: &[Event]) -> Result<(), PortError> {

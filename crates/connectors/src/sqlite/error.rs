@@ -1,20 +1,42 @@
-//! How sqlx's SQLite errors map to [`PortError`].
+//! SQLite's [`Dialect`]: how its errors map to [`PortError`], its SQL fragments and column
+//! types.
 
 use sqlx::error::DatabaseError;
 use tributary_core::ports::PortError;
 
-use crate::sql::{Class, Dialect};
+use crate::sql::{Class, Dialect, SqlType};
 
 /// The system name carried by this adapter's errors.
 pub(crate) const SYSTEM: &str = "sqlite";
 
-/// The dialect: the shared SQL error mapping and checks, with SQLite's names.
+/// The dialect: the shared SQL error mapping and checks, with SQLite's names. Writers begin
+/// `IMMEDIATE`, taking the database's write lock at once, so claims, commits and schema
+/// changes serialize on it and need no row lock; keys compare bytewise (BINARY collation).
 pub(crate) const DIALECT: Dialect = Dialect {
     system: SYSTEM,
     integer: "SQLite integer",
     classify: classify_database,
     tls_is_transient: false,
+    begin: "BEGIN IMMEDIATE",
+    lock_row: "",
+    json: "TEXT",
+    bytewise: "",
+    index_names: true,
+    types: column_type,
+    columns: ["SELECT name, type FROM pragma_table_info(", ")"],
+    lock_table: None,
 };
+
+/// The declared type of a column of each kind: times are epoch milliseconds, booleans 0 or
+/// 1.
+fn column_type(ty: SqlType) -> &'static str {
+    match ty {
+        SqlType::Time | SqlType::Int | SqlType::Bool => "INTEGER",
+        SqlType::Float => "REAL",
+        SqlType::Text => "TEXT",
+        SqlType::Bytes => "BLOB",
+    }
+}
 
 /// Classifies a sqlx error: a busy or locked database, I/O trouble and a full disk are
 /// [`PortError::Unavailable`]; a corrupt file and undecodable rows are

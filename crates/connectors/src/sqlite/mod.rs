@@ -4,14 +4,17 @@
 //!
 //! Contract (checked by `tests/analytics_conformance.rs` and `tests/document_conformance.rs`,
 //! which run the same scenarios against PostgreSQL and MongoDB):
-//! - [`SqliteStore::connect`] creates the file (and its directories) when missing and runs
+//! - `SqliteStore::connect` creates the file (and its directories) when missing and runs
 //!   the embedded migrations (`migrations/sqlite/`); the database runs in WAL mode with
 //!   `synchronous=FULL`, so a commit is durable when it returns, and waits up to ten seconds
 //!   for a lock held by another connection or process (`busy_timeout`);
-//! - analytics: the same schema and semantics as [`crate::postgres`], with times as
-//!   INTEGER epoch milliseconds, JSON as TEXT and state chunks as BLOB; `claim` and `commit_checkpoint` run
-//!   inside `BEGIN IMMEDIATE`, so claims and commits serialize on SQLite's write lock, and
-//!   the generation and epoch fences are checked under it;
+//! - analytics: the same schema and semantics as [`crate::postgres`] (the flows are
+//!   `crate::sql`'s, shared with it), with times as INTEGER epoch milliseconds, booleans as
+//!   INTEGER 0 or 1, doubles as REAL, JSON as TEXT and bytes as BLOB; `claim`,
+//!   `commit_checkpoint`, `prepare_results` and `reset` run inside `BEGIN IMMEDIATE`, so they
+//!   serialize on SQLite's write lock, and the generation and epoch fences are checked under
+//!   it; batches are written as multi-row `VALUES` (at most 10,000 bound values a
+//!   statement);
 //! - documents: `events (stream, id, ts, key, payload)`, primary key `(stream, id)`, indexed
 //!   on `(stream, ts DESC, id DESC)`; `put_events` inserts the whole batch in one
 //!   transaction with `ON CONFLICT DO NOTHING`, so the first stored version of an event wins
@@ -30,13 +33,13 @@ mod error;
 
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tributary_core::ports::PortError;
 
 pub use config::SqliteConfig;
 
+use crate::sql::SqlStore;
 use error::{SYSTEM, migrate_error, sqlx_error};
 
 /// How long a statement waits for another connection's lock before failing as busy.
@@ -50,12 +53,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// The embedded analytics and document store on one SQLite file. Cheap to clone: clones
 /// share the pool.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating when missing) the database file and brings its schema up to date.
     ///
     /// # Errors
@@ -83,26 +83,5 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         tracing::info!(path = %config.path.display(), "sqlite store ready");
         Ok(Self { pool })
-    }
-
-    /// The connection pool, for stores that share the file.
-    #[must_use]
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Closes every connection (checkpointing the WAL); calls made afterwards fail with
-    /// `Unavailable`.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    /// Checks that the database answers.
-    async fn ping_db(&self) -> Result<(), PortError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(sqlx_error)?;
-        Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The analytics port: window results, pipeline checkpoints and state chunks, committed
+//! The analytics port: window results, pipeline checkpoints and operator state, committed
 //! together.
 
 use std::fmt::Debug;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PartitionOffset, PortError};
 use crate::event::Timestamp;
-use crate::window::WindowResult;
+use crate::results::{ResultRow, ResultSchema, ResultWrite};
 
 /// A pipeline's checkpoint: everything needed to resume it exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,21 +39,42 @@ pub struct StateChunk {
     pub bytes: Vec<u8>,
 }
 
-/// How a commit changes a pipeline's stored [`StateChunk`]s: every chunk of `drop_groups`
-/// is deleted, then the chunks of `append` are added.
+/// One entry of a pipeline's keyed operator state: replaced whole when it changes (for the
+/// window operator, the accumulators of one window and key). As with chunks, the store keeps
+/// the bytes as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedState {
+    /// The group the entry belongs to (for the window operator, a window's start).
+    pub group: i64,
+    /// The entry's key within its group.
+    pub key: Vec<u8>,
+    /// The entry's content.
+    pub bytes: Vec<u8>,
+}
+
+/// How a commit changes a pipeline's stored state: first every chunk and keyed entry of
+/// `drop_groups` is deleted, then the entries of `remove`, then the chunks of `append` are
+/// added and the entries of `put` inserted or replaced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateDelta {
     /// Chunks to add, in order; a group may appear several times.
     pub append: Vec<StateChunk>,
-    /// Groups whose stored chunks are deleted (before `append` is added).
+    /// Groups whose stored chunks and keyed entries are deleted (before the rest).
     pub drop_groups: Vec<i64>,
+    /// Keyed entries to insert or replace, by (group, key); of duplicates the last wins.
+    pub put: Vec<KeyedState>,
+    /// Keyed entries to delete, as (group, key).
+    pub remove: Vec<(i64, Vec<u8>)>,
 }
 
 impl StateDelta {
     /// Whether the delta changes nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.append.is_empty() && self.drop_groups.is_empty()
+        self.append.is_empty()
+            && self.drop_groups.is_empty()
+            && self.put.is_empty()
+            && self.remove.is_empty()
     }
 }
 
@@ -69,6 +90,8 @@ pub struct Claim {
     /// The pipeline's stored state chunks, read in the same transaction: by group, then in
     /// the order they were committed (by epoch, then by position in their delta).
     pub chunks: Vec<StateChunk>,
+    /// The pipeline's keyed state entries, read in the same transaction, by group, then key.
+    pub keyed: Vec<KeyedState>,
 }
 
 /// A query over a pipeline's window results.
@@ -101,7 +124,12 @@ pub struct ResultQuery {
 ///   claim fences every older owner, whatever its epoch) and the stored epoch is
 ///   `checkpoint.epoch - 1` (no checkpoint stored counts as epoch 0); otherwise it writes
 ///   nothing and fails with [`PortError::Fenced`]. Generation 0 and epoch 0 are refused.
-///   Results are upserted by (pipeline, window start, key);
+///   Results go to the pipeline's own table ([`ResultSchema::table`]), upserted or deleted
+///   by (window start, key) in the order given;
+/// - [`AnalyticsStore::prepare_results`] creates a pipeline's results table, or adds the
+///   columns a stored one lacks; a stored column of another type is refused;
+/// - [`AnalyticsStore::reset`] deletes a pipeline's checkpoint, state and results, and
+///   fences its owners;
 /// - [`AnalyticsStore::load_checkpoint`] only reads, and not the state chunks: for
 ///   observers (the gateway, tools), never to resume a pipeline.
 #[async_trait]
@@ -123,10 +151,23 @@ pub trait AnalyticsStore: Send + Sync + Debug {
         &self,
         generation: u64,
         checkpoint: &Checkpoint,
-        results: &[WindowResult],
+        results: Option<ResultWrite<'_>>,
         delta: &StateDelta,
     ) -> Result<(), PortError>;
 
-    /// Results matching `query`, ordered by window start, then key.
-    async fn query_results(&self, query: &ResultQuery) -> Result<Vec<WindowResult>, PortError>;
+    /// Creates the results table of `schema`, or adds the columns a stored one lacks.
+    /// Idempotent; [`PortError::Refused`] when a stored column has another type.
+    async fn prepare_results(&self, schema: &ResultSchema) -> Result<(), PortError>;
+
+    /// Deletes the pipeline's checkpoint, state chunks, keyed state and results table, and
+    /// bumps its generation so that a running owner is fenced: the pipeline starts over.
+    async fn reset(&self, pipeline: &str) -> Result<(), PortError>;
+
+    /// Rows of the pipeline of `schema` matching `query`, ordered by window start, then key;
+    /// none (not an error) before its table exists.
+    async fn query_results(
+        &self,
+        schema: &ResultSchema,
+        query: &ResultQuery,
+    ) -> Result<Vec<ResultRow>, PortError>;
 }

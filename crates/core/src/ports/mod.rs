@@ -8,18 +8,23 @@
 //!   (PostgreSQL; SQLite).
 //! - [`DocumentStore`]: raw events as documents, upserted by id (MongoDB; SQLite).
 //! - [`Cache`]: derived values, written after commits, never the source of truth (Redis; memory).
+//! - [`ReferenceSource`]: the tables of a pipeline's lookups, read whole (a file; PostgreSQL).
 
 mod analytics;
 mod cache;
 mod document;
 mod error;
 mod log;
+mod reference;
 
-pub use analytics::{AnalyticsStore, Checkpoint, Claim, ResultQuery, StateChunk, StateDelta};
+pub use analytics::{
+    AnalyticsStore, Checkpoint, Claim, KeyedState, ResultQuery, StateChunk, StateDelta,
+};
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, ErrorDomain, Fence, PortError};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset};
+pub use reference::ReferenceSource;
 
 use std::sync::Arc;
 

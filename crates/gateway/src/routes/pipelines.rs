@@ -2,14 +2,19 @@
 //!
 //! Contract:
 //! - `GET /v1/pipelines` lists the configured pipelines:
-//!   `{"pipelines": [{"name", "sources", "window": {"type": "tumbling", "size_ms"},
-//!   "aggregate": "count", "status"}]}`. `status` is the [`PipelineStatus`] the engine last
-//!   wrote to the cache, or `null` when there is none. The cache is derived data: when it
+//!   `{"pipelines": [{"name", "sources", "filter", "key", "window": {"type", "size_ms",
+//!   "slide_ms" | "gap_ms"}, "aggregates": {name: call}, "allowed_lateness_ms", "columns",
+//!   "status"}]}` (a pipeline counting events per key, as all did before aggregates could be
+//!   declared, also shows `"aggregate": "count"`). `columns` are the typed columns of its
+//!   results. `status` is the [`PipelineStatus`] the engine last wrote to the cache (at
+//!   each checkpoint and when the pipeline is restored), or `null` when there is none. The cache is derived data: when it
 //!   fails or holds an undecodable value, `status` is `null` and a warning is logged, and the
 //!   listing still answers 200.
 //! - `GET /v1/pipelines/{name}/results?from=&to=&key=&limit=` answers
-//!   `{"pipeline", "results": [WindowResult...]}` from the analytics store, ordered by window
-//!   start then key. `from` (inclusive) and `to` (exclusive) bound the window start and are
+//!   `{"pipeline", "results": [row...]}` from the pipeline's results table, ordered by window
+//!   start then key; each row holds `pipeline`, `window_start`, `window_end`, `key`, each
+//!   key field and aggregate by name with its typed value (numbers as numbers, NULL as
+//!   `null`), `revision`, `closed` and `updated_at` (see `ResultRow::to_json`). `from` (inclusive) and `to` (exclusive) bound the window start and are
 //!   RFC 3339 date-times or epoch milliseconds; `limit` defaults to 1000 and must be within
 //!   1..=10000; `key` is checked like an event's key (at most 256 bytes, no NUL), and
 //!   `from` and `to` must be within the range of event times (years 0000 to 9999). Bad
@@ -22,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::Timestamp;
 use tributary_core::event::check_key;
-use tributary_core::pipeline::{Aggregate, PipelineSpec, PipelineStatus, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec, millis};
 use tributary_core::ports::ResultQuery;
 
 use super::{known_pipeline, limit_param};
@@ -48,17 +53,44 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
 fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
     let window = match spec.window {
         WindowSpec::Tumbling { size_ms } => json!({ "type": "tumbling", "size_ms": size_ms }),
+        WindowSpec::Hopping { size_ms, slide_ms } => {
+            json!({ "type": "hopping", "size_ms": size_ms, "slide_ms": slide_ms })
+        }
+        WindowSpec::Session { gap_ms } => json!({ "type": "session", "gap_ms": gap_ms }),
     };
-    let aggregate = match spec.aggregate {
-        Aggregate::Count => "count",
-    };
-    json!({
+    let aggregates: serde_json::Map<String, Value> = spec
+        .aggregates
+        .iter()
+        .map(|a| {
+            let argument = a.argument.as_ref().map_or("*", |e| e.canonical());
+            (
+                a.name.clone(),
+                Value::String(format!("{}[{argument}]", a.function.signature())),
+            )
+        })
+        .collect();
+    let schema = spec.schema();
+    let columns: serde_json::Map<String, Value> = schema
+        .key_columns()
+        .map(|(_, c)| c)
+        .chain(&schema.aggregates)
+        .map(|c| (c.name.clone(), Value::String(c.ty.json_type().to_owned())))
+        .collect();
+    let mut described = json!({
         "name": spec.name,
         "sources": spec.sources,
+        "filter": spec.filter.as_ref().map(|f| f.canonical()),
+        "key": spec.keys.iter().map(|k| k.expr.canonical()).collect::<Vec<_>>(),
         "window": window,
-        "aggregate": aggregate,
+        "aggregates": aggregates,
+        "allowed_lateness_ms": millis(spec.allowed_lateness),
+        "columns": columns,
         "status": status,
-    })
+    });
+    if spec.is_legacy_count() {
+        described["aggregate"] = Value::String("count".to_owned());
+    }
+    described
 }
 
 /// The pipeline's status from the cache; `None` when absent, unreadable or undecodable.
@@ -127,7 +159,9 @@ pub(crate) async fn results(
         key: query.key,
         limit: limit_param(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
     };
-    let results = state.ports.analytics.query_results(&query).await?;
+    let schema = spec.schema();
+    let rows = state.ports.analytics.query_results(&schema, &query).await?;
+    let results: Vec<Value> = rows.iter().map(|row| row.to_json(&schema)).collect();
     Ok(Json(json!({ "pipeline": spec.name, "results": results })))
 }
 

@@ -1,0 +1,157 @@
+//! The loop every checkpointing task runs: *restore → read → process → checkpoint*,
+//! written once for the pipelines ([`crate::windowed`]) and the raw-event archive
+//! ([`crate::archive`]).
+//!
+//! A [`Stage`] says what a task does with a batch of records and what its checkpoint
+//! writes; [`run`] does the rest: it claims the task (fencing older owners), opens a reader
+//! at the checkpoint's offsets, keeps what the reader and the stage refused as dead
+//! letters before any checkpoint covers their offsets, checkpoints every interval and once
+//! more at shutdown, and reports the committed offsets back to the log.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tributary_core::ports::{Checkpoint, Claim, LogRecord};
+use tributary_core::{DeadLetter, StreamName};
+
+use crate::checkpoint::{Checkpointer, LagGauge, Positions};
+use crate::{EngineError, Ports, dead_letters};
+
+/// How long a poll waits for records before the task looks at the clock again.
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What a checkpointing task does between the reads and the commits of [`run`].
+pub(crate) trait Stage: Send {
+    /// Handles one batch of records (already counted in the positions). Dead letters it
+    /// pushes to `refused` are stored before the next checkpoint.
+    fn process(
+        &mut self,
+        records: Vec<LogRecord>,
+        refused: &mut Vec<DeadLetter>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Whether a checkpoint now would write anything but offsets.
+    fn has_changes(&self) -> bool;
+
+    /// Commits a checkpoint of the stage's output and state with `positions`, through
+    /// `checkpointer`. Any error ends the run: the task restarts from its last checkpoint.
+    fn checkpoint(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+        positions: &mut Positions,
+    ) -> impl Future<Output = Result<Checkpoint, EngineError>> + Send;
+}
+
+/// Where and how a task reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading<'a> {
+    /// The task's name: its checkpoint key and consumer group.
+    pub(crate) task: &'a str,
+    /// The streams it reads.
+    pub(crate) streams: &'a [StreamName],
+    /// Only this partition of each stream (a pipeline's shard); every partition when
+    /// `None`.
+    pub(crate) shard: Option<u32>,
+    /// Most records per poll.
+    pub(crate) batch_size: usize,
+    /// How often it checkpoints.
+    pub(crate) interval: Duration,
+}
+
+/// Runs one task from its last checkpoint until `shutdown` (then checkpoints once more)
+/// or an error (then returns it, committing nothing more). `open` builds the stage from
+/// the claim and the source partitions (stream, partition) it reads.
+pub(crate) async fn run<S, F, Fut>(
+    ports: &Ports,
+    reading: Reading<'_>,
+    shutdown: &CancellationToken,
+    open: F,
+) -> Result<(), EngineError>
+where
+    S: Stage,
+    F: FnOnce(Claim, Vec<(StreamName, u32)>) -> Fut,
+    Fut: Future<Output = Result<S, EngineError>>,
+{
+    let Reading {
+        task,
+        streams,
+        shard,
+        batch_size,
+        interval,
+    } = reading;
+    let claim = ports.analytics.claim(task).await?;
+    let mut checkpointer = Checkpointer::new(task, &claim);
+    let mut positions = Positions::restore(
+        ports.log.as_ref(),
+        streams,
+        shard,
+        claim.checkpoint.as_ref(),
+    )
+    .await?;
+    let mut reader = ports.log.reader(task, &positions.offsets()).await?;
+    let sources = positions
+        .partitions()
+        .map(|(stream, partition)| (stream.clone(), partition))
+        .collect();
+    let mut stage = open(claim, sources).await?;
+    tracing::info!(
+        task,
+        generation = checkpointer.generation(),
+        epoch = checkpointer.epoch(),
+        "task restored from its last checkpoint"
+    );
+    let mut lag = LagGauge::new(task);
+    loop {
+        // A log slow to give its end offsets must not hold a shutdown back.
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = lag.measure(ports.log.as_ref(), &positions) => {}
+        }
+        let records = tokio::select! {
+            () = shutdown.cancelled() => break,
+            polled = reader.poll(batch_size, POLL_TIMEOUT) => polled?,
+        };
+        let mut refused = reader.take_rejected();
+        // Advanced before the stage may move the records: on a failure the task restarts
+        // from its last checkpoint, and no checkpoint is taken before they are handled.
+        records.iter().for_each(|r| positions.advance(r));
+        stage.process(records, &mut refused).await?;
+        dead_letters::keep(ports.documents.as_ref(), &refused).await?;
+        if checkpointer.due(interval) && (stage.has_changes() || positions.moved()) {
+            commit(
+                &mut stage,
+                &mut checkpointer,
+                &mut positions,
+                reader.as_mut(),
+            )
+            .await?;
+        }
+    }
+    if stage.has_changes() || positions.moved() {
+        commit(
+            &mut stage,
+            &mut checkpointer,
+            &mut positions,
+            reader.as_mut(),
+        )
+        .await?;
+    }
+    tracing::info!(task, "task stopped after a final checkpoint");
+    Ok(())
+}
+
+/// Commits a checkpoint, then reports its offsets to the log (best effort: the offsets
+/// that count are the checkpoint's).
+async fn commit<S: Stage>(
+    stage: &mut S,
+    checkpointer: &mut Checkpointer,
+    positions: &mut Positions,
+    reader: &mut dyn tributary_core::ports::LogReader,
+) -> Result<(), EngineError> {
+    let checkpoint = stage.checkpoint(checkpointer, positions).await?;
+    if let Err(err) = reader.commit(&checkpoint.offsets).await {
+        tracing::debug!(task = %checkpoint.pipeline, error = &err as &dyn std::error::Error, "log offset report failed");
+    }
+    Ok(())
+}

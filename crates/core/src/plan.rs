@@ -6,6 +6,9 @@
 //! aggregate calls, so a TOML pipeline and the SQL statement saying the same thing have one
 //! plan and one fingerprint.
 //!
+//! Either form may declare lookups ([`LookupDefinition`]): reference tables whose fields
+//! the filter, keys and aggregates read as `<lookup>.<field>` ([`crate::lookup`]).
+//!
 //! Every mistake is the author's to fix, and a [`PlanError`] names the field it is in and,
 //! when it is inside an expression or the statement, its line and column. The texts
 //! [`parse_sql`] returns are the statement's own, placed (after white space) at their line

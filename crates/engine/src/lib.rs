@@ -11,7 +11,8 @@
 //!    ownership, fencing any older owner, and load its last checkpoint — its operator
 //!    state and the log offsets it covers) and open a log reader at those offsets.
 //! 2. **Read and process** records in offset order, feeding the pure operator from
-//!    `tributary-core`.
+//!    `tributary-core` (with the rows a pipeline's lookups find for each event, in tables
+//!    loaded at the restore and reloaded in the background: `lookups`).
 //! 3. **Checkpoint** every `checkpoint_interval`: the results that changed, the operator
 //!    state and the next offsets are committed in **one transaction** of the analytics
 //!    store, fenced by generation and epoch. Only then is the cache updated.
@@ -32,6 +33,7 @@
 pub mod archive;
 mod checkpoint;
 mod dead_letters;
+mod lookups;
 mod task_loop;
 pub mod windowed;
 
@@ -40,14 +42,15 @@ pub use windowed::shard_task;
 pub use dead_letters::PRUNE_INTERVAL;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::PortError;
 pub use tributary_core::ports::Ports;
+use tributary_core::ports::{PortError, ReferenceSource};
 
 /// Why a task stopped or restarted.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,15 @@ pub enum EngineError {
     /// The engine was configured to read no record per poll.
     #[error("the engine's batch_size must be at least 1")]
     ZeroBatchSize,
+    /// A pipeline has a lookup whose table no source was given for (see
+    /// [`Engine::with_references`]).
+    #[error("pipeline {pipeline}: no source was given for the table of its lookup {lookup}")]
+    NoReference {
+        /// The pipeline.
+        pipeline: String,
+        /// The lookup.
+        lookup: String,
+    },
     /// A pipeline keyed like the log reads streams of different partition counts, so its
     /// shards cannot be one partition of each.
     #[error(
@@ -102,7 +114,8 @@ impl EngineError {
             | Self::State { .. }
             | Self::Panicked { .. }
             | Self::ZeroBatchSize
-            | Self::PartitionsDiffer { .. } => false,
+            | Self::PartitionsDiffer { .. }
+            | Self::NoReference { .. } => false,
             Self::Port(_) => true,
         }
     }
@@ -131,7 +144,11 @@ pub struct Engine {
     ports: Ports,
     config: EngineConfig,
     prune_interval: Duration,
+    references: References,
 }
+
+/// The source of each lookup's table, by (pipeline, lookup name).
+pub type References = HashMap<(String, String), Arc<dyn ReferenceSource>>;
 
 impl Engine {
     /// An engine over `ports`.
@@ -141,7 +158,15 @@ impl Engine {
             ports,
             config,
             prune_interval: PRUNE_INTERVAL,
+            references: References::new(),
         }
+    }
+
+    /// Reads the tables of the pipelines' lookups from `references`, which must hold one
+    /// source for each lookup of each pipeline.
+    #[must_use]
+    pub fn with_references(self, references: References) -> Self {
+        Self { references, ..self }
     }
 
     /// Prunes dead letters every `interval` instead of every [`PRUNE_INTERVAL`] (for
@@ -168,22 +193,25 @@ impl Engine {
         }
         let mut tasks = Tasks::new(shutdown);
         for spec in self.config.pipelines {
+            let references = references_of(&self.references, &spec)?;
             match shards(&self.ports, &spec).await? {
-                None => tasks.spawn(windowed::WindowedTask::new(
-                    spec,
-                    self.ports.clone(),
-                    self.config.batch_size,
-                )),
+                None => tasks.spawn(
+                    windowed::WindowedTask::new(spec, self.ports.clone(), self.config.batch_size)
+                        .with_references(references),
+                ),
                 Some(partitions) => {
-                    let board = std::sync::Arc::default();
+                    let board = Arc::default();
                     for partition in 0..partitions {
-                        tasks.spawn(windowed::WindowedTask::shard(
-                            spec.clone(),
-                            self.ports.clone(),
-                            self.config.batch_size,
-                            partition,
-                            std::sync::Arc::clone(&board),
-                        ));
+                        tasks.spawn(
+                            windowed::WindowedTask::shard(
+                                spec.clone(),
+                                self.ports.clone(),
+                                self.config.batch_size,
+                                partition,
+                                Arc::clone(&board),
+                            )
+                            .with_references(references.clone()),
+                        );
                     }
                 }
             }
@@ -205,6 +233,28 @@ impl Engine {
         }
         tasks.join().await
     }
+}
+
+/// The sources of `spec`'s lookups, in order.
+///
+/// # Errors
+/// [`EngineError::NoReference`] for a lookup without one.
+fn references_of(
+    references: &References,
+    spec: &PipelineSpec,
+) -> Result<Vec<Arc<dyn ReferenceSource>>, EngineError> {
+    spec.lookups
+        .iter()
+        .map(|lookup| {
+            references
+                .get(&(spec.name.clone(), lookup.name.clone()))
+                .cloned()
+                .ok_or_else(|| EngineError::NoReference {
+                    pipeline: spec.name.clone(),
+                    lookup: lookup.name.clone(),
+                })
+        })
+        .collect()
 }
 
 /// How many shards `spec` runs as: one per partition of its sources (`Some(n)`), so that

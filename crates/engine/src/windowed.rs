@@ -25,12 +25,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
-use tributary_core::ports::{Checkpoint, Claim, LogRecord};
+use tributary_core::ports::{Checkpoint, Claim, LogRecord, ReferenceSource};
 use tributary_core::results::{ResultChange, ResultSchema, ResultWrite};
 use tributary_core::window::{Counters, Outcome, Snapshot, WindowOperator};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, Positions};
+use crate::lookups::Lookups;
 use crate::task_loop::{self, Reading, Stage};
 use crate::{EngineError, Ports, Task};
 
@@ -53,6 +54,8 @@ pub struct WindowedTask {
     /// The task's checkpoint name: the pipeline's, or [`shard_task`].
     name: String,
     board: Arc<StatusBoard>,
+    /// The source of each lookup's table, in the order of `spec.lookups`.
+    references: Vec<Arc<dyn ReferenceSource>>,
 }
 
 impl WindowedTask {
@@ -66,6 +69,7 @@ impl WindowedTask {
             batch_size,
             shard: None,
             board: Arc::default(),
+            references: Vec::new(),
         }
     }
 
@@ -86,7 +90,14 @@ impl WindowedTask {
             batch_size,
             shard: Some(partition),
             board,
+            references: Vec::new(),
         }
+    }
+
+    /// Reads the tables of `spec`'s lookups from `references`, one per lookup, in order.
+    #[must_use]
+    pub fn with_references(self, references: Vec<Arc<dyn ReferenceSource>>) -> Self {
+        Self { references, ..self }
     }
 }
 
@@ -100,6 +111,7 @@ impl Task for WindowedTask {
         let ports = self.ports.clone();
         let board = Arc::clone(&self.board);
         let shard = self.shard;
+        let references = &self.references;
         let reading = Reading {
             task: &self.name,
             streams: &spec.sources,
@@ -108,7 +120,7 @@ impl Task for WindowedTask {
             interval: spec.checkpoint_interval,
         };
         task_loop::run(&ports, reading, shutdown, |claim, sources| {
-            Pipeline::open(&spec, &ports, claim, sources, shard, board)
+            Pipeline::open(&spec, &ports, claim, sources, shard, board, references)
         })
         .await
     }
@@ -163,11 +175,13 @@ struct Pipeline {
     board: Arc<StatusBoard>,
     /// Taken while a checkpoint encodes it on a blocking thread; always back afterwards.
     operator: Option<WindowOperator>,
+    /// The tables its expressions look events up in.
+    lookups: Lookups,
 }
 
 impl Pipeline {
-    /// Prepares the results table, restores the operator from `claim` and publishes the
-    /// restored status.
+    /// Loads the lookup tables from `references`, prepares the results table, restores the
+    /// operator from `claim` and publishes the restored status.
     async fn open(
         spec: &PipelineSpec,
         ports: &Ports,
@@ -175,7 +189,9 @@ impl Pipeline {
         sources: Vec<(StreamName, u32)>,
         shard: Option<u32>,
         board: Arc<StatusBoard>,
+        references: &[Arc<dyn ReferenceSource>],
     ) -> Result<Self, EngineError> {
+        let lookups = Lookups::load(&spec.name, &spec.lookups, references).await?;
         let schema = spec.schema();
         ports.analytics.prepare_results(&schema).await?;
         let epoch = claim.checkpoint.as_ref().map_or(0, |cp| cp.epoch);
@@ -186,6 +202,7 @@ impl Pipeline {
             shard,
             board,
             operator: Some(operator),
+            lookups,
         };
         pipeline.publish(epoch, &[]).await;
         Ok(pipeline)
@@ -269,12 +286,17 @@ impl Stage for Pipeline {
         records: Vec<LogRecord>,
         refused: &mut Vec<DeadLetter>,
     ) -> Result<(), EngineError> {
+        self.lookups.maybe_refresh();
+        // Every event of the batch is looked up in the same tables.
+        let tables = self.lookups.tables();
+        let mut enricher = tables.enricher();
         let now = now_ms();
         let operator = self.operator()?;
         // Outcomes are tallied per batch: one metric update per outcome, not per event.
         let mut tally = [0_u64; Outcome::ALL.len()];
         for record in &records {
-            let outcome = operator.process(record.partition, &record.event, now);
+            let rows = enricher.rows(&record.event);
+            let outcome = operator.process_enriched(record.partition, &record.event, rows, now);
             tally[outcome as usize] += 1;
             if outcome == Outcome::Late {
                 refused.push(late(operator, &record.event));

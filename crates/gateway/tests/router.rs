@@ -584,7 +584,7 @@ async fn results_come_from_committed_checkpoints() {
         closed: true,
         updated_at: None,
     };
-    let rows = vec![
+    let rows = [
         result(base, "a", 3),
         result(base, "b", 1),
         result(base + minute, "a", 5),

@@ -147,7 +147,8 @@ pub async fn start_with_keys(
                 batch_size: config.engine.batch_size,
                 dead_letter_retention: checked.dead_letter_retention,
             },
-        );
+        )
+        .with_references(references(&checked.pipelines)?);
         let token = shutdown.clone();
         tasks.spawn(async move { engine.run(token).await.context("engine failed") });
     }
@@ -189,6 +190,22 @@ pub async fn start_with_keys(
     })
 }
 
+/// The source of each lookup's table, by (pipeline, lookup). Nothing is read yet: each
+/// pipeline's task loads its tables when it starts.
+fn references(
+    pipelines: &[tributary_core::pipeline::PipelineSpec],
+) -> anyhow::Result<tributary_engine::References> {
+    let mut references = tributary_engine::References::new();
+    for spec in pipelines {
+        for lookup in &spec.lookups {
+            let source = registry::reference(&lookup.source)
+                .with_context(|| format!("pipeline {}: lookup {}", spec.name, lookup.name))?;
+            references.insert((spec.name.clone(), lookup.name.clone()), source);
+        }
+    }
+    Ok(references)
+}
+
 /// Refuses to start a pipeline whose stored state was written by another definition of it,
 /// before any task runs: the error says what to do (a new name, or `tributary reset`).
 async fn check_stored_state(
@@ -222,14 +239,28 @@ async fn check_stored_state(
 /// # Errors
 /// When the config is invalid or the analytics store cannot be reached.
 pub async fn reset(config: &Config, pipeline: &str) -> anyhow::Result<()> {
-    config.validate()?;
+    let checked = config.validate()?;
     let analytics = registry::analytics(&config.analytics)
         .await
         .context("cannot connect the analytics store")?;
-    analytics
-        .reset(pipeline)
-        .await
-        .with_context(|| format!("cannot reset pipeline {pipeline}"))?;
+    // Its shards too (one per partition of its sources), whichever way it last ran.
+    let shards = checked
+        .pipelines
+        .iter()
+        .filter(|p| p.name == pipeline)
+        .flat_map(|p| &p.sources)
+        .filter_map(|source| config.streams.iter().find(|s| s.name == source.as_str()))
+        .map(|stream| stream.partitions)
+        .max()
+        .unwrap_or(0);
+    let tasks = std::iter::once(pipeline.to_owned())
+        .chain((0..shards).map(|p| tributary_engine::shard_task(pipeline, p)));
+    for task in tasks {
+        analytics
+            .reset(&task)
+            .await
+            .with_context(|| format!("cannot reset pipeline {pipeline}"))?;
+    }
     tracing::info!(
         pipeline,
         "pipeline reset: its checkpoint, state and results are deleted"

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -22,9 +22,10 @@ use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use tributary_connectors::registry::{AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig};
 use tributary_core::StreamName;
-use tributary_core::expr::Scope;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec, millis};
-use tributary_core::plan::{self, Definition, KeyDefinition, PlanError};
+use tributary_core::plan::{
+    self, Definition, KeyDefinition, LookupDefinition, PlanError, PostgresTable,
+};
 
 /// The built-in defaults.
 const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
@@ -115,9 +116,16 @@ pub struct PipelineConfig {
     /// `sql`, whose `FROM` names the stream.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// Reference tables its filter, key and aggregates (also those of `sql`) read as
+    /// `<lookup>.<field>`, such as `[{ name = "ads", file = "data/ads.csv", key = "ad_id",
+    /// on = "payload.ad_id" }]`: an event's row is the one whose `key` column equals `on`
+    /// (compared as text); with no such row, its fields are `NULL`. Default: none.
+    #[serde(default)]
+    pub lookups: Vec<LookupConfig>,
     /// A SQL condition: only the events for which it is true are aggregated, such as
     /// `"payload.status = 'paid' AND payload.amount > 0"`. It reads the event's `id`,
-    /// `stream`, `ts` (epoch milliseconds), `key` and `payload.<path>`. Default: every event.
+    /// `stream`, `ts` (epoch milliseconds), `key` and `payload.<path>`, and the fields of
+    /// its `lookups`. Default: every event.
     #[serde(default)]
     pub filter: Option<String>,
     /// The key: SQL expressions, one result row per window and distinct value of them, such
@@ -178,6 +186,76 @@ pub struct PipelineConfig {
 /// The shortest dead-letter retention but 0 (forever): one that deletes letters minutes
 /// after they are kept is a mistake, not a retention.
 const MIN_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(60);
+
+/// A pipeline's reference table (the join of the Yahoo Streaming Benchmark: ad id →
+/// campaign id), read whole when the pipeline starts and again every `refresh`. An event is
+/// looked up when it is processed: one replayed after a restart sees the table as it is
+/// then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    /// Its name, which expressions read its fields by, as `ads.campaign_id`: letters,
+    /// digits and `_`, none of `id`, `stream`, `ts`, `key`, `payload`.
+    pub name: String,
+    /// A file holding the table (relative to the working directory unless absolute): CSV
+    /// (`.csv`: a header line naming the columns, then one row per line; a cell written as
+    /// a JSON number, such as `42` or `1.5`, is a number, an empty cell `NULL`, any other
+    /// cell text, so `007` stays `"007"`) or NDJSON (`.ndjson`, `.jsonl`: one JSON object
+    /// per line). At most 1 GiB and 10 million rows. Either this or `postgres`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A PostgreSQL table (or view) holding the table: `{ url = "postgres://user:password@host/db",
+    /// table = "ads" }` (`table` may be `schema.table`; it is quoted, so its case matters),
+    /// each row read as `row_to_json` writes it. At most 10 million rows. Either this or
+    /// `file`.
+    #[serde(default)]
+    pub postgres: Option<PostgresLookupConfig>,
+    /// The table's column holding the lookup key, such as `"ad_id"`. Of two rows with the
+    /// same key, the last one read wins.
+    pub key: String,
+    /// A SQL expression over the event (not over a lookup) whose value is looked up in
+    /// `key`, such as `"payload.ad_id"`: the number `42` and the text `"42"` find the same
+    /// row. `NULL` finds none.
+    pub on: String,
+    /// How often the table is read again, such as `"5m"`: at least `"1s"`, or `"0s"` for
+    /// never. A reload that fails keeps the previous table (with a warning); a first load
+    /// that fails restarts the pipeline's task, with backoff, until it succeeds. Default
+    /// `"1m"`.
+    #[serde(with = "humantime_serde", default = "default_lookup_refresh")]
+    pub refresh: Duration,
+}
+
+/// A lookup's PostgreSQL table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresLookupConfig {
+    /// Connection URL, such as `postgres://user:password@host:5432/db`. The role needs only
+    /// the right to read the table. Connected at the first load, with a pool of its own of
+    /// at most two connections.
+    pub url: String,
+    /// The table: `name` or `schema.name`, each letters, digits and `_`.
+    pub table: String,
+}
+
+impl LookupConfig {
+    fn definition(&self) -> LookupDefinition {
+        LookupDefinition {
+            name: self.name.clone(),
+            on: self.on.clone(),
+            key: self.key.clone(),
+            file: self.file.clone(),
+            postgres: self.postgres.as_ref().map(|p| PostgresTable {
+                url: p.url.clone(),
+                table: p.table.clone(),
+            }),
+            refresh: self.refresh,
+        }
+    }
+}
+
+fn default_lookup_refresh() -> Duration {
+    Duration::from_secs(60)
+}
 
 fn default_out_of_orderness() -> Duration {
     Duration::from_secs(5)
@@ -352,6 +430,7 @@ impl PipelineConfig {
         Ok(Definition {
             name: self.name.clone(),
             sources,
+            lookups: self.lookups.iter().map(LookupConfig::definition).collect(),
             filter,
             key,
             window,
@@ -366,9 +445,9 @@ impl PipelineConfig {
 
     /// The checked plan; an error names the field, after `sql` when it is in the
     /// statement (whose position it then gives).
-    fn plan(&self, scope: &Scope) -> anyhow::Result<PipelineSpec> {
+    fn plan(&self) -> anyhow::Result<PipelineSpec> {
         let definition = self.definition()?;
-        match plan::plan(&definition, scope) {
+        match plan::plan(&definition) {
             Ok(spec) => Ok(spec),
             Err(e) if self.sql.is_some() && in_statement(&e) => {
                 Err(anyhow::Error::new(e).context("sql"))
@@ -512,14 +591,11 @@ impl Config {
         }
         let mut pipelines = Vec::new();
         let mut pipeline_names = BTreeSet::new();
-        let scope = Scope::default();
         for p in &self.pipelines {
             if !pipeline_names.insert(p.name.clone()) {
                 bail!("pipeline {} is declared twice", p.name);
             }
-            let spec = p
-                .plan(&scope)
-                .with_context(|| format!("pipeline {}", p.name))?;
+            let spec = p.plan().with_context(|| format!("pipeline {}", p.name))?;
             if let Some(stream) = spec.sources.iter().find(|s| !names.contains(*s)) {
                 bail!(
                     "pipeline {}: reads stream {stream}, which is not declared in [[streams]]",
@@ -549,6 +625,8 @@ pub struct Checked {
 
 #[cfg(test)]
 mod tests {
+    use tributary_core::lookup::{FileFormat, LookupSource};
+
     use super::*;
 
     const EMBEDDED: &str = r#"
@@ -843,6 +921,131 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("not declared"), "{err}");
+    }
+
+    const VIEWS_PER_CAMPAIGN: &str = r#"
+        name = "views_per_campaign"
+        sources = ["orders"]
+        lookups = [
+          { name = "ads", file = "data/ads.csv", key = "ad_id", on = "payload.ad_id", refresh = "5m" },
+          { name = "owners", postgres = { url = "postgres://u:p@db/x", table = "crm.owners" }, key = "id", on = "payload.owner" },
+        ]
+        filter = "payload.event_type = 'view' AND ads.campaign_id IS NOT NULL"
+        key = ["ads.campaign_id"]
+        window = { type = "tumbling", size = "10s" }
+        aggregates = { views = "count(*)", owners = "count_distinct(owners.name)" }
+    "#;
+
+    #[test]
+    fn pipelines_with_lookups_are_planned() {
+        let spec = &plans(&with_pipeline(VIEWS_PER_CAMPAIGN)).unwrap()[0];
+        let lookups: Vec<(&str, &str, &str, Duration)> = spec
+            .lookups
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.on.canonical(),
+                    l.key_column.as_str(),
+                    l.refresh,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lookups,
+            [
+                ("ads", "payload.ad_id", "ad_id", Duration::from_secs(300)),
+                ("owners", "payload.owner", "id", Duration::from_secs(60)),
+            ]
+        );
+        assert_eq!(
+            spec.lookups[0].source,
+            LookupSource::File {
+                path: "data/ads.csv".into(),
+                format: FileFormat::Csv
+            }
+        );
+        assert_eq!(
+            spec.lookups[1].source,
+            LookupSource::Postgres {
+                url: "postgres://u:p@db/x".to_owned(),
+                table: "crm.owners".to_owned()
+            }
+        );
+        assert_eq!(spec.keys[0].name, "campaign_id");
+        // Beside `sql` too, as the same plan.
+        let sql = with_pipeline(
+            r#"
+            name = "views_per_campaign"
+            sql = "SELECT ads.campaign_id AS campaign_id, count(*) AS views, count_distinct(owners.name) AS owners FROM orders WHERE payload.event_type = 'view' AND ads.campaign_id IS NOT NULL GROUP BY ads.campaign_id, tumble(ts, INTERVAL '10' SECOND)"
+            lookups = [
+              { name = "ads", file = "elsewhere/ads.ndjson", key = "ad_id", on = "payload.ad_id" },
+              { name = "owners", postgres = { url = "postgres://u:p@db/x", table = "owners" }, key = "id", on = "payload.owner", refresh = "0s" },
+            ]
+            "#,
+        );
+        let sql = &plans(&sql).unwrap()[0];
+        assert_eq!(
+            sql.fingerprint(),
+            spec.fingerprint(),
+            "the tables' places are not part of it"
+        );
+        assert_eq!(sql.lookups[1].refresh, Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_lookups_are_refused() {
+        let views = |from: &str, to: &str| {
+            assert!(VIEWS_PER_CAMPAIGN.contains(from), "{from}");
+            plans(&with_pipeline(&VIEWS_PER_CAMPAIGN.replace(from, to))).unwrap_err()
+        };
+        for (err, expected) in [
+            (
+                views("data/ads.csv", "data/ads.json"),
+                "pipeline views_per_campaign: lookups.ads.file: `data/ads.json`: a lookup file is \
+                 CSV (`.csv`) or NDJSON (`.ndjson`, `.jsonl`), as its extension says",
+            ),
+            (
+                views("key = \"ad_id\", ", ""),
+                "invalid configuration: missing field `key` for key \"default.pipelines.0.lookups.0\"",
+            ),
+            (
+                views("refresh = \"5m\"", "refresh = \"10ms\""),
+                "pipeline views_per_campaign: lookups.ads.refresh: must be \"0s\" (never) or at \
+                 least 1s, not 10ms",
+            ),
+            (
+                views("table = \"crm.owners\"", "table = \"crm.owners; --\""),
+                "pipeline views_per_campaign: lookups.owners.postgres.table: table `crm.owners; \
+                 --` must be",
+            ),
+            (
+                views("name = \"owners\"", "name = \"ads\""),
+                "pipeline views_per_campaign: lookups[1].name: lookup `ads` is declared twice",
+            ),
+            (
+                views("on = \"payload.owner\"", "on = \"ads.owner\""),
+                "pipeline views_per_campaign: lookups.owners.on: `on` reads the event",
+            ),
+            (
+                views(
+                    "key = [\"ads.campaign_id\"]",
+                    "key = [\"adds.campaign_id\"]",
+                ),
+                "pipeline views_per_campaign: key[0]: unknown field `adds` (fields are id, \
+                 stream, ts, key, payload.*, ads.*, owners.*) (at line 1, column 1)",
+            ),
+            (
+                views("file = \"data/ads.csv\", ", ""),
+                "pipeline views_per_campaign: lookups.ads: missing its table",
+            ),
+            (
+                views("file = \"data/ads.csv\"", "fil = \"data/ads.csv\""),
+                "invalid configuration: unknown field: found `fil`",
+            ),
+        ] {
+            assert!(err.starts_with(expected), "expected {expected}\n got {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_core::ports::ResultQuery;
+use tributary_core::results::{ResultRow, ResultSchema};
 use tributary_engine::Ports;
 
 /// A redb log and one SQLite store (analytics and documents) in `dir`, and a memory cache.
@@ -57,4 +59,23 @@ pub async fn eventually<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) ->
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every result row of the pipeline of `schema` (up to 10,000).
+#[allow(dead_code)] // Not every test binary reads results.
+pub async fn results(ports: &Ports, schema: &ResultSchema) -> Vec<ResultRow> {
+    ports
+        .analytics
+        .query_results(
+            schema,
+            &ResultQuery {
+                pipeline: schema.pipeline.clone(),
+                from: None,
+                to: None,
+                key: None,
+                limit: 10_000,
+            },
+        )
+        .await
+        .expect("the results are read")
 }

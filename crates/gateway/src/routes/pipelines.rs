@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::Timestamp;
 use tributary_core::event::check_key;
+use tributary_core::expr::Expr;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec, millis};
 use tributary_core::ports::ResultQuery;
 
@@ -62,7 +63,7 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
         .aggregates
         .iter()
         .map(|a| {
-            let argument = a.argument.as_ref().map_or("*", |e| e.canonical());
+            let argument = a.argument.as_ref().map_or("*", Expr::canonical);
             (
                 a.name.clone(),
                 Value::String(format!("{}[{argument}]", a.function.signature())),
@@ -79,7 +80,7 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
     let mut described = json!({
         "name": spec.name,
         "sources": spec.sources,
-        "filter": spec.filter.as_ref().map(|f| f.canonical()),
+        "filter": spec.filter.as_ref().map(Expr::canonical),
         "key": spec.keys.iter().map(|k| k.expr.canonical()).collect::<Vec<_>>(),
         "window": window,
         "aggregates": aggregates,

@@ -709,6 +709,7 @@ async fn pipelines_show_their_cached_status() {
             "key": ["key"],
             "window": {"type": "tumbling", "size_ms": 60_000},
             "aggregates": {"count": "count(*)[*]"},
+            "lookups": [],
             "allowed_lateness_ms": 0,
             "columns": {"count": "integer"},
             "aggregate": "count",

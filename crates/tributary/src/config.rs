@@ -591,9 +591,18 @@ impl Config {
         }
         let mut pipelines = Vec::new();
         let mut pipeline_names = BTreeSet::new();
+        let mut tables = std::collections::BTreeMap::new();
         for p in &self.pipelines {
             if !pipeline_names.insert(p.name.clone()) {
                 bail!("pipeline {} is declared twice", p.name);
+            }
+            // `a-b` and `a_b` would share a results table.
+            let table = tributary_core::results::results_table(&p.name);
+            if let Some(other) = tables.insert(table.clone(), p.name.clone()) {
+                bail!(
+                    "pipelines {other} and {} would share the results table {table}: rename one",
+                    p.name
+                );
             }
             let spec = p.plan().with_context(|| format!("pipeline {}", p.name))?;
             if let Some(stream) = spec.sources.iter().find(|s| !names.contains(*s)) {
@@ -689,6 +698,18 @@ mod tests {
         sql = "SELECT payload.country AS country, count(*) AS orders, sum(payload.amount) AS revenue, avg(payload.amount) AS avg_amount, count_distinct(payload.customer) AS buyers, quantile(payload.amount, 0.95) AS p95_amount FROM orders WHERE payload.status = 'paid' AND payload.amount > 0 GROUP BY payload.country, hop(ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)"
         allowed_lateness = "10m"
     "#;
+
+    #[test]
+    fn pipelines_sharing_a_results_table_are_refused() {
+        let (head, _) = EMBEDDED.split_once("[[pipelines]]").unwrap();
+        let config = format!(
+            "{head}[[streams]]\nname = \"s\"\n\
+             [[pipelines]]\nname = \"a-b\"\nsources = [\"s\"]\nwindow = {{ type = \"tumbling\", size = \"1m\" }}\n\
+             [[pipelines]]\nname = \"a_b\"\nsources = [\"s\"]\nwindow = {{ type = \"tumbling\", size = \"1m\" }}\n"
+        );
+        let err = plans(&config).unwrap_err();
+        assert!(err.contains("share the results table"), "{err}");
+    }
 
     #[test]
     fn a_pipeline_is_planned() {

@@ -3,7 +3,8 @@
 //! Contract:
 //! - `GET /v1/pipelines` lists the configured pipelines:
 //!   `{"pipelines": [{"name", "sources", "filter", "key", "window": {"type", "size_ms",
-//!   "slide_ms" | "gap_ms"}, "aggregates": {name: call}, "allowed_lateness_ms", "columns",
+//!   "slide_ms" | "gap_ms"}, "aggregates": {name: call}, "lookups": [{"name", "on", "key"}],
+//!   "allowed_lateness_ms", "columns",
 //!   "status"}]}` (a pipeline counting events per key, as all did before aggregates could be
 //!   declared, also shows `"aggregate": "count"`). `columns` are the typed columns of its
 //!   results. `status` is the [`PipelineStatus`] the engine last wrote to the cache (at
@@ -84,6 +85,11 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
         "key": spec.keys.iter().map(|k| k.expr.canonical()).collect::<Vec<_>>(),
         "window": window,
         "aggregates": aggregates,
+        "lookups": spec
+            .lookups
+            .iter()
+            .map(|l| json!({ "name": l.name, "on": l.on.canonical(), "key": l.key_column }))
+            .collect::<Vec<_>>(),
         "allowed_lateness_ms": millis(spec.allowed_lateness),
         "columns": columns,
         "status": status,

@@ -7,10 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::TOPOLOGY;
 use common::scenarios;
+use common::{LENIENT_PIPELINE, TOPOLOGY};
 
-fn embedded_config(dir: &Path) -> PathBuf {
+/// Writes a config for the embedded adapters in `dir`, with [`TOPOLOGY`] and the
+/// pipelines `extra` declares.
+fn embedded_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("tributary.toml");
     let config = format!(
         r#"
@@ -28,7 +30,7 @@ path = "{dir}/tributary.db"
 
 [cache]
 type = "memory"
-{TOPOLOGY}"#,
+{TOPOLOGY}{extra}"#,
         dir = dir.display()
     );
     std::fs::write(&path, config).unwrap();
@@ -38,11 +40,25 @@ type = "memory"
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_counts_are_exact() {
     let dir = tempfile::tempdir().unwrap();
-    scenarios::counts_are_exact(&embedded_config(dir.path()), &[], dir.path()).await;
+    scenarios::counts_are_exact(&embedded_config(dir.path(), ""), &[], dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_counts_survive_kill9() {
     let dir = tempfile::tempdir().unwrap();
-    scenarios::counts_survive_kill9(&embedded_config(dir.path()), &[], dir.path()).await;
+    scenarios::counts_survive_kill9(&embedded_config(dir.path(), ""), &[], dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_late_events_update_closed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path(), LENIENT_PIPELINE);
+    scenarios::late_events_update_closed_rows(&config, &[], dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_changed_definition_needs_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path(), "");
+    scenarios::changed_definition_needs_reset(&config, &[], dir.path()).await;
 }

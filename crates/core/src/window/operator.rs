@@ -85,7 +85,8 @@ pub enum StateError {
     #[error(
         "pipeline {pipeline}: its stored state was written by another definition \
          ({stored}); it is now {current}. Give the changed pipeline a new name, or start it \
-         over with `tributary reset --pipeline {pipeline}` (this deletes its results)"
+         over with `tributary reset --config FILE --pipeline {pipeline}` (this deletes its \
+         results)"
     )]
     Definition {
         /// The pipeline.

@@ -37,7 +37,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::parser::{Parser, ParserError};
+use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::aggregate::{self, FUNCTIONS};
@@ -1046,7 +1046,7 @@ impl<'a> Statement<'a> {
         let ast = self
             .parser
             .parse_expr()
-            .map_err(|e| syntax_error(&e, self.start(self.parser.peek_token().span.start)))?;
+            .map_err(|e| expr::syntax_error(&e, self.start(self.parser.peek_token().span.start)))?;
         let start = first.span.start;
         let end = self
             .tokens
@@ -1095,7 +1095,7 @@ impl<'a> Statement<'a> {
         let fallback = self.start(self.parser.peek_token().span.start);
         self.parser
             .parse_identifier()
-            .map_err(|e| syntax_error(&e, fallback))
+            .map_err(|e| expr::syntax_error(&e, fallback))
     }
 
     /// `at`, or the end of the statement for the tokens that have no position (its end).
@@ -1437,34 +1437,8 @@ fn duration_text_ms(text: &str) -> Option<i64> {
     Some(total)
 }
 
-/// A parser error as an [`ExprError`]: sqlparser appends the position to its message
-/// (" at Line: 1, Column: 5"), which becomes the error's position; `fallback` otherwise.
-fn syntax_error(error: &ParserError, fallback: Location) -> ExprError {
-    let message = match error {
-        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.as_str(),
-        ParserError::RecursionLimitExceeded => {
-            return error_at(fallback, "the statement is nested too deeply");
-        }
-    };
-    let positioned = message.rsplit_once(" at Line: ").and_then(|(text, at)| {
-        let (line, column) = at.split_once(", Column: ")?;
-        Some((
-            text,
-            Location::new(line.parse().ok()?, column.parse().ok()?),
-        ))
-    });
-    match positioned {
-        Some((text, at)) => error_at(at, format!("syntax error: {text}")),
-        None => error_at(fallback, format!("syntax error: {message}")),
-    }
-}
-
 fn error_at(at: Location, message: impl Into<String>) -> ExprError {
-    ExprError {
-        message: message.into(),
-        line: at.line,
-        column: at.column,
-    }
+    ExprError::at(at, message)
 }
 
 /// `at`, unless it is the empty location sqlparser gives what it has no position for.

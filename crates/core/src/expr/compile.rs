@@ -24,17 +24,6 @@ use crate::{Event, EventId, StreamName, Timestamp};
 /// How deep expressions may nest (a chain of `AND`s or `OR`s counts as one level).
 const MAX_DEPTH: usize = 256;
 
-/// Aggregate functions, which the pipeline plan handles: not scalar expressions.
-const AGGREGATES: [&str; 7] = [
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "count_distinct",
-    "quantile",
-];
-
 /// From how many constant strings `IN` looks values up by binary search.
 const SORTED_IN_MIN: usize = 8;
 
@@ -1260,7 +1249,8 @@ impl<'s> Compiler<'s> {
                 return Err(ExprError::at(at, format!("unknown function `{}`", f.name)));
             }
         };
-        if AGGREGATES.contains(&name.as_str()) {
+        // Aggregate functions are the pipeline plan's, not scalar expressions.
+        if crate::aggregate::FUNCTIONS.contains(&name.as_str()) {
             return Err(ExprError::at(
                 at,
                 format!("aggregate function `{name}` is not allowed here"),

@@ -171,7 +171,7 @@ pub struct ExprError {
 
 impl ExprError {
     /// An error at `at`.
-    fn at(at: Location, message: impl Into<String>) -> Self {
+    pub(crate) fn at(at: Location, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             line: at.line,
@@ -219,7 +219,7 @@ pub fn parse(text: &str) -> Result<sqlparser::ast::Expr, ExprError> {
 
 /// A parser error as an [`ExprError`]: sqlparser appends the position to its message
 /// (" at Line: 1, Column: 5"), which becomes the error's position; `fallback` otherwise.
-fn syntax_error(error: &ParserError, fallback: Location) -> ExprError {
+pub(crate) fn syntax_error(error: &ParserError, fallback: Location) -> ExprError {
     let message = match error {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.as_str(),
         ParserError::RecursionLimitExceeded => {

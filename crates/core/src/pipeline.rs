@@ -193,6 +193,29 @@ impl PipelineSpec {
         }
     }
 
+    /// Writes the key text of the event of `row` into `out` (cleared first): the single
+    /// key field's text (`""` for NULL), or a JSON array of the fields' values; `""` for a
+    /// pipeline without key fields.
+    pub fn write_key(&self, row: &crate::expr::Row<'_>, out: &mut String) {
+        out.clear();
+        match self.keys.as_slice() {
+            [] => {}
+            [one] => {
+                let _ = write!(out, "{}", one.expr.eval(row));
+            }
+            many => {
+                out.push('[');
+                for (i, key) in many.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{}", key.expr.eval(row).to_json());
+                }
+                out.push(']');
+            }
+        }
+    }
+
     /// Whether every event of a key is read from one partition, so that shards per
     /// partition never compute the same result row: true when the key is the event's key,
     /// by which the log partitions.

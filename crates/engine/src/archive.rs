@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
-use tributary_core::ports::{Checkpoint, LogRecord, PortError, StateDelta};
-use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
+use tributary_core::ports::{Checkpoint, LogRecord, PortError};
+use tributary_core::{DeadLetter, Event, StreamName};
 
-use crate::checkpoint::{Checkpointer, Positions};
+use crate::checkpoint::{Checkpointer, Positions, commit_offsets};
 use crate::task_loop::{self, Reading, Stage};
 use crate::{EngineError, Ports, Task, dead_letters};
 
@@ -115,16 +115,7 @@ impl Stage for Archiver {
         checkpointer: &mut Checkpointer,
         positions: &mut Positions,
     ) -> Result<Checkpoint, EngineError> {
-        checkpointer
-            .commit(
-                self.ports.analytics.as_ref(),
-                positions,
-                serde_json::Value::Null,
-                Timestamp::MIN,
-                None,
-                &StateDelta::default(),
-            )
-            .await
+        commit_offsets(checkpointer, self.ports.analytics.as_ref(), positions).await
     }
 }
 

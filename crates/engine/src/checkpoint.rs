@@ -240,6 +240,26 @@ impl Checkpointer {
     }
 }
 
+/// Commits a checkpoint of the positions reached only: for tasks whose output is written
+/// before their checkpoint and that have no state, watermark or results (the archive, a
+/// repartition task).
+pub(crate) async fn commit_offsets(
+    checkpointer: &mut Checkpointer,
+    analytics: &dyn AnalyticsStore,
+    positions: &mut Positions,
+) -> Result<Checkpoint, EngineError> {
+    checkpointer
+        .commit(
+            analytics,
+            positions,
+            serde_json::Value::Null,
+            Timestamp::MIN,
+            None,
+            &StateDelta::default(),
+        )
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

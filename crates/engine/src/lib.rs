@@ -34,6 +34,7 @@ pub mod archive;
 mod checkpoint;
 mod dead_letters;
 mod lookups;
+pub mod repartition;
 mod task_loop;
 pub mod windowed;
 
@@ -194,23 +195,59 @@ impl Engine {
         let mut tasks = Tasks::new(shutdown);
         for spec in self.config.pipelines {
             let references = references_of(&self.references, &spec)?;
-            match shards(&self.ports, &spec).await? {
-                None => tasks.spawn(
-                    windowed::WindowedTask::new(spec, self.ports.clone(), self.config.batch_size)
+            let batch = self.config.batch_size;
+            match layout(&self.ports, &spec).await? {
+                Layout::Whole => tasks.spawn(
+                    windowed::WindowedTask::new(spec, self.ports.clone(), batch)
                         .with_references(references),
                 ),
-                Some(partitions) => {
+                Layout::Shards(partitions) => {
                     let board = Arc::default();
                     for partition in 0..partitions {
                         tasks.spawn(
                             windowed::WindowedTask::shard(
                                 spec.clone(),
                                 self.ports.clone(),
-                                self.config.batch_size,
+                                batch,
                                 partition,
                                 Arc::clone(&board),
                             )
                             .with_references(references.clone()),
+                        );
+                    }
+                }
+                Layout::Repartitioned {
+                    internal,
+                    partitions,
+                    upstream,
+                    origins,
+                } => {
+                    let upstream: Vec<Option<u32>> = match upstream {
+                        Some(n) => (0..n).map(Some).collect(),
+                        None => vec![None],
+                    };
+                    for shard in upstream {
+                        tasks.spawn(repartition::RepartitionTask::new(
+                            spec.clone(),
+                            self.ports.clone(),
+                            batch,
+                            internal.clone(),
+                            shard,
+                            references.clone(),
+                        ));
+                    }
+                    let board = Arc::default();
+                    for partition in 0..partitions {
+                        tasks.spawn(
+                            windowed::WindowedTask::shard(
+                                spec.clone(),
+                                self.ports.clone(),
+                                batch,
+                                partition,
+                                Arc::clone(&board),
+                            )
+                            .with_references(references.clone())
+                            .reading_internal(internal.clone(), origins.clone()),
                         );
                     }
                 }
@@ -257,39 +294,81 @@ fn references_of(
         .collect()
 }
 
-/// How many shards `spec` runs as: one per partition of its sources (`Some(n)`), so that
-/// the pipeline uses every core, when each result row can only come from one partition —
-/// its key is the events' key, by which the log partitions them — and no checkpoint of the
-/// whole pipeline is stored (one written before shards existed, which is resumed as it
-/// was); otherwise one task (`None`).
+/// How a pipeline's work is split into tasks.
+#[derive(Debug)]
+enum Layout {
+    /// One task reads every partition: a pipeline whose whole-pipeline checkpoint predates
+    /// shards resumes as it was.
+    Whole,
+    /// One task per partition number, reading that partition of each source: every result
+    /// row can only come from one partition, since the pipeline is keyed by the events' key,
+    /// by which the log partitions them.
+    Shards(u32),
+    /// Keyed otherwise: repartition tasks (one per partition of the sources when they have
+    /// as many, else one) write every event to `internal` under the pipeline's key, and one
+    /// shard per partition of `internal` computes the results.
+    Repartitioned {
+        /// The pipeline's internal stream.
+        internal: StreamName,
+        /// Its partitions.
+        partitions: u32,
+        /// The repartition shards, when the sources have the same partition count.
+        upstream: Option<u32>,
+        /// Every source partition, which the shards' watermarks follow.
+        origins: Vec<(StreamName, u32)>,
+    },
+}
+
+/// How `spec` runs ([`Layout`]); creates the internal stream of a repartitioned pipeline,
+/// with as many partitions as its largest source.
 ///
 /// # Errors
-/// [`EngineError::PartitionsDiffer`] when the sources of a sharded pipeline do not have the
-/// same number of partitions; a port error when the log or the store does not answer.
-async fn shards(ports: &Ports, spec: &PipelineSpec) -> Result<Option<u32>, EngineError> {
-    if !spec.keyed_like_the_log() {
-        return Ok(None);
-    }
+/// [`EngineError::PartitionsDiffer`] when the sources of a pipeline keyed like the log do
+/// not have the same number of partitions; a port error when the log or the store does
+/// not answer.
+async fn layout(ports: &Ports, spec: &PipelineSpec) -> Result<Layout, EngineError> {
     if ports.analytics.load_checkpoint(&spec.name).await?.is_some() {
         tracing::info!(pipeline = %spec.name, "pipeline resumes as one task: its checkpoint predates shards");
-        return Ok(None);
+        return Ok(Layout::Whole);
     }
     let mut counts = Vec::with_capacity(spec.sources.len());
     for stream in &spec.sources {
         counts.push((stream.clone(), ports.log.partitions(stream).await?));
     }
-    match counts.as_slice() {
-        [] => Ok(None),
-        [(_, first), rest @ ..] if rest.iter().all(|(_, n)| n == first) => Ok(Some(*first)),
-        _ => Err(EngineError::PartitionsDiffer {
-            pipeline: spec.name.clone(),
-            partitions: counts
-                .iter()
-                .map(|(stream, n)| format!("{stream}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+    let equal = match counts.as_slice() {
+        [] => return Ok(Layout::Whole),
+        [(_, first), rest @ ..] => rest.iter().all(|(_, n)| n == first).then_some(*first),
+    };
+    if spec.keyed_like_the_log() {
+        return equal
+            .map(Layout::Shards)
+            .ok_or_else(|| EngineError::PartitionsDiffer {
+                pipeline: spec.name.clone(),
+                partitions: counts
+                    .iter()
+                    .map(|(stream, n)| format!("{stream}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
     }
+    let internal = tributary_core::repartition::internal_stream(spec).map_err(|source| {
+        EngineError::State {
+            task: spec.name.clone(),
+            source: source.into(),
+        }
+    })?;
+    let wanted = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+    let partitions = ports.log.ensure_stream(&internal, wanted).await?;
+    let origins = counts
+        .iter()
+        .flat_map(|(stream, n)| (0..*n).map(move |p| (stream.clone(), p)))
+        .collect();
+    Ok(Layout::Repartitioned {
+        internal,
+        partitions,
+        upstream: equal,
+        origins,
+    })
 }
 
 /// The engine's supervised tasks, with their names for reporting a panic.

@@ -56,6 +56,9 @@ pub struct WindowedTask {
     board: Arc<StatusBoard>,
     /// The source of each lookup's table, in the order of `spec.lookups`.
     references: Vec<Arc<dyn ReferenceSource>>,
+    /// When the pipeline is repartitioned: the internal stream the task reads, and the
+    /// source partitions whose events it holds (each holds the watermark).
+    repartitioned: Option<(StreamName, Vec<(StreamName, u32)>)>,
 }
 
 impl WindowedTask {
@@ -70,6 +73,7 @@ impl WindowedTask {
             shard: None,
             board: Arc::default(),
             references: Vec::new(),
+            repartitioned: None,
         }
     }
 
@@ -91,6 +95,18 @@ impl WindowedTask {
             shard: Some(partition),
             board,
             references: Vec::new(),
+            repartitioned: None,
+        }
+    }
+
+    /// Reads `internal`, the pipeline's internal stream (its shard's partition of it),
+    /// whose records wrap the events of the source partitions `origins`
+    /// ([`tributary_core::repartition`]).
+    #[must_use]
+    pub fn reading_internal(self, internal: StreamName, origins: Vec<(StreamName, u32)>) -> Self {
+        Self {
+            repartitioned: Some((internal, origins)),
+            ..self
         }
     }
 
@@ -112,15 +128,27 @@ impl Task for WindowedTask {
         let board = Arc::clone(&self.board);
         let shard = self.shard;
         let references = &self.references;
+        let (streams, origins) = match &self.repartitioned {
+            Some((internal, origins)) => (vec![internal.clone()], Some(origins.clone())),
+            None => (spec.sources.clone(), None),
+        };
         let reading = Reading {
             task: &self.name,
-            streams: &spec.sources,
+            streams: &streams,
             shard,
             batch_size: self.batch_size,
             interval: spec.checkpoint_interval,
         };
         task_loop::run(&ports, reading, shutdown, |claim, sources| {
-            Pipeline::open(&spec, &ports, claim, sources, shard, board, references)
+            let unwrap = origins.is_some();
+            let sources = origins.unwrap_or(sources);
+            let open = Pipeline::open(&spec, &ports, claim, sources, shard, board, references);
+            async move {
+                Ok(Pipeline {
+                    unwrap,
+                    ..open.await?
+                })
+            }
         })
         .await
     }
@@ -177,6 +205,8 @@ struct Pipeline {
     operator: Option<WindowOperator>,
     /// The tables its expressions look events up in.
     lookups: Lookups,
+    /// Whether it reads an internal stream, whose records wrap the events.
+    unwrap: bool,
 }
 
 impl Pipeline {
@@ -203,6 +233,7 @@ impl Pipeline {
             board,
             operator: Some(operator),
             lookups,
+            unwrap: false,
         };
         pipeline.publish(epoch, &[]).await;
         Ok(pipeline)
@@ -291,15 +322,24 @@ impl Stage for Pipeline {
         let tables = self.lookups.tables();
         let mut enricher = tables.enricher();
         let now = now_ms();
+        let unwrap = self.unwrap;
         let operator = self.operator()?;
+        let events = if unwrap {
+            unwrapped(records, operator, now, refused)
+        } else {
+            records
+                .into_iter()
+                .map(|r| (r.partition, r.event))
+                .collect()
+        };
         // Outcomes are tallied per batch: one metric update per outcome, not per event.
         let mut tally = [0_u64; Outcome::ALL.len()];
-        for record in &records {
-            let rows = enricher.rows(&record.event);
-            let outcome = operator.process_enriched(record.partition, &record.event, rows, now);
+        for (partition, event) in &events {
+            let rows = enricher.rows(event);
+            let outcome = operator.process_enriched(*partition, event, rows, now);
             tally[outcome as usize] += 1;
             if outcome == Outcome::Late {
-                refused.push(late(operator, &record.event));
+                refused.push(late(operator, event));
             }
         }
         operator.advance(now);
@@ -349,6 +389,37 @@ impl Stage for Pipeline {
         self.publish(checkpoint.epoch, &changes).await;
         Ok(checkpoint)
     }
+}
+
+/// The events that the records of an internal stream wrap, with the source partition each
+/// was read from. Progress records move `operator`'s per-source watermarks; a record that
+/// is neither is kept as a dead letter.
+fn unwrapped(
+    records: Vec<LogRecord>,
+    operator: &mut WindowOperator,
+    now: i64,
+    refused: &mut Vec<DeadLetter>,
+) -> Vec<(u32, Event)> {
+    let mut events = Vec::with_capacity(records.len());
+    for record in records {
+        if let Some((stream, partition, ts)) =
+            tributary_core::repartition::progress_of(&record.event)
+        {
+            operator.observe_progress(&stream, partition, ts, now);
+            continue;
+        }
+        match tributary_core::repartition::unwrap(record.event) {
+            Ok((event, partition)) => events.push((partition, event)),
+            Err(event) => refused.push(DeadLetter::log_record(
+                &event.stream,
+                record.partition,
+                record.offset,
+                "a record of an internal stream that wraps no event".to_owned(),
+                &event.to_json_bytes(),
+            )),
+        }
+    }
+    events
 }
 
 /// The dead letter of `event`, refused as late by `operator`.

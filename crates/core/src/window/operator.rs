@@ -28,7 +28,6 @@
 //!   written) in the same checkpoint that writes the merged one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::Write as _;
 
 use crate::aggregate::Accumulator;
 use crate::event::{Event, StreamName, Timestamp};
@@ -519,7 +518,7 @@ impl WindowOperator {
             self.state_changed = true;
             return Outcome::Duplicate;
         }
-        self.write_key(&row);
+        self.spec.write_key(&row, &mut self.key_text);
         let accepted = if self.spec.window.merges() {
             self.add_to_session(&row, ts)
         } else {
@@ -533,6 +532,13 @@ impl WindowOperator {
         self.seen.entry(bucket).or_default().insert(hash);
         self.unsaved.entry(bucket).or_default().push(hash);
         Outcome::Counted
+    }
+
+    /// Notes that partition `partition` of `stream` was read up to event time `ts`, at
+    /// processing time `now_ms`, without an event to process: a repartitioned pipeline's
+    /// progress records ([`crate::repartition::progress_of`]).
+    pub fn observe_progress(&mut self, stream: &StreamName, partition: u32, ts: i64, now_ms: i64) {
+        self.observe(stream, partition, ts, now_ms);
     }
 
     /// Notes an event time read from a source partition.
@@ -559,28 +565,6 @@ impl WindowOperator {
         if source.max_ts.is_none_or(|max| ts > max) {
             source.max_ts = Some(ts);
             self.state_changed = true;
-        }
-    }
-
-    /// Writes the event's key text into `self.key_text`: the single key field's text, or a
-    /// JSON array of the fields' values.
-    fn write_key(&mut self, row: &Row<'_>) {
-        self.key_text.clear();
-        match self.spec.keys.as_slice() {
-            [] => {}
-            [one] => {
-                let _ = write!(self.key_text, "{}", one.expr.eval(row));
-            }
-            many => {
-                self.key_text.push('[');
-                for (i, key) in many.iter().enumerate() {
-                    if i > 0 {
-                        self.key_text.push(',');
-                    }
-                    let _ = write!(self.key_text, "{}", key.expr.eval(row).to_json());
-                }
-                self.key_text.push(']');
-            }
         }
     }
 

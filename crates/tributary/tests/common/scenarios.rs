@@ -313,16 +313,13 @@ pub async fn changed_definition_needs_reset(config: &Path, env: &[(String, Strin
     node.wait_for_results(&counts_truth(&events)).await;
 }
 
-/// The tasks that run `pipeline`: [`COUNTS`], keyed by the event key, runs as one shard
-/// per partition.
+/// The tasks that run `pipeline`: one shard per partition.
 fn tasks(pipeline: &str) -> Vec<String> {
-    if pipeline == COUNTS {
-        (0..PARTITIONS)
-            .map(|p| tributary_engine::shard_task(pipeline, p))
-            .collect()
-    } else {
-        vec![pipeline.to_owned()]
-    }
+    // Both run as one shard per partition: `counts` is keyed like the log, `amounts`
+    // repartitions through an internal stream with as many partitions as its source.
+    (0..PARTITIONS)
+        .map(|p| tributary_engine::shard_task(pipeline, p))
+        .collect()
 }
 
 /// Per start logged in `log`, the sum of the epochs `pipeline`'s tasks restored from (as

@@ -202,19 +202,17 @@ impl Engine {
                         .with_references(references),
                 ),
                 Layout::Shards(partitions) => {
-                    let board = Arc::default();
-                    for partition in 0..partitions {
-                        tasks.spawn(
-                            windowed::WindowedTask::shard(
-                                spec.clone(),
-                                self.ports.clone(),
-                                batch,
-                                partition,
-                                Arc::clone(&board),
-                            )
-                            .with_references(references.clone()),
-                        );
-                    }
+                    let shard = |p, board| {
+                        windowed::WindowedTask::shard(
+                            spec.clone(),
+                            self.ports.clone(),
+                            batch,
+                            p,
+                            board,
+                        )
+                        .with_references(references.clone())
+                    };
+                    spawn_shards(&mut tasks, partitions, shard);
                 }
                 Layout::Repartitioned {
                     internal,
@@ -236,20 +234,18 @@ impl Engine {
                             references.clone(),
                         ));
                     }
-                    let board = Arc::default();
-                    for partition in 0..partitions {
-                        tasks.spawn(
-                            windowed::WindowedTask::shard(
-                                spec.clone(),
-                                self.ports.clone(),
-                                batch,
-                                partition,
-                                Arc::clone(&board),
-                            )
-                            .with_references(references.clone())
-                            .reading_internal(internal.clone(), origins.clone()),
-                        );
-                    }
+                    let shard = |p, board| {
+                        windowed::WindowedTask::shard(
+                            spec.clone(),
+                            self.ports.clone(),
+                            batch,
+                            p,
+                            board,
+                        )
+                        .with_references(references.clone())
+                        .reading_internal(internal.clone(), origins.clone())
+                    };
+                    spawn_shards(&mut tasks, partitions, shard);
                 }
             }
         }
@@ -292,6 +288,19 @@ fn references_of(
                 })
         })
         .collect()
+}
+
+/// Spawns shards `0..partitions` of one pipeline, made by `shard`, sharing one status
+/// board.
+fn spawn_shards(
+    tasks: &mut Tasks,
+    partitions: u32,
+    shard: impl Fn(u32, Arc<windowed::StatusBoard>) -> windowed::WindowedTask,
+) {
+    let board = Arc::default();
+    for partition in 0..partitions {
+        tasks.spawn(shard(partition, Arc::clone(&board)));
+    }
 }
 
 /// How a pipeline's work is split into tasks.

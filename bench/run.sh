@@ -3,22 +3,38 @@
 #
 #   bench/run.sh                      # 1M events per ingest run, 3 repetitions
 #   BENCH_EVENTS=50000 BENCH_REPS=1 bench/run.sh   # a quick smoke run
+#   BENCH_SUITE=pipelines bench/run.sh             # the pipeline suite (below) instead
 #
-# Measures (see bench/README.md for what each number means):
+# The default suite (BENCH_SUITE=default) measures (see bench/README.md for what each
+# number means):
 #   1. raw Kafka: Kafka's ProducerPerformance, acks=all enable.idempotence=true, on a fresh
 #      3-partition topic, 200-byte records and records the size of Tributary's log records;
 #   2. Tributary HTTP ingest into Kafka (`tributary run --config config/local.toml`, every
 #      name fresh), with every role (`--role all`) and with the ingest role only;
 #   3. Tributary HTTP ingest in the embedded mode (redb + SQLite), same two role sets;
 #   4. pipeline drain: the engine over a pre-filled log, embedded and Kafka + PostgreSQL.
+# The pipeline suite (BENCH_SUITE=pipelines) drains a pre-filled 3-partition Kafka topic
+# into PostgreSQL (no archive) and measures events/s and the drain's CPU-seconds per
+# million events, from outside the process (`benchctl watch-drain`), for:
+#   a. the count workload (count per page, 1-minute tumbling windows) on the engine of
+#      BENCH_BASELINE_REV (default b375453, the engine before the general operator model;
+#      its `pipeline` binary, built in a git worktree into target/bench-baseline);
+#   b. the same count workload on this checkout's engine;
+#   c. the same events with a filter and count/sum/avg/quantile per page;
+#   d. the Yahoo Streaming Benchmark: views per campaign through an ad → campaign lookup,
+#      10-second tumbling windows; e. the same without the lookup (views per ad); and f.
+#      a. and b. again on a 1-partition topic (one task on either engine).
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
-# Settings (environment): BENCH_EVENTS (1000000), BENCH_REPS (3), BENCH_BATCH (500 events per
-# HTTP request), BENCH_CONCURRENCY (8 requests in flight), BENCH_PIPELINE_EVENTS (500000
-# events pre-filled for the drain), BENCH_CHECKPOINT_MS (250, the drain's checkpoint interval:
-# the drain time is rounded up by up to one interval), BENCH_RAW_OUT (a file to keep the
-# raw JSON lines in).
+# Settings (environment): BENCH_SUITE (default | pipelines), BENCH_EVENTS (1000000),
+# BENCH_REPS (3), BENCH_BATCH (500 events per HTTP request), BENCH_CONCURRENCY (8 requests
+# in flight), BENCH_PIPELINE_EVENTS (events pre-filled for each drain: 500000, 2000000 in
+# the pipeline suite), BENCH_CHECKPOINT_MS (the drain's checkpoint interval: 250, 1000 in
+# the pipeline suite; the drain time is rounded up by up to one interval), BENCH_RAW_OUT (a
+# file to keep the raw JSON lines in); pipeline suite only: BENCH_BASELINE_REV (the commit
+# to compare with; empty: none), BENCH_BASELINE_BIN (its prebuilt `pipeline` binary, instead
+# of building it).
 #
 # stdout: the markdown table only. stderr: progress. Everything this script starts
 # (tributary processes) is stopped on exit, and every topic, database and key it created
@@ -28,19 +44,29 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+SUITE=${BENCH_SUITE:-default}
 EVENTS=${BENCH_EVENTS:-1000000}
 REPS=${BENCH_REPS:-3}
 BATCH=${BENCH_BATCH:-500}
 CONCURRENCY=${BENCH_CONCURRENCY:-8}
-PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-500000}
-CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-250}
+if [[ $SUITE == pipelines ]]; then
+  PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-2000000}
+  CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-1000}
+else
+  PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-500000}
+  CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-250}
+fi
+BASELINE_REV=${BENCH_BASELINE_REV-b375453}
+BASELINE_BIN=${BENCH_BASELINE_BIN:-}
 PARTITIONS=3
 KEY="bench-$RANDOM$RANDOM"
-BIN="$ROOT/target/release"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN="$TARGET_DIR/release"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
+[[ $SUITE == default || $SUITE == pipelines ]] || die "BENCH_SUITE must be default or pipelines"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
 
@@ -55,7 +81,11 @@ KAFKA_PID=$(cat "$SERVICES_STATE/kafka/kafka.pid" 2>/dev/null || echo 0)
 FERRET_PID=$(cat "$SERVICES_STATE/ferretdb/ferretdb.pid" 2>/dev/null || echo 0)
 
 log "building (release)"
-cargo build --release -p tributary -p tributary-bench >&2
+if [[ $SUITE == pipelines ]]; then
+  cargo build --release -p tributary-bench >&2
+else
+  cargo build --release -p tributary -p tributary-bench >&2
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tributary-bench.XXXXXX")
 RAW="$WORK/raw.jsonl"
@@ -66,6 +96,7 @@ log "run prefix $PREFIX, work dir $WORK"
 NODE_PID=""
 NODE_URL=""
 CHILD_PID=""
+WORKTREE=""
 
 cleanup() {
   local rc=$?
@@ -76,6 +107,9 @@ cleanup() {
   fi
   if [[ -n $NODE_PID ]]; then
     stop_tributary || true
+  fi
+  if [[ -n $WORKTREE ]]; then
+    git worktree remove --force "$WORKTREE" >&2 || log "could not remove the worktree $WORKTREE"
   fi
   log "removing $PREFIX* topics, databases and keys"
   "$BIN/benchctl" cleanup --prefix "$PREFIX" >/dev/null || log "cleanup failed (see above)"
@@ -155,6 +189,26 @@ record() {
   log "$1: $(jq -c 'del(.name)' <<<"$2")"
 }
 
+# ---------------------------------------------------------------- reading the results
+
+# median NAME FILTER: the median of FILTER over the runs of NAME.
+median() {
+  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
+}
+# runs NAME FILTER: every run's value, in run order.
+runs() {
+  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2 | tostring] | join(\" / \")" "$RAW"
+}
+ratio() { jq -n --argjson a "$1" --argjson b "$2" 'if $b == 0 then 0 else ($a / $b * 100 | round) / 100 end'; }
+
+row() { # LABEL NAME: an ingest-like row (events/s, p50, p99)
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median "$2" .events_per_sec)" \
+    "$(median "$2" .latency_ms.p50)" "$(median "$2" .latency_ms.p99)" "$(runs "$2" .events_per_sec)"
+}
+prow() { # LABEL NAME FIELD
+  printf '| %s | %s | | | %s |\n' "$1" "$(median "$2" ".$3")" "$(runs "$2" ".$3")"
+}
+
 # ---------------------------------------------------------------- measurements
 
 # baseline REP SIZE NAME [PROP=VALUE...]: ProducerPerformance on a fresh topic, with
@@ -229,6 +283,131 @@ pipeline() {
   record "pipeline-$mode" "$out"
 }
 
+# ---------------------------------------------------------------- the pipeline suite
+
+# baseline_pipeline: the `pipeline` binary of BASELINE_REV, built once into
+# target/bench-baseline from a temporary worktree (removed right after), or BASELINE_BIN.
+baseline_pipeline() {
+  if [[ -n $BASELINE_BIN ]]; then
+    [[ -x $BASELINE_BIN ]] || die "BENCH_BASELINE_BIN=$BASELINE_BIN is not executable"
+    return 0
+  fi
+  WORKTREE="$WORK/baseline"
+  log "building the pipeline binary of $BASELINE_REV (a worktree in $WORKTREE, $TARGET_DIR/bench-baseline)"
+  git worktree add --detach "$WORKTREE" "$BASELINE_REV" >&2
+  (cd "$WORKTREE" && CARGO_TARGET_DIR="$TARGET_DIR/bench-baseline" \
+    cargo build --release -p tributary-bench --bin pipeline >&2)
+  git worktree remove --force "$WORKTREE" >&2
+  WORKTREE=""
+  BASELINE_BIN="$TARGET_DIR/bench-baseline/release/pipeline"
+}
+
+# drain REP NAME TAG PARTITIONS BINARY [ARG...]: one pipeline drain, Kafka → PostgreSQL
+# without the archive, its CPU measured from outside by `benchctl watch-drain` (with the
+# Kafka broker's and all PostgreSQL processes' CPU over the same span).
+drain() {
+  local rep=$1 name=$2 tag=$3 partitions=$4 binary=$5
+  shift 5
+  run_child "$WORK/out.json" - "$BIN/benchctl" watch-drain \
+    --watch kafka="$KAFKA_PID" --watch-command postgres -- \
+    "$binary" --mode kafka --events "$PIPELINE_EVENTS" --partitions "$partitions" \
+    --checkpoint-interval-ms "$CHECKPOINT_MS" --no-archive --prefix "${PREFIX}_$tag$rep" \
+    --label "$name" "$@"
+  record "$name" "$(<"$WORK/out.json")"
+}
+
+# drow LABEL NAME: a drain row of the pipeline suite.
+drow() {
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+    "$(median "$2" .pipeline_events_per_sec)" "$(median "$2" .watched.cpu_s_per_million_events)" \
+    "$(median "$2" '.cpu_s_per_million_events // "-"')" "$(median "$2" .watched.cores_busy)" \
+    "$(median "$2" '.watched.processes.kafka_cpu_s // "-"')" \
+    "$(median "$2" '.watched.processes.postgres_cpu_s // "-"')" \
+    "$(runs "$2" .pipeline_events_per_sec)" "$(runs "$2" .watched.cpu_s_per_million_events)"
+}
+
+# rratio A B FILTER: the ratios A/B of FILTER within each repetition, in run order.
+rratio() {
+  jq -rs --arg a "$1" --arg b "$2" "
+    [.[] | select(.name == \$a) | $3] as \$x | [.[] | select(.name == \$b) | $3] as \$y
+    | [range(0; [(\$x | length), (\$y | length)] | min)
+       | if \$y[.] == 0 then 0 else (\$x[.] / \$y[.] * 100 | round) / 100 end | tostring]
+    | join(\" / \")" "$RAW"
+}
+
+# pratio LABEL A B: a ratio row: medians of A over B, CPU-s per 1M events and events/s,
+# and the same ratio within each repetition.
+pratio() {
+  local ev cpu
+  ev=$(ratio "$(median "$2" .pipeline_events_per_sec)" "$(median "$3" .pipeline_events_per_sec)")
+  cpu=$(ratio "$(median "$2" .watched.cpu_s_per_million_events)" "$(median "$3" .watched.cpu_s_per_million_events)")
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$cpu" "$ev" \
+    "$(rratio "$2" "$3" .watched.cpu_s_per_million_events)" "$(rratio "$2" "$3" .pipeline_events_per_sec)"
+}
+
+pipeline_suite() {
+  if [[ -n $BASELINE_REV || -n $BASELINE_BIN ]]; then
+    baseline_pipeline
+  fi
+  local rep baseline="${BASELINE_REV:-$BASELINE_BIN}" engine
+  engine="$(git rev-parse --short HEAD)"
+  if [[ -n $(git status --porcelain -- crates Cargo.toml Cargo.lock) ]]; then
+    engine="$engine with uncommitted changes in crates/"
+  fi
+  for ((rep = 1; rep <= REPS; rep++)); do
+    log "---- repetition $rep of $REPS"
+    if [[ -n $BASELINE_BIN ]]; then
+      drain "$rep" count-old o "$PARTITIONS" "$BASELINE_BIN"
+    fi
+    drain "$rep" count c "$PARTITIONS" "$BIN/pipeline" --workload count
+    drain "$rep" aggregates a "$PARTITIONS" "$BIN/pipeline" --workload aggregates
+    drain "$rep" yahoo y "$PARTITIONS" "$BIN/pipeline" --workload yahoo
+    drain "$rep" yahoo-no-lookup n "$PARTITIONS" "$BIN/pipeline" --workload yahoo --no-lookup
+    # One partition: one task on both engines, so the per-event cost compares without
+    # the shards' parallelism.
+    if [[ -n $BASELINE_BIN ]]; then
+      drain "$rep" count-old-p1 q 1 "$BASELINE_BIN"
+    fi
+    drain "$rep" count-p1 d 1 "$BIN/pipeline" --workload count
+  done
+  LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+  cat <<EOF
+New engine: this checkout, $engine. Pipeline drain, Kafka ($PARTITIONS-partition topic unless marked, $PIPELINE_EVENTS events pre-filled) → PostgreSQL, no archive, checkpoint interval $CHECKPOINT_MS ms, $REPS runs each (interleaved), medians. CPU: the \`pipeline\` process's user + system time over the drain, read from outside (\`benchctl watch-drain\`), per million events; "in-process": the same read by the new binary itself. Cores busy: the whole machine (of $(nproc)) over the drain. Kafka broker and PostgreSQL (all its processes, anyone's): CPU seconds over the drain. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+
+| pipeline drain | events/s | CPU-s per 1M events | in-process CPU-s per 1M | cores busy | Kafka CPU s | PostgreSQL CPU s | runs (events/s) | runs (CPU-s per 1M) |
+|---|---:|---:|---:|---:|---:|---:|---|---|
+EOF
+  if [[ -n $BASELINE_BIN ]]; then
+    drow "count per page, 1-min tumbling — previous engine ($baseline, one task)" count-old
+  fi
+  drow "count per page, 1-min tumbling — new engine (\`PipelineSpec::counting\`, one shard per partition)" count
+  drow "filter + count/sum/avg/p95 per page, 1-min tumbling — new engine (one shard per partition)" aggregates
+  drow "YSB: views per campaign (ad → campaign lookup), 10-s tumbling — new engine (repartitioned by campaign: 3 + 3 tasks)" yahoo
+  drow "YSB without the lookup: views per ad, 10-s tumbling — new engine (repartitioned by ad)" yahoo-no-lookup
+  if [[ -n $BASELINE_BIN ]]; then
+    drow "count per page, **1-partition topic** — previous engine ($baseline, one task)" count-old-p1
+  fi
+  drow "count per page, **1-partition topic** — new engine (one shard: one task)" count-p1
+  cat <<EOF
+
+| ratio | CPU-s per 1M events (medians) | events/s (medians) | per repetition (CPU) | per repetition (events/s) |
+|---|---:|---:|---|---|
+EOF
+  if [[ -n $BASELINE_BIN ]]; then
+    pratio "count: new engine / previous engine" count count-old
+    pratio "count, 1 partition (one task each): new engine / previous engine" count-p1 count-old-p1
+  fi
+  pratio "filter + 4 aggregates / count (new engine)" aggregates count
+  pratio "YSB / count (new engine)" yahoo count
+  pratio "YSB / YSB without the lookup" yahoo yahoo-no-lookup
+  log "done in $((SECONDS - STARTED)) s"
+}
+
+if [[ $SUITE == pipelines ]]; then
+  pipeline_suite
+  exit 0
+fi
+
 # ---------------------------------------------------------------- the run
 
 RECORD_BYTES=$("$BIN/ingest" --key x --events 1000 --sizes-only | jq -r .log_record_bytes_mean)
@@ -250,24 +429,6 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- the table
-
-# median NAME FILTER: the median of FILTER over the runs of NAME.
-median() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
-}
-# runs NAME FILTER: every run's value, in run order.
-runs() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2 | tostring] | join(\" / \")" "$RAW"
-}
-ratio() { jq -n --argjson a "$1" --argjson b "$2" 'if $b == 0 then 0 else ($a / $b * 100 | round) / 100 end'; }
-
-row() { # LABEL NAME: an ingest-like row (events/s, p50, p99)
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median "$2" .events_per_sec)" \
-    "$(median "$2" .latency_ms.p50)" "$(median "$2" .latency_ms.p99)" "$(runs "$2" .events_per_sec)"
-}
-prow() { # LABEL NAME FIELD
-  printf '| %s | %s | | | %s |\n' "$1" "$(median "$2" ".$3")" "$(runs "$2" ".$3")"
-}
 
 RAW200=$(median raw-200 .events_per_sec)
 RAWREC=$(median raw-rec .events_per_sec)

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// `/proc` reports CPU time in clock ticks of `USER_HZ`, which is 100 on Linux.
-const TICKS_PER_SEC: f64 = 100.0;
+pub const TICKS_PER_SEC: f64 = 100.0;
 
 /// One sample of the machine's and some processes' CPU counters.
 #[derive(Debug, Clone)]
@@ -64,7 +64,9 @@ pub fn own_pid() -> u32 {
     std::process::id()
 }
 
-fn machine_ticks() -> Option<(u64, u64)> {
+/// (busy, total) ticks of all CPUs since boot, from the first line of `/proc/stat`.
+#[must_use]
+pub fn machine_ticks() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?;
     let fields: Vec<u64> = line
@@ -78,7 +80,10 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
-fn process_ticks(pid: u32) -> Option<u64> {
+/// User + system ticks of process `pid` so far (all its threads, also those that ended),
+/// from `/proc/{pid}/stat`; `None` when it is gone or elsewhere than Linux.
+#[must_use]
+pub fn process_ticks(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: count fields after it.
     let rest = &text[text.rfind(')')? + 1..];
@@ -87,6 +92,53 @@ fn process_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The CPU ticks of every process of one command name (`/proc/{pid}/comm`), such as the
+/// backends of a PostgreSQL server (`postgres`). It looks for the processes at most once a
+/// second and reads only theirs in between, so that reading it often stays cheap.
+#[derive(Debug, Clone)]
+pub struct CommandTicks {
+    comm: String,
+    pids: Vec<u32>,
+    scanned: Option<std::time::Instant>,
+}
+
+impl CommandTicks {
+    /// The processes named `comm`.
+    #[must_use]
+    pub fn new(comm: &str) -> Self {
+        Self {
+            comm: comm.to_owned(),
+            pids: Vec::new(),
+            scanned: None,
+        }
+    }
+
+    /// User + system ticks so far, summed over the processes. A process started since the
+    /// last reading counts with all its ticks; one that ended takes its ticks with it, so
+    /// differences are lower bounds.
+    pub fn read(&mut self) -> u64 {
+        if self
+            .scanned
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.scanned = Some(std::time::Instant::now());
+            self.pids = std::fs::read_dir("/proc")
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+                        .filter(|pid| {
+                            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                                .is_ok_and(|c| c.trim() == self.comm)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        self.pids.iter().filter_map(|pid| process_ticks(*pid)).sum()
+    }
 }
 
 #[cfg(test)]

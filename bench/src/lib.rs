@@ -3,6 +3,7 @@
 //! - [`events`]: realistic, reproducible click events (about 200 bytes of payload each).
 //! - [`stats`]: medians and percentiles.
 //! - [`cpu`]: machine and per-process CPU time from `/proc`, to see what bounds a run.
+//! - [`ysb`]: the ad events and ad → campaign table of the Yahoo Streaming Benchmark.
 //! - [`cleanup`]: creating and removing the per-run resources of the real services (Kafka
 //!   topics, PostgreSQL and MongoDB databases, Redis keys), all named with one run prefix.
 //!
@@ -13,6 +14,7 @@ pub mod cleanup;
 pub mod cpu;
 pub mod events;
 pub mod stats;
+pub mod ysb;
 
 use std::io::Write;
 

@@ -1,24 +1,45 @@
-//! `pipeline`: how fast the engine drains a pre-filled log.
+//! `pipeline`: how fast the engine drains a pre-filled log, and at what CPU cost.
 //!
 //! 1. Connects the adapters of `--mode` (`embedded`: redb + SQLite + memory cache in a
 //!    temporary directory; `kafka`: Kafka + PostgreSQL + MongoDB + Redis from the
 //!    `TRIBUTARY_*` environment variables, in a fresh topic, database and key prefix).
-//! 2. Appends `--events` click events through the `Log` port, `--append-batch` per call
-//!    (timed too: the log adapter's own append rate, without HTTP).
-//! 3. Runs `tributary_engine::Engine` with one windowed pipeline (1-minute tumbling count
-//!    per page) and, unless `--no-archive`, the raw-event archive task — as
-//!    `tributary run` does — and polls `AnalyticsStore::load_checkpoint` until the
-//!    committed checkpoint of the pipeline (and of the archive) covers every offset.
-//! 4. Checks that the committed window counts plus the events the operator dropped as late
-//!    or duplicate add up to `--events`, removes what it created, and prints one JSON line:
-//!    events/s for the append, the pipeline and the archive, each over its own wall-clock
-//!    time, and the late and duplicate counts.
+//! 2. Generates `--events` events of `--workload` and their ground truth (what every
+//!    result row must hold), and appends them through the `Log` port, `--append-batch` per
+//!    call (timed too: the log adapter's own append rate, without HTTP).
+//! 3. Runs `tributary_engine::Engine` with the workload's pipeline and, unless
+//!    `--no-archive`, the raw-event archive task — as `tributary run` does — and polls
+//!    `AnalyticsStore::load_checkpoint` until the committed checkpoints of the pipeline's
+//!    tasks (one shard per partition; for a pipeline keyed otherwise than the event key,
+//!    first its repartition tasks, then the shards up to the end of its internal stream)
+//!    and of the archive cover every offset.
+//! 4. Checks every result row against the ground truth — same windows and keys, same
+//!    counts (and sums) — and that the operator filtered out exactly the events the
+//!    filter rejects and dropped none as late or duplicate; a mismatch fails the run. It
+//!    then removes what it created and prints one JSON line: events/s for the append, the
+//!    pipeline and the archive, each over its own wall-clock time, and this process's CPU
+//!    time (user + system, from `/proc/self/stat`) over the pipeline's drain.
 //!
-//! The drain time includes the engine's start (restore, opening the log reader) and ends
-//! at the first checkpoint committed after the last record, so it is rounded up by up to
-//! one `--checkpoint-interval-ms`.
+//! Workloads (`--workload`):
+//!
+//! - `count`: click events, 200 pages; the number of events per page (the event key) in
+//!   1-minute tumbling windows: `PipelineSpec::counting`, as every pipeline ran before
+//!   expressions and aggregates.
+//! - `aggregates`: the same events; `filter = "payload.country <> 'JP'"` (keeps 90%), key =
+//!   the event key, 1-minute tumbling windows, `count(*)`, `sum`, `avg` and
+//!   `quantile(…, 0.95)` of `payload.duration_ms`.
+//! - `yahoo`: the Yahoo Streaming Benchmark's pipeline: YSB ad events (see
+//!   `tributary_bench::ysb`), keep `event_type = 'view'`, look the ad up in an ad →
+//!   campaign CSV table (a lookup), count per campaign in 10-second tumbling windows. With
+//!   `--no-lookup`, the variant without the join: count per `payload.ad_id`.
+//!
+//! The drain time includes the engine's start (restore, opening the log reader, loading
+//! lookup tables) and ends at the first checkpoint committed after the last record, so it
+//! is rounded up by up to one `--checkpoint-interval-ms`. The drain starts right after the
+//! progress line `…: draining` on stderr, which `benchctl watch-drain` uses to measure the
+//! same drain from outside.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -26,8 +47,10 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tributary_bench::cleanup::{self, env};
+use tributary_bench::cpu;
 use tributary_bench::events::ClickGenerator;
 use tributary_bench::stats::round;
+use tributary_bench::ysb::AdGenerator;
 use tributary_bench::{emit, progress};
 use tributary_connectors::kafka::KafkaConfig;
 use tributary_connectors::memory::MemoryCacheConfig;
@@ -41,16 +64,18 @@ use tributary_connectors::registry::{
 use tributary_connectors::sqlite::SqliteConfig;
 use tributary_core::partition::partition_for;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
+use tributary_core::plan::{self, Definition, KeyDefinition, LookupDefinition};
 use tributary_core::ports::{AnalyticsStore, ResultQuery};
+use tributary_core::repartition;
 use tributary_core::value::Value;
 use tributary_core::{Event, StreamName, Timestamp};
 use tributary_engine::archive::ARCHIVE_TASK;
-use tributary_engine::{Engine, EngineConfig, Ports};
+use tributary_engine::{Engine, EngineConfig, Ports, References, shard_task};
 
-const PIPELINE: &str = "clicks_per_page";
-const STREAM: &str = "clicks";
 /// The events' event times span this long, ending now.
 const SPAN_MS: i64 = 10 * 60_000;
+/// Events are up to this much out of order.
+const JITTER_MS: u64 = 5_000;
 
 /// Which adapters to run over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,13 +86,63 @@ enum Mode {
     Kafka,
 }
 
+/// Which events and pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Clicks; count per page (the event key), 1-minute tumbling windows.
+    Count,
+    /// Clicks; a filter, key = the event key, 1-minute tumbling windows, count, sum, avg and
+    /// a quantile.
+    Aggregates,
+    /// The Yahoo Streaming Benchmark: views per campaign (ad → campaign lookup), 10-second
+    /// tumbling windows.
+    Yahoo,
+}
+
+impl Workload {
+    fn stream(self) -> &'static str {
+        match self {
+            Self::Count | Self::Aggregates => "clicks",
+            Self::Yahoo => "ad_events",
+        }
+    }
+
+    fn pipeline(self) -> &'static str {
+        match self {
+            Self::Count => "clicks_per_page",
+            Self::Aggregates => "click_stats_per_page",
+            Self::Yahoo => "ysb_views_per_campaign",
+        }
+    }
+
+    fn window_ms(self) -> i64 {
+        match self {
+            Self::Count | Self::Aggregates => 60_000,
+            Self::Yahoo => 10_000,
+        }
+    }
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// Times the engine draining a pre-filled log.
 #[derive(Debug, Parser)]
 #[command(version, about)]
+#[allow(clippy::struct_excessive_bools)]
 struct Args {
     /// The adapters.
     #[arg(long, value_enum)]
     mode: Mode,
+    /// The events and the pipeline.
+    #[arg(long, value_enum, default_value_t = Workload::Count)]
+    workload: Workload,
+    /// `--workload yahoo` without the ad → campaign lookup: count per ad.
+    #[arg(long)]
+    no_lookup: bool,
     /// Events to append, then drain.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
@@ -108,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
         args.events > 0 && args.append_batch > 0 && args.batch_size > 0,
         "counts must be > 0"
     );
+    ensure!(
+        !args.no_lookup || args.workload == Workload::Yahoo,
+        "--no-lookup is for --workload yahoo"
+    );
     let prefix = args.prefix.clone().unwrap_or_else(cleanup::run_prefix);
     ensure!(
         prefix.starts_with("bench_"),
@@ -115,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let tempdir = tempfile::tempdir()?;
     let adapters = connect(args.mode, &prefix, tempdir.path()).await?;
-    let outcome = measure(&args, &adapters).await;
+    let outcome = measure(&args, &adapters, tempdir.path()).await;
     drop(adapters);
     if args.mode == Mode::Kafka && !args.keep {
         let removed = cleanup::remove_all(&prefix).await;
@@ -127,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Connects the adapters of `mode`, with names under `prefix` or files under `dir`.
-async fn connect(mode: Mode, prefix: &str, dir: &std::path::Path) -> anyhow::Result<Ports> {
+async fn connect(mode: Mode, prefix: &str, dir: &Path) -> anyhow::Result<Ports> {
     let (log, analytics, documents, cache) = match mode {
         Mode::Embedded => {
             let db = SqliteConfig {
@@ -170,52 +249,256 @@ async fn connect(mode: Mode, prefix: &str, dir: &std::path::Path) -> anyhow::Res
         .context("cannot connect the adapters")
 }
 
-async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Value> {
-    let stream = StreamName::new(STREAM)?;
-    let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
+/// What one result row must hold: its count, and for `aggregates` the sum.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Truth {
+    count: i64,
+    sum: i64,
+}
 
-    // The events, and how many land in each partition (= its end offset: fresh stream).
-    let mut generator = ClickGenerator::new("p", 1);
-    let end = Timestamp::now().millis();
-    let n = i64::try_from(args.events)?;
-    let mut events: Vec<Event> = Vec::with_capacity(args.events);
-    let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
-    for i in 0..n {
-        let ts = end - SPAN_MS + i * SPAN_MS / n - generator.jitter_ms(5_000);
-        let event = generator.click(ts).to_event(&stream)?;
-        *expected
+/// The generated events and what the pipeline must make of them.
+#[derive(Debug, Default)]
+struct Workset {
+    events: Vec<Event>,
+    /// Events per partition (= its end offset: the stream is fresh).
+    expected: BTreeMap<u32, u64>,
+    /// Every result row, by (window start, key text).
+    truth: BTreeMap<(i64, String), Truth>,
+    /// Events the filter rejects.
+    filtered: u64,
+}
+
+impl Workset {
+    fn push(&mut self, event: Event, partitions: u32) {
+        *self
+            .expected
             .entry(partition_for(event.partition_key(), partitions))
             .or_default() += 1;
-        events.push(event);
+        self.events.push(event);
     }
+}
 
+/// The start of the tumbling window of `size_ms` that `ts` falls in.
+fn window_start(ts: i64, size_ms: i64) -> i64 {
+    ts.div_euclid(size_ms) * size_ms
+}
+
+/// The events of `args.workload` and their ground truth; for `yahoo`, also writes the ad
+/// → campaign table to `dir/ads.csv`.
+fn generate(
+    args: &Args,
+    stream: &StreamName,
+    partitions: u32,
+    dir: &Path,
+) -> anyhow::Result<Workset> {
+    let end = Timestamp::now().millis();
+    let n = i64::try_from(args.events)?;
+    let size = args.workload.window_ms();
+    let mut set = Workset {
+        events: Vec::with_capacity(args.events),
+        ..Workset::default()
+    };
+    match args.workload {
+        Workload::Count | Workload::Aggregates => {
+            let mut generator = ClickGenerator::new("p", 1);
+            for i in 0..n {
+                let ts = end - SPAN_MS + i * SPAN_MS / n - generator.jitter_ms(JITTER_MS);
+                let click = generator.click(ts);
+                let kept = args.workload == Workload::Count
+                    || click.payload.get("country").and_then(|c| c.as_str()) != Some("JP");
+                if kept {
+                    let truth = set
+                        .truth
+                        .entry((window_start(ts, size), click.key.clone()))
+                        .or_default();
+                    truth.count += 1;
+                    if args.workload == Workload::Aggregates {
+                        truth.sum += click
+                            .payload
+                            .get("duration_ms")
+                            .and_then(serde_json::Value::as_i64)
+                            .context("a click without duration_ms")?;
+                    }
+                } else {
+                    set.filtered += 1;
+                }
+                set.push(click.to_event(stream)?, partitions);
+            }
+        }
+        Workload::Yahoo => {
+            let mut generator = AdGenerator::new("y", 1);
+            std::fs::write(dir.join("ads.csv"), generator.campaigns_csv())?;
+            let jitter = usize::try_from(JITTER_MS)?;
+            for i in 0..n {
+                let ts = end - SPAN_MS + i * SPAN_MS / n - generator.jitter_ms(jitter);
+                let ad = generator.event(ts);
+                if ad.event_type == "view" {
+                    let key = if args.no_lookup {
+                        ad.payload
+                            .get("ad_id")
+                            .and_then(|a| a.as_str())
+                            .unwrap_or_default()
+                            .to_owned()
+                    } else {
+                        generator.campaign_id(ad.campaign).to_owned()
+                    };
+                    set.truth
+                        .entry((window_start(ts, size), key))
+                        .or_default()
+                        .count += 1;
+                } else {
+                    set.filtered += 1;
+                }
+                set.push(ad.to_event(stream)?, partitions);
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// The plan of `args.workload`'s pipeline; the lookup table of `yahoo` is `dir/ads.csv`.
+fn pipeline_spec(args: &Args, stream: &StreamName, dir: &Path) -> anyhow::Result<PipelineSpec> {
+    let interval = Duration::from_millis(args.checkpoint_interval_ms);
+    let window = WindowSpec::Tumbling {
+        size_ms: args.workload.window_ms(),
+    };
+    let name = if args.no_lookup {
+        "ysb_views_per_ad"
+    } else {
+        args.workload.pipeline()
+    };
+    let definition = Definition {
+        name: name.to_owned(),
+        sources: vec![stream.as_str().to_owned()],
+        lookups: Vec::new(),
+        filter: None,
+        key: None,
+        window,
+        aggregates: None,
+        allowed_lateness: Duration::ZERO,
+        max_out_of_orderness: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        finalize_idle_after: None,
+        checkpoint_interval: interval,
+    };
+    let definition = match args.workload {
+        // As the engine ran it before expressions and aggregates (and as the `count`
+        // pipeline of the previous benchmark binary).
+        Workload::Count => {
+            return Ok(PipelineSpec {
+                max_out_of_orderness: definition.max_out_of_orderness,
+                idle_timeout: definition.idle_timeout,
+                checkpoint_interval: interval,
+                ..PipelineSpec::counting(name, vec![stream.clone()], window)
+            });
+        }
+        Workload::Aggregates => Definition {
+            filter: Some("payload.country <> 'JP'".to_owned()),
+            aggregates: Some(
+                [
+                    ("events", "count(*)"),
+                    ("total_ms", "sum(payload.duration_ms)"),
+                    ("avg_ms", "avg(payload.duration_ms)"),
+                    ("p95_ms", "quantile(payload.duration_ms, 0.95)"),
+                ]
+                .map(|(column, call)| (column.to_owned(), call.to_owned()))
+                .to_vec(),
+            ),
+            ..definition
+        },
+        Workload::Yahoo if args.no_lookup => Definition {
+            filter: Some("payload.event_type = 'view'".to_owned()),
+            key: Some(vec![KeyDefinition::from("payload.ad_id")]),
+            ..definition
+        },
+        Workload::Yahoo => Definition {
+            lookups: vec![LookupDefinition {
+                name: "ads".to_owned(),
+                on: "payload.ad_id".to_owned(),
+                key: "ad_id".to_owned(),
+                file: Some(dir.join("ads.csv")),
+                postgres: None,
+                refresh: Duration::ZERO,
+            }],
+            filter: Some("payload.event_type = 'view'".to_owned()),
+            key: Some(vec![KeyDefinition::from("ads.campaign_id")]),
+            ..definition
+        },
+    };
+    plan::plan(&definition).context("the workload's pipeline does not plan")
+}
+
+/// One stage of a pipeline's drain: tasks reading `stream`, each with the partitions
+/// whose offsets its checkpoint holds.
+#[derive(Debug, Clone)]
+struct Stage {
+    stream: StreamName,
+    tasks: Vec<(String, Vec<u32>)>,
+}
+
+/// The stages `spec` runs as on a fresh store, as the engine lays it out: one shard per
+/// partition (`{pipeline}#{p}`) when it is keyed like the log; keyed otherwise, first the
+/// repartition tasks (`{internal}#{p}` per source partition, the sources being one
+/// stream) writing to the pipeline's internal stream, then one shard per partition of
+/// that stream, which the engine creates with as many partitions as the source.
+fn stages_of(
+    spec: &PipelineSpec,
+    stream: &StreamName,
+    partitions: u32,
+) -> anyhow::Result<Vec<Stage>> {
+    let shards = |stream: &StreamName| Stage {
+        stream: stream.clone(),
+        tasks: (0..partitions)
+            .map(|p| (shard_task(&spec.name, p), vec![p]))
+            .collect(),
+    };
+    if spec.keyed_like_the_log() {
+        return Ok(vec![shards(stream)]);
+    }
+    let internal = repartition::internal_stream(spec)?;
+    Ok(vec![
+        Stage {
+            stream: stream.clone(),
+            tasks: (0..partitions)
+                .map(|p| (shard_task(internal.as_str(), p), vec![p]))
+                .collect(),
+        },
+        shards(&internal),
+    ])
+}
+
+#[allow(clippy::too_many_lines)]
+async fn measure(args: &Args, adapters: &Ports, dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let stream = StreamName::new(args.workload.stream())?;
+    let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
+    let workload = args.workload.name();
+
+    let mut set = generate(args, &stream, partitions, dir)?;
     progress(&format!(
-        "{:?}: appending {} events",
+        "{:?}: appending {} events ({workload})",
         args.mode, args.events
     ));
     let started = Instant::now();
-    for chunk in events.chunks(args.append_batch) {
+    for chunk in set.events.chunks(args.append_batch) {
         adapters.log.append(&stream, chunk).await?;
     }
     let append_secs = started.elapsed().as_secs_f64();
-    drop(events);
+    set.events = Vec::new();
 
+    let spec = pipeline_spec(args, &stream, dir)?;
+    let mut references = References::new();
+    for lookup in &spec.lookups {
+        references.insert(
+            (spec.name.clone(), lookup.name.clone()),
+            registry::reference(&lookup.source)?,
+        );
+    }
+    let stages = stages_of(&spec, &stream, partitions)?;
     let interval = Duration::from_millis(args.checkpoint_interval_ms);
-    let spec = PipelineSpec {
-        max_out_of_orderness: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(30),
-        checkpoint_interval: interval,
-        ..PipelineSpec::counting(
-            PIPELINE,
-            vec![stream.clone()],
-            WindowSpec::Tumbling { size_ms: 60_000 },
-        )
-    };
-    let ports = adapters.clone();
     let engine = Engine::new(
-        ports,
+        adapters.clone(),
         EngineConfig {
-            pipelines: vec![spec],
+            pipelines: vec![spec.clone()],
             archived_streams: if args.no_archive {
                 Vec::new()
             } else {
@@ -225,25 +508,61 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
             batch_size: args.batch_size,
             dead_letter_retention: None,
         },
-    );
+    )
+    .with_references(references);
 
     progress(&format!("{:?}: draining", args.mode));
+    let me = cpu::own_pid();
+    let cpu_before = cpu::process_ticks(me);
+    let machine_before = cpu::machine_ticks();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let mut running = tokio::spawn(engine.run(shutdown.clone()));
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let analytics = adapters.analytics.as_ref();
     let mut pipeline_secs = None;
+    let mut cpu_after = None;
+    let mut machine_after = None;
     let mut archive_secs = args.no_archive.then_some(0.0);
+    // The stages one after the other: the tasks of the current stage that have not covered
+    // their partitions yet, one polled per round (as many store reads per round as for a
+    // pipeline of one task), up to the ends of its stream: the appended events for the
+    // source, the end offsets once the stage before is done for an internal stream (all
+    // its events are in it by then; later records are progress records).
+    let mut stage = 0;
+    let mut ends = set.expected.clone();
+    let mut pending: Vec<&(String, Vec<u32>)> = stages[0].tasks.iter().collect();
+    let mut next = 0;
     while pipeline_secs.is_none() || archive_secs.is_none() {
         tokio::select! {
             finished = &mut running => bail!("the engine stopped early: {finished:?}"),
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        if pipeline_secs.is_none() && covers(analytics, PIPELINE, &stream, &expected).await? {
-            pipeline_secs = Some(started.elapsed().as_secs_f64());
+        if pipeline_secs.is_none() {
+            next %= pending.len();
+            let (task, own) = pending[next];
+            if covers(analytics, task, &stages[stage].stream, own, &ends).await? {
+                pending.remove(next);
+            } else {
+                next += 1;
+            }
+            if pending.is_empty() && stage + 1 < stages.len() {
+                stage += 1;
+                let internal = &stages[stage].stream;
+                ends = (0..)
+                    .zip(adapters.log.end_offsets(internal).await?)
+                    .collect();
+                pending = stages[stage].tasks.iter().collect();
+            } else if pending.is_empty() {
+                pipeline_secs = Some(started.elapsed().as_secs_f64());
+                cpu_after = cpu::process_ticks(me);
+                machine_after = cpu::machine_ticks();
+            }
         }
-        if archive_secs.is_none() && covers(analytics, ARCHIVE_TASK, &stream, &expected).await? {
+        let all: Vec<u32> = set.expected.keys().copied().collect();
+        if archive_secs.is_none()
+            && covers(analytics, ARCHIVE_TASK, &stream, &all, &set.expected).await?
+        {
             archive_secs = Some(started.elapsed().as_secs_f64());
         }
         if Instant::now() > deadline {
@@ -254,20 +573,9 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
     shutdown.cancel();
     running.await?.context("the engine failed")?;
 
-    let counted = counted(analytics).await?;
-    let (late, duplicates) = dropped(analytics).await?;
-    ensure!(
-        counted + late + duplicates == u64::try_from(args.events)?,
-        "the pipeline counted {counted} events, dropped {late} as late and {duplicates} as \
-         duplicates, but {} were appended",
-        args.events
-    );
-    if late > 0 {
-        progress(&format!(
-            "{:?}: {late} of {} events were dropped as late",
-            args.mode, args.events
-        ));
-    }
+    let shards = &stages[stages.len() - 1].tasks;
+    let counters = counters(analytics, shards).await?;
+    let counted = check_results(analytics, &spec, args.workload, &set, &counters).await?;
     let pipeline_secs = pipeline_secs.unwrap_or_default();
     let archive_secs = archive_secs.unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
@@ -279,10 +587,28 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
             0.0
         }
     };
+    #[allow(clippy::cast_precision_loss)]
+    let drain_cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / cpu::TICKS_PER_SEC),
+        _ => None,
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let cores_busy = match (machine_before, machine_after) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+            Some(round((b1 - b0) as f64 / (t1 - t0) as f64 * cpus, 2))
+        }
+        _ => None,
+    };
     Ok(json!({
         "bench": "pipeline",
         "label": args.label,
         "mode": args.mode.to_possible_value().map(|v| v.get_name().to_owned()),
+        "workload": workload,
+        "lookup": !spec.lookups.is_empty(),
+        "pipeline": spec.name,
+        "layout": if stages.len() > 1 { "repartitioned" } else { "shards" },
+        "tasks": stages.iter().map(|s| s.tasks.len()).sum::<usize>(),
         "events": args.events,
         "partitions": partitions,
         "batch_size": args.batch_size,
@@ -292,74 +618,158 @@ async fn measure(args: &Args, adapters: &Ports) -> anyhow::Result<serde_json::Va
         "append_events_per_sec": rate(append_secs),
         "pipeline_seconds": round(pipeline_secs, 3),
         "pipeline_events_per_sec": rate(pipeline_secs),
+        "drain_cpu_seconds": drain_cpu.map(|s| round(s, 2)),
+        "cpu_s_per_million_events": drain_cpu.map(|s| round(s / total * 1e6, 2)),
+        "drain_cores_busy": cores_busy,
         "archive": !args.no_archive,
         "archive_seconds": round(archive_secs, 3),
         "archive_events_per_sec": rate(archive_secs),
         "counted": counted,
-        "late_events": late,
-        "duplicates": duplicates,
+        "windows": set.truth.len(),
+        "filtered": counters.filtered,
+        "late_events": counters.late,
+        "duplicates": counters.duplicates,
     }))
 }
 
-/// Whether `task`'s committed checkpoint covers every appended offset.
+/// Whether `task`'s committed checkpoint has read every appended record of `own`.
 async fn covers(
     analytics: &dyn AnalyticsStore,
     task: &str,
     stream: &StreamName,
+    own: &[u32],
     expected: &BTreeMap<u32, u64>,
 ) -> anyhow::Result<bool> {
     let Some(checkpoint) = analytics.load_checkpoint(task).await? else {
         return Ok(false);
     };
-    Ok(expected.iter().all(|(&partition, &end)| {
-        checkpoint
-            .offsets
-            .iter()
-            .any(|o| &o.stream == stream && o.partition == partition && o.next_offset >= end)
+    Ok(own.iter().all(|partition| {
+        let end = expected.get(partition).copied().unwrap_or(0);
+        end == 0
+            || checkpoint
+                .offsets
+                .iter()
+                .any(|o| &o.stream == stream && o.partition == *partition && o.next_offset >= end)
     }))
 }
 
-/// The late and duplicate events of the pipeline's last checkpoint.
-async fn dropped(analytics: &dyn AnalyticsStore) -> anyhow::Result<(u64, u64)> {
-    let state = analytics
-        .load_checkpoint(PIPELINE)
-        .await?
-        .context("no checkpoint")?
-        .state;
-    let field = |name: &str| {
-        state
-            .get(name)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
-    Ok((field("late_events"), field("duplicates")))
+/// The operator's counters, summed over the pipeline's tasks.
+#[derive(Debug, Default)]
+struct Counters {
+    late: u64,
+    duplicates: u64,
+    filtered: u64,
 }
 
-/// The sum of the pipeline's committed window counts.
-async fn counted(analytics: &dyn AnalyticsStore) -> anyhow::Result<u64> {
-    let schema = PipelineSpec::counting(
-        PIPELINE,
-        Vec::new(),
-        WindowSpec::Tumbling { size_ms: 60_000 },
-    )
-    .schema();
+/// The counters of the last checkpoints of `tasks`.
+async fn counters(
+    analytics: &dyn AnalyticsStore,
+    tasks: &[(String, Vec<u32>)],
+) -> anyhow::Result<Counters> {
+    let mut sum = Counters::default();
+    for (task, _) in tasks {
+        let state = analytics
+            .load_checkpoint(task)
+            .await?
+            .with_context(|| format!("no checkpoint of {task}"))?
+            .state;
+        let field = |name: &str| {
+            state
+                .get(name)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        sum.late += field("late_events");
+        sum.duplicates += field("duplicates");
+        sum.filtered += field("filtered");
+    }
+    Ok(sum)
+}
+
+/// Checks every committed result row against the ground truth, and the counters; returns
+/// the events counted.
+async fn check_results(
+    analytics: &dyn AnalyticsStore,
+    spec: &PipelineSpec,
+    workload: Workload,
+    set: &Workset,
+    counters: &Counters,
+) -> anyhow::Result<u64> {
     let rows = analytics
         .query_results(
-            &schema,
+            &spec.schema(),
             &ResultQuery {
-                pipeline: PIPELINE.to_owned(),
+                pipeline: spec.name.clone(),
                 from: None,
                 to: None,
                 key: None,
-                limit: 1_000_000,
+                limit: 100_000_000,
             },
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| match r.values.first() {
-            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-            _ => 0,
-        })
-        .sum())
+    // A sum over a payload field (of no static type) is a double: exact here, as every
+    // sum stays far below 2^53.
+    #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
+    let int = |value: Option<&Value<'_>>| match value {
+        Some(Value::Int(n)) => Some(*n),
+        Some(Value::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(*x as i64),
+        _ => None,
+    };
+    let mut got: BTreeMap<(i64, String), Truth> = BTreeMap::new();
+    for row in &rows {
+        let count = int(row.values.first()).with_context(|| format!("no count in {row:?}"))?;
+        let sum = if workload == Workload::Aggregates {
+            int(row.values.get(1)).with_context(|| format!("no sum in {row:?}"))?
+        } else {
+            0
+        };
+        let previous = got.insert(
+            (row.window_start.millis(), row.key.clone()),
+            Truth { count, sum },
+        );
+        ensure!(
+            previous.is_none(),
+            "two rows for one window and key: {row:?}"
+        );
+    }
+    let counted: i64 = got.values().map(|t| t.count).sum();
+    let counted = u64::try_from(counted)?;
+    if got != set.truth {
+        let mut differences = Vec::new();
+        for (window, truth) in &set.truth {
+            match got.get(window) {
+                Some(row) if row == truth => {}
+                row => differences.push(format!("{window:?}: {row:?}, expected {truth:?}")),
+            }
+        }
+        for (window, row) in &got {
+            if !set.truth.contains_key(window) {
+                differences.push(format!("{window:?}: {row:?}, expected no row"));
+            }
+        }
+        bail!(
+            "{} of {} result rows differ from the ground truth (late {}, duplicates {}; \
+             counted {counted} events). First ones: {}",
+            differences.len(),
+            set.truth.len(),
+            counters.late,
+            counters.duplicates,
+            differences
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    ensure!(
+        counters.late == 0 && counters.duplicates == 0 && counters.filtered == set.filtered,
+        "the results match, but the operator counted {} late, {} duplicates and {} filtered \
+         events, where 0, 0 and {} were expected",
+        counters.late,
+        counters.duplicates,
+        counters.filtered,
+        set.filtered
+    );
+    Ok(counted)
 }

@@ -202,17 +202,13 @@ impl Engine {
                         .with_references(references),
                 ),
                 Layout::Shards(partitions) => {
-                    let shard = |p, board| {
-                        windowed::WindowedTask::shard(
-                            spec.clone(),
-                            self.ports.clone(),
-                            batch,
-                            p,
-                            board,
-                        )
-                        .with_references(references.clone())
+                    let shards = Shards {
+                        spec: &spec,
+                        ports: &self.ports,
+                        batch,
+                        references: &references,
                     };
-                    spawn_shards(&mut tasks, partitions, shard);
+                    shards.spawn(&mut tasks, partitions, None);
                 }
                 Layout::Repartitioned {
                     internal,
@@ -234,18 +230,13 @@ impl Engine {
                             references.clone(),
                         ));
                     }
-                    let shard = |p, board| {
-                        windowed::WindowedTask::shard(
-                            spec.clone(),
-                            self.ports.clone(),
-                            batch,
-                            p,
-                            board,
-                        )
-                        .with_references(references.clone())
-                        .reading_internal(internal.clone(), origins.clone())
+                    let shards = Shards {
+                        spec: &spec,
+                        ports: &self.ports,
+                        batch,
+                        references: &references,
                     };
-                    spawn_shards(&mut tasks, partitions, shard);
+                    shards.spawn(&mut tasks, partitions, Some((&internal, &origins)));
                 }
             }
         }
@@ -290,16 +281,38 @@ fn references_of(
         .collect()
 }
 
-/// Spawns shards `0..partitions` of one pipeline, made by `shard`, sharing one status
-/// board.
-fn spawn_shards(
-    tasks: &mut Tasks,
-    partitions: u32,
-    shard: impl Fn(u32, Arc<windowed::StatusBoard>) -> windowed::WindowedTask,
-) {
-    let board = Arc::default();
-    for partition in 0..partitions {
-        tasks.spawn(shard(partition, Arc::clone(&board)));
+/// What the shards of one pipeline are made of.
+struct Shards<'a> {
+    spec: &'a PipelineSpec,
+    ports: &'a Ports,
+    batch: usize,
+    references: &'a [Arc<dyn ReferenceSource>],
+}
+
+impl Shards<'_> {
+    /// Spawns shards `0..partitions`, sharing one status board; reading `internal` (the
+    /// internal stream and the source partitions it holds) when the pipeline repartitions.
+    fn spawn(
+        &self,
+        tasks: &mut Tasks,
+        partitions: u32,
+        internal: Option<(&StreamName, &Vec<(StreamName, u32)>)>,
+    ) {
+        let board: Arc<windowed::StatusBoard> = Arc::default();
+        for partition in 0..partitions {
+            let task = windowed::WindowedTask::shard(
+                self.spec.clone(),
+                self.ports.clone(),
+                self.batch,
+                partition,
+                Arc::clone(&board),
+            )
+            .with_references(self.references.to_vec());
+            tasks.spawn(match internal {
+                Some((stream, origins)) => task.reading_internal(stream.clone(), origins.clone()),
+                None => task,
+            });
+        }
     }
 }
 

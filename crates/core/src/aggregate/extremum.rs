@@ -146,15 +146,7 @@ impl Accumulator for ExtremumAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::function;
-
-    fn run(name: &str, values: &[Value<'_>]) -> Value<'static> {
-        let mut acc = function(name, false, &[]).unwrap().create();
-        for value in values {
-            acc.update(value);
-        }
-        acc.finish()
-    }
+    use crate::aggregate::{function, run};
 
     #[test]
     fn extrema_take_numbers_only() {

@@ -299,6 +299,17 @@ impl AggregateError {
     }
 }
 
+/// Feeds `values` to a fresh accumulator of function `name` (no parameters) and finishes it.
+#[cfg(test)]
+pub(crate) fn run(name: &str, values: &[Value<'_>]) -> Value<'static> {
+    #[allow(clippy::unwrap_used)]
+    let mut acc = function(name, false, &[]).unwrap().create();
+    for value in values {
+        acc.update(value);
+    }
+    acc.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

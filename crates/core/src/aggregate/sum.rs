@@ -137,15 +137,7 @@ impl Accumulator for SumAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::function;
-
-    fn run(name: &str, values: &[Value<'_>]) -> Value<'static> {
-        let mut acc = function(name, false, &[]).unwrap().create();
-        for value in values {
-            acc.update(value);
-        }
-        acc.finish()
-    }
+    use crate::aggregate::{function, run};
 
     #[test]
     fn sums_and_averages_take_numbers_only() {

@@ -17,8 +17,8 @@ use std::error::Error;
 
 use tributary_core::dead_letter::{DeadLetter, error_chain};
 use tributary_core::event::{Event, StreamName};
-use tributary_core::parse::check_event;
 use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
+use tributary_core::record::decode_event;
 
 /// What a log refuses that is not an error of its storage.
 #[derive(Debug, thiserror::Error)]
@@ -83,60 +83,6 @@ pub(crate) fn check_partition(
     ))
 }
 
-/// Why a record read from a stream's partition holds no event of that stream.
-#[derive(Debug, thiserror::Error)]
-enum UndecodableRecord {
-    /// The record has no value (a Kafka tombstone).
-    #[error("the record has no value")]
-    NoValue,
-    /// The value is not an encoded event.
-    #[error("the record is not an event")]
-    NotAnEvent(#[source] serde_json::Error),
-    /// The value is an event that ingestion would have refused.
-    #[error("the record is event {id}, which Tributary does not accept: {reasons}")]
-    Invalid {
-        /// The event.
-        id: String,
-        /// Each failing field and why, `; `-separated.
-        reasons: String,
-    },
-    /// The value is an event of another stream.
-    #[error("the record is event {id} of stream {found}, not of {expected}")]
-    OtherStream {
-        /// The event.
-        id: String,
-        /// The stream whose partition holds the record.
-        expected: StreamName,
-        /// The stream the event names.
-        found: StreamName,
-    },
-}
-
-/// The event a record of `stream` holds.
-fn event_of(stream: &StreamName, value: Option<&[u8]>) -> Result<Event, UndecodableRecord> {
-    let bytes = value.ok_or(UndecodableRecord::NoValue)?;
-    let event = Event::from_json_bytes(bytes).map_err(UndecodableRecord::NotAnEvent)?;
-    if &event.stream != stream {
-        return Err(UndecodableRecord::OtherStream {
-            id: event.id.to_string(),
-            expected: stream.clone(),
-            found: event.stream,
-        });
-    }
-    check_event(&event).map_err(|errors| UndecodableRecord::Invalid {
-        id: event.id.to_string(),
-        reasons: errors
-            .iter()
-            .map(|(field, reason)| match *field {
-                "" => reason.clone(),
-                field => format!("{field} {reason}"),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    })?;
-    Ok(event)
-}
-
 /// The record at `offset` of `stream`'s `partition`, whose value is `value`; `None`, after
 /// counting and logging it and pushing its dead letter onto `rejected`, when the value is
 /// not an event of `stream`.
@@ -147,7 +93,7 @@ pub(crate) fn decode_record(
     value: Option<&[u8]>,
     rejected: &mut Vec<DeadLetter>,
 ) -> Option<LogRecord> {
-    match event_of(stream, value) {
+    match decode_event(stream, value) {
         Ok(event) => Some(LogRecord {
             partition,
             offset,
@@ -177,6 +123,8 @@ pub(crate) fn decode_record(
 #[cfg(test)]
 mod tests {
     use tributary_core::event::{EventId, Timestamp};
+
+    use tributary_core::record::UndecodableRecord;
 
     use super::*;
 
@@ -211,15 +159,15 @@ mod tests {
         let clicks = stream("clicks");
         let orders = encoded(&stream("orders"));
         assert!(matches!(
-            event_of(&clicks, Some(&orders)),
+            decode_event(&clicks, Some(&orders)),
             Err(UndecodableRecord::OtherStream { found, .. }) if found.as_str() == "orders"
         ));
         assert!(matches!(
-            event_of(&clicks, Some(b"{}")),
+            decode_event(&clicks, Some(b"{}")),
             Err(UndecodableRecord::NotAnEvent(_))
         ));
         assert!(matches!(
-            event_of(&clicks, None),
+            decode_event(&clicks, None),
             Err(UndecodableRecord::NoValue)
         ));
     }
@@ -229,7 +177,7 @@ mod tests {
         let clicks = stream("clicks");
         let invalid =
             br#"{"id":"e2","stream":"clicks","ts":9000000000000000,"key":"a\u0000b","payload":{}}"#;
-        let Err(UndecodableRecord::Invalid { id, reasons }) = event_of(&clicks, Some(invalid))
+        let Err(UndecodableRecord::Invalid { id, reasons }) = decode_event(&clicks, Some(invalid))
         else {
             panic!("an event with an invalid ts and key was read");
         };
@@ -243,7 +191,7 @@ mod tests {
             br#"{"id":"e3","stream":"clicks","ts":0,"payload":{"s":"\u0000"}}"#,
         ] {
             assert!(
-                event_of(&clicks, Some(refused)).is_err(),
+                decode_event(&clicks, Some(refused)).is_err(),
                 "{}",
                 String::from_utf8_lossy(refused)
             );

@@ -217,9 +217,70 @@ impl Timestamp {
     /// # Errors
     /// When `text` is not RFC 3339; the error says what was expected.
     pub fn parse_rfc3339(text: &str) -> Result<Self, &'static str> {
+        if let Some(fast) = Self::parse_utc_millis(text.as_bytes()) {
+            return Ok(fast);
+        }
         DateTime::parse_from_rfc3339(text)
             .map(|t| Self(t.timestamp_millis()))
             .map_err(|_| "must be an RFC 3339 date-time (e.g. 2026-11-25T18:00:00Z) or epoch milliseconds")
+    }
+
+    /// The form Tributary writes, `YYYY-MM-DDTHH:MM:SS.mmmZ` (or without the
+    /// milliseconds), parsed without chrono; `None` for anything else, including days or
+    /// times out of range, which [`DateTime::parse_from_rfc3339`] then judges.
+    fn parse_utc_millis(text: &[u8]) -> Option<Self> {
+        fn digits(bytes: &[u8]) -> Option<i64> {
+            bytes.iter().try_fold(0_i64, |n, &b| {
+                b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+            })
+        }
+        let (time, millis) = match text.len() {
+            20 => (text, 0),
+            24 if text[19] == b'.' => (text, digits(&text[20..23])?),
+            _ => return None,
+        };
+        if time[4] != b'-'
+            || time[7] != b'-'
+            || time[10] != b'T'
+            || time[13] != b':'
+            || time[16] != b':'
+            || *text.last()? != b'Z'
+        {
+            return None;
+        }
+        let (year, month, day) = (
+            digits(&time[0..4])?,
+            digits(&time[5..7])?,
+            digits(&time[8..10])?,
+        );
+        let (hour, minute, second) = (
+            digits(&time[11..13])?,
+            digits(&time[14..16])?,
+            digits(&time[17..19])?,
+        );
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let month_days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+        // `days_from_civil`).
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(Self(
+            ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis,
+        ))
     }
 
     /// This time as a `chrono` UTC date-time, when it is within chrono's range.
@@ -275,16 +336,33 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Value::deserialize(deserializer)? {
-            Value::String(s) => Self::parse_rfc3339(&s).map_err(serde::de::Error::custom),
-            Value::Number(n) => n
-                .as_i64()
-                .map(Self)
-                .ok_or_else(|| serde::de::Error::custom("epoch milliseconds must be an integer")),
-            _ => Err(serde::de::Error::custom(
-                "expected an RFC 3339 string or epoch milliseconds",
-            )),
+        use serde::de::{Error, Unexpected, Visitor};
+
+        struct TimestampVisitor;
+        impl Visitor<'_> for TimestampVisitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 string or epoch milliseconds")
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(s).map_err(E::custom)
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Timestamp, E> {
+                i64::try_from(v)
+                    .map(Timestamp)
+                    .map_err(|_| E::custom("epoch milliseconds must be an integer"))
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<Timestamp, E> {
+                Err(E::custom("epoch milliseconds must be an integer"))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> Result<Timestamp, E> {
+                Err(E::invalid_type(Unexpected::Bool(v), &self))
+            }
         }
+        deserializer.deserialize_any(TimestampVisitor)
     }
 }
 

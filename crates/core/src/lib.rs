@@ -16,6 +16,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod plan;
 pub mod ports;
+pub mod record;
 pub mod repartition;
 pub mod results;
 pub mod value;

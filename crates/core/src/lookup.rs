@@ -24,8 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Event;
-use crate::expr::{Expr, Row};
+use crate::expr::{EventRef, Expr, Row};
 use crate::value::Value;
 
 /// A row of a reference table: its columns, by name.
@@ -57,7 +56,7 @@ impl LookupSpec {
     /// the event; `None` when it is `NULL`.
     fn key<'a>(
         &self,
-        event: &'a Event,
+        event: EventRef<'a>,
         buffer: &'a mut String,
     ) -> Option<std::borrow::Cow<'a, str>> {
         let value = self.on.eval(&Row {
@@ -451,7 +450,8 @@ pub struct Enricher<'t> {
 impl<'t> Enricher<'t> {
     /// The rows looked up for `event`, one per lookup, in order (what [`Row::lookups`]
     /// holds); empty when the pipeline has no lookup.
-    pub fn rows(&mut self, event: &Event) -> &[Option<&'t ReferenceRow>] {
+    pub fn rows<'e>(&mut self, event: impl Into<EventRef<'e>>) -> &[Option<&'t ReferenceRow>] {
+        let event = event.into();
         self.rows.clear();
         let tables: &'t LookupTables = self.tables;
         for (spec, table) in tables.specs.iter().zip(&tables.tables) {
@@ -470,7 +470,7 @@ mod tests {
 
     use super::*;
     use crate::expr::Scope;
-    use crate::{EventId, StreamName, Timestamp};
+    use crate::{Event, EventId, StreamName, Timestamp};
 
     fn row(value: serde_json::Value) -> ReferenceRow {
         match value {

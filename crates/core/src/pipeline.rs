@@ -18,6 +18,7 @@ use crate::event::StreamName;
 use crate::expr::Expr;
 use crate::lookup::LookupSpec;
 use crate::partition::stable_hash64;
+use crate::record::Projection;
 use crate::results::{Column, ResultSchema};
 use crate::value::ColumnType;
 pub use crate::window::WindowSpec;
@@ -78,6 +79,20 @@ pub struct PipelineSpec {
 }
 
 impl PipelineSpec {
+    /// The payload fields its expressions read (filter, keys, aggregates, lookups): all
+    /// the pipeline needs decoded of an event's payload.
+    #[must_use]
+    pub fn projection(&self) -> Projection {
+        let exprs = self
+            .lookups
+            .iter()
+            .map(|l| &l.on)
+            .chain(&self.filter)
+            .chain(self.keys.iter().map(|k| &k.expr))
+            .chain(self.aggregates.iter().filter_map(|a| a.argument.as_ref()));
+        Projection::new(exprs.flat_map(Expr::payload_paths).map(|path| &**path))
+    }
+
     /// The plan of a pipeline as Tributary ran every one before aggregates could be
     /// declared: the number of events per event key in `window`, no filter.
     ///

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tributary_core::StreamName;
 use tributary_core::Timestamp;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, Claim, Log, LogRecord, PartitionOffset, StateDelta,
+    AnalyticsStore, Checkpoint, Claim, Log, PartitionOffset, RawBatch, StateDelta,
 };
 use tributary_core::results::ResultWrite;
 
@@ -80,12 +80,23 @@ impl Positions {
             .map(|(stream, partition)| (stream, *partition))
     }
 
-    /// Records that `record` has been processed.
-    pub(crate) fn advance(&mut self, record: &LogRecord) {
-        self.next.insert(
-            (record.event.stream.clone(), record.partition),
-            record.offset + 1,
-        );
+    /// Records that the records of `batch` have been processed.
+    pub(crate) fn advance(&mut self, batch: &RawBatch) {
+        // Records of one partition come in offset order: only the last of each counts.
+        let mut last: Vec<(u32, u32, u64)> = Vec::new();
+        for record in batch.records() {
+            match last
+                .iter_mut()
+                .find(|(s, p, _)| *s == record.stream && *p == record.partition)
+            {
+                Some(entry) => entry.2 = record.offset,
+                None => last.push((record.stream, record.partition, record.offset)),
+            }
+        }
+        for (stream, partition, offset) in last {
+            let stream = batch.stream_at(stream).clone();
+            self.next.insert((stream, partition), offset + 1);
+        }
     }
 
     /// Whether records were processed since the last checkpoint.
@@ -301,18 +312,11 @@ mod tests {
         let mut at = positions(&[("a", 0, 0), ("a", 1, 0)]);
         let end = ends(&[("a", &[2, 1])]);
         assert_eq!(at.lag(&end), 3);
-        let event = tributary_core::Event {
-            id: tributary_core::EventId::new("e1").unwrap(),
-            stream: stream("a"),
-            ts: Timestamp::from_millis(0),
-            key: None,
-            payload: serde_json::Map::new(),
-        };
-        at.advance(&LogRecord {
-            partition: 0,
-            offset: 1,
-            event,
-        });
+        let mut batch = RawBatch::default();
+        let a = batch.stream_index(&stream("a"));
+        batch.push(a, 0, 0, Some(b"{}"));
+        batch.push(a, 0, 1, None);
+        at.advance(&batch);
         assert_eq!(at.lag(&end), 1);
     }
 

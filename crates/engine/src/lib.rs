@@ -34,6 +34,7 @@ pub mod archive;
 mod checkpoint;
 mod dead_letters;
 mod lookups;
+mod records;
 pub mod repartition;
 mod task_loop;
 pub mod windowed;

@@ -124,10 +124,7 @@ impl Stage for Repartitioner {
                 .or_insert(record.event.ts);
             *reached = (*reached).max(record.event.ts);
             let lookups = enricher.rows(&record.event);
-            let row = tributary_core::expr::Row {
-                event: &record.event,
-                lookups,
-            };
+            let row = tributary_core::expr::Row::new(&record.event, lookups);
             self.spec.write_key(&row, &mut self.key);
             match wrap(
                 &record.event,

@@ -12,11 +12,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tributary_core::ports::{Checkpoint, Claim, LogRecord};
+use tributary_core::ports::{Checkpoint, Claim, LogRecord, RawBatch};
 use tributary_core::{DeadLetter, StreamName};
 
 use crate::checkpoint::{Checkpointer, LagGauge, Positions};
-use crate::{EngineError, Ports, dead_letters};
+use crate::{EngineError, Ports, dead_letters, records};
 
 /// How long a poll waits for records before the task looks at the clock again.
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -30,6 +30,20 @@ pub(crate) trait Stage: Send {
         records: Vec<LogRecord>,
         refused: &mut Vec<DeadLetter>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Handles one batch of records as read from the log. By default, decodes every
+    /// record whole ([`records::decode_all`]) for [`Stage::process`]; a stage that reads
+    /// less of each event decodes it itself.
+    fn process_batch(
+        &mut self,
+        batch: &RawBatch,
+        refused: &mut Vec<DeadLetter>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async move {
+            let records = records::decode_all(batch, refused);
+            self.process(records, refused).await
+        }
+    }
 
     /// Whether a checkpoint now would write anything but offsets.
     fn has_changes(&self) -> bool;
@@ -102,21 +116,23 @@ where
         "task restored from its last checkpoint"
     );
     let mut lag = LagGauge::new(task);
+    let mut batch = RawBatch::default();
     loop {
         // A log slow to give its end offsets must not hold a shutdown back.
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = lag.measure(ports.log.as_ref(), &positions) => {}
         }
-        let records = tokio::select! {
+        batch.clear();
+        tokio::select! {
             () = shutdown.cancelled() => break,
-            polled = reader.poll(batch_size, POLL_TIMEOUT) => polled?,
-        };
+            polled = reader.poll_raw(batch_size, POLL_TIMEOUT, &mut batch) => polled?,
+        }
         let mut refused = reader.take_rejected();
-        // Advanced before the stage may move the records: on a failure the task restarts
-        // from its last checkpoint, and no checkpoint is taken before they are handled.
-        records.iter().for_each(|r| positions.advance(r));
-        stage.process(records, &mut refused).await?;
+        // On a failure the task restarts from its last checkpoint, and no checkpoint is
+        // taken before the batch is handled.
+        positions.advance(&batch);
+        stage.process_batch(&batch, &mut refused).await?;
         dead_letters::keep(ports.documents.as_ref(), &refused).await?;
         if checkpointer.due(interval) && (stage.has_changes() || positions.moved()) {
             commit(

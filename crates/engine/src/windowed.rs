@@ -24,8 +24,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
+use tributary_core::expr::{EventRef, PayloadRef};
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
-use tributary_core::ports::{Checkpoint, Claim, LogRecord, ReferenceSource};
+use tributary_core::ports::{Checkpoint, Claim, LogRecord, RawBatch, ReferenceSource};
+use tributary_core::record::{EventView, Projection, decode_view};
 use tributary_core::results::{ResultChange, ResultSchema, ResultWrite};
 use tributary_core::window::{Counters, Outcome, Snapshot, WindowOperator};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
@@ -33,7 +35,7 @@ use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 use crate::checkpoint::{Checkpointer, Positions};
 use crate::lookups::Lookups;
 use crate::task_loop::{self, Reading, Stage};
-use crate::{EngineError, Ports, Task};
+use crate::{EngineError, Ports, Task, records};
 
 /// The checkpoint name of shard `partition` of `pipeline`: the task that reads that
 /// partition of each of its sources. Its claim, checkpoint, state and watermark are its
@@ -205,6 +207,8 @@ struct Pipeline {
     operator: Option<WindowOperator>,
     /// The tables its expressions look events up in.
     lookups: Lookups,
+    /// The payload fields its expressions read: all it decodes of an event's payload.
+    projection: Projection,
     /// Whether it reads an internal stream, whose records wrap the events.
     unwrap: bool,
 }
@@ -233,10 +237,20 @@ impl Pipeline {
             board,
             operator: Some(operator),
             lookups,
+            projection: spec.projection(),
             unwrap: false,
         };
         pipeline.publish(epoch, &[]).await;
         Ok(pipeline)
+    }
+
+    /// Counts a batch's outcomes: one metric update per outcome, not per event.
+    fn count(&self, tally: &[u64; Outcome::ALL.len()]) {
+        let pipeline = &self.schema.pipeline;
+        for (outcome, &n) in Outcome::ALL.into_iter().zip(tally).filter(|(_, n)| **n > 0) {
+            metrics::counter!("tributary_pipeline_events_total", "pipeline" => pipeline.clone(), "outcome" => outcome.label())
+                .increment(n);
+        }
     }
 
     /// The operator: absent only after a checkpoint failed to take it back, which ends
@@ -312,6 +326,77 @@ impl Pipeline {
 }
 
 impl Stage for Pipeline {
+    /// Decodes of each record only what the pipeline reads ([`decode_view`]), borrowing
+    /// from the batch; a record the fast path does not decide is decoded whole.
+    async fn process_batch(
+        &mut self,
+        batch: &RawBatch,
+        refused: &mut Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        if self.unwrap {
+            let records = records::decode_all(batch, refused);
+            return self.process(records, refused).await;
+        }
+        // First decode the batch, then process it: the events borrow from `slots` and
+        // `whole`, which stay put once filled.
+        let projection = &self.projection;
+        let mut slots = Vec::with_capacity(batch.len() * projection.len());
+        let mut whole = Vec::new();
+        let mut decoded = Vec::with_capacity(batch.len());
+        for record in batch.records() {
+            let fast = batch
+                .value(record)
+                .and_then(|value| decode_view(batch.stream(record), value, projection, &mut slots));
+            match fast {
+                Some(view) => {
+                    let start = slots.len() - projection.len();
+                    decoded.push((record, Decoded::View(view, start)));
+                }
+                None => {
+                    if let Some(event) = records::decode_whole(batch, record, refused) {
+                        whole.push(event);
+                        decoded.push((record, Decoded::Whole(whole.len() - 1)));
+                    }
+                }
+            }
+        }
+        self.lookups.maybe_refresh();
+        let tables = self.lookups.tables();
+        let mut enricher = tables.enricher();
+        let now = now_ms();
+        let Some(operator) = self.operator.as_mut() else {
+            return Err(self.lost());
+        };
+        let mut tally = [0_u64; Outcome::ALL.len()];
+        for (record, decoded) in &decoded {
+            let event = match decoded {
+                Decoded::View(view, start) => EventRef {
+                    id: &view.id,
+                    stream: batch.stream(record),
+                    ts: view.ts,
+                    key: view.key.as_deref(),
+                    payload: PayloadRef::Projected {
+                        projection,
+                        slots: &slots[*start..*start + projection.len()],
+                    },
+                },
+                Decoded::Whole(i) => (&whole[*i]).into(),
+            };
+            let rows = enricher.rows(event);
+            let outcome = operator.process_ref(record.partition, event, rows, now);
+            tally[outcome as usize] += 1;
+            if outcome == Outcome::Late {
+                // Rare: the dead letter keeps the whole event.
+                if let Some(event) = records::decode_whole(batch, record, refused) {
+                    refused.push(late(operator, &event));
+                }
+            }
+        }
+        operator.advance(now);
+        self.count(&tally);
+        Ok(())
+    }
+
     async fn process(
         &mut self,
         records: Vec<LogRecord>,
@@ -343,11 +428,7 @@ impl Stage for Pipeline {
             }
         }
         operator.advance(now);
-        let pipeline = &self.schema.pipeline;
-        for (outcome, n) in Outcome::ALL.into_iter().zip(tally).filter(|(_, n)| *n > 0) {
-            metrics::counter!("tributary_pipeline_events_total", "pipeline" => pipeline.clone(), "outcome" => outcome.label())
-                .increment(n);
-        }
+        self.count(&tally);
         Ok(())
     }
 
@@ -389,6 +470,14 @@ impl Stage for Pipeline {
         self.publish(checkpoint.epoch, &changes).await;
         Ok(checkpoint)
     }
+}
+
+/// How a record of a batch was decoded.
+enum Decoded<'a> {
+    /// On the fast path, its projected fields in the batch's slots from this index.
+    View(EventView<'a>, usize),
+    /// Whole, at this index of the batch's whole events.
+    Whole(usize),
 }
 
 /// The events that the records of an internal stream wrap, with the source partition each

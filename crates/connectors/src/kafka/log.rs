@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tributary_core::dead_letter::DeadLetter;
 use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
-use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
+use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError, RawBatch};
 
 use crate::log_checks::{check_batch_stream, check_partition, decode_record};
 
@@ -789,48 +789,73 @@ impl Drop for KafkaLogReader {
     }
 }
 
-/// The record `message` holds: an event of its topic's stream, or `None` for anything
-/// else (counted, logged and pushed onto `rejected` as a dead letter).
-fn decode(
+/// Appends the record `message` holds to `batch`, undecoded.
+fn push_message(
     streams: &HashMap<String, StreamName>,
     message: &BorrowedMessage<'_>,
-    rejected: &mut Vec<DeadLetter>,
-) -> Option<LogRecord> {
+    batch: &mut RawBatch,
+) {
     // The consumer is assigned only these topics, and partitions and offsets of
     // delivered messages are never negative.
-    let stream = streams.get(message.topic())?;
-    let partition = u32::try_from(message.partition()).ok()?;
-    let offset = u64::try_from(message.offset()).ok()?;
-    decode_record(stream, partition, offset, message.payload(), rejected)
+    let (Some(stream), Ok(partition), Ok(offset)) = (
+        streams.get(message.topic()),
+        u32::try_from(message.partition()),
+        u64::try_from(message.offset()),
+    ) else {
+        return;
+    };
+    let stream = batch.stream_index(stream);
+    batch.push(stream, partition, offset, message.payload());
 }
 
 #[async_trait]
 impl LogReader for KafkaLogReader {
-    /// Waits up to `timeout` for a first record, then takes what is already fetched, up to
-    /// `max` records in all: events, and records skipped (whose dead letters the caller
-    /// takes now). A consumer error fails the poll; one that comes after the first record
-    /// ends the batch and fails the next poll instead.
+    /// As [`KafkaLogReader::poll_raw`], each record decoded whole; one that holds no
+    /// event of its stream is skipped, and its dead letter waits for `take_rejected`.
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
+        let mut batch = RawBatch::default();
+        self.poll_raw(max, timeout, &mut batch).await?;
+        Ok(batch
+            .records()
+            .iter()
+            .filter_map(|r| {
+                decode_record(
+                    batch.stream(r),
+                    r.partition,
+                    r.offset,
+                    batch.value(r),
+                    &mut self.rejected,
+                )
+            })
+            .collect())
+    }
+
+    /// Waits up to `timeout` for a first record, then takes what is already fetched, up to
+    /// `max` records in all. A consumer error fails the poll; one that comes after the
+    /// first record ends the batch and fails the next poll instead.
+    async fn poll_raw(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        batch: &mut RawBatch,
+    ) -> Result<(), PortError> {
         if let Some(error) = self.pending_error.take() {
             return Err(consume_error(error));
         }
-        let mut records = Vec::new();
         if max == 0 {
-            return Ok(records);
+            return Ok(());
         }
         let consumer = self.consumer.as_ref().ok_or_else(closed)?;
         let deadline = Instant::now() + timeout;
         let Ok(first) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            return Ok(records);
+            return Ok(());
         };
         let first = first.map_err(consume_error)?;
-        records.extend(decode(&self.streams, &first, &mut self.rejected));
+        push_message(&self.streams, &first, batch);
         for _ in 1..max {
             match consumer.recv().now_or_never() {
                 None => break,
-                Some(Ok(message)) => {
-                    records.extend(decode(&self.streams, &message, &mut self.rejected));
-                }
+                Some(Ok(message)) => push_message(&self.streams, &message, batch),
                 Some(Err(error)) => {
                     // Return what we have: the records before the error are good.
                     self.pending_error = Some(error);
@@ -838,7 +863,7 @@ impl LogReader for KafkaLogReader {
                 }
             }
         }
-        Ok(records)
+        Ok(())
     }
 
     fn take_rejected(&mut self) -> Vec<DeadLetter> {

@@ -187,22 +187,17 @@ pub(super) enum Reader {
 impl Reader {
     fn read<'a>(&self, row: &Row<'a>) -> Value<'a> {
         match self {
-            Self::Id => Value::Str(Cow::Borrowed(row.event.id.as_str())),
+            Self::Id => Value::Str(Cow::Borrowed(row.event.id)),
             Self::Stream => Value::Str(Cow::Borrowed(row.event.stream.as_str())),
             Self::Ts => Value::Int(row.event.ts.millis()),
             Self::Key => row
                 .event
                 .key
-                .as_deref()
                 .map_or(Value::Null, |k| Value::Str(Cow::Borrowed(k))),
-            Self::PayloadField(name) => row
-                .event
-                .payload
-                .get(&**name)
-                .map_or(Value::Null, Value::from_json),
-            Self::Payload(path) => descend(&row.event.payload, path),
+            Self::PayloadField(name) => row.event.payload.get(std::slice::from_ref(name)),
+            Self::Payload(path) => row.event.payload.get(path),
             Self::Lookup(index, path) => match row.lookups.get(*index) {
-                Some(Some(found)) => descend(found, path),
+                Some(Some(found)) => super::descend(found, path),
                 _ => Value::Null,
             },
         }
@@ -515,23 +510,6 @@ fn field_path(expr: &ast::Expr, at: Location) -> Result<Vec<Segment<'_>>, ExprEr
     Ok(path)
 }
 
-/// The value at `path` in a JSON object; `NULL` when it is missing.
-fn descend<'a>(object: &'a Map<String, serde_json::Value>, path: &[String]) -> Value<'a> {
-    let Some((first, rest)) = path.split_first() else {
-        return Value::Null;
-    };
-    let Some(mut value) = object.get(first.as_str()) else {
-        return Value::Null;
-    };
-    for name in rest {
-        match value.as_object().and_then(|o| o.get(name.as_str())) {
-            Some(inner) => value = inner,
-            None => return Value::Null,
-        }
-    }
-    Value::from_json(value)
-}
-
 /// Compiles expressions against a scope.
 pub(super) struct Compiler<'s> {
     scope: &'s Scope,
@@ -540,6 +518,8 @@ pub(super) struct Compiler<'s> {
     /// Stands in for the row when folding constants: an expression that reads no field
     /// gives the same value on any row.
     blank: Option<Event>,
+    /// The payload paths read so far.
+    pub(super) paths: Vec<Box<[String]>>,
 }
 
 impl<'s> Compiler<'s> {
@@ -558,6 +538,7 @@ impl<'s> Compiler<'s> {
             scope,
             depth: 0,
             blank,
+            paths: Vec::new(),
         }
     }
 
@@ -584,11 +565,7 @@ impl<'s> Compiler<'s> {
     fn node(&self, eval: EvalFn, ty: Ty, at: Location, inputs: &[&Node]) -> Node {
         if inputs.iter().all(|input| input.constant.is_some()) {
             if let Some(event) = &self.blank {
-                let value = eval(&Row {
-                    event,
-                    lookups: &[],
-                })
-                .into_owned();
+                let value = eval(&Row::new(event, &[])).into_owned();
                 return Node::constant(value, ty, at);
             }
         }
@@ -680,7 +657,7 @@ impl<'s> Compiler<'s> {
     }
 
     /// A field: `id`, `stream`, `ts`, `key`, `payload.<path>` or `<lookup>.<path>`.
-    fn field(&self, expr: &ast::Expr, at: Location) -> Result<Node, ExprError> {
+    fn field(&mut self, expr: &ast::Expr, at: Location) -> Result<Node, ExprError> {
         let path = field_path(expr, at)?;
         let Some((root, rest)) = path.split_first() else {
             return Err(ExprError::at(at, "expected a field"));
@@ -719,6 +696,9 @@ impl<'s> Compiler<'s> {
                 [only] => Reader::PayloadField(only.name.into()),
                 _ => Reader::Payload(names()),
             };
+            if !self.paths.iter().any(|p| **p == *names()) {
+                self.paths.push(names());
+            }
             (read, Ty::Any)
         } else if let Some(index) = self.scope.lookups.iter().position(|l| root.is(l)) {
             if rest.is_empty() {

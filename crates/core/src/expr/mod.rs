@@ -32,8 +32,11 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
-use crate::Event;
+use std::borrow::Cow;
+
+use crate::record::Projection;
 use crate::value::{ColumnType, Value};
+use crate::{Event, StreamName, Timestamp};
 
 /// The most tokens an expression's text may have. Deeply nested syntax trees are dropped
 /// recursively (by sqlparser), so the length of the text is bounded to bound their depth.
@@ -43,9 +46,104 @@ pub const MAX_TOKENS: usize = 8192;
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     /// The event.
-    pub event: &'a Event,
+    pub event: EventRef<'a>,
     /// One entry per lookup declared in the Scope, in order: the matched reference row, or None.
     pub lookups: &'a [Option<&'a serde_json::Map<String, serde_json::Value>>],
+}
+
+impl<'a> Row<'a> {
+    /// The row of a whole event.
+    #[must_use]
+    pub fn new(
+        event: &'a Event,
+        lookups: &'a [Option<&'a serde_json::Map<String, serde_json::Value>>],
+    ) -> Self {
+        Self {
+            event: event.into(),
+            lookups,
+        }
+    }
+}
+
+/// The event an expression reads: a whole [`Event`], or what a pipeline decoded of a
+/// record ([`crate::record::decode_view`]), borrowed either way.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// `id`.
+    pub id: &'a str,
+    /// `stream`.
+    pub stream: &'a StreamName,
+    /// `ts`.
+    pub ts: Timestamp,
+    /// `key`.
+    pub key: Option<&'a str>,
+    /// `payload`.
+    pub payload: PayloadRef<'a>,
+}
+
+impl<'a> From<&'a Event> for EventRef<'a> {
+    fn from(event: &'a Event) -> Self {
+        Self {
+            id: event.id.as_str(),
+            stream: &event.stream,
+            ts: event.ts,
+            key: event.key.as_deref(),
+            payload: PayloadRef::Json(&event.payload),
+        }
+    }
+}
+
+/// The payload an expression reads.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadRef<'a> {
+    /// The whole payload.
+    Json(&'a serde_json::Map<String, serde_json::Value>),
+    /// The values of the projected fields only, one per path of `projection`. A path
+    /// outside the projection reads as `NULL`.
+    Projected {
+        /// The paths.
+        projection: &'a Projection,
+        /// Their values, in the projection's order.
+        slots: &'a [Value<'a>],
+    },
+}
+
+impl<'a> PayloadRef<'a> {
+    /// The value at `path` (field names from the payload down), `NULL` when missing or not
+    /// a scalar.
+    #[must_use]
+    pub fn get<S: AsRef<str>>(&self, path: &[S]) -> Value<'a> {
+        match *self {
+            Self::Json(map) => descend(map, path),
+            Self::Projected { projection, slots } => {
+                match projection.slot_of(path).and_then(|i| slots.get(i)) {
+                    Some(Value::Str(s)) => Value::Str(Cow::Borrowed(s.as_ref())),
+                    Some(value) => value.clone(),
+                    None => Value::Null,
+                }
+            }
+        }
+    }
+}
+
+/// The scalar at `path` in `object`: `NULL` when missing, or an object or array.
+pub(crate) fn descend<'a, S: AsRef<str>>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    path: &[S],
+) -> Value<'a> {
+    let Some((first, rest)) = path.split_first() else {
+        return Value::Null;
+    };
+    let Some(mut value) = object.get(first.as_ref()) else {
+        return Value::Null;
+    };
+    for name in rest {
+        match value.as_object().and_then(|o| o.get(name.as_ref())) {
+            Some(inner) => value = inner,
+            None => return Value::Null,
+        }
+    }
+    Value::from_json(value)
 }
 
 /// The names an expression may use besides the event's own fields.
@@ -68,6 +166,7 @@ pub struct Expr {
     canonical: String,
     column_name: Option<String>,
     is_event_key: bool,
+    payload_paths: Arc<[Box<[String]>]>,
 }
 
 impl Expr {
@@ -93,7 +192,8 @@ impl Expr {
         source: &str,
         scope: &Scope,
     ) -> Result<Expr, ExprError> {
-        let node = compile::Compiler::new(scope).compile(ast, start_of_text(source))?;
+        let mut compiler = compile::Compiler::new(scope);
+        let node = compiler.compile(ast, start_of_text(source))?;
         let (column_name, is_event_key) = match node.field {
             Some(field) => (Some(field.name), matches!(field.read, compile::Reader::Key)),
             None => (None, false),
@@ -104,7 +204,15 @@ impl Expr {
             canonical: ast.to_string(),
             column_name,
             is_event_key,
+            payload_paths: compiler.paths.into(),
         })
+    }
+
+    /// The payload fields it reads, each a path of field names (`payload.a.b` is
+    /// `["a", "b"]`): what a [`Projection`] must keep for it.
+    #[must_use]
+    pub fn payload_paths(&self) -> &[Box<[String]>] {
+        &self.payload_paths
     }
 
     /// Evaluates the expression on a row. Never fails: what SQL leaves undefined at runtime
@@ -328,11 +436,34 @@ mod tests {
         let lookups = [Some(geo), None];
         let event = sample();
         let expr = Expr::compile(text, &scope()).unwrap_or_else(|e| panic!("{text}: {e}"));
-        let row = Row {
-            event: &event,
+        let row = Row::new(&event, &lookups);
+        let value = expr.eval(&row).into_owned();
+        // The same on the pipelines' read path: the event decoded from its log record,
+        // keeping only the fields the expression reads.
+        let bytes = event.to_json_bytes();
+        let projection = Projection::new(expr.payload_paths().iter().map(|p| &**p));
+        let mut slots = Vec::new();
+        let view = crate::record::decode_view(&event.stream, &bytes, &projection, &mut slots)
+            .expect("decoded on the fast path");
+        let projected = Row {
+            event: EventRef {
+                id: &view.id,
+                stream: &event.stream,
+                ts: view.ts,
+                key: view.key.as_deref(),
+                payload: PayloadRef::Projected {
+                    projection: &projection,
+                    slots: &slots,
+                },
+            },
             lookups: &lookups,
         };
-        expr.eval(&row).into_owned()
+        assert_eq!(
+            expr.eval(&projected),
+            value,
+            "{text} on a projected payload"
+        );
+        value
     }
 
     fn err(text: &str) -> ExprError {
@@ -385,10 +516,7 @@ mod tests {
         let mut keyless = sample();
         keyless.key = None;
         let expr = Expr::compile("key", &Scope::default()).unwrap();
-        let row = Row {
-            event: &keyless,
-            lookups: &[],
-        };
+        let row = Row::new(&keyless, &[]);
         assert_eq!(expr.eval(&row), NULL);
     }
 
@@ -404,10 +532,7 @@ mod tests {
         // A row with fewer lookups than the scope declares reads NULL too.
         let expr = Expr::compile("tier.level", &scope()).unwrap();
         let event = sample();
-        let row = Row {
-            event: &event,
-            lookups: &[],
-        };
+        let row = Row::new(&event, &[]);
         assert_eq!(expr.eval(&row), NULL);
     }
 
@@ -976,10 +1101,7 @@ mod tests {
     fn filters_match_only_true() {
         let expr = Expr::compile("payload.qty > 1", &scope()).unwrap();
         let event = sample();
-        let row = Row {
-            event: &event,
-            lookups: &[],
-        };
+        let row = Row::new(&event, &[]);
         assert!(expr.matches(&row));
         for text in ["payload.qty > 5", "payload.missing > 1", "payload.status"] {
             assert!(
@@ -992,10 +1114,7 @@ mod tests {
     #[test]
     fn filters_evaluate_borrowing_from_the_event() {
         let event = event(json!({"status": "paid", "amount": 12.5}));
-        let row = Row {
-            event: &event,
-            lookups: &[],
-        };
+        let row = Row::new(&event, &[]);
         let scope = Scope::default();
         let filter =
             Expr::compile("payload.status = 'paid' AND payload.amount > 0", &scope).unwrap();

@@ -32,6 +32,112 @@ pub struct LogRecord {
     pub event: Event,
 }
 
+/// Records read from the log as they are stored, before any decoding: the read path of
+/// the pipelines, which decode only what they need ([`crate::record`]).
+///
+/// One batch owns the bytes of all its records in one buffer, so a poll allocates nothing
+/// per record, and a batch is reused from poll to poll ([`RawBatch::clear`]).
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    /// The streams the records were read from; [`RawRecord::stream`] indexes it.
+    streams: Vec<StreamName>,
+    /// The values of all records, one after the other.
+    bytes: Vec<u8>,
+    records: Vec<RawRecord>,
+}
+
+/// One record of a [`RawBatch`]: its position, and where its value is in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The stream, as an index into the batch's streams ([`RawBatch::stream`]).
+    pub stream: u32,
+    /// The partition it was read from.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// Where its value lies in the batch's bytes; `None` for a record without a value.
+    value: Option<(u32, u32)>,
+}
+
+impl RawBatch {
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    /// The index of `stream` in the batch, added when new. A reader reads a handful of
+    /// streams, so this is a short scan.
+    pub fn stream_index(&mut self, stream: &StreamName) -> u32 {
+        let index = match self.streams.iter().position(|s| s == stream) {
+            Some(i) => i,
+            None => {
+                self.streams.push(stream.clone());
+                self.streams.len() - 1
+            }
+        };
+        // At most a few streams per reader: far below u32::MAX.
+        u32::try_from(index).unwrap_or(u32::MAX)
+    }
+
+    /// Appends a record of the stream at `stream` (from [`RawBatch::stream_index`]).
+    pub fn push(&mut self, stream: u32, partition: u32, offset: u64, value: Option<&[u8]>) {
+        let value = value.map(|v| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(v);
+            // A batch holds at most a few hundred MiB (records are at most ~1 MiB each).
+            (
+                u32::try_from(start).unwrap_or(u32::MAX),
+                u32::try_from(v.len()).unwrap_or(u32::MAX),
+            )
+        });
+        self.records.push(RawRecord {
+            stream,
+            partition,
+            offset,
+            value,
+        });
+    }
+
+    /// The records, in the order read.
+    #[must_use]
+    pub fn records(&self) -> &[RawRecord] {
+        &self.records
+    }
+
+    /// How many records the batch holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The stream `record` was read from.
+    #[must_use]
+    pub fn stream(&self, record: &RawRecord) -> &StreamName {
+        self.stream_at(record.stream)
+    }
+
+    /// The stream at `index` ([`RawRecord::stream`]).
+    #[must_use]
+    pub fn stream_at(&self, index: u32) -> &StreamName {
+        &self.streams[index as usize]
+    }
+
+    /// The value of `record`, if it has one.
+    #[must_use]
+    pub fn value(&self, record: &RawRecord) -> Option<&[u8]> {
+        record
+            .value
+            .map(|(start, len)| &self.bytes[start as usize..(start + len) as usize])
+    }
+}
+
 /// A durable, partitioned log of events: Kafka, or the embedded log.
 ///
 /// Contract (checked by the conformance suite against every adapter):
@@ -83,6 +189,24 @@ pub trait Log: Send + Sync + Debug {
 pub trait LogReader: Send + Debug {
     /// Waits at most `timeout` for records and returns up to `max` of them, possibly none.
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError>;
+
+    /// As [`LogReader::poll`], but appends the records to `batch` as they are stored,
+    /// undecoded and unchecked (see [`crate::record`]): what the pipelines read through.
+    /// The default re-encodes what [`LogReader::poll`] decoded; adapters override it to
+    /// copy their records' bytes.
+    async fn poll_raw(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        batch: &mut RawBatch,
+    ) -> Result<(), PortError> {
+        for record in self.poll(max, timeout).await? {
+            let stream = batch.stream_index(&record.event.stream);
+            let value = record.event.to_json_bytes();
+            batch.push(stream, record.partition, record.offset, Some(&value));
+        }
+        Ok(())
+    }
 
     /// The records skipped as undecodable since the last call, as dead letters
     /// ([`DeadLetter::log_record`]: their id is their position).

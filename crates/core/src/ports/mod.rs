@@ -23,7 +23,7 @@ pub use analytics::{
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, ErrorDomain, Fence, PortError};
-pub use log::{Log, LogReader, LogRecord, PartitionOffset};
+pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
 pub use reference::ReferenceSource;
 
 use std::sync::Arc;

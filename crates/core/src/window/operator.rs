@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::aggregate::Accumulator;
 use crate::event::{Event, StreamName, Timestamp};
-use crate::expr::Row;
+use crate::expr::{EventRef, Row};
 use crate::partition::stable_hash64;
 use crate::pipeline::{PipelineSpec, millis};
 use crate::ports::{KeyedState, StateChunk, StateDelta};
@@ -497,8 +497,20 @@ impl WindowOperator {
         lookups: &[Option<&serde_json::Map<String, serde_json::Value>>],
         now_ms: i64,
     ) -> Outcome {
+        self.process_ref(partition, event.into(), lookups, now_ms)
+    }
+
+    /// As [`WindowOperator::process_enriched`], for an event as expressions read it: a
+    /// whole one, or what was decoded of a record ([`crate::record::decode_view`]).
+    pub fn process_ref(
+        &mut self,
+        partition: u32,
+        event: EventRef<'_>,
+        lookups: &[Option<&serde_json::Map<String, serde_json::Value>>],
+        now_ms: i64,
+    ) -> Outcome {
         let ts = event.ts.millis();
-        self.observe(&event.stream, partition, ts, now_ms);
+        self.observe(event.stream, partition, ts, now_ms);
         let row = Row { event, lookups };
         if let Some(filter) = &self.spec.filter {
             if !filter.matches(&row) {
@@ -507,10 +519,7 @@ impl WindowOperator {
                 return Outcome::Filtered;
             }
         }
-        let hash = stable_hash64(&[
-            event.stream.as_str().as_bytes(),
-            event.id.as_str().as_bytes(),
-        ]);
+        let hash = stable_hash64(&[event.stream.as_str().as_bytes(), event.id.as_bytes()]);
         let bucket_ms = self.spec.window.bucket_ms();
         let bucket = ts.div_euclid(bucket_ms) * bucket_ms;
         if self.seen.get(&bucket).is_some_and(|s| s.contains(&hash)) {

@@ -1,0 +1,761 @@
+//! Reading events back from the log.
+//!
+//! A record read from a stream's partition must hold an event *of that stream*, and one
+//! that ingestion would have accepted: others may write a topic, and an event a store
+//! refuses later would stall the pipeline behind it. Two decoders make that decision:
+//!
+//! - [`decode_event`] builds the whole [`Event`] and runs ingestion's checks on it
+//!   ([`check_event`]). It is the reference: its verdict and its error message are the ones
+//!   that count.
+//! - [`decode_view`] is the pipelines' fast path. In one scan of the record's bytes it
+//!   checks everything [`decode_event`] checks and keeps only what a pipeline reads: `id`,
+//!   `ts`, `key` and the payload fields of its [`Projection`], borrowed from the bytes
+//!   (strings are copied only when they hold escapes). It allocates nothing per event.
+//!   Where it cannot decide cheaply (a large record, anything it would refuse) it answers
+//!   `None`, and the caller asks [`decode_event`]: so both decoders always agree (a
+//!   property test holds them to it).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::event::{Event, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, StreamName, Timestamp, check_key};
+use crate::parse::check_event;
+use crate::value::Value;
+
+/// Why a record read from a stream's partition holds no event of that stream.
+#[derive(Debug, thiserror::Error)]
+pub enum UndecodableRecord {
+    /// The record has no value (a Kafka tombstone).
+    #[error("the record has no value")]
+    NoValue,
+    /// The value is not an encoded event.
+    #[error("the record is not an event")]
+    NotAnEvent(#[source] serde_json::Error),
+    /// The value is an event that ingestion would have refused.
+    #[error("the record is event {id}, which Tributary does not accept: {reasons}")]
+    Invalid {
+        /// The event.
+        id: String,
+        /// Each failing field and why, `; `-separated.
+        reasons: String,
+    },
+    /// The value is an event of another stream.
+    #[error("the record is event {id} of stream {found}, not of {expected}")]
+    OtherStream {
+        /// The event.
+        id: String,
+        /// The stream whose partition holds the record.
+        expected: StreamName,
+        /// The stream the event names.
+        found: StreamName,
+    },
+}
+
+/// The event a record of `stream` holds, decoded whole and checked as ingestion checks
+/// events.
+///
+/// # Errors
+/// When the record holds no event of `stream` that ingestion would accept.
+pub fn decode_event(stream: &StreamName, value: Option<&[u8]>) -> Result<Event, UndecodableRecord> {
+    let bytes = value.ok_or(UndecodableRecord::NoValue)?;
+    let event = Event::from_json_bytes(bytes).map_err(UndecodableRecord::NotAnEvent)?;
+    if &event.stream != stream {
+        return Err(UndecodableRecord::OtherStream {
+            id: event.id.to_string(),
+            expected: stream.clone(),
+            found: event.stream,
+        });
+    }
+    check_event(&event).map_err(|errors| UndecodableRecord::Invalid {
+        id: event.id.to_string(),
+        reasons: errors
+            .iter()
+            .map(|(field, reason)| match *field {
+                "" => reason.clone(),
+                field => format!("{field} {reason}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
+    Ok(event)
+}
+
+/// The payload fields a pipeline reads, each a path of field names (`payload.a.b` is
+/// `["a", "b"]`), in the order of their slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    paths: Vec<Box<[String]>>,
+    root: Node,
+}
+
+/// One level of a projection: the slot of the path that ends here, and the paths that go
+/// deeper.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    slot: Option<usize>,
+    children: Vec<(Box<str>, Node)>,
+}
+
+impl Node {
+    /// Sets the slots of the paths below this level to `NULL`.
+    fn clear_below(&self, slots: &mut [Value<'_>]) {
+        for (_, child) in &self.children {
+            if let Some(slot) = child.slot {
+                slots[slot] = Value::Null;
+            }
+            child.clear_below(slots);
+        }
+    }
+
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, node)| node)
+    }
+}
+
+impl Projection {
+    /// The projection of `paths`, each once (in the order first given).
+    pub fn new<'p>(paths: impl IntoIterator<Item = &'p [String]>) -> Self {
+        let mut projection = Self::default();
+        for path in paths {
+            if path.is_empty() || projection.slot_of(path).is_some() {
+                continue;
+            }
+            let slot = projection.paths.len();
+            projection.paths.push(path.into());
+            let mut node = &mut projection.root;
+            for name in path {
+                let i = match node.children.iter().position(|(n, _)| **n == **name) {
+                    Some(i) => i,
+                    None => {
+                        node.children.push((name.as_str().into(), Node::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[i].1;
+            }
+            node.slot = Some(slot);
+        }
+        projection
+    }
+
+    /// How many paths (slots) it has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether it reads no payload field.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The paths, in the order of their slots.
+    #[must_use]
+    pub fn paths(&self) -> &[Box<[String]>] {
+        &self.paths
+    }
+
+    /// The slot of `path`.
+    #[must_use]
+    pub fn slot_of<S: AsRef<str>>(&self, path: &[S]) -> Option<usize> {
+        self.paths
+            .iter()
+            .position(|p| p.len() == path.len() && p.iter().zip(path).all(|(a, b)| a == b.as_ref()))
+    }
+
+    /// The values of the projected fields of `payload`, as the fast path reads them (for
+    /// events decoded whole).
+    pub fn extract<'a>(
+        &self,
+        payload: &'a serde_json::Map<String, serde_json::Value>,
+        into: &mut Vec<Value<'a>>,
+    ) {
+        for path in &self.paths {
+            into.push(crate::expr::descend(payload, path));
+        }
+    }
+}
+
+/// An event decoded by [`decode_view`]: what a pipeline reads of it. Its projected payload
+/// fields are in the slots the caller passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventView<'a> {
+    /// The event's id.
+    pub id: Cow<'a, str>,
+    /// Its event time.
+    pub ts: Timestamp,
+    /// Its key.
+    pub key: Option<Cow<'a, str>>,
+}
+
+/// Decodes and checks a record of `stream` on the fast path: the event's id, time and
+/// key, with the values of `projection`'s fields appended to `slots` (one per path, `NULL`
+/// where missing). `None` when the fast path does not decide (then `slots` is as it was):
+/// ask [`decode_event`], which gives the verdict and the reason.
+pub fn decode_view<'a>(
+    stream: &StreamName,
+    value: &'a [u8],
+    projection: &Projection,
+    slots: &mut Vec<Value<'a>>,
+) -> Option<EventView<'a>> {
+    // The whole event must fit in MAX_EVENT_BYTES *as Tributary encodes it*, which can be
+    // up to ~5 times what other writers' JSON takes (a number such as `1e15` is written
+    // out in full): under an eighth of the limit, no record can be refused for its size.
+    if value.len() > MAX_EVENT_BYTES / 8 {
+        return None;
+    }
+    let base = slots.len();
+    slots.resize(base + projection.len(), Value::Null);
+    let mut deserializer = serde_json::Deserializer::from_slice(value);
+    let decoded = RecordSeed {
+        stream,
+        projection,
+        slots: &mut slots[base..],
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|view| deserializer.end().map(|()| view));
+    match decoded {
+        Ok(view) => Some(view),
+        Err(_) => {
+            slots.truncate(base);
+            None
+        }
+    }
+}
+
+/// An error of the fast path; its text does not matter (the full decoder gives the reason).
+fn refuse<E: de::Error>() -> E {
+    E::custom("refused by the fast path")
+}
+
+/// A string borrowed from the input when it holds no escape, copied otherwise.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// A field name of a payload object, checked: only borrowed or inspected, never kept.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Str(name) = Str::deserialize(deserializer)?;
+        if name.contains(['.', '\0']) || name.starts_with('$') {
+            return Err(refuse());
+        }
+        Ok(FieldName(name))
+    }
+}
+
+/// An event time: an RFC 3339 string or integer epoch milliseconds.
+struct Ts(Timestamp);
+
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TsVisitor;
+        impl Visitor<'_> for TsVisitor {
+            type Value = Ts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event time")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ts, E> {
+                Timestamp::parse_rfc3339(s).map(Ts).map_err(|_| refuse())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
+                Ok(Ts(Timestamp::from_millis(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
+                i64::try_from(v)
+                    .map(|v| Ts(Timestamp::from_millis(v)))
+                    .map_err(|_| refuse())
+            }
+        }
+        deserializer.deserialize_any(TsVisitor)
+    }
+}
+
+/// The whole record: a JSON object with exactly the fields of [`Event`].
+struct RecordSeed<'p, 's, 'a> {
+    stream: &'p StreamName,
+    projection: &'p Projection,
+    slots: &'s mut [Value<'a>],
+}
+
+impl<'a> DeserializeSeed<'a> for RecordSeed<'_, '_, 'a> {
+    type Value = EventView<'a>;
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
+    type Value = EventView<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id: Option<Cow<'a, str>> = None;
+        let mut stream = false;
+        let mut ts: Option<Timestamp> = None;
+        let mut key: Option<Option<Cow<'a, str>>> = None;
+        let mut payload = false;
+        while let Some(Str(field)) = map.next_key::<Str<'a>>()? {
+            match &*field {
+                "id" if id.is_none() => {
+                    let Str(value) = map.next_value()?;
+                    if value.is_empty() || value.len() > MAX_EVENT_ID_LEN || value.contains('\0') {
+                        return Err(refuse());
+                    }
+                    id = Some(value);
+                }
+                "stream" if !stream => {
+                    let Str(value) = map.next_value()?;
+                    if value != self.stream.as_str() {
+                        return Err(refuse());
+                    }
+                    stream = true;
+                }
+                "ts" if ts.is_none() => {
+                    let Ts(value) = map.next_value()?;
+                    ts = Some(value.validated().map_err(|_| refuse())?);
+                }
+                "key" if key.is_none() => {
+                    let value = map.next_value::<Option<Str<'a>>>()?.map(|Str(k)| k);
+                    if value.as_deref().is_some_and(|k| check_key(k).is_err()) {
+                        return Err(refuse());
+                    }
+                    key = Some(value);
+                }
+                "payload" if !payload => {
+                    map.next_value_seed(ObjectSeed {
+                        node: Some(&self.projection.root),
+                        slots: &mut *self.slots,
+                    })?;
+                    payload = true;
+                }
+                // An unknown or repeated field.
+                _ => return Err(refuse()),
+            }
+        }
+        match (id, stream, ts, payload) {
+            (Some(id), true, Some(ts), true) => Ok(EventView {
+                id,
+                ts,
+                key: key.flatten(),
+            }),
+            _ => Err(refuse()),
+        }
+    }
+}
+
+/// A JSON object of a payload (the payload itself, or an object within it): field names
+/// checked, projected fields kept.
+struct ObjectSeed<'p, 's, 'a> {
+    /// Where the object is in the projection; `None` when no projected path goes through it.
+    node: Option<&'p Node>,
+    slots: &'s mut [Value<'a>],
+}
+
+impl<'a> DeserializeSeed<'a> for ObjectSeed<'_, '_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'a> Visitor<'a> for ObjectSeed<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(FieldName(name)) = map.next_key()? {
+            let node = self.node.and_then(|n| n.child(&name));
+            map.next_value_seed(ValueSeed {
+                node,
+                slots: &mut *self.slots,
+                in_array: false,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Any JSON value of a payload, checked against the payload rules
+/// ([`crate::payload`]); kept in its slot when its path is projected.
+struct ValueSeed<'p, 's, 'a> {
+    node: Option<&'p Node>,
+    slots: &'s mut [Value<'a>],
+    /// Whether the value is an item of an array (which may not be an array).
+    in_array: bool,
+}
+
+impl<'a> ValueSeed<'_, '_, 'a> {
+    /// Keeps `value` when the path is projected (a repeated field keeps its last value, as
+    /// the whole decoder does).
+    fn keep(self, value: Value<'a>) {
+        if let Some(slot) = self.node.and_then(|n| n.slot) {
+            self.slots[slot] = value;
+        }
+    }
+}
+
+impl<'a> DeserializeSeed<'a> for ValueSeed<'_, '_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
+        // A field repeated in its object counts with its last value only: forget what an
+        // earlier one put in the slots below.
+        if let Some(node) = self.node {
+            node.clear_below(self.slots);
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'a> Visitor<'a> for ValueSeed<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.keep(Value::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.keep(Value::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.keep(Value::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        // Integers must fit in a signed 64-bit integer.
+        let v = i64::try_from(v).map_err(|_| refuse())?;
+        self.keep(Value::Int(v));
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.keep(Value::Float(v));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
+        if v.contains('\0') {
+            return Err(refuse());
+        }
+        self.keep(Value::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if v.contains('\0') {
+            return Err(refuse());
+        }
+        if self.node.is_some_and(|n| n.slot.is_some()) {
+            self.keep(Value::Str(Cow::Owned(v.to_owned())));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.in_array {
+            return Err(refuse());
+        }
+        while seq
+            .next_element_seed(ValueSeed {
+                node: None,
+                slots: &mut *self.slots,
+                in_array: true,
+            })?
+            .is_some()
+        {}
+        // Arrays read as NULL.
+        self.keep(Value::Null);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, map: A) -> Result<(), A::Error> {
+        ObjectSeed {
+            node: self.node,
+            slots: &mut *self.slots,
+        }
+        .visit_map(map)?;
+        // Objects read as NULL.
+        self.keep(Value::Null);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::EventId;
+    use crate::expr::descend;
+
+    fn clicks() -> StreamName {
+        StreamName::new("clicks").unwrap()
+    }
+
+    fn paths() -> Projection {
+        let paths: Vec<Vec<String>> = [&["a"][..], &["a", "b"], &["b"], &["a", "a"], &["n"]]
+            .iter()
+            .map(|p| p.iter().map(|s| (*s).to_owned()).collect())
+            .collect();
+        Projection::new(paths.iter().map(Vec::as_slice))
+    }
+
+    /// Both decoders on `bytes`: the fast path never accepts what the whole decoder
+    /// refuses, and reads what it reads.
+    fn agree(bytes: &[u8]) -> Option<EventView<'_>> {
+        let projection = paths();
+        let mut slots = vec![Value::Str(Cow::Borrowed("before"))];
+        let fast = decode_view(&clicks(), bytes, &projection, &mut slots);
+        let whole = decode_event(&clicks(), Some(bytes));
+        let Some(view) = fast else {
+            assert_eq!(slots.len(), 1, "slots left as they were");
+            return None;
+        };
+        let event = whole.unwrap_or_else(|e| {
+            panic!(
+                "fast path accepted what is refused ({e}): {}",
+                String::from_utf8_lossy(bytes)
+            )
+        });
+        assert_eq!(view.id, event.id.as_str());
+        assert_eq!(view.ts, event.ts);
+        assert_eq!(view.key.as_deref(), event.key.as_deref());
+        for (i, path) in projection.paths().iter().enumerate() {
+            assert_eq!(slots[1 + i], descend(&event.payload, path), "{path:?}");
+        }
+        Some(view)
+    }
+
+    #[test]
+    fn events_written_by_tributary_take_the_fast_path() {
+        let event = Event {
+            id: EventId::new("e\"1").unwrap(),
+            stream: clicks(),
+            ts: Timestamp::from_millis(1_700_000_000_123),
+            key: Some("k\\1".to_owned()),
+            payload: json!({"a": {"b": "x\ty", "a": 2}, "b": [1, {"c": null}], "n": -1.5})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let bytes = event.to_json_bytes();
+        let view = agree(&bytes).expect("decided on the fast path");
+        assert_eq!(view.id, "e\"1");
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let bytes = br#"{"id":"e1","stream":"clicks","ts":1,"key":"k","payload":{"b":"plain"}}"#;
+        let projection = paths();
+        let mut slots = Vec::new();
+        let view = decode_view(&clicks(), bytes, &projection, &mut slots).unwrap();
+        assert!(matches!(view.id, Cow::Borrowed(_)));
+        assert!(matches!(view.key, Some(Cow::Borrowed(_))));
+        assert!(matches!(slots[2], Value::Str(Cow::Borrowed("plain"))));
+    }
+
+    #[test]
+    fn what_ingestion_refuses_is_left_to_the_whole_decoder() {
+        for bytes in [
+            &br#"{"id":"e1","stream":"other","ts":1,"payload":{}}"#[..],
+            br#"{"id":"","stream":"clicks","ts":1,"payload":{}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a.b":1}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"$a":1}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":[[1]]}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":"\u0000"}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":9223372036854775808}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":"9999-12-31T23:59:60.000Z","payload":{}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":253402300800000,"payload":{}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{},"extra":1}"#,
+            br#"{"id":"e1","id":"e2","stream":"clicks","ts":1,"payload":{}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1.5,"payload":{}}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":[]}"#,
+            br#"{"id":"e1","stream":"clicks","ts":1}"#,
+            br#"["e1","clicks",1,null,{}]"#,
+            br#"{"id":"e1","stream":"clicks","ts":1,"payload":{}} x"#,
+        ] {
+            let projection = paths();
+            let mut slots = Vec::new();
+            assert!(
+                decode_view(&clicks(), bytes, &projection, &mut slots).is_none(),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert!(slots.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_repeated_payload_field_counts_with_its_last_value() {
+        let bytes = br#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":{"b":1},"a":2}}"#;
+        agree(bytes).expect("decided on the fast path");
+    }
+
+    /// One of `valid` most of the time, else one of `invalid`.
+    fn mostly(valid: &[&'static str], invalid: &[&'static str]) -> BoxedStrategy<String> {
+        prop_oneof![
+            6 => prop::sample::select(valid.to_vec()),
+            1 => prop::sample::select(invalid.to_vec()),
+        ]
+        .prop_map(str::to_owned)
+        .boxed()
+    }
+
+    /// JSON text of a payload value, mostly valid.
+    fn value(depth: u32) -> BoxedStrategy<String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            (-1e6_f64..1e6).prop_map(|f| format!("{f:?}")),
+            mostly(
+                &[
+                    r#""x""#,
+                    r#""é""#,
+                    r#""q\"uote""#,
+                    r#""t\tab""#,
+                    r#""\u00e9""#,
+                    "1e15"
+                ],
+                &[r#""a\u0000b""#, "9223372036854775808"],
+            ),
+        ];
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        let key = mostly(
+            &[r#""a""#, r#""b""#, r#""\u0061""#, r#""n""#],
+            &[r#""c.d""#, r#""$e""#, r#""f\u0000""#],
+        );
+        prop_oneof![
+            3 => leaf,
+            1 => prop::collection::vec(value(depth - 1), 0..3)
+                .prop_map(|items| format!("[{}]", items.join(","))),
+            2 => prop::collection::vec((key, value(depth - 1)), 0..4).prop_map(|fields| {
+                let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+        .boxed()
+    }
+
+    /// JSON text of a record, mostly an event of `clicks`.
+    fn record() -> impl Strategy<Value = String> {
+        let id = mostly(&[r#""e1""#, r#""\"q""#], &[r#""""#, r#""e\u0000""#, "1"]);
+        let stream = mostly(&[r#""clicks""#], &[r#""views""#, r#""Bad!""#]);
+        let ts = mostly(
+            &[
+                r#""2026-11-25T18:00:00.250Z""#,
+                r#""2026-11-25T18:00:00Z""#,
+                r#""2026-11-25T19:00:00.25+01:00""#,
+                r#""2024-02-29T23:59:59.999Z""#,
+                r#""0000-01-01T00:00:00.000Z""#,
+                "1700000000000",
+            ],
+            &[
+                r#""2026-02-30T00:00:00.000Z""#,
+                "-62167219200001",
+                "1.5",
+                "null",
+            ],
+        );
+        let key = mostly(&[r#""k""#, "null"], &[r#""k\u0000""#, "2"]);
+        let payload = prop_oneof![
+            9 => value(3).prop_map(|v| if v.starts_with('{') { v } else { format!(r#"{{"a":{v}}}"#) }),
+            1 => value(3),
+        ];
+        let fields = (id, stream, ts, key, payload, any::<u8>());
+        fields.prop_map(|(id, stream, ts, key, payload, shape)| {
+            let mut parts = vec![
+                format!(r#""id":{id}"#),
+                format!(r#""stream":{stream}"#),
+                format!(r#""ts":{ts}"#),
+            ];
+            if shape & 1 == 0 {
+                parts.push(format!(r#""key":{key}"#));
+            }
+            if shape & 2 == 0 || shape & 32 == 0 {
+                parts.push(format!(r#""payload":{payload}"#));
+            }
+            if shape & 4 != 0 {
+                let by = usize::from(shape >> 4) % parts.len();
+                parts.rotate_left(by);
+            }
+            if shape & 8 != 0 && shape & 64 != 0 && shape & 128 != 0 {
+                parts.push(r#""extra":1"#.to_owned());
+            }
+            format!("{{{}}}", parts.join(","))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_fast_path_agrees_with_the_whole_decoder(text in record()) {
+            agree(text.as_bytes());
+        }
+
+        #[test]
+        fn valid_events_take_the_fast_path(text in record()) {
+            let bytes = text.as_bytes();
+            if let Ok(event) = decode_event(&clicks(), Some(bytes)) {
+                // Re-encoded as Tributary writes it, every valid event is decided fast.
+                let encoded = event.to_json_bytes();
+                prop_assert!(agree(&encoded).is_some(), "{}", String::from_utf8_lossy(&encoded));
+            }
+        }
+
+        #[test]
+        fn utc_times_parse_as_chrono_parses_them(millis in Timestamp::MIN_VALID.millis()..=Timestamp::MAX_VALID.millis()) {
+            let text = Timestamp::from_millis(millis).to_string();
+            prop_assert_eq!(Timestamp::parse_rfc3339(&text), Ok(Timestamp::from_millis(millis)));
+            let chrono = chrono::DateTime::parse_from_rfc3339(&text).map(|t| t.timestamp_millis());
+            prop_assert_eq!(chrono, Ok(millis));
+        }
+    }
+}

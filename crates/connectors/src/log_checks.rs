@@ -17,7 +17,7 @@ use std::error::Error;
 
 use tributary_core::dead_letter::{DeadLetter, error_chain};
 use tributary_core::event::{Event, StreamName};
-use tributary_core::ports::{LogRecord, PartitionOffset, PortError};
+use tributary_core::ports::{LogRecord, PartitionOffset, PortError, RawBatch};
 use tributary_core::record::decode_event;
 
 /// What a log refuses that is not an error of its storage.
@@ -81,6 +81,23 @@ pub(crate) fn check_partition(
             partitions,
         },
     ))
+}
+
+/// The events of `batch`, each record decoded whole ([`decode_record`]).
+pub(crate) fn decode_batch(batch: &RawBatch, rejected: &mut Vec<DeadLetter>) -> Vec<LogRecord> {
+    batch
+        .records()
+        .iter()
+        .filter_map(|r| {
+            decode_record(
+                batch.stream(r),
+                r.partition,
+                r.offset,
+                batch.value(r),
+                rejected,
+            )
+        })
+        .collect()
 }
 
 /// The record at `offset` of `stream`'s `partition`, whose value is `value`; `None`, after

@@ -18,7 +18,7 @@
 //!   object per line, blank lines skipped). A malformed line is an error naming it.
 //! - A table has at most [`MAX_ROWS`] rows, and a file at most [`MAX_FILE_BYTES`] bytes.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;

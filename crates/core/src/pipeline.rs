@@ -20,7 +20,7 @@ use crate::lookup::LookupSpec;
 use crate::partition::stable_hash64;
 use crate::record::Projection;
 use crate::results::{Column, ResultSchema};
-use crate::value::ColumnType;
+use crate::value::{ColumnType, Value};
 pub use crate::window::WindowSpec;
 
 /// One key field of a pipeline: its column name and the expression computing it.
@@ -215,9 +215,13 @@ impl PipelineSpec {
         out.clear();
         match self.keys.as_slice() {
             [] => {}
-            [one] => {
-                let _ = write!(out, "{}", one.expr.eval(row));
-            }
+            [one] => match one.expr.eval(row) {
+                // The usual key, a string, without the formatting machinery.
+                Value::Str(text) => out.push_str(&text),
+                other => {
+                    let _ = write!(out, "{other}");
+                }
+            },
             many => {
                 out.push('[');
                 for (i, key) in many.iter().enumerate() {

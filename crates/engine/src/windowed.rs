@@ -244,6 +244,27 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Records, for each window whose result just became final (committed, so visible
+    /// through the API), the time from the earliest it could be final (its end plus the
+    /// watermark's delay) to now, in `tributary_window_final_latency_seconds`. A sharded
+    /// pipeline records it per shard: each shard's rows of the window.
+    fn observe_latency(&self, finalized: &[Timestamp]) {
+        let Some(operator) = &self.operator else {
+            return;
+        };
+        let delay = tributary_core::pipeline::millis(operator.spec().max_out_of_orderness);
+        let now = now_ms();
+        let histogram = metrics::histogram!(
+            "tributary_window_final_latency_seconds",
+            "pipeline" => self.schema.pipeline.clone()
+        );
+        for end in finalized {
+            let late_ms = now - end.millis().saturating_add(delay);
+            #[allow(clippy::cast_precision_loss)]
+            histogram.record(late_ms.max(0) as f64 / 1000.0);
+        }
+    }
+
     /// Counts a batch's outcomes: one metric update per outcome, not per event.
     fn count(&self, tally: &[u64; Outcome::ALL.len()]) {
         let pipeline = &self.schema.pipeline;
@@ -453,6 +474,7 @@ impl Stage for Pipeline {
             changes,
             delta,
             state,
+            finalized,
         } = snapshot;
         let checkpoint = checkpointer
             .commit(
@@ -468,6 +490,7 @@ impl Stage for Pipeline {
             )
             .await?;
         self.publish(checkpoint.epoch, &changes).await;
+        self.observe_latency(&finalized);
         Ok(checkpoint)
     }
 }

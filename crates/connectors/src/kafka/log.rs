@@ -21,7 +21,7 @@ use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
 use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError, RawBatch};
 
-use crate::log_checks::{check_batch_stream, check_partition, decode_record};
+use crate::log_checks::{check_batch_stream, check_partition, decode_batch};
 
 use super::config::KafkaConfig;
 
@@ -815,19 +815,7 @@ impl LogReader for KafkaLogReader {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
         let mut batch = RawBatch::default();
         self.poll_raw(max, timeout, &mut batch).await?;
-        Ok(batch
-            .records()
-            .iter()
-            .filter_map(|r| {
-                decode_record(
-                    batch.stream(r),
-                    r.partition,
-                    r.offset,
-                    batch.value(r),
-                    &mut self.rejected,
-                )
-            })
-            .collect())
+        Ok(decode_batch(&batch, &mut self.rejected))
     }
 
     /// Waits up to `timeout` for a first record, then takes what is already fetched, up to

@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tributary_core::dead_letter::DeadLetter;
 use tributary_core::event::{Event, StreamName};
 use tributary_core::partition::partition_for;
-use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
+use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError, RawBatch};
 
-use crate::log_checks::{check_batch_stream, check_partition, decode_record};
+use crate::log_checks::{check_batch_stream, check_partition, decode_batch};
 
 use super::config::RedbLogConfig;
 
@@ -337,26 +337,27 @@ impl fmt::Debug for RedbLogReader {
 }
 
 impl RedbLogReader {
-    /// Reads up to `max` records available now, advancing the positions past them, and
-    /// returns the events among them and how many it read: the others are kept in
-    /// `rejected`.
-    async fn read_available(&mut self, max: usize) -> Result<(Vec<LogRecord>, usize), PortError> {
+    /// Appends up to `max` records available now to `batch`, advancing the positions
+    /// past them; returns the batch and how many it read.
+    async fn read_available(
+        &mut self,
+        max: usize,
+        mut batch: RawBatch,
+    ) -> Result<(RawBatch, usize), PortError> {
         if self.positions.is_empty() || max == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok((batch, 0));
         }
         let first = self.next_first % self.positions.len();
         self.next_first = first + 1;
         let mut positions = self.positions.clone();
-        let (records, positions, rejected) = self
+        let (batch, positions, read) = self
             .log
             .blocking(move |db| {
                 let txn = db.begin_read().map_err(redb_error)?;
-                let mut records = Vec::new();
-                let mut rejected = Vec::new();
+                let mut read = 0;
                 let len = positions.len();
-                let read = |records: &Vec<_>, rejected: &Vec<_>| records.len() + rejected.len();
                 for i in (0..len).map(|i| (first + i) % len) {
-                    if read(&records, &rejected) >= max {
+                    if read >= max {
                         break;
                     }
                     let position = &mut positions[i];
@@ -366,52 +367,57 @@ impl RedbLogReader {
                         Err(TableError::TableDoesNotExist(_)) => continue,
                         Err(e) => return Err(redb_error(e)),
                     };
+                    let stream = batch.stream_index(&position.stream);
                     for entry in table.range(position.next_offset..).map_err(redb_error)? {
-                        if read(&records, &rejected) >= max {
+                        if read >= max {
                             break;
                         }
                         let (offset, bytes) = entry.map_err(redb_error)?;
                         let offset = offset.value();
                         position.next_offset = offset + 1;
-                        records.extend(decode_record(
-                            &position.stream,
-                            position.partition,
-                            offset,
-                            Some(bytes.value()),
-                            &mut rejected,
-                        ));
+                        batch.push(stream, position.partition, offset, Some(bytes.value()));
+                        read += 1;
                     }
                 }
-                Ok((records, positions, rejected))
+                Ok((batch, positions, read))
             })
             .await?;
         self.positions = positions;
-        let read = records.len() + rejected.len();
-        self.rejected.extend(rejected);
-        Ok((records, read))
+        Ok((batch, read))
     }
 }
 
 #[async_trait]
 impl LogReader for RedbLogReader {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError> {
+        let mut batch = RawBatch::default();
+        self.poll_raw(max, timeout, &mut batch).await?;
+        Ok(decode_batch(&batch, &mut self.rejected))
+    }
+
+    async fn poll_raw(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        batch: &mut RawBatch,
+    ) -> Result<(), PortError> {
         let deadline = Instant::now() + timeout;
         loop {
             // Mark the current generation seen *before* reading, so that an append that
             // commits after the read below is noticed by `changed()`.
             self.appended.borrow_and_update();
-            // Records skipped count as read: the caller takes their dead letters now.
-            let (records, read) = self.read_available(max).await?;
+            let (filled, read) = self.read_available(max, std::mem::take(batch)).await?;
+            *batch = filled;
             if read > 0 || max == 0 {
-                return Ok(records);
+                return Ok(());
             }
             match tokio::time::timeout_at(deadline, self.appended.changed()).await {
                 Ok(Ok(())) => {}
-                Err(_elapsed) => return Ok(Vec::new()),
+                Err(_elapsed) => return Ok(()),
                 Ok(Err(_closed)) => {
                     // Unreachable while this reader holds the log; wait out the timeout.
                     tokio::time::sleep_until(deadline).await;
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
             }
         }

@@ -27,7 +27,9 @@
 //! - A session merge deletes the rows of the sessions it replaced (when they were
 //!   written) in the same checkpoint that writes the merged one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::aggregate::Accumulator;
 use crate::event::{Event, StreamName, Timestamp};
@@ -155,6 +157,10 @@ pub struct Snapshot {
     pub delta: StateDelta,
     /// The small state, as JSON.
     pub state: serde_json::Value,
+    /// The ends of the windows whose results became final (the watermark passed them)
+    /// since the last checkpoint, each once: what the latency from a window's end to its
+    /// final result is measured on.
+    pub finalized: Vec<Timestamp>,
 }
 
 /// The window operator of one pipeline (or one shard of it).
@@ -182,6 +188,8 @@ pub struct WindowOperator {
     dropped: BTreeSet<i64>,
     /// Window starts holding a changed slot.
     dirty_starts: BTreeSet<i64>,
+    /// Ends of the windows that became final since the last checkpoint.
+    finalized: BTreeSet<i64>,
     /// Changes already decided: rows of purged slots, deletions of merged sessions.
     pending: Vec<ResultChange>,
     /// Keyed entries to delete at the next checkpoint, as (window start, key).
@@ -235,6 +243,7 @@ impl WindowOperator {
             unsaved: BTreeMap::new(),
             dropped: BTreeSet::new(),
             dirty_starts: BTreeSet::new(),
+            finalized: BTreeSet::new(),
             pending: Vec::new(),
             removed: Vec::new(),
             state_changed: false,
@@ -795,6 +804,7 @@ impl WindowOperator {
                     slot.fired = true;
                     slot.dirty = true;
                     self.dirty_starts.insert(start);
+                    self.finalized.insert(slot.end);
                 }
                 if slot.end.saturating_add(self.lateness_ms) <= wm {
                     purge.push((start, key.clone()));
@@ -951,6 +961,10 @@ impl WindowOperator {
             changes,
             delta,
             state: serde_json::to_value(self.small_state()).unwrap_or_default(),
+            finalized: std::mem::take(&mut self.finalized)
+                .into_iter()
+                .map(Timestamp::from_millis)
+                .collect(),
         }
     }
 

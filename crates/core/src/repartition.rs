@@ -22,7 +22,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{Event, InvalidStreamName, MAX_EVENT_BYTES, MAX_KEY_LEN, StreamName};
+use crate::event::{Event, EventId, InvalidStreamName, MAX_EVENT_BYTES, MAX_KEY_LEN, StreamName};
+use crate::expr::EventRef;
 use crate::partition::stable_hash64;
 use crate::pipeline::PipelineSpec;
 
@@ -53,25 +54,32 @@ pub struct TooLarge(pub usize);
 
 /// `event`, read from `partition` of its stream, as a record of the internal stream
 /// `internal` with key `key` (from [`partition_key`]): the same id and time, the origin in
-/// the payload.
+/// the payload. An event decoded on the fast path carries only its projected fields
+/// ([`crate::expr::PayloadRef::to_json_map`]): all the shards read of it.
 ///
 /// # Errors
 /// [`TooLarge`] when the wrapped event would exceed [`MAX_EVENT_BYTES`].
-pub fn wrap(
-    event: &Event,
+pub fn wrap<'e>(
+    event: impl Into<EventRef<'e>>,
     partition: u32,
     key: String,
     internal: &StreamName,
 ) -> Result<Event, TooLarge> {
+    let event = event.into();
     let mut payload = Map::new();
     payload.insert("stream".to_owned(), Value::from(event.stream.as_str()));
     payload.insert("partition".to_owned(), Value::from(partition));
-    if let Some(key) = &event.key {
-        payload.insert("key".to_owned(), Value::from(key.as_str()));
+    if let Some(key) = event.key {
+        payload.insert("key".to_owned(), Value::from(key));
     }
-    payload.insert("payload".to_owned(), Value::Object(event.payload.clone()));
+    payload.insert(
+        "payload".to_owned(),
+        Value::Object(event.payload.to_json_map()),
+    );
+    // The id was checked when the event was read.
+    let id = EventId::new(event.id).map_err(|_| TooLarge(event.id.len()))?;
     let wrapped = Event {
-        id: event.id.clone(),
+        id,
         stream: internal.clone(),
         ts: event.ts,
         key: Some(key),
@@ -164,7 +172,7 @@ pub fn progress_records(
     routes
         .iter()
         .filter_map(|route| {
-            let id = crate::event::EventId::new(format!(
+            let id = EventId::new(format!(
                 "~progress:{stream}:{partition}:{}:{route}",
                 ts.millis()
             ))

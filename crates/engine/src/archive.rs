@@ -4,6 +4,11 @@
 //! document store ignores an event it already holds (same stream and id), so a replay after
 //! a crash rewrites nothing: each event is stored once.
 //!
+//! One batch is stored while the next one is read: the store of a batch runs as a task of
+//! its own, and the next batch's store, and any checkpoint, waits for it first. So batches
+//! are stored one at a time, in the order they were read (of two events with the same id,
+//! the first one read is kept, as before), and a checkpoint covers only stored events.
+//!
 //! What cannot be archived is kept as a dead letter, also before the checkpoint: a raw event
 //! the document store refuses on its own, and a log record that holds no event of its
 //! stream (skipped by the reader, see
@@ -11,6 +16,7 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
 use tributary_core::ports::{Checkpoint, LogRecord, PortError};
@@ -51,46 +57,75 @@ impl ArchiveTask {
     }
 }
 
-/// One run's stage: stores each batch's events.
+/// One run's stage: stores each batch's events, one batch at a time, while the task loop
+/// reads the next.
 #[derive(Debug)]
 struct Archiver {
     ports: Ports,
+    /// The store of the last batch, if not awaited yet: its result is the number of
+    /// events stored.
+    storing: Option<JoinHandle<Result<usize, EngineError>>>,
 }
 
 impl Archiver {
-    /// Stores `events`. A batch the store refuses is retried event by event, and an event
-    /// it refuses on its own is kept as a dead letter with the store's reason
-    /// ([`DeadLetter::archive`]) and counted (`tributary_archive_refused_events_total`), so
-    /// one bad record cannot stall the archive. Ingestion already refuses payloads no store
-    /// can hold, so this only meets records other producers wrote to the log.
-    async fn store(&self, events: &[Event]) -> Result<(), EngineError> {
-        match self.ports.documents.put_events(events).await {
-            Err(PortError::Refused { .. }) if events.len() > 1 => {
-                for event in events {
-                    Box::pin(self.store(std::slice::from_ref(event))).await?;
-                }
-                Ok(())
-            }
-            Err(err @ PortError::Refused { .. }) => {
-                let Some(event) = events.first() else {
-                    return Ok(());
-                };
-                metrics::counter!("tributary_archive_refused_events_total").increment(1);
-                tracing::warn!(
-                    stream = %event.stream,
-                    id = %event.id,
-                    error = &err as &dyn std::error::Error,
-                    "raw event refused by the document store; kept as a dead letter"
-                );
-                let letter = DeadLetter::archive(event, error_chain(&err));
-                dead_letters::keep(self.ports.documents.as_ref(), &[letter]).await
-            }
-            other => Ok(other?),
+    /// Waits for the store of the last batch, if any, and counts its events.
+    async fn stored(&mut self) -> Result<(), EngineError> {
+        let Some(storing) = self.storing.take() else {
+            return Ok(());
+        };
+        let stored = storing.await.map_err(|source| EngineError::Panicked {
+            task: ARCHIVE_TASK.to_owned(),
+            source,
+        })??;
+        metrics::counter!("tributary_archived_events_total").increment(stored as u64);
+        Ok(())
+    }
+}
+
+impl Drop for Archiver {
+    /// A run that ends with an error drops its stage: a store still running would only
+    /// write what the next run writes again.
+    fn drop(&mut self) {
+        if let Some(storing) = &self.storing {
+            storing.abort();
         }
     }
 }
 
+/// Stores `events`. A batch the store refuses is retried event by event, and an event it
+/// refuses on its own is kept as a dead letter with the store's reason
+/// ([`DeadLetter::archive`]) and counted (`tributary_archive_refused_events_total`), so one
+/// bad record cannot stall the archive. Ingestion already refuses payloads no store can
+/// hold, so this only meets records other producers wrote to the log.
+async fn store(ports: &Ports, events: &[Event]) -> Result<(), EngineError> {
+    match ports.documents.put_events(events).await {
+        Err(PortError::Refused { .. }) if events.len() > 1 => {
+            for event in events {
+                Box::pin(store(ports, std::slice::from_ref(event))).await?;
+            }
+            Ok(())
+        }
+        Err(err @ PortError::Refused { .. }) => {
+            let Some(event) = events.first() else {
+                return Ok(());
+            };
+            metrics::counter!("tributary_archive_refused_events_total").increment(1);
+            tracing::warn!(
+                stream = %event.stream,
+                id = %event.id,
+                error = &err as &dyn std::error::Error,
+                "raw event refused by the document store; kept as a dead letter"
+            );
+            let letter = DeadLetter::archive(event, error_chain(&err));
+            dead_letters::keep(ports.documents.as_ref(), &[letter]).await
+        }
+        other => Ok(other?),
+    }
+}
+
 impl Stage for Archiver {
+    /// Waits for the store of the batch before, then starts storing `records` and returns:
+    /// the task loop reads the next batch meanwhile.
     async fn process(
         &mut self,
         records: Vec<LogRecord>,
@@ -100,21 +135,27 @@ impl Stage for Archiver {
             return Ok(());
         }
         let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
-        self.store(&events).await?;
-        metrics::counter!("tributary_archived_events_total").increment(events.len() as u64);
+        self.stored().await?;
+        let ports = self.ports.clone();
+        self.storing = Some(tokio::spawn(async move {
+            store(&ports, &events).await.map(|()| events.len())
+        }));
         Ok(())
     }
 
+    /// Whether a batch is being stored: a checkpoint waits for it.
     fn has_changes(&self) -> bool {
-        false
+        self.storing.is_some()
     }
 
-    /// Checkpoints the positions reached: the archive has no state, watermark or results.
+    /// Checkpoints the positions reached, once every batch read is stored: the archive has
+    /// no state, watermark or results.
     async fn checkpoint(
         &mut self,
         checkpointer: &mut Checkpointer,
         positions: &mut Positions,
     ) -> Result<Checkpoint, EngineError> {
+        self.stored().await?;
         commit_offsets(checkpointer, self.ports.analytics.as_ref(), positions).await
     }
 }
@@ -137,6 +178,7 @@ impl Task for ArchiveTask {
         task_loop::run(&ports, reading, shutdown, |_, _| async {
             Ok(Archiver {
                 ports: ports.clone(),
+                storing: None,
             })
         })
         .await

@@ -259,11 +259,21 @@ pub(crate) async fn commit_offsets(
     analytics: &dyn AnalyticsStore,
     positions: &mut Positions,
 ) -> Result<Checkpoint, EngineError> {
+    commit_state(checkpointer, analytics, positions, serde_json::Value::Null).await
+}
+
+/// As [`commit_offsets`], with a task's small `state`.
+pub(crate) async fn commit_state(
+    checkpointer: &mut Checkpointer,
+    analytics: &dyn AnalyticsStore,
+    positions: &mut Positions,
+    state: serde_json::Value,
+) -> Result<Checkpoint, EngineError> {
     checkpointer
         .commit(
             analytics,
             positions,
-            serde_json::Value::Null,
+            state,
             Timestamp::MIN,
             None,
             &StateDelta::default(),

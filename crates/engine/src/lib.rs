@@ -209,7 +209,7 @@ impl Engine {
                         batch,
                         references: &references,
                     };
-                    shards.spawn(&mut tasks, partitions, None);
+                    shards.spawn(&mut tasks, partitions, None, &Arc::default());
                 }
                 Layout::Repartitioned {
                     internal,
@@ -221,6 +221,7 @@ impl Engine {
                         Some(n) => (0..n).map(Some).collect(),
                         None => vec![None],
                     };
+                    let board: Arc<windowed::StatusBoard> = Arc::default();
                     for shard in upstream {
                         tasks.spawn(repartition::RepartitionTask::new(
                             spec.clone(),
@@ -229,6 +230,7 @@ impl Engine {
                             internal.clone(),
                             shard,
                             references.clone(),
+                            Arc::clone(&board),
                         ));
                     }
                     let shards = Shards {
@@ -237,7 +239,7 @@ impl Engine {
                         batch,
                         references: &references,
                     };
-                    shards.spawn(&mut tasks, partitions, Some((&internal, &origins)));
+                    shards.spawn(&mut tasks, partitions, Some((&internal, &origins)), &board);
                 }
             }
         }
@@ -291,22 +293,23 @@ struct Shards<'a> {
 }
 
 impl Shards<'_> {
-    /// Spawns shards `0..partitions`, sharing one status board; reading `internal` (the
-    /// internal stream and the source partitions it holds) when the pipeline repartitions.
+    /// Spawns shards `0..partitions`, sharing the status `board` (with the repartition
+    /// tasks, if any); reading `internal` (the internal stream and the source partitions
+    /// it holds) when the pipeline repartitions.
     fn spawn(
         &self,
         tasks: &mut Tasks,
         partitions: u32,
         internal: Option<(&StreamName, &Vec<(StreamName, u32)>)>,
+        board: &Arc<windowed::StatusBoard>,
     ) {
-        let board: Arc<windowed::StatusBoard> = Arc::default();
         for partition in 0..partitions {
             let task = windowed::WindowedTask::shard(
                 self.spec.clone(),
                 self.ports.clone(),
                 self.batch,
                 partition,
-                Arc::clone(&board),
+                Arc::clone(board),
             )
             .with_references(self.references.to_vec());
             tasks.spawn(match internal {

@@ -12,17 +12,21 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
+use tributary_core::expr::{EventRef, PayloadRef, Row};
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::{Checkpoint, LogRecord, ReferenceSource};
+use tributary_core::ports::{Checkpoint, LogRecord, RawBatch, ReferenceSource};
+use tributary_core::record::{Projection, decode_view};
+use tributary_core::window::Counters;
 
 use tributary_core::Timestamp;
 use tributary_core::repartition::{partition_key, progress_records, route_keys, wrap};
 use tributary_core::{DeadLetter, Event, StreamName};
 
-use crate::checkpoint::{Checkpointer, Positions, commit_offsets};
+use crate::checkpoint::{Checkpointer, Positions, commit_state};
 use crate::lookups::Lookups;
 use crate::task_loop::{self, Reading, Stage};
-use crate::{EngineError, Ports, Task};
+use crate::windowed::{Part, ShardStatus, StatusBoard};
+use crate::{EngineError, Ports, Task, records};
 
 /// Repartitions `spec`'s sources (one partition of each, for a shard) into `internal`.
 #[derive(Debug)]
@@ -34,6 +38,7 @@ pub struct RepartitionTask {
     shard: Option<u32>,
     name: String,
     references: Vec<Arc<dyn ReferenceSource>>,
+    board: Arc<StatusBoard>,
 }
 
 impl RepartitionTask {
@@ -47,6 +52,7 @@ impl RepartitionTask {
         internal: StreamName,
         shard: Option<u32>,
         references: Vec<Arc<dyn ReferenceSource>>,
+        board: Arc<StatusBoard>,
     ) -> Self {
         let name = match shard {
             Some(partition) => crate::windowed::shard_task(internal.as_str(), partition),
@@ -60,6 +66,7 @@ impl RepartitionTask {
             shard,
             name,
             references,
+            board,
         }
     }
 }
@@ -81,15 +88,33 @@ impl Task for RepartitionTask {
         };
         let internal = self.internal.clone();
         let references = &self.references;
-        task_loop::run(&ports, reading, shutdown, |_, _| async {
-            Ok(Repartitioner {
-                lookups: Lookups::load(&spec.name, &spec.lookups, references).await?,
-                spec: spec.clone(),
-                ports: ports.clone(),
-                routes: route_keys(ports.log.partitions(&internal).await?),
-                internal,
-                key: String::new(),
-            })
+        let board = Arc::clone(&self.board);
+        let part = Part::Repartition(self.shard);
+        let (spec, ports) = (&spec, &ports);
+        task_loop::run(ports, reading, shutdown, |claim, _| {
+            let filtered = claim
+                .checkpoint
+                .as_ref()
+                .and_then(|cp| cp.state.get("filtered"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            async move {
+                let repartitioner = Repartitioner {
+                    lookups: Lookups::load(&spec.name, &spec.lookups, references).await?,
+                    projection: spec.projection(),
+                    spec: spec.clone(),
+                    ports: ports.clone(),
+                    routes: route_keys(ports.log.partitions(&internal).await?),
+                    internal,
+                    key: String::new(),
+                    filtered,
+                    counted: false,
+                    board,
+                    part,
+                };
+                repartitioner.publish();
+                Ok(repartitioner)
+            }
         })
         .await
     }
@@ -105,9 +130,133 @@ struct Repartitioner {
     key: String,
     /// A key routed to each partition of the internal stream, for progress records.
     routes: Vec<String>,
+    /// The payload fields the pipeline reads: all that is decoded and shipped of each
+    /// event.
+    projection: Projection,
+    /// Events the pipeline's filter dropped here, before the shuffle, since the pipeline
+    /// started: part of this task's checkpoint, so exact through restarts.
+    filtered: u64,
+    /// Whether `filtered` moved since the last checkpoint.
+    counted: bool,
+    /// Where the pipeline's status gathers its counters.
+    board: Arc<StatusBoard>,
+    part: Part,
+}
+
+impl Repartitioner {
+    /// Shows this task's count of filtered events in the pipeline's status.
+    fn publish(&self) {
+        let counters = Counters {
+            filtered: self.filtered,
+            ..Counters::default()
+        };
+        self.board.update(
+            self.part,
+            ShardStatus {
+                epoch: 0,
+                watermark: Timestamp::MIN,
+                counters,
+            },
+        );
+    }
 }
 
 impl Stage for Repartitioner {
+    /// Filters and keys each event as the pipeline does (decoding only what it reads), and
+    /// appends those the filter keeps, with only the fields the pipeline reads.
+    async fn process_batch(
+        &mut self,
+        batch: &RawBatch,
+        refused: &mut Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        self.lookups.maybe_refresh();
+        let tables = self.lookups.tables();
+        let mut enricher = tables.enricher();
+        let projection = &self.projection;
+        let mut slots = Vec::with_capacity(projection.len());
+        let mut wrapped: Vec<Event> = Vec::with_capacity(batch.len());
+        let mut progress: BTreeMap<(u32, u32), Timestamp> = BTreeMap::new();
+        let mut filtered = 0;
+        for record in batch.records() {
+            slots.clear();
+            let stream = batch.stream(record);
+            let whole;
+            let fast = batch
+                .value(record)
+                .and_then(|value| decode_view(stream, value, projection, &mut slots));
+            let event = match &fast {
+                Some(view) => EventRef {
+                    id: &view.id,
+                    stream,
+                    ts: view.ts,
+                    key: view.key.as_deref(),
+                    payload: PayloadRef::Projected {
+                        projection,
+                        slots: &slots,
+                    },
+                },
+                None => match records::decode_whole(batch, record, refused) {
+                    Some(event) => {
+                        whole = event;
+                        EventRef::from(&whole)
+                    }
+                    None => continue,
+                },
+            };
+            // Filtered events move the watermark too.
+            let reached = progress
+                .entry((record.stream, record.partition))
+                .or_insert(event.ts);
+            *reached = (*reached).max(event.ts);
+            let row = Row {
+                event,
+                lookups: enricher.rows(event),
+            };
+            if self.spec.filter.as_ref().is_some_and(|f| !f.matches(&row)) {
+                filtered += 1;
+                continue;
+            }
+            self.spec.write_key(&row, &mut self.key);
+            match wrap(
+                event,
+                record.partition,
+                partition_key(&self.key),
+                &self.internal,
+            ) {
+                Ok(event) => wrapped.push(event),
+                Err(too_large) => refused.push(DeadLetter::log_record(
+                    stream,
+                    record.partition,
+                    record.offset,
+                    too_large.to_string(),
+                    batch.value(record).unwrap_or_default(),
+                )),
+            }
+        }
+        // After the batch's events, so that a shard reads them before the progress.
+        for ((stream, partition), ts) in progress {
+            wrapped.extend(progress_records(
+                &self.internal,
+                &self.routes,
+                batch.stream_at(stream),
+                partition,
+                ts,
+            ));
+        }
+        // Shown before the shards can read the batch, so that the status they publish
+        // after it counts its filtered events too. A crash before the next checkpoint
+        // shows the checkpoint's count again, and the replay counts the same events.
+        if filtered > 0 {
+            self.filtered += filtered;
+            self.counted = true;
+            self.publish();
+        }
+        if !wrapped.is_empty() {
+            self.ports.log.append(&self.internal, &wrapped).await?;
+        }
+        Ok(())
+    }
+
     async fn process(
         &mut self,
         records: Vec<LogRecord>,
@@ -124,7 +273,7 @@ impl Stage for Repartitioner {
                 .or_insert(record.event.ts);
             *reached = (*reached).max(record.event.ts);
             let lookups = enricher.rows(&record.event);
-            let row = tributary_core::expr::Row::new(&record.event, lookups);
+            let row = Row::new(&record.event, lookups);
             self.spec.write_key(&row, &mut self.key);
             match wrap(
                 &record.event,
@@ -159,7 +308,7 @@ impl Stage for Repartitioner {
     }
 
     fn has_changes(&self) -> bool {
-        false
+        self.counted
     }
 
     async fn checkpoint(
@@ -167,6 +316,15 @@ impl Stage for Repartitioner {
         checkpointer: &mut Checkpointer,
         positions: &mut Positions,
     ) -> Result<Checkpoint, EngineError> {
-        commit_offsets(checkpointer, self.ports.analytics.as_ref(), positions).await
+        let state = serde_json::json!({ "filtered": self.filtered });
+        let checkpoint = commit_state(
+            checkpointer,
+            self.ports.analytics.as_ref(),
+            positions,
+            state,
+        )
+        .await?;
+        self.counted = false;
+        Ok(checkpoint)
     }
 }

@@ -158,10 +158,10 @@ impl Task for WindowedTask {
 
 /// What one shard last published.
 #[derive(Debug, Clone, Copy)]
-struct ShardStatus {
-    epoch: u64,
-    watermark: Timestamp,
-    counters: Counters,
+pub(crate) struct ShardStatus {
+    pub(crate) epoch: u64,
+    pub(crate) watermark: Timestamp,
+    pub(crate) counters: Counters,
 }
 
 /// The shards of one pipeline, as their tasks last published them: the pipeline's status
@@ -169,17 +169,26 @@ struct ShardStatus {
 /// epochs summed: it grows by one at every checkpoint of any shard).
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    shards: Mutex<BTreeMap<Option<u32>, ShardStatus>>,
+    shards: Mutex<BTreeMap<Part, ShardStatus>>,
+}
+
+/// A task of a pipeline that shows in its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Part {
+    /// The pipeline's task, or one of its shards.
+    Shard(Option<u32>),
+    /// A repartition task (which counts the events its filter drops).
+    Repartition(Option<u32>),
 }
 
 impl StatusBoard {
-    /// Records `status` for `shard` and returns the merged (epoch, watermark, counters).
-    fn update(&self, shard: Option<u32>, status: ShardStatus) -> (u64, Timestamp, Counters) {
+    /// Records `status` for `part` and returns the merged (epoch, watermark, counters).
+    pub(crate) fn update(&self, part: Part, status: ShardStatus) -> (u64, Timestamp, Counters) {
         let mut shards = self
             .shards
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        shards.insert(shard, status);
+        shards.insert(part, status);
         let mut counters = Counters::default();
         let mut epoch = 0;
         let mut watermark: Option<Timestamp> = None;
@@ -295,7 +304,7 @@ impl Pipeline {
             return;
         };
         let (epoch, watermark, counters) = self.board.update(
-            self.shard,
+            Part::Shard(self.shard),
             ShardStatus {
                 epoch,
                 watermark: operator.watermark(),

@@ -126,6 +126,54 @@ impl<'a> PayloadRef<'a> {
     }
 }
 
+impl PayloadRef<'_> {
+    /// The payload as a JSON object: the whole one, or one holding only the projected
+    /// fields that have a value (nested as in the event), which reads the same for every
+    /// projected path.
+    #[must_use]
+    pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let (projection, slots) = match *self {
+            Self::Json(map) => return map.clone(),
+            Self::Projected { projection, slots } => (projection, slots),
+        };
+        let mut map = serde_json::Map::new();
+        for (path, value) in projection.paths().iter().zip(slots) {
+            let json = match value {
+                Value::Null => continue,
+                Value::Bool(b) => serde_json::Value::Bool(*b),
+                Value::Int(i) => serde_json::Value::from(*i),
+                Value::Float(f) => serde_json::Value::from(*f),
+                Value::Str(s) => serde_json::Value::String(s.to_string()),
+            };
+            insert_at(&mut map, path, json);
+        }
+        map
+    }
+}
+
+/// Sets `path` in `map` to `value`, making the objects on the way. A field with a value
+/// has no projected field below it with one, so the way holds objects only.
+fn insert_at(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    path: &[String],
+    value: serde_json::Value,
+) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let inner = map
+                .entry(first.clone())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let serde_json::Value::Object(inner) = inner {
+                insert_at(inner, rest, value);
+            }
+        }
+    }
+}
+
 /// The scalar at `path` in `object`: `NULL` when missing, or an object or array.
 pub(crate) fn descend<'a, S: AsRef<str>>(
     object: &'a serde_json::Map<String, serde_json::Value>,
@@ -486,6 +534,36 @@ mod tests {
     const NULL: Value<'static> = Value::Null;
     const T: Value<'static> = Value::Bool(true);
     const F: Value<'static> = Value::Bool(false);
+
+    #[test]
+    fn a_projected_payload_rebuilt_reads_the_same() {
+        let event = event(json!({"a": {"b": 1, "c": "x"}, "s": 2.5, "o": {"p": [1]}, "z": 0}));
+        let paths: Vec<Vec<String>> = [&["a", "b"][..], &["a"], &["s"], &["o", "p"], &["m"]]
+            .iter()
+            .map(|p| p.iter().map(|s| (*s).to_owned()).collect())
+            .collect();
+        let projection = Projection::new(paths.iter().map(Vec::as_slice));
+        let bytes = event.to_json_bytes();
+        let mut slots = Vec::new();
+        crate::record::decode_view(&event.stream, &bytes, &projection, &mut slots).unwrap();
+        let payload = PayloadRef::Projected {
+            projection: &projection,
+            slots: &slots,
+        };
+        let rebuilt = payload.to_json_map();
+        assert_eq!(
+            rebuilt,
+            *json!({"a": {"b": 1}, "s": 2.5}).as_object().unwrap()
+        );
+        for path in &paths {
+            assert_eq!(
+                descend(&rebuilt, path),
+                descend(&event.payload, path),
+                "{path:?}"
+            );
+            assert_eq!(payload.get(path), descend(&event.payload, path), "{path:?}");
+        }
+    }
 
     #[test]
     fn fields_read_the_event() {

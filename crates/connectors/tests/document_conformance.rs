@@ -226,6 +226,62 @@ async fn puts_are_idempotent_and_first_version_wins(store: &dyn DocumentStore) {
     );
 }
 
+/// A large batch — larger than one insert command of the MongoDB adapter, which splits it —
+/// of two streams interleaved, holding events stored already and ids repeated far apart
+/// in the batch: every new event is stored once, and the first version of each wins.
+async fn large_batches_keep_the_first_version_of_each_event(store: &dyn DocumentStore) {
+    const EVENTS: i64 = 1_200;
+    let version = |stream_name: &str, n: i64, version: i64| {
+        event(
+            stream_name,
+            &format!("e{n}"),
+            T0 + n,
+            Some("k"),
+            json!({"n": n, "version": version, "nested": {"list": [n, "x", {"y": null}]}}),
+        )
+    };
+    let stored: Vec<Event> = (0..EVENTS)
+        .step_by(10)
+        .map(|n| version("clicks", n, 0))
+        .collect();
+    store.put_events(&stored).await.unwrap();
+
+    let mut batch = Vec::new();
+    for n in 0..EVENTS {
+        batch.push(version("clicks", n, 1));
+        batch.push(version("views", n, 1));
+    }
+    // Repeats of the first half, after all of it: never stored.
+    for n in 0..EVENTS / 2 {
+        batch.push(version("clicks", n, 2));
+        batch.push(version("views", n, 2));
+    }
+    store.put_events(&batch).await.unwrap();
+    store.put_events(&batch).await.unwrap();
+
+    let expected = |stream_name: &str| {
+        newest_first(
+            (0..EVENTS)
+                .map(|n| {
+                    let first = if stream_name == "clicks" && n % 10 == 0 {
+                        0
+                    } else {
+                        1
+                    };
+                    version(stream_name, n, first)
+                })
+                .collect(),
+        )
+    };
+    for stream_name in ["clicks", "views"] {
+        assert_eq!(
+            read_all(store, stream_name, 500).await,
+            expected(stream_name),
+            "{stream_name}"
+        );
+    }
+}
+
 /// Paging newest first through the cursor returns every event exactly once, in order,
 /// whatever the page size, with many events sharing a timestamp (so the id breaks ties).
 async fn pages_walk_every_event_once_newest_first(store: &dyn DocumentStore) {
@@ -811,6 +867,7 @@ conformance!(
     dead_letters_holding_nul_are_stored,
     put_then_get,
     puts_are_idempotent_and_first_version_wins,
+    large_batches_keep_the_first_version_of_each_event,
     pages_walk_every_event_once_newest_first,
     streams_are_isolated,
     unicode_and_nested_payloads_round_trip,

@@ -1,7 +1,7 @@
 //! Event payloads between JSON and BSON, refusing what MongoDB and FerretDB 1.x cannot
 //! both store (see the module doc of [`crate::mongodb`]).
 
-use ::mongodb::bson::{Bson, Document};
+use ::mongodb::bson::{Bson, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use serde_json::{Map, Number, Value};
 
 /// A value the document store cannot hold, and where it is: the payload rules of
@@ -14,37 +14,52 @@ pub(crate) use tributary_core::payload::check_text as check_string;
 #[error("unexpected BSON {0} in a stored payload")]
 pub(crate) struct Undecodable(pub(crate) String);
 
-/// A JSON object as a BSON document.
-pub(crate) fn object_to_document(map: &Map<String, Value>) -> Result<Document, Unstorable> {
+/// A JSON object as a BSON document, written straight into its encoded form: no
+/// intermediate [`Document`], so a payload costs one buffer, not one allocation per value.
+pub(crate) fn object_to_raw(map: &Map<String, Value>) -> Result<RawDocumentBuf, Unstorable> {
     tributary_core::payload::check_payload(map)?;
-    Ok(map
-        .iter()
-        .map(|(name, value)| (name.clone(), value_to_bson(value)))
-        .collect())
+    Ok(checked_object_to_raw(map))
 }
 
-/// A JSON value, already checked, as BSON.
-fn value_to_bson(value: &Value) -> Bson {
-    match value {
-        Value::Null => Bson::Null,
-        Value::Bool(b) => Bson::Boolean(*b),
-        Value::Number(n) => number_to_bson(n),
-        Value::String(s) => Bson::String(s.clone()),
-        Value::Array(items) => Bson::Array(items.iter().map(value_to_bson).collect()),
-        Value::Object(map) => Bson::Document(
-            map.iter()
-                .map(|(name, value)| (name.clone(), value_to_bson(value)))
-                .collect(),
-        ),
+/// A JSON object, already checked, as BSON.
+fn checked_object_to_raw(map: &Map<String, Value>) -> RawDocumentBuf {
+    let mut document = RawDocumentBuf::new();
+    for (name, value) in map {
+        // Field names were checked: no NUL, on which `append_ref` would panic.
+        match value {
+            Value::Null => document.append_ref(name, RawBsonRef::Null),
+            Value::Bool(b) => document.append_ref(name, *b),
+            Value::Number(n) => document.append_ref(name, number_to_bson(n)),
+            Value::String(s) => document.append_ref(name, s.as_str()),
+            Value::Array(items) => document.append_ref(name, &array_to_raw(items)),
+            Value::Object(map) => document.append_ref(name, &checked_object_to_raw(map)),
+        }
     }
+    document
+}
+
+/// A JSON array, already checked, as BSON.
+fn array_to_raw(items: &[Value]) -> RawArrayBuf {
+    let mut array = RawArrayBuf::new();
+    for item in items {
+        match item {
+            Value::Null => array.push(RawBson::Null),
+            Value::Bool(b) => array.push(*b),
+            Value::Number(n) => array.push(number_to_bson(n).to_raw_bson()),
+            Value::String(s) => array.push(s.as_str()),
+            Value::Array(items) => array.push(array_to_raw(items)),
+            Value::Object(map) => array.push(checked_object_to_raw(map)),
+        }
+    }
+    array
 }
 
 /// A JSON number as a BSON 64-bit integer or double (checked: no integer beyond i64).
-fn number_to_bson(n: &Number) -> Bson {
+fn number_to_bson(n: &Number) -> RawBsonRef<'static> {
     match n.as_i64() {
-        Some(i) => Bson::Int64(i),
+        Some(i) => RawBsonRef::Int64(i),
         // serde_json numbers are finite; a u64 beyond i64 was refused by the check.
-        None => Bson::Double(n.as_f64().unwrap_or_default()),
+        None => RawBsonRef::Double(n.as_f64().unwrap_or_default()),
     }
 }
 
@@ -97,13 +112,13 @@ mod tests {
             "s": "日本語 😀", "i": -5, "big": i64::MAX, "f": 0.1, "one": 1.0, "t": true,
             "n": null, "a": [1, "x", {"b": [2, 3]}], "o": {"p": {"q": {}}}, "e": []
         }));
-        let document = object_to_document(&payload).unwrap();
+        let document = object_to_raw(&payload).unwrap().to_document().unwrap();
         assert_eq!(document_to_object(document).unwrap(), payload);
     }
 
     #[test]
     fn unstorable_values_are_refused_with_their_path() {
-        let error = object_to_document(&object(json!({"a": [{"b.c": 1}]}))).unwrap_err();
+        let error = object_to_raw(&object(json!({"a": [{"b.c": 1}]}))).unwrap_err();
         assert_eq!(error.path, "a[0].b.c");
     }
 

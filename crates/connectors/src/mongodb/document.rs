@@ -1,22 +1,23 @@
 //! [`MongoStore`]: the [`DocumentStore`] on MongoDB (or FerretDB).
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ::mongodb::bson::{self, Bson, DateTime, Document, doc};
+use ::mongodb::bson::{self, Bson, DateTime, Document, RawDocumentBuf, doc};
 use ::mongodb::options::{ClientOptions, IndexOptions};
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
 use tributary_core::dead_letter::{DeadLetter, DeadLetterPage};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::ports::{DocumentStore, EventPage, PortError};
 
 use super::config::MongoConfig;
-use super::convert::{
-    Undecodable, Unstorable, check_string, document_to_object, object_to_document,
-};
+use super::convert::{Undecodable, Unstorable, check_string, document_to_object, object_to_raw};
 use super::error::{SYSTEM, mongo_error, only_duplicate_keys, refuses_index};
 
 /// Default server selection and connect timeout.
@@ -30,6 +31,14 @@ const EVENT_TIME: &str = "ts";
 
 /// The time field of the dead letters collection.
 const DEAD_LETTER_TIME: &str = "at";
+
+/// Most events per `insert` command of `put_events`: a larger batch is split, so that the
+/// server (FerretDB converts every document, then PostgreSQL inserts it) works on several
+/// parts at once.
+const EVENTS_PER_INSERT: usize = 250;
+
+/// Most `insert` commands of one `put_events` call in flight at once.
+const INSERTS_IN_FLIGHT: usize = 4;
 
 /// An event this store cannot hold.
 #[derive(Debug, thiserror::Error)]
@@ -171,19 +180,16 @@ impl MongoStore {
             .insert(collection.to_owned());
     }
 
-    /// Inserts into `collection` (indexed newest first by `time`) the `documents` whose
-    /// `_id` is not stored yet, and returns how many were. Unordered, so that every new
-    /// document is inserted even when some are stored already; their duplicate key errors
-    /// are the idempotence, not a failure.
-    async fn insert_new(
-        &self,
-        collection: &str,
-        time: &str,
-        documents: Vec<Document>,
-    ) -> Result<usize, PortError> {
-        self.ensure_index(collection, time).await;
+    /// Inserts into `collection` the `documents` whose `_id` is not stored yet, and returns
+    /// how many were. Unordered, so that every new document is inserted even when some are
+    /// stored already; their duplicate key errors are the idempotence, not a failure.
+    async fn insert_new<T>(&self, collection: &str, documents: Vec<T>) -> Result<usize, PortError>
+    where
+        T: Serialize + Send + Sync,
+    {
         match self
-            .collection(collection)
+            .database
+            .collection::<T>(collection)
             .insert_many(documents)
             .ordered(false)
             .await
@@ -191,6 +197,40 @@ impl MongoStore {
             Ok(_) => Ok(0),
             Err(error) => only_duplicate_keys(&error).ok_or_else(|| mongo_error(error)),
         }
+    }
+
+    /// Inserts each part of `inserts` (a collection and its documents) with
+    /// [`Self::insert_new`], [`INSERTS_IN_FLIGHT`] at once; fails with the first failure.
+    async fn insert_events(
+        &self,
+        inserts: Vec<(String, Vec<RawDocumentBuf>)>,
+    ) -> Result<(), PortError> {
+        let mut waiting = inserts.into_iter();
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < INSERTS_IN_FLIGHT {
+                let Some((collection, documents)) = waiting.next() else {
+                    break;
+                };
+                running.push(self.insert_part(collection, documents));
+            }
+            match running.next().await {
+                Some(inserted) => inserted?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One part of [`Self::insert_events`].
+    async fn insert_part(
+        &self,
+        collection: String,
+        documents: Vec<RawDocumentBuf>,
+    ) -> Result<(), PortError> {
+        let events = documents.len();
+        let duplicates = self.insert_new(&collection, documents).await?;
+        tracing::debug!(collection, events, duplicates, "events stored");
+        Ok(())
     }
 
     /// One page of `collection`, newest first by (`time`, `_id`), sorted `{time: -1, _id:
@@ -238,8 +278,8 @@ fn collection_name(stream: &StreamName) -> String {
     format!("events_{stream}")
 }
 
-/// `event` as a document, or why it cannot be one.
-fn event_to_document(event: &Event) -> Result<Document, PortError> {
+/// `event` as a document, already encoded, or why it cannot be one.
+fn event_to_document(event: &Event) -> Result<RawDocumentBuf, PortError> {
     let unstorable = |cause: Unstorable| {
         PortError::refused(
             SYSTEM,
@@ -250,19 +290,44 @@ fn event_to_document(event: &Event) -> Result<Document, PortError> {
             },
         )
     };
+    // Checked first: `append_ref` would panic on a NUL in a key, and these are values.
     check_string(event.id.as_str()).map_err(|e| unstorable(e.within("_id")))?;
-    let mut document = doc! {
-        "_id": event.id.as_str(),
-        EVENT_TIME: DateTime::from_millis(event.ts.millis()),
-    };
     if let Some(key) = &event.key {
         check_string(key).map_err(|e| unstorable(e.within("key")))?;
-        document.insert("key", key.as_str());
     }
-    let payload =
-        object_to_document(&event.payload).map_err(|e| unstorable(e.within("payload")))?;
-    document.insert("payload", payload);
+    let payload = object_to_raw(&event.payload).map_err(|e| unstorable(e.within("payload")))?;
+    let mut document = RawDocumentBuf::new();
+    document.append_ref("_id", event.id.as_str());
+    document.append_ref(EVENT_TIME, DateTime::from_millis(event.ts.millis()));
+    if let Some(key) = &event.key {
+        document.append_ref("key", key.as_str());
+    }
+    document.append_ref("payload", &payload);
     Ok(document)
+}
+
+/// `events`, all of one stream, as the documents of [`EVENTS_PER_INSERT`]-sized parts (about):
+/// split by a hash of the id, so that two events with the same id are in the same part, in
+/// their order, and the first one wins as if the batch were inserted whole.
+fn parts_of(
+    events: &[&Event],
+    hasher: &RandomState,
+) -> Result<Vec<Vec<RawDocumentBuf>>, PortError> {
+    let count = events.len().div_ceil(EVENTS_PER_INSERT).max(1);
+    let mut parts: Vec<Vec<RawDocumentBuf>> = (0..count)
+        .map(|_| Vec::with_capacity(events.len() / count + 1))
+        .collect();
+    for event in events {
+        let part = if count == 1 {
+            0
+        } else {
+            // The remainder is below `count`, a usize.
+            usize::try_from(hasher.hash_one(event.id.as_str()) % count as u64).unwrap_or(0)
+        };
+        parts[part].push(event_to_document(event)?);
+    }
+    parts.retain(|part| !part.is_empty());
+    Ok(parts)
 }
 
 /// Decodes a stored `document` of `collection`, which holds `what`, from its string `_id`
@@ -421,23 +486,24 @@ impl DocumentStore for MongoStore {
         Ok(())
     }
 
+    /// Converts the whole batch first, so that an unstorable event refuses it before any
+    /// write; then inserts it in parts of about [`EVENTS_PER_INSERT`] events,
+    /// [`INSERTS_IN_FLIGHT`] at once (see [`parts_of`]). A failed part fails the call, the
+    /// others may be stored already: storing them again changes nothing.
     async fn put_events(&self, events: &[Event]) -> Result<(), PortError> {
-        // Convert the whole batch first: an unstorable event refuses it before any write.
-        let mut by_stream: BTreeMap<&StreamName, Vec<Document>> = BTreeMap::new();
+        let mut by_stream: BTreeMap<&StreamName, Vec<&Event>> = BTreeMap::new();
         for event in events {
-            by_stream
-                .entry(&event.stream)
-                .or_default()
-                .push(event_to_document(event)?);
+            by_stream.entry(&event.stream).or_default().push(event);
         }
-        for (stream, documents) in by_stream {
-            let count = documents.len();
-            let duplicates = self
-                .insert_new(&collection_name(stream), EVENT_TIME, documents)
-                .await?;
-            tracing::debug!(stream = %stream, events = count, duplicates, "events stored");
+        let hasher = RandomState::new();
+        let mut inserts = Vec::new();
+        for (stream, events) in by_stream {
+            let collection = collection_name(stream);
+            let parts = parts_of(&events, &hasher)?;
+            self.ensure_index(&collection, EVENT_TIME).await;
+            inserts.extend(parts.into_iter().map(|part| (collection.clone(), part)));
         }
-        Ok(())
+        self.insert_events(inserts).await
     }
 
     async fn recent_events(
@@ -476,9 +542,8 @@ impl DocumentStore for MongoStore {
             .iter()
             .map(dead_letter_to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        let duplicates = self
-            .insert_new(DEAD_LETTERS, DEAD_LETTER_TIME, documents)
-            .await?;
+        self.ensure_index(DEAD_LETTERS, DEAD_LETTER_TIME).await;
+        let duplicates = self.insert_new(DEAD_LETTERS, documents).await?;
         tracing::debug!(letters = letters.len(), duplicates, "dead letters stored");
         Ok(())
     }

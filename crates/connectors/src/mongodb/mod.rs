@@ -10,9 +10,12 @@
 //!   document }`, with an index on `{ts: -1, _id: -1}` created on the first write of each
 //!   process (a server that does not support it is logged, and reads scan; any other
 //!   failure to create it is logged and retried at the next write, never failing the write);
-//! - `put_events` is idempotent and keeps the first stored version: an unordered
-//!   `insert_many` whose duplicate key errors (code 11000, and only those) are ignored, so
-//!   of two events with the same id in one batch the first wins, as in SQLite;
+//! - `put_events` is idempotent and keeps the first stored version: unordered
+//!   `insert_many`s whose duplicate key errors (code 11000, and only those) are ignored, so
+//!   of two events with the same id in one batch the first wins, as in SQLite. A batch is
+//!   encoded straight to BSON bytes, then inserted in parts of about 250 events, 4 at once
+//!   (the server's per-document work then runs on several connections), split by a hash of
+//!   the id so that events with the same id share a part, in their order;
 //! - `recent_events` pages newest first, sorted `{ts: -1, _id: -1}`, resuming after the
 //!   cursor with `{$or: [{ts: {$lt: t}}, {ts: t, _id: {$lt: id}}]}`; ids compare as BSON
 //!   strings (bytewise), as in SQLite and PostgreSQL;

@@ -24,17 +24,26 @@
 #   d. the Yahoo Streaming Benchmark: views per campaign through an ad → campaign lookup,
 #      10-second tumbling windows; e. the same without the lookup (views per ad); and f.
 #      a. and b. again on a 1-partition topic (one task on either engine).
+# The peers suite (BENCH_SUITE=peers) pre-fills one 3-partition Kafka topic per pipeline
+# and repetition (`pipeline --prefill-only`) and drains that same topic with Tributary
+# (`pipeline --from`, into PostgreSQL), Apache Flink 2.x (a MiniCluster, parallelism 2,
+# exactly-once checkpoints every second) and Kafka Streams 4.x (exactly_once_v2, 2 stream
+# threads, commit interval 1 s) — bench/peers/, built with Maven — for two pipelines: the
+# count per page in 1-minute tumbling windows and the Yahoo Streaming Benchmark. Every
+# engine's CPU is measured from outside (`benchctl watch-drain`), and every window's count
+# of every engine is checked against the ground truth of the pre-fill.
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
-# Settings (environment): BENCH_SUITE (default | pipelines), BENCH_EVENTS (1000000),
+# Settings (environment): BENCH_SUITE (default | pipelines | peers), BENCH_EVENTS (1000000),
 # BENCH_REPS (3), BENCH_BATCH (500 events per HTTP request), BENCH_CONCURRENCY (8 requests
 # in flight), BENCH_PIPELINE_EVENTS (events pre-filled for each drain: 500000, 2000000 in
 # the pipeline suite), BENCH_CHECKPOINT_MS (the drain's checkpoint interval: 250, 1000 in
 # the pipeline suite; the drain time is rounded up by up to one interval), BENCH_RAW_OUT (a
 # file to keep the raw JSON lines in); pipeline suite only: BENCH_BASELINE_REV (the commit
 # to compare with; empty: none), BENCH_BASELINE_BIN (its prebuilt `pipeline` binary, instead
-# of building it).
+# of building it); peers suite only: BENCH_PEER_JAVA_OPTS (the JVMs' options, default
+# "-Xms2g -Xmx2g").
 #
 # stdout: the markdown table only. stderr: progress. Everything this script starts
 # (tributary processes) is stopped on exit, and every topic, database and key it created
@@ -49,7 +58,7 @@ EVENTS=${BENCH_EVENTS:-1000000}
 REPS=${BENCH_REPS:-3}
 BATCH=${BENCH_BATCH:-500}
 CONCURRENCY=${BENCH_CONCURRENCY:-8}
-if [[ $SUITE == pipelines ]]; then
+if [[ $SUITE == pipelines || $SUITE == peers ]]; then
   PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-2000000}
   CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-1000}
 else
@@ -66,7 +75,8 @@ BIN="$TARGET_DIR/release"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
-[[ $SUITE == default || $SUITE == pipelines ]] || die "BENCH_SUITE must be default or pipelines"
+[[ $SUITE == default || $SUITE == pipelines || $SUITE == peers ]] ||
+  die "BENCH_SUITE must be default, pipelines or peers"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
 
@@ -81,7 +91,7 @@ KAFKA_PID=$(cat "$SERVICES_STATE/kafka/kafka.pid" 2>/dev/null || echo 0)
 FERRET_PID=$(cat "$SERVICES_STATE/ferretdb/ferretdb.pid" 2>/dev/null || echo 0)
 
 log "building (release)"
-if [[ $SUITE == pipelines ]]; then
+if [[ $SUITE == pipelines || $SUITE == peers ]]; then
   cargo build --release -p tributary-bench >&2
 else
   cargo build --release -p tributary -p tributary-bench >&2
@@ -402,6 +412,166 @@ EOF
   pratio "YSB / YSB without the lookup" yahoo yahoo-no-lookup
   log "done in $((SECONDS - STARTED)) s"
 }
+
+# ---------------------------------------------------------------- the peers suite
+
+PEERS_DIR="$ROOT/bench/peers"
+PEER_JAVA_OPTS=${BENCH_PEER_JAVA_OPTS:--Xms2g -Xmx2g}
+# Warnings and errors only; not the Flink metric registry's name collisions (the Kafka
+# consumer's metrics, registered twice), nor each record a window drops as late (counted).
+PEER_LOG_OPTS="-Dorg.slf4j.simpleLogger.defaultLogLevel=warn
+  -Dorg.slf4j.simpleLogger.log.org.apache.flink.metrics=error
+  -Dorg.slf4j.simpleLogger.log.org.apache.kafka.streams.kstream.internals=error"
+
+# build_peers: bench/peers with Maven, unless its jar is newer than its sources.
+build_peers() {
+  command -v java >/dev/null || die "java (17+) is required for the peers suite"
+  command -v mvn >/dev/null || die "mvn is required for the peers suite"
+  local jar="$PEERS_DIR/target/tributary-bench-peers-0.1.0.jar"
+  if [[ -f $jar && -f $PEERS_DIR/target/classpath.txt &&
+    -z $(find "$PEERS_DIR/pom.xml" "$PEERS_DIR/src" -newer "$jar" -type f) ]]; then
+    log "bench/peers is built"
+  else
+    log "building bench/peers (Maven)"
+    (cd "$PEERS_DIR" && mvn -B -q package -DskipTests >&2)
+  fi
+  PEER_CP="$PEERS_DIR/target/classes:$(<"$PEERS_DIR/target/classpath.txt")"
+}
+
+# prefill REP WORKLOAD: fills a fresh topic with the workload's events; its description
+# and ground truth go to the directory $PREFILLED ($WORK/prefill-WORKLOAD-REP).
+prefill() {
+  local rep=$1 workload=$2 dir="$WORK/prefill-$2-$1"
+  run_child "$WORK/out.json" - "$BIN/pipeline" --mode kafka --workload "$workload" \
+    --events "$PIPELINE_EVENTS" --partitions "$PARTITIONS" \
+    --prefix "${PREFIX}_p${workload:0:1}$rep" --prefill-only "$dir" --label "prefill-$workload"
+  record "prefill-$workload" "$(<"$WORK/out.json")"
+  PREFILLED="$dir"
+}
+
+# check_windows NAME RESULTS TRUTH: records the JSON line of out.json as NAME, with
+# whether every window's count equals the ground truth (and how many lines differ).
+check_windows() {
+  local name=$1 results=$2 truth=$3 differing
+  differing=$(diff <(sort "$truth") <(sort "$results") | grep -c '^[<>]' || true)
+  record "$name" "$(jq -c --argjson d "$differing" \
+    '. + {windows_equal: ($d == 0), windows_differing: $d}' <"$WORK/out.json")"
+}
+
+# peer REP ENGINE WORKLOAD DIR: drains the pre-filled topic of DIR with a JVM peer
+# (flink | kafka-streams), under `benchctl watch-drain`, and checks every window.
+peer() {
+  local rep=$1 engine=$2 workload=$3 dir=$4 class extra=()
+  case $engine in
+    flink) class=tributary.peers.FlinkPeer ;;
+    kafka-streams)
+      class=tributary.peers.KafkaStreamsPeer
+      # No watermark in Kafka Streams: after YSB's repartition, a task's stream time runs
+      # ahead of the slowest upstream task; a grace of the events' whole span keeps every
+      # event (with 10 s, most are dropped as late: see bench/README.md).
+      if [[ $workload == yahoo ]]; then extra=(--grace-ms 600000); fi
+      ;;
+    *) die "unknown peer $engine" ;;
+  esac
+  if [[ $workload == yahoo ]]; then extra+=(--ads "$dir/ads.csv"); fi
+  rm -rf "$WORK/state"
+  mkdir -p "$WORK/state"
+  # shellcheck disable=SC2086 # the JVM options are words
+  run_child "$WORK/out.json" - "$BIN/benchctl" watch-drain \
+    --watch kafka="$KAFKA_PID" --watch-command postgres -- \
+    java $PEER_JAVA_OPTS $PEER_LOG_OPTS -cp "$PEER_CP" "$class" \
+    --brokers "$TRIBUTARY_KAFKA_BROKERS" --topic "$(jq -r .topic "$dir/prefill.json")" \
+    --workload "$workload" --events "$PIPELINE_EVENTS" \
+    --counted "$(jq -r .counted "$dir/prefill.json")" --parallelism 2 \
+    --checkpoint-interval-ms "$CHECKPOINT_MS" --results "$WORK/results.tsv" \
+    --state-dir "$WORK/state" --app-id "${PREFIX}_${engine:0:1}${workload:0:1}$rep" \
+    --label "$engine-$workload" "${extra[@]}"
+  check_windows "$engine-$workload" "$WORK/results.tsv" "$dir/truth.tsv"
+  rm -rf "$WORK/state" "$WORK/results.tsv"
+}
+
+# tributary_from REP WORKLOAD DIR: Tributary's drain of the pre-filled topic (the binary
+# checks every result row against the ground truth and fails on a difference).
+tributary_from() {
+  local rep=$1 workload=$2 dir=$3
+  run_child "$WORK/out.json" - "$BIN/benchctl" watch-drain \
+    --watch kafka="$KAFKA_PID" --watch-command postgres -- \
+    "$BIN/pipeline" --mode kafka --workload "$workload" --events "$PIPELINE_EVENTS" \
+    --partitions "$PARTITIONS" --checkpoint-interval-ms "$CHECKPOINT_MS" --no-archive \
+    --prefix "${PREFIX}_t${workload:0:1}$rep" --from "$dir" --label "tributary-$workload"
+  record "tributary-$workload" \
+    "$(jq -c '. + {windows_equal: true, windows_differing: 0}' <"$WORK/out.json")"
+}
+
+# erow LABEL NAME: a row of the peers table.
+erow() {
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+    "$(median "$2" .pipeline_events_per_sec)" "$(median "$2" .watched.cpu_s_per_million_events)" \
+    "$(median "$2" '.watched.process_cpu_seconds // "-"')" \
+    "$(median "$2" '.startup_seconds // "-"')" "$(median "$2" .watched.cores_busy)" \
+    "$(median "$2" '.watched.processes.kafka_cpu_s // "-"')" \
+    "$(median "$2" '.watched.processes.postgres_cpu_s // "-"')" \
+    "$(jq -rs --arg n "$2" '[.[] | select(.name == $n)]
+      | if length > 0 and all(.windows_equal) then "yes"
+        else "**no** (\([.[] | .windows_differing | tostring] | join(" / ")) lines differ)" end' "$RAW")" \
+    "$(runs "$2" .pipeline_events_per_sec)" "$(runs "$2" .watched.cpu_s_per_million_events)"
+}
+
+peers_suite() {
+  build_peers
+  local rep workload engines engine i n engine_rev flink_v ks_v
+  engine_rev="$(git rev-parse --short HEAD)"
+  if [[ -n $(git status --porcelain -- crates Cargo.toml Cargo.lock) ]]; then
+    engine_rev="$engine_rev with uncommitted changes in crates/"
+  fi
+  for ((rep = 1; rep <= REPS; rep++)); do
+    log "---- repetition $rep of $REPS"
+    for workload in count yahoo; do
+      prefill "$rep" "$workload"
+      # The engines' order turns with each repetition, so that none always drains first.
+      engines=(tributary flink kafka-streams)
+      n=${#engines[@]}
+      for ((i = 0; i < n; i++)); do
+        engine=${engines[$(((i + rep - 1) % n))]}
+        if [[ $engine == tributary ]]; then
+          tributary_from "$rep" "$workload" "$PREFILLED"
+        else
+          peer "$rep" "$engine" "$workload" "$PREFILLED"
+        fi
+      done
+    done
+  done
+  LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+  flink_v=$(jq -rs '[.[] | select(.engine == "flink") | .version][0] // "?"' "$RAW")
+  ks_v=$(jq -rs '[.[] | select(.engine == "kafka-streams") | .version][0] // "?"' "$RAW")
+  cat <<EOF
+Tributary: this checkout, $engine_rev. Apache Flink $flink_v: local MiniCluster, parallelism 2, exactly-once checkpoints every $CHECKPOINT_MS ms, HashMap state backend, checkpoints on the local disk. Kafka Streams $ks_v: exactly_once_v2, 2 stream threads, commit interval $CHECKPOINT_MS ms, RocksDB stores. JVMs: \`$PEER_JAVA_OPTS\`, $(java -version 2>&1 | head -n 1). Each pipeline's $PIPELINE_EVENTS events are pre-filled once per repetition into a fresh $PARTITIONS-partition topic, which all three engines drain in turn (the order turning with the repetition); $REPS repetitions (interleaved), medians. events/s: events over the drain — Tributary: from the engine's start until its committed checkpoints cover every offset; Flink: from the first record read until the bounded job has finished (its final checkpoint included); Kafka Streams: from the first record read until the results hold every event (the commit after the last record). CPU-s per 1M events: the engine's process over that drain, read from outside (\`benchctl watch-drain\`). Process CPU s: the process's whole life (JVM start-up, job submission and shutdown included; Tributary: connecting, draining, checking the results). Start-up s: JVM start to the first record. Cores busy: the whole machine (of $(nproc)). Kafka broker and PostgreSQL (all its processes): CPU seconds over the drain. All windows equal: every (window, key) count of the engine equals the ground truth of the pre-fill, and so every other engine's. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+
+| pipeline — engine | events/s | CPU-s per 1M events | process CPU s | start-up s | cores busy | Kafka CPU s | PostgreSQL CPU s | all windows equal | runs (events/s) | runs (CPU-s per 1M) |
+|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|
+EOF
+  erow "count per page, 1-min tumbling — Tributary (one shard per partition → PostgreSQL)" tributary-count
+  erow "count per page, 1-min tumbling — Flink (keyBy page, dedup, window)" flink-count
+  erow "count per page, 1-min tumbling — Kafka Streams (groupByKey: no repartition)" kafka-streams-count
+  erow "YSB: views per campaign, 10-s tumbling — Tributary (repartitioned: 3 + 3 tasks → PostgreSQL)" tributary-yahoo
+  erow "YSB: views per campaign, 10-s tumbling — Flink (keyBy campaign)" flink-yahoo
+  erow "YSB: views per campaign, 10-s tumbling — Kafka Streams (repartition topic, grace 10 min)" kafka-streams-yahoo
+  cat <<EOF
+
+| ratio | CPU-s per 1M events (medians) | events/s (medians) | per repetition (CPU) | per repetition (events/s) |
+|---|---:|---:|---|---|
+EOF
+  pratio "count: Flink / Tributary" flink-count tributary-count
+  pratio "count: Kafka Streams / Tributary" kafka-streams-count tributary-count
+  pratio "YSB: Flink / Tributary" flink-yahoo tributary-yahoo
+  pratio "YSB: Kafka Streams / Tributary" kafka-streams-yahoo tributary-yahoo
+  log "done in $((SECONDS - STARTED)) s"
+}
+
+if [[ $SUITE == peers ]]; then
+  peers_suite
+  exit 0
+fi
 
 if [[ $SUITE == pipelines ]]; then
   pipeline_suite

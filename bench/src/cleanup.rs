@@ -122,6 +122,8 @@ async fn drop_blocking<T: Send + 'static>(value: T) {
 pub struct Removed {
     /// Kafka topics.
     pub topics: Vec<String>,
+    /// Kafka consumer groups (of the `peers` suite's Flink and Kafka Streams runs).
+    pub consumer_groups: Vec<String>,
     /// PostgreSQL databases.
     pub postgres_databases: Vec<String>,
     /// MongoDB databases.
@@ -142,6 +144,7 @@ pub async fn remove_all(prefix: &str) -> anyhow::Result<Removed> {
     }
     Ok(Removed {
         topics: delete_topics(&env("TRIBUTARY_KAFKA_BROKERS")?, prefix).await?,
+        consumer_groups: delete_groups(&env("TRIBUTARY_KAFKA_BROKERS")?, prefix).await?,
         postgres_databases: drop_postgres_databases(&env("TRIBUTARY_POSTGRES_URL")?, prefix)
             .await?,
         mongodb_databases: drop_mongodb_databases(&env("TRIBUTARY_MONGODB_URL")?, prefix).await?,
@@ -175,6 +178,43 @@ async fn delete_topics(brokers: &str, prefix: &str) -> anyhow::Result<Vec<String
     }
     drop_blocking(admin).await;
     Ok(names)
+}
+
+/// Deletes the consumer groups named with `prefix`; a group that cannot be deleted (still
+/// active) is left, not an error.
+async fn delete_groups(brokers: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let admin = admin_client(brokers)?;
+    let wanted = prefix.to_owned();
+    let (admin, names) = tokio::task::spawn_blocking(move || {
+        let names = admin
+            .inner()
+            .fetch_group_list(None, KAFKA_TIMEOUT)
+            .map(|list| {
+                list.groups()
+                    .iter()
+                    .map(|g| g.name().to_owned())
+                    .filter(|n| n.starts_with(&wanted))
+                    .collect::<Vec<String>>()
+            });
+        (admin, names)
+    })
+    .await?;
+    let names = names.context("cannot list Kafka consumer groups")?;
+    let mut deleted = Vec::new();
+    if !names.is_empty() {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin.delete_groups(&refs, &options).await;
+        for group in results
+            .context("cannot delete Kafka consumer groups")?
+            .into_iter()
+            .flatten()
+        {
+            deleted.push(group);
+        }
+    }
+    drop_blocking(admin).await;
+    Ok(deleted)
 }
 
 async fn drop_postgres_databases(admin_url: &str, prefix: &str) -> anyhow::Result<Vec<String>> {

@@ -14,7 +14,11 @@
 //!   `watched` object added: the program's CPU seconds over the drain and per million
 //!   events, the cores the machine kept busy meanwhile, and the CPU seconds of each watched
 //!   process (`--watch kafka=PID`) and command (`--watch-command postgres`: all its
-//!   processes) over the same span.
+//!   processes) over the same span; and the program's CPU seconds and wall-clock seconds
+//!   over its whole life (`process_cpu_seconds`, `process_seconds`: start-up included, up
+//!   to the last reading, at most 10 ms before it ended). Any program that prints the marker
+//!   and a JSON line with `events` and `pipeline_seconds` will do (the `peers` suite runs
+//!   Flink's and Kafka Streams' JVMs under it).
 //!
 //! Service addresses come from `TRIBUTARY_KAFKA_BROKERS`, `TRIBUTARY_POSTGRES_URL`,
 //! `TRIBUTARY_MONGODB_URL` and `TRIBUTARY_REDIS_URL`.
@@ -199,6 +203,10 @@ fn watch_drain(
         .map(|c| cpu::CommandTicks::new(c))
         .collect();
     let mut readings: Vec<Reading> = Vec::new();
+    // The program's CPU ticks and the time of the last reading before it ended: its whole
+    // life's CPU time (start-up and shutdown included; it starts from 0).
+    let spawned = Instant::now();
+    let mut last: Option<(u64, Instant)> = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -209,8 +217,11 @@ fn watch_drain(
             .is_some();
         if started {
             if let Some(reading) = Reading::take(pid, watched, &mut commands) {
+                last = Some((reading.program, reading.at));
                 readings.push(reading);
             }
+        } else if let Some(ticks) = cpu::process_ticks(pid) {
+            last = Some((ticks, Instant::now()));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -260,6 +271,8 @@ fn watch_drain(
         "seconds": round(end.at.duration_since(start.at).as_secs_f64(), 3),
         "cores_busy": cores_busy,
         "processes": others,
+        "process_cpu_seconds": last.map(|(ticks, _)| secs(0, ticks)),
+        "process_seconds": last.map(|(_, at)| round(at.duration_since(spawned).as_secs_f64(), 3)),
     });
     Ok(out)
 }

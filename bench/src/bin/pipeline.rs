@@ -37,9 +37,17 @@
 //! is rounded up by up to one `--checkpoint-interval-ms`. The drain starts right after the
 //! progress line `…: draining` on stderr, which `benchctl watch-drain` uses to measure the
 //! same drain from outside.
+//!
+//! Shared pre-fill (kafka mode, for the `peers` suite of `bench/run.sh`, where Flink and
+//! Kafka Streams drain the same topic): `--prefill-only DIR` does steps 1 and 2 only, keeps
+//! the topic, and writes to `DIR` what a drain of it needs: `prefill.json` (the topic, the
+//! events per partition, the filtered count), `truth.tsv` (every result row of the ground
+//! truth: `window start ms <TAB> key <TAB> count`, and `<TAB> sum` for `aggregates`) and,
+//! for `yahoo`, `ads.csv`. `--from DIR` then drains that topic instead of filling one (steps
+//! 3 and 4, against that ground truth). Without either, a run fills and drains its own topic.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -174,6 +182,14 @@ struct Args {
     /// A label copied into the output line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Only fill the topic (kept) and write its description and ground truth to this
+    /// directory, for `--from` and other engines (kafka mode).
+    #[arg(long, value_name = "DIR", conflicts_with = "from")]
+    prefill_only: Option<PathBuf>,
+    /// Drain the topic that `--prefill-only DIR` filled, instead of filling one (kafka
+    /// mode; `--workload`, `--no-lookup` and `--events` must be the pre-fill's).
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -192,11 +208,33 @@ async fn main() -> anyhow::Result<()> {
         prefix.starts_with("bench_"),
         "--prefix must start with bench_"
     );
+    ensure!(
+        args.mode == Mode::Kafka || (args.prefill_only.is_none() && args.from.is_none()),
+        "--prefill-only and --from are for --mode kafka"
+    );
+    let prefilled = args.from.as_deref().map(Prefill::read).transpose()?;
+    if let Some(prefill) = &prefilled {
+        prefill.check(&args)?;
+    }
+    let topic_prefix = prefilled
+        .as_ref()
+        .map_or_else(|| format!("{prefix}."), |p| p.topic_prefix.clone());
     let tempdir = tempfile::tempdir()?;
-    let adapters = connect(args.mode, &prefix, tempdir.path()).await?;
-    let outcome = measure(&args, &adapters, tempdir.path()).await;
+    let dir = args
+        .prefill_only
+        .as_deref()
+        .or(args.from.as_deref())
+        .unwrap_or(tempdir.path());
+    std::fs::create_dir_all(dir)?;
+    let adapters = connect(args.mode, &prefix, &topic_prefix, tempdir.path()).await?;
+    let outcome = if args.prefill_only.is_some() {
+        prefill(&args, &adapters, &topic_prefix, dir).await
+    } else {
+        measure(&args, &adapters, dir, prefilled).await
+    };
     drop(adapters);
-    if args.mode == Mode::Kafka && !args.keep {
+    // A pre-filled topic is kept for the drains; the script removes it with the run.
+    if args.mode == Mode::Kafka && !args.keep && args.prefill_only.is_none() {
         let removed = cleanup::remove_all(&prefix).await;
         if let Err(err) = removed {
             progress(&format!("cleanup of {prefix} failed: {err:#}"));
@@ -205,8 +243,14 @@ async fn main() -> anyhow::Result<()> {
     emit(&outcome?)
 }
 
-/// Connects the adapters of `mode`, with names under `prefix` or files under `dir`.
-async fn connect(mode: Mode, prefix: &str, dir: &Path) -> anyhow::Result<Ports> {
+/// Connects the adapters of `mode`, with names under `prefix` (topics under
+/// `topic_prefix`) or files under `dir`.
+async fn connect(
+    mode: Mode,
+    prefix: &str,
+    topic_prefix: &str,
+    dir: &Path,
+) -> anyhow::Result<Ports> {
     let (log, analytics, documents, cache) = match mode {
         Mode::Embedded => {
             let db = SqliteConfig {
@@ -225,7 +269,7 @@ async fn connect(mode: Mode, prefix: &str, dir: &Path) -> anyhow::Result<Ports> 
             let postgres =
                 cleanup::create_postgres_database(&env("TRIBUTARY_POSTGRES_URL")?, prefix).await?;
             let kafka = KafkaConfig {
-                topic_prefix: format!("{prefix}."),
+                topic_prefix: topic_prefix.to_owned(),
                 ..KafkaConfig::new(env("TRIBUTARY_KAFKA_BROKERS")?)
             };
             let mongo = MongoConfig {
@@ -468,22 +512,27 @@ fn stages_of(
 }
 
 #[allow(clippy::too_many_lines)]
-async fn measure(args: &Args, adapters: &Ports, dir: &Path) -> anyhow::Result<serde_json::Value> {
+async fn measure(
+    args: &Args,
+    adapters: &Ports,
+    dir: &Path,
+    prefilled: Option<Prefill>,
+) -> anyhow::Result<serde_json::Value> {
     let stream = StreamName::new(args.workload.stream())?;
     let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
     let workload = args.workload.name();
 
-    let mut set = generate(args, &stream, partitions, dir)?;
-    progress(&format!(
-        "{:?}: appending {} events ({workload})",
-        args.mode, args.events
-    ));
-    let started = Instant::now();
-    for chunk in set.events.chunks(args.append_batch) {
-        adapters.log.append(&stream, chunk).await?;
-    }
-    let append_secs = started.elapsed().as_secs_f64();
-    set.events = Vec::new();
+    let (set, append_secs) = match prefilled {
+        Some(prefill) => {
+            ensure!(
+                prefill.partitions == partitions,
+                "the pre-filled topic has {} partitions, not {partitions}",
+                prefill.partitions
+            );
+            (prefill.workset(dir, args.workload)?, 0.0)
+        }
+        None => fill(args, adapters, &stream, partitions, dir).await?,
+    };
 
     let spec = pipeline_spec(args, &stream, dir)?;
     let mut references = References::new();
@@ -573,8 +622,10 @@ async fn measure(args: &Args, adapters: &Ports, dir: &Path) -> anyhow::Result<se
     shutdown.cancel();
     running.await?.context("the engine failed")?;
 
-    let shards = &stages[stages.len() - 1].tasks;
-    let counters = counters(analytics, shards).await?;
+    // Every stage's tasks: a repartitioned pipeline filters in its repartition tasks
+    // (which count the filtered events in their checkpoints), the shards count the rest.
+    let tasks: Vec<(String, Vec<u32>)> = stages.iter().flat_map(|s| s.tasks.clone()).collect();
+    let counters = counters(analytics, &tasks).await?;
     let counted = check_results(analytics, &spec, args.workload, &set, &counters).await?;
     let pipeline_secs = pipeline_secs.unwrap_or_default();
     let archive_secs = archive_secs.unwrap_or_default();
@@ -610,6 +661,7 @@ async fn measure(args: &Args, adapters: &Ports, dir: &Path) -> anyhow::Result<se
         "layout": if stages.len() > 1 { "repartitioned" } else { "shards" },
         "tasks": stages.iter().map(|s| s.tasks.len()).sum::<usize>(),
         "events": args.events,
+        "prefilled": args.from.is_some(),
         "partitions": partitions,
         "batch_size": args.batch_size,
         "checkpoint_interval_ms": args.checkpoint_interval_ms,
@@ -630,6 +682,157 @@ async fn measure(args: &Args, adapters: &Ports, dir: &Path) -> anyhow::Result<se
         "late_events": counters.late,
         "duplicates": counters.duplicates,
     }))
+}
+
+/// Generates the events of `args.workload` into `stream` (for `yahoo` also `dir/ads.csv`);
+/// returns their ground truth and the seconds the appends took.
+async fn fill(
+    args: &Args,
+    adapters: &Ports,
+    stream: &StreamName,
+    partitions: u32,
+    dir: &Path,
+) -> anyhow::Result<(Workset, f64)> {
+    let mut set = generate(args, stream, partitions, dir)?;
+    progress(&format!(
+        "{:?}: appending {} events ({})",
+        args.mode,
+        args.events,
+        args.workload.name()
+    ));
+    let started = Instant::now();
+    for chunk in set.events.chunks(args.append_batch) {
+        adapters.log.append(stream, chunk).await?;
+    }
+    let append_secs = started.elapsed().as_secs_f64();
+    set.events = Vec::new();
+    Ok((set, append_secs))
+}
+
+/// `--prefill-only DIR`: fills a topic and describes it in `DIR` (see the module docs).
+async fn prefill(
+    args: &Args,
+    adapters: &Ports,
+    topic_prefix: &str,
+    dir: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let stream = StreamName::new(args.workload.stream())?;
+    let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
+    let (set, append_secs) = fill(args, adapters, &stream, partitions, dir).await?;
+    let prefill = Prefill {
+        workload: args.workload.name(),
+        no_lookup: args.no_lookup,
+        events: args.events,
+        partitions,
+        topic_prefix: topic_prefix.to_owned(),
+        topic: format!("{topic_prefix}{stream}"),
+        expected: set.expected.clone(),
+        filtered: set.filtered,
+        windows: set.truth.len(),
+        counted: set.truth.values().map(|t| t.count).sum(),
+    };
+    let mut truth = String::new();
+    for ((start, key), t) in &set.truth {
+        ensure!(
+            !key.contains(['\t', '\n']),
+            "a key with a tab or a newline: {key:?}"
+        );
+        if args.workload == Workload::Aggregates {
+            truth.push_str(&format!("{start}\t{key}\t{}\t{}\n", t.count, t.sum));
+        } else {
+            truth.push_str(&format!("{start}\t{key}\t{}\n", t.count));
+        }
+    }
+    std::fs::write(dir.join("truth.tsv"), truth)?;
+    let mut out = serde_json::to_value(&prefill)?;
+    std::fs::write(dir.join("prefill.json"), serde_json::to_vec(&out)?)?;
+    out["bench"] = json!("prefill");
+    out["label"] = json!(args.label);
+    out["append_seconds"] = json!(round(append_secs, 3));
+    #[allow(clippy::cast_precision_loss)]
+    let rate = if append_secs > 0.0 {
+        round(args.events as f64 / append_secs, 0)
+    } else {
+        0.0
+    };
+    out["append_events_per_sec"] = json!(rate);
+    Ok(out)
+}
+
+/// A topic filled by `--prefill-only`, as `prefill.json` describes it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Prefill {
+    workload: String,
+    no_lookup: bool,
+    events: usize,
+    partitions: u32,
+    /// The Kafka adapter's topic prefix (`{prefix}.`).
+    topic_prefix: String,
+    topic: String,
+    /// Events per partition (= its end offset).
+    expected: BTreeMap<u32, u64>,
+    /// Events the filter rejects.
+    filtered: u64,
+    /// Result rows of the ground truth.
+    windows: usize,
+    /// Events counted in them.
+    counted: i64,
+}
+
+impl Prefill {
+    fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("prefill.json");
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("bad {}", path.display()))
+    }
+
+    fn check(&self, args: &Args) -> anyhow::Result<()> {
+        ensure!(
+            self.workload == args.workload.name()
+                && self.no_lookup == args.no_lookup
+                && self.events == args.events,
+            "--from: the topic was filled with {} events of --workload {} (no lookup: {}), \
+             not {} of {} (no lookup: {})",
+            self.events,
+            self.workload,
+            self.no_lookup,
+            args.events,
+            args.workload.name(),
+            args.no_lookup
+        );
+        Ok(())
+    }
+
+    /// The ground truth of the pre-fill, from `dir/truth.tsv`.
+    fn workset(self, dir: &Path, workload: Workload) -> anyhow::Result<Workset> {
+        let text = std::fs::read_to_string(dir.join("truth.tsv"))?;
+        let mut truth = BTreeMap::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let ([start, key, count] | [start, key, count, _]) = fields[..] else {
+                bail!("bad truth.tsv line {line:?}");
+            };
+            let sum = match (workload, fields.get(3)) {
+                (Workload::Aggregates, Some(sum)) => sum.parse()?,
+                (Workload::Aggregates, None) => bail!("no sum in truth.tsv line {line:?}"),
+                _ => 0,
+            };
+            truth.insert(
+                (start.parse()?, key.to_owned()),
+                Truth {
+                    count: count.parse()?,
+                    sum,
+                },
+            );
+        }
+        Ok(Workset {
+            events: Vec::new(),
+            expected: self.expected,
+            truth,
+            filtered: self.filtered,
+        })
+    }
 }
 
 /// Whether `task`'s committed checkpoint has read every appended record of `own`.

@@ -80,6 +80,10 @@ use tributary_core::{Event, StreamName, Timestamp};
 use tributary_engine::archive::ARCHIVE_TASK;
 use tributary_engine::{Engine, EngineConfig, Ports, References, shard_task};
 
+/// The allocator the `tributary` binary runs with.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The events' event times span this long, ending now.
 const SPAN_MS: i64 = 10 * 60_000;
 /// Events are up to this much out of order.

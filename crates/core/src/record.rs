@@ -211,9 +211,11 @@ pub fn decode_view<'a>(
     if value.len() > MAX_EVENT_BYTES / 8 {
         return None;
     }
+    // Checked once as a whole, so that the parser does not check each string again.
+    let text = std::str::from_utf8(value).ok()?;
     let base = slots.len();
     slots.resize(base + projection.len(), Value::Null);
-    let mut deserializer = serde_json::Deserializer::from_slice(value);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let decoded = RecordSeed {
         stream,
         projection,

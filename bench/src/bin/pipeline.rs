@@ -194,6 +194,18 @@ struct Args {
     /// mode; `--workload`, `--no-lookup` and `--events` must be the pre-fill's).
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
+    /// Instead of draining a backlog, run the count pipeline on live events (stamped with
+    /// the current time, `--rate` per second) for this many seconds, and report the time
+    /// from each window's end plus the watermark delay to its final result being visible
+    /// (kafka mode, `--workload count`).
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["from", "prefill_only"])]
+    live_secs: Option<u64>,
+    /// Events per second appended in `--live-secs` mode.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// The windows' size in milliseconds, instead of the workload's.
+    #[arg(long)]
+    window_ms: Option<i64>,
 }
 
 #[tokio::main]
@@ -233,6 +245,8 @@ async fn main() -> anyhow::Result<()> {
     let adapters = connect(args.mode, &prefix, &topic_prefix, tempdir.path()).await?;
     let outcome = if args.prefill_only.is_some() {
         prefill(&args, &adapters, &topic_prefix, dir).await
+    } else if let Some(seconds) = args.live_secs {
+        live(&args, &adapters, &prefix, dir, seconds).await
     } else {
         measure(&args, &adapters, dir, prefilled).await
     };
@@ -326,6 +340,106 @@ impl Workset {
     }
 }
 
+/// Runs the count pipeline for `seconds` on events appended as they happen, `--rate` per
+/// second in 10-ms ticks, then reads the latency of each window the watermark closed
+/// meanwhile from the results table: the last write of its closed rows (its whole result
+/// visible, every shard's part) minus its end plus the watermark delay. The same as
+/// `tributary_window_final_latency_seconds`, from outside the engine.
+async fn live(
+    args: &Args,
+    adapters: &Ports,
+    prefix: &str,
+    dir: &Path,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
+    ensure!(
+        args.mode == Mode::Kafka && args.workload == Workload::Count,
+        "--live-secs is for --mode kafka --workload count"
+    );
+    let stream = StreamName::new(args.workload.stream())?;
+    let partitions = adapters.log.ensure_stream(&stream, args.partitions).await?;
+    let spec = pipeline_spec(args, &stream, dir)?;
+    let delay_ms = i64::try_from(spec.max_out_of_orderness.as_millis())?;
+    let interval = Duration::from_millis(args.checkpoint_interval_ms);
+    let engine = Engine::new(
+        adapters.clone(),
+        EngineConfig {
+            pipelines: vec![spec.clone()],
+            archived_streams: Vec::new(),
+            archive_checkpoint_interval: interval,
+            batch_size: args.batch_size,
+            dead_letter_retention: None,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.run(shutdown.clone()));
+    progress(&format!(
+        "live: {} events/s for {seconds} s into {partitions} partitions",
+        args.rate
+    ));
+    let mut generator = ClickGenerator::new("live", 1);
+    let tick = Duration::from_millis(10);
+    let per_tick = usize::try_from(args.rate / 100)?.max(1);
+    let started = tokio::time::Instant::now();
+    let mut next = started;
+    let mut sent = 0_u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let now = Timestamp::now().millis();
+        let events = (0..per_tick)
+            .map(|_| generator.click(now).to_event(&stream))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        adapters.log.append(&stream, &events).await?;
+        sent += events.len() as u64;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    let stopped_at = Timestamp::now().millis();
+    // Room for the last windows the watermark passed to be committed.
+    tokio::time::sleep(interval * 2 + Duration::from_secs(1)).await;
+    shutdown.cancel();
+    running.await??;
+
+    let url = cleanup::with_database(&env("TRIBUTARY_POSTGRES_URL")?, prefix)?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+    let table = spec.schema().table();
+    let windows: Vec<(i64, f64)> = sqlx::query_as(&format!(
+        "SELECT (extract(epoch FROM window_end) * 1000)::bigint, \
+                extract(epoch FROM max(updated_at) - window_end)::float8 \
+         FROM \"{table}\" WHERE closed GROUP BY window_end ORDER BY window_end"
+    ))
+    .fetch_all(&mut conn)
+    .await?;
+    // Only the windows that could close while events flowed (the others wait for events
+    // that never come), less the first (the engine was starting).
+    let mut latencies: Vec<f64> = windows
+        .iter()
+        .filter(|(end, _)| end + delay_ms < stopped_at)
+        .skip(1)
+        .map(|(_, after_end)| after_end - delay_ms as f64 / 1000.0)
+        .collect();
+    ensure!(!latencies.is_empty(), "no window closed while events flowed");
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((latencies.len() - 1) as f64 * q).round() as usize;
+        round(latencies[i], 3)
+    };
+    Ok(json!({
+        "bench": "latency",
+        "label": args.label,
+        "workload": args.workload.name(),
+        "rate": args.rate,
+        "events": sent,
+        "seconds": seconds,
+        "window_ms": spec.window.bucket_ms(),
+        "checkpoint_interval_ms": args.checkpoint_interval_ms,
+        "watermark_delay_ms": delay_ms,
+        "windows": latencies.len(),
+        "latency_p50_s": at(0.5),
+        "latency_p99_s": at(0.99),
+        "latency_max_s": at(1.0),
+    }))
+}
+
 /// The start of the tumbling window of `size_ms` that `ts` falls in.
 fn window_start(ts: i64, size_ms: i64) -> i64 {
     ts.div_euclid(size_ms) * size_ms
@@ -408,7 +522,7 @@ fn generate(
 fn pipeline_spec(args: &Args, stream: &StreamName, dir: &Path) -> anyhow::Result<PipelineSpec> {
     let interval = Duration::from_millis(args.checkpoint_interval_ms);
     let window = WindowSpec::Tumbling {
-        size_ms: args.workload.window_ms(),
+        size_ms: args.window_ms.unwrap_or(args.workload.window_ms()),
     };
     let name = if args.no_lookup {
         "ysb_views_per_ad"

@@ -61,7 +61,7 @@ final class Common {
     long idleMs = 30_000;
     long graceMs = -1;
     long timeoutSecs = 900;
-    String stateBackend = "hashmap";
+    String stateBackend = "rocksdb";
 
     Args(String engine, String[] argv) {
       this.engine = engine;

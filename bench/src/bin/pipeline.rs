@@ -430,7 +430,7 @@ async fn live(
         "rate": args.rate,
         "events": sent,
         "seconds": seconds,
-        "window_ms": spec.window.bucket_ms(),
+        "window_ms": args.window_ms.unwrap_or(args.workload.window_ms()),
         "checkpoint_interval_ms": args.checkpoint_interval_ms,
         "watermark_delay_ms": delay_ms,
         "windows": latencies.len(),

@@ -208,11 +208,26 @@ impl Stage for Repartitioner {
                 .entry((record.stream, record.partition))
                 .or_insert(event.ts);
             *reached = (*reached).max(event.ts);
+            // A filter that reads no lookup runs before them: most events it drops are
+            // never looked up.
+            let (early, late) = match &self.spec.filter {
+                Some(filter) if !filter.reads_lookups() => (Some(filter), None),
+                filter => (None, filter.as_ref()),
+            };
+            if early.is_some_and(|f| {
+                !f.matches(&Row {
+                    event,
+                    lookups: &[],
+                })
+            }) {
+                filtered += 1;
+                continue;
+            }
             let row = Row {
                 event,
                 lookups: enricher.rows(event),
             };
-            if self.spec.filter.as_ref().is_some_and(|f| !f.matches(&row)) {
+            if late.is_some_and(|f| !f.matches(&row)) {
                 filtered += 1;
                 continue;
             }

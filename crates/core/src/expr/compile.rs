@@ -520,6 +520,8 @@ pub(super) struct Compiler<'s> {
     blank: Option<Event>,
     /// The payload paths read so far.
     pub(super) paths: Vec<Box<[String]>>,
+    /// Whether a lookup's field was read.
+    pub(super) reads_lookups: bool,
 }
 
 impl<'s> Compiler<'s> {
@@ -539,6 +541,7 @@ impl<'s> Compiler<'s> {
             depth: 0,
             blank,
             paths: Vec::new(),
+            reads_lookups: false,
         }
     }
 
@@ -710,6 +713,7 @@ impl<'s> Compiler<'s> {
                     ),
                 ));
             }
+            self.reads_lookups = true;
             (Reader::Lookup(index, names()), Ty::Any)
         } else {
             let mut fields = String::from("id, stream, ts, key, payload.*");

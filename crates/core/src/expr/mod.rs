@@ -215,6 +215,7 @@ pub struct Expr {
     column_name: Option<String>,
     is_event_key: bool,
     payload_paths: Arc<[Box<[String]>]>,
+    reads_lookups: bool,
 }
 
 impl Expr {
@@ -253,7 +254,14 @@ impl Expr {
             column_name,
             is_event_key,
             payload_paths: compiler.paths.into(),
+            reads_lookups: compiler.reads_lookups,
         })
+    }
+
+    /// Whether it reads a lookup's field: if not, it can be evaluated before the lookups.
+    #[must_use]
+    pub fn reads_lookups(&self) -> bool {
+        self.reads_lookups
     }
 
     /// The payload fields it reads, each a path of field names (`payload.a.b` is

@@ -453,7 +453,9 @@ ferretdb_up() {
   ferretdb_build
   mkdir -p "$FERRET_DIR" "$LOGS"
   log "ferretdb: starting on $HOST:$FERRET_PORT"
-  nohup setsid "$FERRET_BIN" \
+  # FerretDB 1.x spends over half its CPU in Go's garbage collector on the archive's
+  # inserts; GOGC=400 cut its CPU per archived event by about a third (bench/RESULTS.md).
+  GOGC=400 nohup setsid "$FERRET_BIN" \
     --handler=postgresql \
     --postgresql-url="postgres://tributary:tributary@$HOST:$PG_PORT/ferretdb" \
     --listen-addr="$HOST:$FERRET_PORT" \

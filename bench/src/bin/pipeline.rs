@@ -417,7 +417,10 @@ async fn live(
         .skip(1)
         .map(|(_, after_end)| after_end - delay_ms as f64 / 1000.0)
         .collect();
-    ensure!(!latencies.is_empty(), "no window closed while events flowed");
+    ensure!(
+        !latencies.is_empty(),
+        "no window closed while events flowed"
+    );
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| {
         let i = ((latencies.len() - 1) as f64 * q).round() as usize;

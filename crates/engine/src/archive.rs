@@ -19,12 +19,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
-use tributary_core::ports::{Checkpoint, LogRecord, PortError};
+use tributary_core::ports::{Checkpoint, PortError, RawBatch};
 use tributary_core::{DeadLetter, Event, StreamName};
 
 use crate::checkpoint::{Checkpointer, Positions, commit_offsets};
 use crate::task_loop::{self, Reading, Stage};
-use crate::{EngineError, Ports, Task, dead_letters};
+use crate::{EngineError, Ports, Task, dead_letters, records};
 
 /// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
 /// cannot collide with one.
@@ -124,17 +124,20 @@ async fn store(ports: &Ports, events: &[Event]) -> Result<(), EngineError> {
 }
 
 impl Stage for Archiver {
-    /// Waits for the store of the batch before, then starts storing `records` and returns:
-    /// the task loop reads the next batch meanwhile.
+    /// Decodes the batch whole, waits for the store of the batch before, then starts
+    /// storing these events and returns: the task loop reads the next batch meanwhile.
     async fn process(
         &mut self,
-        records: Vec<LogRecord>,
-        _refused: &mut Vec<DeadLetter>,
+        batch: &RawBatch,
+        refused: &mut Vec<DeadLetter>,
     ) -> Result<(), EngineError> {
-        if records.is_empty() {
+        let events: Vec<Event> = records::decode_all(batch, refused)
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        if events.is_empty() {
             return Ok(());
         }
-        let events: Vec<Event> = records.into_iter().map(|r| r.event).collect();
         self.stored().await?;
         let ports = self.ports.clone();
         self.storing = Some(tokio::spawn(async move {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 use tributary_core::expr::{EventRef, PayloadRef, Row};
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::{Checkpoint, LogRecord, RawBatch, ReferenceSource};
+use tributary_core::ports::{Checkpoint, RawBatch, ReferenceSource};
 use tributary_core::record::{Projection, decode_view};
 use tributary_core::window::Counters;
 
@@ -164,7 +164,7 @@ impl Repartitioner {
 impl Stage for Repartitioner {
     /// Filters and keys each event as the pipeline does (decoding only what it reads), and
     /// appends those the filter keeps, with only the fields the pipeline reads.
-    async fn process_batch(
+    async fn process(
         &mut self,
         batch: &RawBatch,
         refused: &mut Vec<DeadLetter>,
@@ -265,56 +265,6 @@ impl Stage for Repartitioner {
             self.filtered += filtered;
             self.counted = true;
             self.publish();
-        }
-        if !wrapped.is_empty() {
-            self.ports.log.append(&self.internal, &wrapped).await?;
-        }
-        Ok(())
-    }
-
-    async fn process(
-        &mut self,
-        records: Vec<LogRecord>,
-        refused: &mut Vec<DeadLetter>,
-    ) -> Result<(), EngineError> {
-        self.lookups.maybe_refresh();
-        let tables = self.lookups.tables();
-        let mut enricher = tables.enricher();
-        let mut wrapped: Vec<Event> = Vec::with_capacity(records.len());
-        let mut progress: BTreeMap<(&StreamName, u32), Timestamp> = BTreeMap::new();
-        for record in &records {
-            let reached = progress
-                .entry((&record.event.stream, record.partition))
-                .or_insert(record.event.ts);
-            *reached = (*reached).max(record.event.ts);
-            let lookups = enricher.rows(&record.event);
-            let row = Row::new(&record.event, lookups);
-            self.spec.write_key(&row, &mut self.key);
-            match wrap(
-                &record.event,
-                record.partition,
-                partition_key(&self.key),
-                &self.internal,
-            ) {
-                Ok(event) => wrapped.push(event),
-                Err(too_large) => refused.push(DeadLetter::log_record(
-                    &record.event.stream,
-                    record.partition,
-                    record.offset,
-                    too_large.to_string(),
-                    &record.event.to_json_bytes(),
-                )),
-            }
-        }
-        // After the batch's events, so that a shard reads them before the progress.
-        for ((stream, partition), ts) in progress {
-            wrapped.extend(progress_records(
-                &self.internal,
-                &self.routes,
-                stream,
-                partition,
-                ts,
-            ));
         }
         if !wrapped.is_empty() {
             self.ports.log.append(&self.internal, &wrapped).await?;

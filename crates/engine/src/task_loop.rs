@@ -12,38 +12,26 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tributary_core::ports::{Checkpoint, Claim, LogRecord, RawBatch};
+use tributary_core::ports::{Checkpoint, Claim, RawBatch};
 use tributary_core::{DeadLetter, StreamName};
 
 use crate::checkpoint::{Checkpointer, LagGauge, Positions};
-use crate::{EngineError, Ports, dead_letters, records};
+use crate::{EngineError, Ports, dead_letters};
 
 /// How long a poll waits for records before the task looks at the clock again.
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What a checkpointing task does between the reads and the commits of [`run`].
 pub(crate) trait Stage: Send {
-    /// Handles one batch of records (already counted in the positions). Dead letters it
-    /// pushes to `refused` are stored before the next checkpoint.
+    /// Handles one batch of records as read from the log (already counted in the
+    /// positions): each stage decodes what it needs of them (whole, with
+    /// [`records::decode_all`], or less). Dead letters it pushes to `refused` (those of
+    /// records that hold no event, too) are stored before the next checkpoint.
     fn process(
-        &mut self,
-        records: Vec<LogRecord>,
-        refused: &mut Vec<DeadLetter>,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Handles one batch of records as read from the log. By default, decodes every
-    /// record whole ([`records::decode_all`]) for [`Stage::process`]; a stage that reads
-    /// less of each event decodes it itself.
-    fn process_batch(
         &mut self,
         batch: &RawBatch,
         refused: &mut Vec<DeadLetter>,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send {
-        async move {
-            let records = records::decode_all(batch, refused);
-            self.process(records, refused).await
-        }
-    }
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Whether a checkpoint now would write anything but offsets.
     fn has_changes(&self) -> bool;
@@ -132,7 +120,7 @@ where
         // On a failure the task restarts from its last checkpoint, and no checkpoint is
         // taken before the batch is handled.
         positions.advance(&batch);
-        stage.process_batch(&batch, &mut refused).await?;
+        stage.process(&batch, &mut refused).await?;
         dead_letters::keep(ports.documents.as_ref(), &refused).await?;
         if checkpointer.due(interval) && (stage.has_changes() || positions.moved()) {
             commit(

@@ -274,6 +274,34 @@ impl Pipeline {
         }
     }
 
+    /// Processes the records of an internal stream (a repartitioned pipeline's shard):
+    /// the events they wrap, decoded whole; progress records move the watermarks.
+    fn process_wrapped(
+        &mut self,
+        records: Vec<LogRecord>,
+        refused: &mut Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        self.lookups.maybe_refresh();
+        // Every event of the batch is looked up in the same tables.
+        let tables = self.lookups.tables();
+        let mut enricher = tables.enricher();
+        let now = now_ms();
+        let operator = self.operator()?;
+        let events = unwrapped(records, operator, now, refused);
+        let mut tally = [0_u64; Outcome::ALL.len()];
+        for (partition, event) in &events {
+            let rows = enricher.rows(event);
+            let outcome = operator.process_enriched(*partition, event, rows, now);
+            tally[outcome as usize] += 1;
+            if outcome == Outcome::Late {
+                refused.push(late(operator, event));
+            }
+        }
+        operator.advance(now);
+        self.count(&tally);
+        Ok(())
+    }
+
     /// Counts a batch's outcomes: one metric update per outcome, not per event.
     fn count(&self, tally: &[u64; Outcome::ALL.len()]) {
         let pipeline = &self.schema.pipeline;
@@ -358,14 +386,14 @@ impl Pipeline {
 impl Stage for Pipeline {
     /// Decodes of each record only what the pipeline reads ([`decode_view`]), borrowing
     /// from the batch; a record the fast path does not decide is decoded whole.
-    async fn process_batch(
+    async fn process(
         &mut self,
         batch: &RawBatch,
         refused: &mut Vec<DeadLetter>,
     ) -> Result<(), EngineError> {
         if self.unwrap {
             let records = records::decode_all(batch, refused);
-            return self.process(records, refused).await;
+            return self.process_wrapped(records, refused);
         }
         // First decode the batch, then process it: the events borrow from `slots` and
         // `whole`, which stay put once filled.
@@ -420,41 +448,6 @@ impl Stage for Pipeline {
                 if let Some(event) = records::decode_whole(batch, record, refused) {
                     refused.push(late(operator, &event));
                 }
-            }
-        }
-        operator.advance(now);
-        self.count(&tally);
-        Ok(())
-    }
-
-    async fn process(
-        &mut self,
-        records: Vec<LogRecord>,
-        refused: &mut Vec<DeadLetter>,
-    ) -> Result<(), EngineError> {
-        self.lookups.maybe_refresh();
-        // Every event of the batch is looked up in the same tables.
-        let tables = self.lookups.tables();
-        let mut enricher = tables.enricher();
-        let now = now_ms();
-        let unwrap = self.unwrap;
-        let operator = self.operator()?;
-        let events = if unwrap {
-            unwrapped(records, operator, now, refused)
-        } else {
-            records
-                .into_iter()
-                .map(|r| (r.partition, r.event))
-                .collect()
-        };
-        // Outcomes are tallied per batch: one metric update per outcome, not per event.
-        let mut tally = [0_u64; Outcome::ALL.len()];
-        for (partition, event) in &events {
-            let rows = enricher.rows(event);
-            let outcome = operator.process_enriched(*partition, event, rows, now);
-            tally[outcome as usize] += 1;
-            if outcome == Outcome::Late {
-                refused.push(late(operator, event));
             }
         }
         operator.advance(now);

@@ -272,33 +272,6 @@ impl<'de> Deserialize<'de> for FieldName<'de> {
     }
 }
 
-/// An event time: an RFC 3339 string or integer epoch milliseconds.
-struct Ts(Timestamp);
-
-impl<'de> Deserialize<'de> for Ts {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TsVisitor;
-        impl Visitor<'_> for TsVisitor {
-            type Value = Ts;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event time")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ts, E> {
-                Timestamp::parse_rfc3339(s).map(Ts).map_err(|_| refuse())
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
-                Ok(Ts(Timestamp::from_millis(v)))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
-                i64::try_from(v)
-                    .map(|v| Ts(Timestamp::from_millis(v)))
-                    .map_err(|_| refuse())
-            }
-        }
-        deserializer.deserialize_any(TsVisitor)
-    }
-}
-
 /// The whole record: a JSON object with exactly the fields of [`Event`].
 struct RecordSeed<'p, 's, 'a> {
     stream: &'p StreamName,
@@ -344,7 +317,7 @@ impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
                     stream = true;
                 }
                 "ts" if ts.is_none() => {
-                    let Ts(value) = map.next_value()?;
+                    let value: Timestamp = map.next_value()?;
                     ts = Some(value.validated().map_err(|_| refuse())?);
                 }
                 "key" if key.is_none() => {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
-use tributary_core::expr::{EventRef, PayloadRef, Row};
+use tributary_core::expr::Row;
 use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::{Checkpoint, RawBatch, ReferenceSource};
-use tributary_core::record::{Projection, decode_view};
+use tributary_core::record::Projection;
 use tributary_core::window::Counters;
 
 use tributary_core::Timestamp;
@@ -172,37 +172,11 @@ impl Stage for Repartitioner {
         self.lookups.maybe_refresh();
         let tables = self.lookups.tables();
         let mut enricher = tables.enricher();
-        let projection = &self.projection;
-        let mut slots = Vec::with_capacity(projection.len());
+        let views = records::Views::decode(batch, &self.projection, refused);
         let mut wrapped: Vec<Event> = Vec::with_capacity(batch.len());
         let mut progress: BTreeMap<(u32, u32), Timestamp> = BTreeMap::new();
         let mut filtered = 0;
-        for record in batch.records() {
-            slots.clear();
-            let stream = batch.stream(record);
-            let whole;
-            let fast = batch
-                .value(record)
-                .and_then(|value| decode_view(stream, value, projection, &mut slots));
-            let event = match &fast {
-                Some(view) => EventRef {
-                    id: &view.id,
-                    stream,
-                    ts: view.ts,
-                    key: view.key.as_deref(),
-                    payload: PayloadRef::Projected {
-                        projection,
-                        slots: &slots,
-                    },
-                },
-                None => match records::decode_whole(batch, record, refused) {
-                    Some(event) => {
-                        whole = event;
-                        EventRef::from(&whole)
-                    }
-                    None => continue,
-                },
-            };
+        for (record, event) in views.events() {
             // Filtered events move the watermark too.
             let reached = progress
                 .entry((record.stream, record.partition))
@@ -240,7 +214,7 @@ impl Stage for Repartitioner {
             ) {
                 Ok(event) => wrapped.push(event),
                 Err(too_large) => refused.push(DeadLetter::log_record(
-                    stream,
+                    event.stream,
                     record.partition,
                     record.offset,
                     too_large.to_string(),

@@ -24,10 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
-use tributary_core::expr::{EventRef, PayloadRef};
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
 use tributary_core::ports::{Checkpoint, Claim, LogRecord, RawBatch, ReferenceSource};
-use tributary_core::record::{EventView, Projection, decode_view};
+use tributary_core::record::Projection;
 use tributary_core::results::{ResultChange, ResultSchema, ResultWrite};
 use tributary_core::window::{Counters, Outcome, Snapshot, WindowOperator};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
@@ -395,29 +394,7 @@ impl Stage for Pipeline {
             let records = records::decode_all(batch, refused);
             return self.process_wrapped(records, refused);
         }
-        // First decode the batch, then process it: the events borrow from `slots` and
-        // `whole`, which stay put once filled.
-        let projection = &self.projection;
-        let mut slots = Vec::with_capacity(batch.len() * projection.len());
-        let mut whole = Vec::new();
-        let mut decoded = Vec::with_capacity(batch.len());
-        for record in batch.records() {
-            let fast = batch
-                .value(record)
-                .and_then(|value| decode_view(batch.stream(record), value, projection, &mut slots));
-            match fast {
-                Some(view) => {
-                    let start = slots.len() - projection.len();
-                    decoded.push((record, Decoded::View(view, start)));
-                }
-                None => {
-                    if let Some(event) = records::decode_whole(batch, record, refused) {
-                        whole.push(event);
-                        decoded.push((record, Decoded::Whole(whole.len() - 1)));
-                    }
-                }
-            }
-        }
+        let views = records::Views::decode(batch, &self.projection, refused);
         self.lookups.maybe_refresh();
         let tables = self.lookups.tables();
         let mut enricher = tables.enricher();
@@ -426,20 +403,7 @@ impl Stage for Pipeline {
             return Err(self.lost());
         };
         let mut tally = [0_u64; Outcome::ALL.len()];
-        for (record, decoded) in &decoded {
-            let event = match decoded {
-                Decoded::View(view, start) => EventRef {
-                    id: &view.id,
-                    stream: batch.stream(record),
-                    ts: view.ts,
-                    key: view.key.as_deref(),
-                    payload: PayloadRef::Projected {
-                        projection,
-                        slots: &slots[*start..*start + projection.len()],
-                    },
-                },
-                Decoded::Whole(i) => (&whole[*i]).into(),
-            };
+        for (record, event) in views.events() {
             let rows = enricher.rows(event);
             let outcome = operator.process_ref(record.partition, event, rows, now);
             tally[outcome as usize] += 1;
@@ -495,14 +459,6 @@ impl Stage for Pipeline {
         self.observe_latency(&finalized);
         Ok(checkpoint)
     }
-}
-
-/// How a record of a batch was decoded.
-enum Decoded<'a> {
-    /// On the fast path, its projected fields in the batch's slots from this index.
-    View(EventView<'a>, usize),
-    /// Whole, at this index of the batch's whole events.
-    Whole(usize),
 }
 
 /// The events that the records of an internal stream wrap, with the source partition each

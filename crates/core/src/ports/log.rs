@@ -191,22 +191,14 @@ pub trait LogReader: Send + Debug {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, PortError>;
 
     /// As [`LogReader::poll`], but appends the records to `batch` as they are stored,
-    /// undecoded and unchecked (see [`crate::record`]): what the pipelines read through.
-    /// The default re-encodes what [`LogReader::poll`] decoded; adapters override it to
-    /// copy their records' bytes.
+    /// undecoded and unchecked (see [`crate::record`]): what the engine's tasks read
+    /// through, each decoding what it needs.
     async fn poll_raw(
         &mut self,
         max: usize,
         timeout: Duration,
         batch: &mut RawBatch,
-    ) -> Result<(), PortError> {
-        for record in self.poll(max, timeout).await? {
-            let stream = batch.stream_index(&record.event.stream);
-            let value = record.event.to_json_bytes();
-            batch.push(stream, record.partition, record.offset, Some(&value));
-        }
-        Ok(())
-    }
+    ) -> Result<(), PortError>;
 
     /// The records skipped as undecodable since the last call, as dead letters
     /// ([`DeadLetter::log_record`]: their id is their position).

@@ -280,7 +280,7 @@ impl Dialect {
         &self,
         pipeline: &str,
         generation: i64,
-        checkpoint: Option<Checkpoint>,
+        (checkpoint, committed_at): (Option<Checkpoint>, Option<Timestamp>),
         chunks: Vec<StateChunk>,
         keyed: Vec<KeyedState>,
     ) -> Result<Claim, PortError> {
@@ -296,6 +296,7 @@ impl Dialect {
         Ok(Claim {
             generation,
             checkpoint,
+            committed_at,
             chunks,
             keyed,
         })
@@ -621,7 +622,7 @@ impl<DB: Sqlx> AnalyticsStore for SqlStore<DB> {
         // until the commit below: an older owner's commit either finished before it (and is
         // read next) or waits, then finds itself fenced.
         let generation = bump_owner::<DB>(&mut tx, pipeline, now).await?;
-        let checkpoint = read_checkpoint::<DB>(&mut tx, pipeline).await?;
+        let checkpoint = read_checkpoint::<DB>(&mut tx, pipeline).await?.unzip();
         let chunks = fetch::<DB, _>(&mut tx, chunks_query(pipeline), |row| {
             let (group, bytes) = (DB::int(row, 0)?, DB::bytes(row, 1)?);
             Ok(StateChunk { group, bytes })
@@ -637,7 +638,8 @@ impl<DB: Sqlx> AnalyticsStore for SqlStore<DB> {
     }
 
     async fn load_checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, PortError> {
-        read_checkpoint::<DB>(&mut *acquire(&self.pool).await?, pipeline).await
+        let checkpoint = read_checkpoint::<DB>(&mut *acquire(&self.pool).await?, pipeline).await?;
+        Ok(checkpoint.map(|(checkpoint, _)| checkpoint))
     }
 
     async fn commit_checkpoint(
@@ -903,9 +905,9 @@ fn upsert_checkpoint<'a, DB: Sqlx>(
 async fn read_checkpoint<DB: Sqlx>(
     conn: &mut DB::Connection,
     pipeline: &str,
-) -> Result<Option<Checkpoint>, PortError> {
+) -> Result<Option<(Checkpoint, Timestamp)>, PortError> {
     let sql = by_pipeline(
-        "epoch, CAST(offsets AS TEXT), CAST(state AS TEXT), watermark",
+        "epoch, CAST(offsets AS TEXT), CAST(state AS TEXT), watermark, committed_at",
         "checkpoints",
         pipeline,
         " AND epoch > 0",
@@ -915,14 +917,15 @@ async fn read_checkpoint<DB: Sqlx>(
         return Ok(None);
     };
     let corrupt = |e| PortError::corrupt(DB::DIALECT.system, e);
-    Ok(Some(Checkpoint {
+    let checkpoint = Checkpoint {
         pipeline: pipeline.to_owned(),
         epoch: DB::DIALECT.unsigned(DB::int(row, 0)?)?,
         offsets: serde_json::from_str::<Vec<PartitionOffset>>(&DB::text(row, 1)?)
             .map_err(corrupt)?,
         state: serde_json::from_str(&DB::text(row, 2)?).map_err(corrupt)?,
         watermark: Timestamp::from_millis(DB::int(row, 3)?),
-    }))
+    };
+    Ok(Some((checkpoint, DB::time_at(row, 4)?)))
 }
 
 /// A commit's [`StateDelta`] as batches of rows.

@@ -276,9 +276,100 @@ pub struct PipelineStatus {
 }
 
 impl PipelineStatus {
-    /// The cache key under which a pipeline's status is kept.
+    /// The cache key of a pipeline's status when one task runs all of it (and when it was
+    /// written whole, before parts).
     #[must_use]
     pub fn cache_key(pipeline: &str) -> String {
         format!("pipeline:{pipeline}:status")
     }
+
+    /// The cache key of the status of one part of a pipeline (a shard, a repartition
+    /// task): each part writes its own, wherever it runs, and readers merge them.
+    #[must_use]
+    pub fn part_key(pipeline: &str, part: &str) -> String {
+        format!("pipeline:{pipeline}:status:{part}")
+    }
+
+    /// The cache key of the list of a pipeline's parts (a JSON array of part names).
+    #[must_use]
+    pub fn parts_key(pipeline: &str) -> String {
+        format!("pipeline:{pipeline}:parts")
+    }
+
+    /// The status of a pipeline made of `parts`: epochs summed (the sum grows by one at
+    /// every checkpoint of any part), the lowest watermark of the parts that have one,
+    /// counters summed, the latest commit time, and the latest results of every part.
+    /// `None` when no part has a status.
+    #[must_use]
+    pub fn merge(pipeline: &str, parts: Vec<PipelineStatus>) -> Option<Self> {
+        let mut parts = parts.into_iter();
+        let first = parts.next()?;
+        let merged = parts.fold(first, |mut merged, part| {
+            merged.epoch += part.epoch;
+            merged.watermark = match (merged.watermark, part.watermark) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            merged.committed_at = merged.committed_at.max(part.committed_at);
+            merged.late_events += part.late_events;
+            merged.duplicates += part.duplicates;
+            merged.filtered += part.filtered;
+            merged.latest.extend(part.latest);
+            merged
+        });
+        Some(Self {
+            pipeline: pipeline.to_owned(),
+            ..merged
+        })
+    }
+
+    /// Reads a pipeline's status from `cache`: the merge of its parts' when it has a list
+    /// of parts, else the status written whole. `None` when nothing is cached.
+    ///
+    /// # Errors
+    /// When the cache fails, or holds a value that is not a status.
+    pub async fn load(
+        cache: &dyn crate::ports::Cache,
+        pipeline: &str,
+    ) -> Result<Option<Self>, StatusError> {
+        let parts_key = Self::parts_key(pipeline);
+        let Some(parts) = cache.get(&parts_key).await? else {
+            let key = Self::cache_key(pipeline);
+            return match cache.get(&key).await? {
+                Some(text) => decode(key, &text).map(Some),
+                None => Ok(None),
+            };
+        };
+        let names: Vec<String> = decode(parts_key, &parts)?;
+        let mut statuses = Vec::with_capacity(names.len());
+        for name in names {
+            let key = Self::part_key(pipeline, &name);
+            if let Some(text) = cache.get(&key).await? {
+                statuses.push(decode(key, &text)?);
+            }
+        }
+        Ok(Self::merge(pipeline, statuses))
+    }
+}
+
+/// `text` decoded, or an error naming `key`.
+fn decode<T: serde::de::DeserializeOwned>(key: String, text: &str) -> Result<T, StatusError> {
+    serde_json::from_str(text).map_err(|source| StatusError::Undecodable { key, source })
+}
+
+/// Why [`PipelineStatus::load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The cache did not answer.
+    #[error(transparent)]
+    Cache(#[from] crate::ports::PortError),
+    /// A cached value is not what it should be.
+    #[error("cached value {key} is not a pipeline status")]
+    Undecodable {
+        /// Its key.
+        key: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -31,7 +31,7 @@ use crate::{EngineError, Ports, Task, dead_letters, records};
 pub const ARCHIVE_TASK: &str = "_raw_events";
 
 /// Copies raw events from the log to the document store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ArchiveTask {
     streams: Vec<StreamName>,
     ports: Ports,

@@ -246,6 +246,16 @@ impl Checkpointer {
         positions.committed.clone_from(&positions.next);
         metrics::histogram!("tributary_checkpoint_duration_seconds", "task" => self.task.clone())
             .record(started.elapsed().as_secs_f64());
+        let now = Timestamp::now().millis();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            metrics::gauge!("tributary_task_last_checkpoint_timestamp_seconds", "task" => self.task.clone())
+                .set(now as f64 / 1000.0);
+            if watermark != Timestamp::MIN {
+                metrics::gauge!("tributary_task_watermark_delay_seconds", "task" => self.task.clone())
+                    .set((now - watermark.millis()).max(0) as f64 / 1000.0);
+            }
+        }
         tracing::debug!(task = %self.task, epoch = checkpoint.epoch, results = results.map_or(0, |r| r.changes.len()), chunks = delta.append.len(), "checkpoint committed");
         Ok(checkpoint)
     }

@@ -33,6 +33,7 @@
 pub mod archive;
 mod checkpoint;
 mod dead_letters;
+mod group;
 mod lookups;
 mod records;
 pub mod repartition;
@@ -50,9 +51,11 @@ use std::time::Duration;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tributary_core::StreamName;
-use tributary_core::pipeline::PipelineSpec;
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
 pub use tributary_core::ports::Ports;
-use tributary_core::ports::{PortError, ReferenceSource};
+use tributary_core::ports::{PortError, ReferenceSource, StreamPartition};
+
+use crate::group::{GroupTask, Unit};
 
 /// Why a task stopped or restarted.
 #[derive(Debug, thiserror::Error)]
@@ -196,59 +199,34 @@ impl Engine {
         let mut tasks = Tasks::new(shutdown);
         for spec in self.config.pipelines {
             let references = references_of(&self.references, &spec)?;
-            let batch = self.config.batch_size;
-            match layout(&self.ports, &spec).await? {
-                Layout::Whole => tasks.spawn(
-                    windowed::WindowedTask::new(spec, self.ports.clone(), batch)
-                        .with_references(references),
-                ),
-                Layout::Shards(partitions) => {
-                    let shards = Shards {
-                        spec: &spec,
-                        ports: &self.ports,
-                        batch,
-                        references: &references,
-                    };
-                    shards.spawn(&mut tasks, partitions, None, &Arc::default());
-                }
-                Layout::Repartitioned {
-                    internal,
-                    partitions,
-                    upstream,
-                    origins,
-                } => {
-                    let upstream: Vec<Option<u32>> = match upstream {
-                        Some(n) => (0..n).map(Some).collect(),
-                        None => vec![None],
-                    };
-                    let board: Arc<windowed::StatusBoard> = Arc::default();
-                    for shard in upstream {
-                        tasks.spawn(repartition::RepartitionTask::new(
-                            spec.clone(),
-                            self.ports.clone(),
-                            batch,
-                            internal.clone(),
-                            shard,
-                            references.clone(),
-                            Arc::clone(&board),
-                        ));
-                    }
-                    let shards = Shards {
-                        spec: &spec,
-                        ports: &self.ports,
-                        batch,
-                        references: &references,
-                    };
-                    shards.spawn(&mut tasks, partitions, Some((&internal, &origins)), &board);
-                }
-            }
+            let layout = layout(&self.ports, &spec).await?;
+            publish_parts(&self.ports, &spec.name, &layout.parts()).await;
+            let units = Units {
+                spec: &spec,
+                ports: &self.ports,
+                batch: self.config.batch_size,
+                references: &references,
+            };
+            let (streams, units) = units.of(layout);
+            tasks.spawn(GroupTask::new(
+                &spec.name,
+                Arc::clone(&self.ports.log),
+                streams,
+                units,
+            ));
         }
-        if !self.config.archived_streams.is_empty() {
-            tasks.spawn(archive::ArchiveTask::new(
-                self.config.archived_streams,
+        if let Some(first) = self.config.archived_streams.first() {
+            let archive = archive::ArchiveTask::new(
+                self.config.archived_streams.clone(),
                 self.ports.clone(),
                 self.config.archive_checkpoint_interval,
                 self.config.batch_size,
+            );
+            tasks.spawn(GroupTask::new(
+                archive::ARCHIVE_TASK,
+                Arc::clone(&self.ports.log),
+                vec![first.clone()],
+                HashMap::from([((first.clone(), 0), Unit::Archive(archive))]),
             ));
         }
         if let Some(retention) = self.config.dead_letter_retention {
@@ -284,39 +262,99 @@ fn references_of(
         .collect()
 }
 
-/// What the shards of one pipeline are made of.
-struct Shards<'a> {
+/// What the tasks of one pipeline are made of.
+struct Units<'a> {
     spec: &'a PipelineSpec,
     ports: &'a Ports,
     batch: usize,
     references: &'a [Arc<dyn ReferenceSource>],
 }
 
-impl Shards<'_> {
-    /// Spawns shards `0..partitions`, sharing the status `board` (with the repartition
-    /// tasks, if any); reading `internal` (the internal stream and the source partitions
-    /// it holds) when the pipeline repartitions.
-    fn spawn(
-        &self,
-        tasks: &mut Tasks,
-        partitions: u32,
-        internal: Option<(&StreamName, &Vec<(StreamName, u32)>)>,
-        board: &Arc<windowed::StatusBoard>,
-    ) {
-        for partition in 0..partitions {
-            let task = windowed::WindowedTask::shard(
-                self.spec.clone(),
-                self.ports.clone(),
-                self.batch,
-                partition,
-                Arc::clone(board),
-            )
-            .with_references(self.references.to_vec());
-            tasks.spawn(match internal {
-                Some((stream, origins)) => task.reading_internal(stream.clone(), origins.clone()),
-                None => task,
-            });
+impl Units<'_> {
+    /// The streams whose partitions the pipeline's group shares, and the task each
+    /// partition stands for ([`group`]): partition *p* of the first source is shard *p*
+    /// (or, when the pipeline repartitions, the repartition task of source partition *p*);
+    /// partition *p* of the internal stream is shard *p* of a repartitioned pipeline.
+    fn of(&self, layout: Layout) -> (Vec<StreamName>, HashMap<StreamPartition, Unit>) {
+        let Some(first) = self.spec.sources.first().cloned() else {
+            return (Vec::new(), HashMap::new());
+        };
+        let mut units = HashMap::new();
+        match layout {
+            Layout::Whole => {
+                let task =
+                    windowed::WindowedTask::new(self.spec.clone(), self.ports.clone(), self.batch)
+                        .with_references(self.references.to_vec());
+                units.insert((first.clone(), 0), Unit::Windowed(task));
+                (vec![first], units)
+            }
+            Layout::Shards(partitions) => {
+                let board: Arc<windowed::StatusBoard> = Arc::default();
+                for partition in 0..partitions {
+                    let task = self.shard(partition, &board);
+                    units.insert((first.clone(), partition), Unit::Windowed(task));
+                }
+                (vec![first], units)
+            }
+            Layout::Repartitioned {
+                internal,
+                partitions,
+                upstream,
+                origins,
+            } => {
+                let board: Arc<windowed::StatusBoard> = Arc::default();
+                let upstream: Vec<Option<u32>> = match upstream {
+                    Some(n) => (0..n).map(Some).collect(),
+                    None => vec![None],
+                };
+                for shard in upstream {
+                    let task = repartition::RepartitionTask::new(
+                        self.spec.clone(),
+                        self.ports.clone(),
+                        self.batch,
+                        internal.clone(),
+                        shard,
+                        self.references.to_vec(),
+                        Arc::clone(&board),
+                    );
+                    units.insert((first.clone(), shard.unwrap_or(0)), Unit::Repartition(task));
+                }
+                for partition in 0..partitions {
+                    let task = self
+                        .shard(partition, &board)
+                        .reading_internal(internal.clone(), origins.clone());
+                    units.insert((internal.clone(), partition), Unit::Windowed(task));
+                }
+                (vec![first, internal], units)
+            }
         }
+    }
+
+    /// The task of shard `partition`, sharing the status `board` with the pipeline's
+    /// other tasks in this process.
+    fn shard(&self, partition: u32, board: &Arc<windowed::StatusBoard>) -> windowed::WindowedTask {
+        windowed::WindowedTask::shard(
+            self.spec.clone(),
+            self.ports.clone(),
+            self.batch,
+            partition,
+            Arc::clone(board),
+        )
+        .with_references(self.references.to_vec())
+    }
+}
+
+/// Writes the names of `pipeline`'s parts to the cache, where readers of its status find
+/// each part's own ([`PipelineStatus::load`]). Best effort, as everything in the cache.
+async fn publish_parts(ports: &Ports, pipeline: &str, parts: &[String]) {
+    let key = PipelineStatus::parts_key(pipeline);
+    let json = serde_json::Value::from(parts.to_vec()).to_string();
+    if let Err(err) = ports.cache.set(&key, &json, None).await {
+        tracing::warn!(
+            pipeline,
+            error = &err as &dyn std::error::Error,
+            "pipeline parts not cached"
+        );
     }
 }
 
@@ -343,6 +381,31 @@ enum Layout {
         /// Every source partition, which the shards' watermarks follow.
         origins: Vec<(StreamName, u32)>,
     },
+}
+
+impl Layout {
+    /// The names of the parts whose statuses make the pipeline's.
+    fn parts(&self) -> Vec<String> {
+        let shards = |n: u32| (0..n).map(|p| windowed::Part::Shard(Some(p)));
+        let parts: Vec<windowed::Part> = match self {
+            Self::Whole => vec![windowed::Part::Shard(None)],
+            Self::Shards(n) => shards(*n).collect(),
+            Self::Repartitioned {
+                partitions,
+                upstream,
+                ..
+            } => {
+                let upstream: Vec<_> = match upstream {
+                    Some(n) => (0..*n)
+                        .map(|p| windowed::Part::Repartition(Some(p)))
+                        .collect(),
+                    None => vec![windowed::Part::Repartition(None)],
+                };
+                shards(*partitions).chain(upstream).collect()
+            }
+        };
+        parts.iter().map(windowed::Part::name).collect()
+    }
 }
 
 /// How `spec` runs ([`Layout`]); creates the internal stream of a repartitioned pipeline,

@@ -25,11 +25,11 @@ use tributary_core::{DeadLetter, Event, StreamName};
 use crate::checkpoint::{Checkpointer, Positions, commit_state};
 use crate::lookups::Lookups;
 use crate::task_loop::{self, Reading, Stage};
-use crate::windowed::{Part, ShardStatus, StatusBoard};
+use crate::windowed::{Part, ShardStatus, StatusBoard, publish_part};
 use crate::{EngineError, Ports, Task, records};
 
 /// Repartitions `spec`'s sources (one partition of each, for a shard) into `internal`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RepartitionTask {
     spec: PipelineSpec,
     ports: Ports,
@@ -112,7 +112,7 @@ impl Task for RepartitionTask {
                     board,
                     part,
                 };
-                repartitioner.publish();
+                repartitioner.publish().await;
                 Ok(repartitioner)
             }
         })
@@ -144,20 +144,19 @@ struct Repartitioner {
 }
 
 impl Repartitioner {
-    /// Shows this task's count of filtered events in the pipeline's status.
-    fn publish(&self) {
-        let counters = Counters {
-            filtered: self.filtered,
-            ..Counters::default()
-        };
-        self.board.update(
-            self.part,
-            ShardStatus {
-                epoch: 0,
-                watermark: Timestamp::MIN,
-                counters,
+    /// Shows this task's count of filtered events, as of its last checkpoint, in the
+    /// pipeline's status (this task's part of it).
+    async fn publish(&self) {
+        let status = ShardStatus {
+            epoch: 0,
+            watermark: Timestamp::MIN,
+            counters: Counters {
+                filtered: self.filtered,
+                ..Counters::default()
             },
-        );
+        };
+        self.board.update(self.part, status);
+        publish_part(&self.ports, &self.spec.name, self.part, status, Vec::new()).await;
     }
 }
 
@@ -232,13 +231,9 @@ impl Stage for Repartitioner {
                 ts,
             ));
         }
-        // Shown before the shards can read the batch, so that the status they publish
-        // after it counts its filtered events too. A crash before the next checkpoint
-        // shows the checkpoint's count again, and the replay counts the same events.
         if filtered > 0 {
             self.filtered += filtered;
             self.counted = true;
-            self.publish();
         }
         if !wrapped.is_empty() {
             self.ports.log.append(&self.internal, &wrapped).await?;
@@ -264,6 +259,7 @@ impl Stage for Repartitioner {
         )
         .await?;
         self.counted = false;
+        self.publish().await;
         Ok(checkpoint)
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::ports::{Checkpoint, Claim, RawBatch};
-use tributary_core::{DeadLetter, StreamName};
+use tributary_core::{DeadLetter, StreamName, Timestamp};
 
 use crate::checkpoint::{Checkpointer, LagGauge, Positions};
 use crate::{EngineError, Ports, dead_letters};
@@ -83,6 +83,7 @@ where
         interval,
     } = reading;
     let claim = ports.analytics.claim(task).await?;
+    let committed_at = claim.committed_at;
     let mut checkpointer = Checkpointer::new(task, &claim);
     let mut positions = Positions::restore(
         ports.log.as_ref(),
@@ -97,10 +98,19 @@ where
         .map(|(stream, partition)| (stream.clone(), partition))
         .collect();
     let mut stage = open(claim, sources).await?;
+    // How long the task went without progress: since its last owner's last commit (a
+    // release when it was moved, a crash otherwise).
+    let unowned_ms = committed_at.map(|at| (Timestamp::now().millis() - at.millis()).max(0));
+    if let Some(ms) = unowned_ms {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::histogram!("tributary_task_unowned_seconds", "task" => task.to_owned())
+            .record(ms as f64 / 1000.0);
+    }
     tracing::info!(
         task,
         generation = checkpointer.generation(),
         epoch = checkpointer.epoch(),
+        unowned_ms,
         "task restored from its last checkpoint"
     );
     let mut lag = LagGauge::new(task);
@@ -132,15 +142,14 @@ where
             .await?;
         }
     }
-    if stage.has_changes() || positions.moved() {
-        commit(
-            &mut stage,
-            &mut checkpointer,
-            &mut positions,
-            reader.as_mut(),
-        )
-        .await?;
-    }
+    // Always, even with nothing new: its time tells the next owner when this one let go.
+    commit(
+        &mut stage,
+        &mut checkpointer,
+        &mut positions,
+        reader.as_mut(),
+    )
+    .await?;
     tracing::info!(task, "task stopped after a final checkpoint");
     Ok(())
 }

@@ -45,7 +45,7 @@ pub fn shard_task(pipeline: &str, partition: u32) -> String {
 }
 
 /// One pipeline, or one shard of it, run from its last checkpoint.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowedTask {
     spec: PipelineSpec,
     ports: Ports,
@@ -178,6 +178,18 @@ pub(crate) enum Part {
     Shard(Option<u32>),
     /// A repartition task (which counts the events its filter drops).
     Repartition(Option<u32>),
+}
+
+impl Part {
+    /// The part's name in the pipeline's status ([`PipelineStatus::part_key`]).
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Self::Shard(None) => "whole".to_owned(),
+            Self::Shard(Some(p)) => format!("shard-{p}"),
+            Self::Repartition(None) => "repartition".to_owned(),
+            Self::Repartition(Some(p)) => format!("repartition-{p}"),
+        }
+    }
 }
 
 impl StatusBoard {
@@ -330,55 +342,73 @@ impl Pipeline {
         let Some(operator) = &self.operator else {
             return;
         };
-        let (epoch, watermark, counters) = self.board.update(
-            Part::Shard(self.shard),
-            ShardStatus {
-                epoch,
-                watermark: operator.watermark(),
-                counters: operator.counters(),
-            },
-        );
+        let own = ShardStatus {
+            epoch,
+            watermark: operator.watermark(),
+            counters: operator.counters(),
+        };
+        let (_, watermark, _) = self.board.update(Part::Shard(self.shard), own);
         if watermark != Timestamp::MIN {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => self.schema.pipeline.clone())
                 .set(watermark.millis() as f64);
         }
-        let status = PipelineStatus {
-            pipeline: self.schema.pipeline.clone(),
-            epoch,
-            watermark: (watermark != Timestamp::MIN).then_some(watermark),
-            committed_at: Timestamp::now(),
-            late_events: counters.late_events,
-            duplicates: counters.duplicates,
-            filtered: counters.filtered,
-            latest: changes
-                .iter()
-                .filter_map(|change| match change {
-                    ResultChange::Upsert(row) => Some(row.to_json(&self.schema)),
-                    ResultChange::Delete { .. } => None,
-                })
-                .collect(),
-        };
-        let pipeline = &self.schema.pipeline;
-        let json = match serde_json::to_string(&status) {
-            Ok(json) => json,
-            Err(err) => {
-                tracing::warn!(
-                    pipeline,
-                    error = &err as &dyn std::error::Error,
-                    "pipeline status not encoded"
-                );
-                return;
-            }
-        };
-        let key = PipelineStatus::cache_key(pipeline);
-        if let Err(err) = self.ports.cache.set(&key, &json, None).await {
+        let latest = changes
+            .iter()
+            .filter_map(|change| match change {
+                ResultChange::Upsert(row) => Some(row.to_json(&self.schema)),
+                ResultChange::Delete { .. } => None,
+            })
+            .collect();
+        publish_part(
+            &self.ports,
+            &self.schema.pipeline,
+            Part::Shard(self.shard),
+            own,
+            latest,
+        )
+        .await;
+    }
+}
+
+/// Writes the status of one `part` of `pipeline` to the cache, where readers merge the
+/// parts' ([`PipelineStatus::load`]), wherever each runs. Best effort: the cache is
+/// derived, so a failure is logged and the next checkpoint overwrites it.
+pub(crate) async fn publish_part(
+    ports: &Ports,
+    pipeline: &str,
+    part: Part,
+    status: ShardStatus,
+    latest: Vec<serde_json::Value>,
+) {
+    let status = PipelineStatus {
+        pipeline: pipeline.to_owned(),
+        epoch: status.epoch,
+        watermark: (status.watermark != Timestamp::MIN).then_some(status.watermark),
+        committed_at: Timestamp::now(),
+        late_events: status.counters.late_events,
+        duplicates: status.counters.duplicates,
+        filtered: status.counters.filtered,
+        latest,
+    };
+    let json = match serde_json::to_string(&status) {
+        Ok(json) => json,
+        Err(err) => {
             tracing::warn!(
                 pipeline,
                 error = &err as &dyn std::error::Error,
-                "pipeline status not cached"
+                "pipeline status not encoded"
             );
+            return;
         }
+    };
+    let key = PipelineStatus::part_key(pipeline, &part.name());
+    if let Err(err) = ports.cache.set(&key, &json, None).await {
+        tracing::warn!(
+            pipeline,
+            error = &err as &dyn std::error::Error,
+            "pipeline status not cached"
+        );
     }
 }
 

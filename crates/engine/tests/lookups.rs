@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::file::FileReference;
 use tributary_core::lookup::LookupSource;
-use tributary_core::pipeline::{PipelineSpec, WindowSpec};
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::plan::{self, Definition, KeyDefinition, LookupDefinition};
 use tributary_core::value::Value;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
@@ -234,15 +234,14 @@ async fn views_are_counted_per_campaign_and_a_changed_table_is_seen_after_a_refr
 
 /// Waits until the pipeline's status counts `filtered` events dropped by its filter.
 async fn wait_for_filtered(ports: &Ports, filtered: u64) {
-    let key = tributary_core::pipeline::PipelineStatus::cache_key(PIPELINE);
     let mut seen = None;
     for _ in 0..200 {
-        if let Some(json) = ports.cache.get(&key).await.unwrap() {
-            let status: serde_json::Value = serde_json::from_str(&json).unwrap();
-            seen = status["filtered"].as_u64();
-            if seen == Some(filtered) {
-                return;
-            }
+        let status = PipelineStatus::load(ports.cache.as_ref(), PIPELINE)
+            .await
+            .unwrap();
+        seen = status.map(|status| status.filtered);
+        if seen == Some(filtered) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::{DeadLetter, DeadLetterCursor, DeadLetterPage, Origin};
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
-use tributary_core::ports::{EventCursor, EventPage, Fence, PortError, ResultQuery};
+use tributary_core::ports::{Fence, PortError, ResultQuery};
 use tributary_core::results::ResultRow;
 use tributary_core::value::Value;
 use tributary_core::window::OperatorState;
@@ -211,28 +211,9 @@ async fn counts_are_exact_after_aborts_mid_stream() {
     assert_eq!(raw_events(&ports).await, all.len() + flush().len());
 }
 
-/// How many raw events the document store holds, read page by page.
+/// How many raw events the document store holds.
 async fn raw_events(ports: &Ports) -> usize {
-    let mut seen = 0;
-    let mut page = EventPage {
-        limit: 500,
-        after: None,
-    };
-    loop {
-        let batch = ports
-            .documents
-            .recent_events(&stream(), &page)
-            .await
-            .unwrap();
-        seen += batch.len();
-        let Some(last) = batch.last() else {
-            return seen;
-        };
-        page.after = Some(EventCursor {
-            ts: last.ts,
-            id: last.id.clone(),
-        });
-    }
+    common::raw_event_ids(ports, &stream()).await.len()
 }
 
 /// Waits until the document store holds `expected` raw events, or fails after 30 s. More

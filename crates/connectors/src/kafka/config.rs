@@ -1,5 +1,7 @@
 //! Configuration of the Kafka log.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// How to reach Kafka and name the topics.
@@ -17,6 +19,11 @@ pub struct KafkaConfig {
     /// Kafka `client.id` of Tributary's producers, consumers and admin client.
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// The session timeout of the processors' groups (`session.timeout.ms`): how long a
+    /// processor that died keeps its tasks before the others take them over. At least the
+    /// broker's `group.min.session.timeout.ms` (6 s by default).
+    #[serde(default = "default_group_session_timeout", with = "humantime_serde")]
+    pub group_session_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -28,6 +35,7 @@ impl KafkaConfig {
             topic_prefix: default_topic_prefix(),
             replication_factor: default_replication_factor(),
             client_id: default_client_id(),
+            group_session_timeout: default_group_session_timeout(),
         }
     }
 }
@@ -38,6 +46,10 @@ fn default_topic_prefix() -> String {
 
 fn default_replication_factor() -> i32 {
     1
+}
+
+fn default_group_session_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_client_id() -> String {

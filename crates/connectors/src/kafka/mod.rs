@@ -39,8 +39,17 @@
 //! The partition count of a stream is cached after the first lookup: adding partitions to a
 //! live topic would move keys anyway, which Tributary does not support.
 
+mod admin;
 mod config;
+mod error;
+mod group;
 mod log;
+mod lost;
+mod offsets;
+mod producer;
+mod reader;
 
 pub use config::KafkaConfig;
-pub use log::{KafkaLog, KafkaLogReader};
+pub use group::KafkaMembership;
+pub use log::KafkaLog;
+pub use reader::KafkaLogReader;

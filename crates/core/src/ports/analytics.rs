@@ -87,6 +87,9 @@ pub struct Claim {
     pub generation: u64,
     /// The pipeline's last committed checkpoint, if any: no older owner can commit after it.
     pub checkpoint: Option<Checkpoint>,
+    /// When that checkpoint was committed (the store's clock): how long the pipeline went
+    /// without progress before this claim, when its last owner stopped or died.
+    pub committed_at: Option<Timestamp>,
     /// The pipeline's stored state chunks, read in the same transaction: by group, then in
     /// the order they were committed (by epoch, then by position in their delta).
     pub chunks: Vec<StateChunk>,

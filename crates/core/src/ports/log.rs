@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::PortError;
+use super::{Membership, PortError, SoleMember};
 use crate::dead_letter::DeadLetter;
 use crate::event::{Event, StreamName};
 
@@ -178,6 +178,24 @@ pub trait Log: Send + Sync + Debug {
         group: &str,
         start: &[PartitionOffset],
     ) -> Result<Box<dyn LogReader>, PortError>;
+
+    /// Joins `group`, whose members share the partitions of `streams`: each partition is
+    /// owned by one member at a time ([`Membership`]). Group names are apart from the
+    /// readers' groups. By default the process is the only member and owns every partition
+    /// (a log only one process can open).
+    async fn join(
+        &self,
+        group: &str,
+        streams: &[StreamName],
+    ) -> Result<Box<dyn Membership>, PortError> {
+        let _ = group;
+        let mut partitions = Vec::new();
+        for stream in streams {
+            let count = self.partitions(stream).await?;
+            partitions.extend((0..count).map(|p| (stream.clone(), p)));
+        }
+        Ok(Box::new(SoleMember::new(partitions)))
+    }
 }
 
 /// A positioned reader over some partitions. A record that holds no event of its stream

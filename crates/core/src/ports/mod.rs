@@ -9,11 +9,15 @@
 //! - [`DocumentStore`]: raw events as documents, upserted by id (MongoDB; SQLite).
 //! - [`Cache`]: derived values, written after commits, never the source of truth (Redis; memory).
 //! - [`ReferenceSource`]: the tables of a pipeline's lookups, read whole (a file; PostgreSQL).
+//!
+//! [`Log::join`] also gives a [`Membership`] of a group of processes sharing partitions
+//! (a Kafka consumer group; one process alone on the embedded log).
 
 mod analytics;
 mod cache;
 mod document;
 mod error;
+mod group;
 mod log;
 mod reference;
 
@@ -23,6 +27,7 @@ pub use analytics::{
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, ErrorDomain, Fence, PortError};
+pub use group::{GroupChange, Membership, SoleMember, StreamPartition};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
 pub use reference::ReferenceSource;
 

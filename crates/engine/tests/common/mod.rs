@@ -7,12 +7,13 @@ use std::time::Duration;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
-use tributary_core::ports::ResultQuery;
+use tributary_core::ports::{EventCursor, EventPage, ResultQuery};
 use tributary_core::results::{ResultRow, ResultSchema};
+use tributary_core::{EventId, StreamName};
 use tributary_engine::Ports;
 
 /// A redb log and one SQLite store (analytics and documents) in `dir`, and a memory cache.
-/// Opening waits up to 2 s for the log file: an aborted engine's blocking reads may hold it
+/// Opening waits up to 5 s for the log file: an aborted engine's blocking reads may hold it
 /// for a moment longer.
 pub async fn embedded_ports(dir: &Path) -> Ports {
     let config = RedbLogConfig {
@@ -22,7 +23,7 @@ pub async fn embedded_ports(dir: &Path) -> Ports {
     let log = loop {
         match RedbLog::open(&config) {
             Ok(log) => break log,
-            Err(_) if attempts < 100 => {
+            Err(_) if attempts < 250 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -78,4 +79,26 @@ pub async fn results(ports: &Ports, schema: &ResultSchema) -> Vec<ResultRow> {
         )
         .await
         .expect("the results are read")
+}
+
+/// The ids of the raw events the document store holds for `stream`, read page by page
+/// (a duplicate would show twice).
+#[allow(dead_code)] // Not every test binary reads raw events.
+pub async fn raw_event_ids(ports: &Ports, stream: &StreamName) -> Vec<EventId> {
+    let mut ids = Vec::new();
+    let mut page = EventPage {
+        limit: 500,
+        after: None,
+    };
+    loop {
+        let batch = ports.documents.recent_events(stream, &page).await.unwrap();
+        let Some(last) = batch.last() else {
+            return ids;
+        };
+        page.after = Some(EventCursor {
+            ts: last.ts,
+            id: last.id.clone(),
+        });
+        ids.extend(batch.into_iter().map(|e| e.id));
+    }
 }

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tributary_core::Timestamp;
 use tributary_core::event::check_key;
 use tributary_core::expr::Expr;
-use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec, millis};
+use tributary_core::pipeline::{PipelineSpec, PipelineStatus, StatusError, WindowSpec, millis};
 use tributary_core::ports::ResultQuery;
 
 use super::{known_pipeline, limit_param};
@@ -100,20 +100,17 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
     described
 }
 
-/// The pipeline's status from the cache; `None` when absent, unreadable or undecodable.
+/// The pipeline's status from the cache (merged from its parts, which may run in several
+/// processes); `None` when absent, unreadable or undecodable.
 async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatus> {
-    let key = PipelineStatus::cache_key(pipeline);
-    match state.ports.cache.get(&key).await {
-        Ok(Some(text)) => match serde_json::from_str(&text) {
-            Ok(status) => Some(status),
-            Err(error) => {
-                tracing::warn!(pipeline, key, error = %error, "undecodable pipeline status in the cache");
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(error) => {
-            tracing::warn!(pipeline, key, error = %error_chain(&error), "pipeline status unreadable");
+    match PipelineStatus::load(state.ports.cache.as_ref(), pipeline).await {
+        Ok(status) => status,
+        Err(StatusError::Undecodable { key, source }) => {
+            tracing::warn!(pipeline, key, error = %source, "undecodable pipeline status in the cache");
+            None
+        }
+        Err(StatusError::Cache(error)) => {
+            tracing::warn!(pipeline, error = %error_chain(&error), "pipeline status unreadable");
             None
         }
     }

@@ -2,7 +2,9 @@
 # Local test services for Tributary, on loopback only:
 #   PostgreSQL 127.0.0.1:54329, Redis 127.0.0.1:63799,
 #   Kafka (single KRaft broker+controller) 127.0.0.1:19092 (controller 19093),
-#   FerretDB (MongoDB wire protocol, PostgreSQL backend) 127.0.0.1:27018.
+#   FerretDB (MongoDB wire protocol, PostgreSQL backend) 127.0.0.1:27018,
+#   HAProxy (deploy/haproxy/haproxy.cfg) 127.0.0.1:18080 in front of the Tributary nodes
+#   that tests start on 127.0.0.1:18081 and :18082 (stats on 127.0.0.1:18089).
 #
 # Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
 #   eval "$(scripts/services.sh up)"   # start what is not running, export the addresses
@@ -24,6 +26,9 @@ REDIS_PORT=63799
 KAFKA_PORT=19092
 KAFKA_CONTROLLER_PORT=19093
 FERRET_PORT=27018
+HAPROXY_PORT=18080
+HAPROXY_NODE_PORTS=(18081 18082)   # deploy/haproxy/haproxy.cfg has two servers
+HAPROXY_STATS_PORT=18089
 
 KAFKA_VERSION=4.4.0        # keep in sync with scripts/kafka/pom.xml
 FERRETDB_VERSION=v1.24.2
@@ -35,6 +40,8 @@ KAFKA_LIBS="$STATE/kafka-libs"
 FERRET_DIR="$STATE/ferretdb"
 FERRET_BIN="$STATE/bin/ferretdb"
 REDIS_DIR="$STATE/redis"
+HAPROXY_DIR="$STATE/haproxy"
+HAPROXY_CFG="$(dirname "$SCRIPT_DIR")/deploy/haproxy/haproxy.cfg"
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -47,6 +54,9 @@ export TRIBUTARY_KAFKA_BROKERS=$HOST:$KAFKA_PORT
 export TRIBUTARY_POSTGRES_URL=postgres://tributary:tributary@$HOST:$PG_PORT/tributary
 export TRIBUTARY_MONGODB_URL=mongodb://$HOST:$FERRET_PORT/
 export TRIBUTARY_REDIS_URL=redis://$HOST:$REDIS_PORT/
+export TRIBUTARY_HAPROXY_URL=http://$HOST:$HAPROXY_PORT
+export TRIBUTARY_HAPROXY_NODES=$HOST:${HAPROXY_NODE_PORTS[0]},$HOST:${HAPROXY_NODE_PORTS[1]}
+export TRIBUTARY_HAPROXY_STATS_URL=http://$HOST:$HAPROXY_STATS_PORT/
 EOF
 }
 
@@ -63,6 +73,22 @@ wait_for() {
     sleep 0.2
   done
   return 1
+}
+
+# wait_started NAME SECONDS PIDFILE LOGFILE COMMAND...: retry COMMAND every 0.2 s until it
+# succeeds; fail with the tail of LOGFILE as soon as the process of PIDFILE is gone.
+wait_started() {
+  local name=$1 secs=$2 pidfile=$3 logfile=$4 i
+  shift 4
+  for ((i = 0; i < secs * 5; i++)); do
+    "$@" && return 0
+    pid_alive "$pidfile" || {
+      tail -n 30 "$logfile" >&2
+      die "$name exited during startup"
+    }
+    sleep 0.2
+  done
+  die "$name did not start in $secs s (see $logfile)"
 }
 
 # pid_alive PIDFILE [EXPECTED-CMDLINE-SUBSTRING]
@@ -465,20 +491,57 @@ ferretdb_up() {
     --log-level=warn \
     </dev/null >"$LOGS/ferretdb.log" 2>&1 &
   echo $! >"$FERRET_DIR/ferretdb.pid"
-  local i
-  for ((i = 0; i < 150; i++)); do
-    ferretdb_running && return 0
-    pid_alive "$FERRET_DIR/ferretdb.pid" || {
-      tail -n 30 "$LOGS/ferretdb.log" >&2
-      die "ferretdb exited during startup"
-    }
-    sleep 0.2
-  done
-  die "ferretdb did not open $HOST:$FERRET_PORT in 30 s (see $LOGS/ferretdb.log)"
+  wait_started ferretdb 30 "$FERRET_DIR/ferretdb.pid" "$LOGS/ferretdb.log" ferretdb_running
 }
 
 ferretdb_down() {
   stop_pid ferretdb "$FERRET_DIR/ferretdb.pid" ferretdb
+}
+
+# ---------------------------------------------------------------- HAProxy
+
+# The addresses deploy/haproxy/haproxy.cfg reads from its environment.
+haproxy_env() {
+  printf '%s\n' \
+    "TRIBUTARY_HAPROXY_LISTEN=$HOST:$HAPROXY_PORT" \
+    "TRIBUTARY_HAPROXY_NODE1=$HOST:${HAPROXY_NODE_PORTS[0]}" \
+    "TRIBUTARY_HAPROXY_NODE2=$HOST:${HAPROXY_NODE_PORTS[1]}" \
+    "TRIBUTARY_HAPROXY_STATS=$HOST:$HAPROXY_STATS_PORT"
+}
+
+# What the running HAProxy was started with: its config file and addresses.
+haproxy_stamp() { { cat "$HAPROXY_CFG"; haproxy_env; } | sha256sum | cut -d' ' -f1; }
+
+haproxy_running() { port_open "$HAPROXY_PORT"; }
+
+haproxy_up() {
+  local stamp env=()
+  stamp=$(haproxy_stamp)
+  if haproxy_running; then
+    if pid_alive "$HAPROXY_DIR/haproxy.pid" haproxy \
+      && [[ $(cat "$HAPROXY_DIR/stamp" 2>/dev/null) != "$stamp" ]]; then
+      log "haproxy: $HAPROXY_CFG changed, restarting"
+      haproxy_down
+    else
+      log "haproxy: already running on $HOST:$HAPROXY_PORT"
+      return 0
+    fi
+  fi
+  command -v haproxy >/dev/null || apt_install haproxy
+  mkdir -p "$HAPROXY_DIR" "$LOGS"
+  mapfile -t env < <(haproxy_env)
+  env "${env[@]}" haproxy -c -q -f "$HAPROXY_CFG" >&2 || die "haproxy: $HAPROXY_CFG is invalid"
+  log "haproxy: starting on $HOST:$HAPROXY_PORT (nodes on ${HAPROXY_NODE_PORTS[*]})"
+  # -db: stay in the foreground (logs go to stdout, the pid is the one we record).
+  nohup setsid env "${env[@]}" haproxy -db -f "$HAPROXY_CFG" \
+    </dev/null >>"$LOGS/haproxy.log" 2>&1 &
+  echo $! >"$HAPROXY_DIR/haproxy.pid"
+  printf '%s\n' "$stamp" >"$HAPROXY_DIR/stamp"
+  wait_started haproxy 10 "$HAPROXY_DIR/haproxy.pid" "$LOGS/haproxy.log" haproxy_running
+}
+
+haproxy_down() {
+  stop_pid haproxy "$HAPROXY_DIR/haproxy.pid" haproxy
 }
 
 # ---------------------------------------------------------------- commands
@@ -486,7 +549,7 @@ ferretdb_down() {
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"
@@ -496,6 +559,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  haproxy_down
   ferretdb_down
   kafka_down
   redis_down
@@ -517,6 +581,7 @@ cmd_status() {
   st redis redis_running "$HOST:$REDIS_PORT"
   st kafka kafka_running "$HOST:$KAFKA_PORT"
   st ferretdb ferretdb_running "$HOST:$FERRET_PORT"
+  st haproxy haproxy_running "$HOST:$HAPROXY_PORT"
   printf 'state dir: %s\n' "$STATE"
   return $rc
 }

@@ -135,6 +135,10 @@ pub enum ApiError {
         /// The failures, for the server log only.
         causes: Vec<String>,
     },
+    /// `/readyz`: the node is shutting down (draining); a load balancer should send its
+    /// requests to another one.
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 /// An error attached to a response so that the request's single log line can report it.
@@ -356,6 +360,12 @@ impl ApiError {
                 )
                 .with("checks", Value::Object(shown))
             }
+            Self::ShuttingDown => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Service Unavailable",
+                "this node is shutting down; send requests to another node".into(),
+            ),
         }
     }
 
@@ -420,7 +430,8 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(LoggedError {
             message: self.log_message(),
-            server_fault: status.is_server_error(),
+            // A draining node's 503 is what it is asked to answer, not a fault.
+            server_fault: status.is_server_error() && !matches!(self, Self::ShuttingDown),
         });
         response
     }

@@ -16,11 +16,14 @@
 //! - Each request is logged once, with its method, path, status and latency (and its error,
 //!   if any), by the trace layer.
 //! - [`routes()`] lists every route; `openapi.json` documents exactly those.
+//! - Once [`AppState::drain`] has started, `/readyz` answers 503 (see [`Drain`]).
 //!
 //! The gateway only builds the router: binding a port, installing the Prometheus recorder
-//! (and running its upkeep) and graceful shutdown are the binary's business.
+//! (and running its upkeep) and graceful shutdown (when to start the drain, when to close
+//! the listener) are the binary's business.
 
 mod auth;
+mod drain;
 mod error;
 mod extract;
 mod openapi;
@@ -41,6 +44,7 @@ use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::Ports;
 
 pub use auth::ApiKeys;
+pub use drain::Drain;
 pub use error::{ApiError, CheckOutcome, LoggedError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
 pub use openapi::openapi_json;
 
@@ -80,6 +84,9 @@ pub struct AppState {
     pub max_ts_ahead: Duration,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// Whether the node is draining (then `/readyz` answers 503), and its requests in
+    /// flight.
+    pub drain: Drain,
 }
 
 /// The parts of the API a node serves; health, readiness, metrics and the OpenAPI document
@@ -216,6 +223,10 @@ pub fn router_for(state: AppState, surfaces: Surfaces) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.drain.clone(),
+            drain::count_in_flight,
+        ))
         .layer(trace::layer())
         .with_state(state)
 }

@@ -28,7 +28,7 @@ use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
 use tributary_core::value::Value as Scalar;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_gateway::{
-    ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, StreamInfo, Surfaces,
+    ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, Drain, StreamInfo, Surfaces,
 };
 
 const KEY: &str = "test-admin-key";
@@ -128,6 +128,7 @@ async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
         max_body_bytes,
         max_ts_ahead: DEFAULT_MAX_TS_AHEAD,
         metrics: metrics_handle(),
+        drain: Drain::default(),
     };
     Harness {
         _dir: dir,
@@ -912,6 +913,37 @@ async fn health_and_readiness() {
         body["checks"],
         json!({"analytics": "ok", "cache": "ok", "documents": "ok", "log": "ok"})
     );
+}
+
+#[tokio::test]
+async fn a_draining_node_is_not_ready_but_serves() {
+    let h = harness().await;
+    h.state.drain.start();
+    let response = h
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(
+        body["type"], "urn:tributary:problem:shutting-down",
+        "{body}"
+    );
+
+    // Until the server closes its listener, every other route serves as before.
+    let response = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = h
+        .post(
+            "/v1/streams/t/events",
+            "application/json",
+            r#"{"payload": {}}"#,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(h.get("/v1/streams").await.status(), StatusCode::OK);
+    assert_eq!(h.state.drain.in_flight(), 0, "every request was answered");
 }
 
 #[tokio::test]

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
 use tributary_core::window::WindowOperator;
 use tributary_engine::{Engine, EngineConfig};
-use tributary_gateway::{ApiKeys, AppState, StreamInfo, Surfaces};
+use tributary_gateway::{ApiKeys, AppState, Drain, StreamInfo, Surfaces};
 
 use crate::config::Config;
+use crate::server::{self, DrainTimes};
 
 /// What a process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -173,13 +174,24 @@ pub async fn start_with_keys(
         max_body_bytes: config.http.max_body_bytes,
         max_ts_ahead: config.http.max_ts_ahead,
         metrics,
+        drain: Drain::default(),
     };
     let http_addr = listener.local_addr()?;
     tracing::info!(addr = %http_addr, ingest = surfaces.ingest, query = surfaces.query, "HTTP server listening");
+    let drain = state.drain.clone();
     let router = tributary_gateway::router_for(state, surfaces);
+    let times = DrainTimes {
+        // Load balancers route /v1 requests only: a node without them has nobody to wait for.
+        delay: if surfaces.ingest || surfaces.query {
+            config.http.drain_delay
+        } else {
+            Duration::ZERO
+        },
+        timeout: config.http.drain_timeout,
+    };
     let token = shutdown.clone();
     tasks.spawn(async move {
-        axum_serve(listener, router, token)
+        server::serve(listener, router, drain, times, token)
             .await
             .context("HTTP server failed")
     });
@@ -268,16 +280,6 @@ pub async fn reset(config: &Config, pipeline: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn axum_serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-}
-
 /// How often histograms are compacted when nobody scrapes `/metrics`.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -352,7 +354,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
-        tracing::info!("shutting down: finishing the current checkpoint");
+        tracing::info!("shutting down: draining HTTP, finishing the current checkpoint");
         cancel.cancel();
     });
     token

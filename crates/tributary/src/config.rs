@@ -68,6 +68,18 @@ pub struct HttpConfig {
     /// further ahead is refused with a 422, before it could move a watermark.
     #[serde(with = "humantime_serde")]
     pub max_ts_ahead: Duration,
+    /// On shutdown (SIGTERM, Ctrl-C), how long the node keeps serving after `/readyz`
+    /// turned 503, before it closes its listener (such as `"5s"`): long enough for load
+    /// balancers to see it and stop sending it requests (with `deploy/haproxy`'s health
+    /// checks, 1.25 s at most). `"0s"` when no load balancer is in front. A node serving no
+    /// `/v1` route (`--role process`) does not wait.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// On shutdown, how long the requests in flight when the listener closes may take to
+    /// finish (such as `"10s"`); those still running then are cut off. The process stops
+    /// within `drain_delay` + `drain_timeout` (plus a processor's last checkpoint).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// The engine.
@@ -1154,6 +1166,18 @@ mod tests {
             max_ts_ahead("[http]\nmax_ts_ahead = \"5m\"\n"),
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn nodes_drain_behind_a_load_balancer_but_the_demo_stops_at_once() {
+        let http = Config::load_with_base(EMBEDDED, None).unwrap().http;
+        assert_eq!(http.drain_delay, Duration::from_secs(5));
+        assert_eq!(http.drain_timeout, Duration::from_secs(10));
+        let demo = Config::demo(Path::new("data/demo"), "127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .http;
+        assert_eq!(demo.drain_delay, Duration::ZERO);
+        assert_eq!(demo.drain_timeout, Duration::from_secs(10));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   concurrently, each within [`PING_TIMEOUT`]: 200 `{"status": "ready", "checks": {...}}`
 //!   when all answer, else a 503 problem whose `detail` names the failed dependencies and
 //!   whose `checks` member gives each one's outcome (`ok`, `unavailable`, `timeout`). The
-//!   causes go to the server log only.
+//!   causes go to the server log only. Once the node drains ([`crate::Drain`]), it answers
+//!   a 503 problem (`shutting-down`) at once, without pinging anything.
 //! - `/metrics` renders the Prometheus registry, `text/plain; version=0.0.4`.
 
 use std::collections::BTreeMap;
@@ -34,6 +35,9 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let (log, analytics, documents, cache) = tokio::join!(
         check(state.ports.log.ping()),
         check(state.ports.analytics.ping()),

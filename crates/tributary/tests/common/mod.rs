@@ -76,17 +76,30 @@ checkpoint_interval = "200ms"
 /// of each start can be told apart.
 pub const START_MARKER: &str = "e2e: tributary starts";
 
+/// How long [`eventually`] waits.
+pub const EVENTUALLY: Duration = Duration::from_secs(90);
+
 /// Polls `probe` every 50 ms until it answers `Ok`, and returns that; after 90 s fails with
 /// the last `Err` (what is still missing) and the tail of `log`. A probe panics itself on
 /// what can only get worse.
-pub async fn eventually<T>(log: &Path, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
+pub async fn eventually<T>(log: &Path, probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    eventually_within(log, EVENTUALLY, probe).await
+}
+
+/// [`eventually`], failing after `within` instead of 90 s (for a test whose size is set
+/// from outside).
+pub async fn eventually_within<T>(
+    log: &Path,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
     loop {
         match probe().await {
             Ok(value) => return value,
             Err(missing) => assert!(
                 Instant::now() < deadline,
-                "not within 90 s: {missing}\nlog:\n{}",
+                "not within {within:?}: {missing}\nlog:\n{}",
                 log_tail(log)
             ),
         }
@@ -129,11 +142,12 @@ impl Process {
     /// (returned), `env` set, and its output appended to `log` after a line
     /// [`START_MARKER`].
     fn spawn(args: &[OsString], env: &[(String, String)], log: &Path) -> (Self, u16) {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        (Self::spawn_on(args, port, env, log), port)
+    }
+
+    /// Like [`Process::spawn`], listening on 127.0.0.1:`port`.
+    fn spawn_on(args: &[OsString], port: u16, env: &[(String, String)], log: &Path) -> Self {
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -155,8 +169,17 @@ impl Process {
             .stdin(Stdio::null())
             .spawn()
             .expect("the tributary binary starts");
-        (Self(child), port)
+        Self(child)
     }
+}
+
+/// A port free on 127.0.0.1 (at the time of asking).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Process {
@@ -202,7 +225,18 @@ impl Node {
         env: &[(String, String)],
         log: &Path,
     ) -> Self {
-        let (process, port) = Process::spawn(&run_args(config, roles), env, log);
+        Self::start_roles_on(config, roles, free_port(), env, log).await
+    }
+
+    /// Like [`Node::start_roles`], listening on 127.0.0.1:`port`.
+    pub async fn start_roles_on(
+        config: &Path,
+        roles: &str,
+        port: u16,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Self {
+        let process = Process::spawn_on(&run_args(config, roles), port, env, log);
         let node = Self {
             process,
             base: format!("http://127.0.0.1:{port}"),
@@ -229,9 +263,39 @@ impl Node {
         eventually(&self.log, probe).await
     }
 
+    /// [`eventually_within`], failing with the tail of this node's log.
+    pub async fn eventually_within<T>(
+        &self,
+        within: Duration,
+        probe: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        eventually_within(&self.log, within, probe).await
+    }
+
     /// SIGKILL: no final checkpoint, no flush, nothing.
     pub fn kill9(self) {
         drop(self);
+    }
+
+    /// SIGTERM: the node drains and stops.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_child(&self.process.0);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM is sent");
+    }
+
+    /// How the process exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.0.try_wait().unwrap()
+    }
+
+    /// Waits until the process exits (fails after 90 s) and returns how.
+    pub async fn wait_for_exit(&mut self) -> ExitStatus {
+        let log = self.log.clone();
+        eventually(&log, async || {
+            self.exited()
+                .ok_or_else(|| "the node still runs".to_owned())
+        })
+        .await
     }
 
     /// Sends events as one JSON array and asserts they were accepted.
@@ -421,7 +485,12 @@ impl Node {
     /// Waits until the closed results of `truth`'s pipeline equal it (and no window of the
     /// test's range is open).
     pub async fn wait_for_results(&self, truth: &Truth) {
-        self.eventually(async || {
+        self.wait_for_results_within(truth, EVENTUALLY).await;
+    }
+
+    /// [`Node::wait_for_results`], failing after `within`.
+    pub async fn wait_for_results_within(&self, truth: &Truth, within: Duration) {
+        self.eventually_within(within, async || {
             let (got, open) = self.closed_results(truth).await;
             if got == truth.rows && open == 0 {
                 return Ok(());
@@ -444,19 +513,29 @@ impl Node {
 
     /// Waits until every pipeline of [`TOPOLOGY`] has the exact results of `events`.
     pub async fn wait_for_truth(&self, events: &[Value]) {
+        self.wait_for_truth_within(events, EVENTUALLY).await;
+    }
+
+    /// [`Node::wait_for_truth`], each pipeline failing after `within`.
+    pub async fn wait_for_truth_within(&self, events: &[Value], within: Duration) {
         for truth in truths(events) {
-            self.wait_for_results(&truth).await;
+            self.wait_for_results_within(&truth, within).await;
         }
     }
 
     /// Every raw event of the stream, read back page by page through the API.
     pub async fn all_raw_ids(&self) -> BTreeSet<String> {
+        self.all_raw_ids_by(37).await
+    }
+
+    /// [`Node::all_raw_ids`], `limit` events per page (at most 1000).
+    pub async fn all_raw_ids_by(&self, limit: usize) -> BTreeSet<String> {
         let mut ids = BTreeSet::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/v1/streams/{STREAM}/events?limit=37&cursor={c}"),
-                None => format!("/v1/streams/{STREAM}/events?limit=37"),
+                Some(c) => format!("/v1/streams/{STREAM}/events?limit={limit}&cursor={c}"),
+                None => format!("/v1/streams/{STREAM}/events?limit={limit}"),
             };
             let page = self.get(&path).await;
             for event in page["events"].as_array().unwrap() {
@@ -474,8 +553,18 @@ impl Node {
 
     /// Waits until every id of `expected` can be read back.
     pub async fn wait_for_raw(&self, expected: &BTreeSet<String>) {
-        self.eventually(async || {
-            let got = self.all_raw_ids().await;
+        self.wait_for_raw_by(expected, 37, EVENTUALLY).await;
+    }
+
+    /// [`Node::wait_for_raw`], reading `limit` events per page and failing after `within`.
+    pub async fn wait_for_raw_by(
+        &self,
+        expected: &BTreeSet<String>,
+        limit: usize,
+        within: Duration,
+    ) {
+        self.eventually_within(within, async || {
+            let got = self.all_raw_ids_by(limit).await;
             if &got == expected {
                 Ok(())
             } else {
@@ -674,4 +763,5 @@ pub fn ids(events: &[Value]) -> BTreeSet<String> {
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect()
 }
+pub mod distributed;
 pub mod scenarios;

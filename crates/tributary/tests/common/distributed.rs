@@ -1,0 +1,69 @@
+//! Configs for the distributed mode: the real Kafka, PostgreSQL, FerretDB (MongoDB
+//! protocol) and Redis, whose addresses come from the environment (`scripts/services.sh
+//! up` prints them). Each config gets its own topics, database and key prefix.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::Connection;
+
+use super::TOPOLOGY;
+
+/// The value of the environment variable `var`, which `scripts/services.sh up` exports.
+pub fn service(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: start the services with `eval \"$(scripts/services.sh up)\"`")
+    })
+}
+
+/// A config written by [`distributed_config`].
+#[derive(Debug)]
+pub struct Distributed {
+    /// The config file.
+    pub path: PathBuf,
+    /// The prefix of its topics: stream `s` is in topic `{topic_prefix}s`.
+    pub topic_prefix: String,
+}
+
+/// Writes a config for fresh, isolated resources on the real services, with [`TOPOLOGY`].
+pub async fn distributed_config(dir: &Path) -> Distributed {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let postgres = service("TRIBUTARY_POSTGRES_URL");
+    let mut admin = sqlx::PgConnection::connect(&postgres)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {postgres} is unreachable: {e}"));
+    let database = format!("e2e_{run}");
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = postgres.rsplit_once('/').unwrap().0;
+    let topic_prefix = format!("e2e-{run}.");
+    let config = format!(
+        r#"
+[log]
+type = "kafka"
+brokers = "{brokers}"
+topic_prefix = "{topic_prefix}"
+
+[analytics]
+type = "postgres"
+url = "{base}/{database}"
+
+[documents]
+type = "mongodb"
+url = "{mongo}"
+database = "e2e_{run}"
+
+[cache]
+type = "redis"
+url = "{redis}"
+key_prefix = "e2e-{run}:"
+{TOPOLOGY}"#,
+        brokers = service("TRIBUTARY_KAFKA_BROKERS"),
+        mongo = service("TRIBUTARY_MONGODB_URL"),
+        redis = service("TRIBUTARY_REDIS_URL"),
+    );
+    let path = dir.join("tributary.toml");
+    std::fs::write(&path, config).unwrap();
+    Distributed { path, topic_prefix }
+}

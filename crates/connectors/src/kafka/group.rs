@@ -137,8 +137,10 @@ impl Membership for KafkaMembership {
 impl Drop for KafkaMembership {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // The closing consumer revokes everything: nobody waits for that release.
+        // The closing consumer revokes everything: nobody waits for that release. A
+        // revocation the engine will not release now (it is stopping) is released here.
         self.changes.close();
+        let _ = self.release.try_send(());
         // Waits until the consumer left the group (a round trip to the coordinator): drop
         // it off the runtime's threads.
         if let Some(thread) = self.thread.take() {

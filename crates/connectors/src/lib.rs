@@ -10,8 +10,11 @@
 //! | `Cache` | [`memory`] (moka) | [`redis`] |
 //! | `ReferenceSource` | [`file`] (CSV, NDJSON) | [`postgres`] |
 //!
-//! [`registry`] builds the adapter a config names.
+//! [`registry`] builds the adapter a config names. The real adapters guard the calls that
+//! someone waits on with a circuit breaker (`breaker.rs`): while their system is down,
+//! those calls fail within a timeout, most of them at once.
 
+mod breaker;
 pub mod file;
 pub mod kafka;
 mod log_checks;

@@ -24,6 +24,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -41,6 +42,8 @@ use tributary_core::results::{
     Column, ResultChange, ResultRow, ResultSchema, ResultWrite, results_table,
 };
 use tributary_core::value::{ColumnType, Value};
+
+use crate::breaker::Breaker;
 
 /// How a database error code classifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -569,12 +572,16 @@ fn quote(name: &str) -> String {
 pub struct SqlStore<DB: Database> {
     /// The connection pool.
     pub(crate) pool: Pool<DB>,
+    /// The breaker of the gateway's queries (`query_results`), for a server that can be
+    /// down (PostgreSQL); none for an embedded file.
+    pub(crate) queries: Option<Arc<Breaker>>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            queries: self.queries.clone(),
         }
     }
 }
@@ -589,6 +596,17 @@ impl<DB: Database> SqlStore<DB> {
     /// Closes every connection; calls made afterwards fail with `Unavailable`.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs a query of the gateway through the store's breaker, when it has one.
+    async fn guarded<T>(
+        &self,
+        query: impl Future<Output = Result<T, PortError>>,
+    ) -> Result<T, PortError> {
+        match &self.queries {
+            Some(breaker) => breaker.call(query).await,
+            None => query.await,
+        }
     }
 }
 
@@ -782,12 +800,15 @@ impl<DB: Sqlx> AnalyticsStore for SqlStore<DB> {
                 schema: schema.pipeline.clone(),
             }));
         }
-        let mut conn = acquire(&self.pool).await?;
-        let stored = stored_columns::<DB>(&mut conn, &schema.table()).await?;
-        let Some(sql) = results_query::<DB>(schema, &stored, query) else {
-            return Ok(Vec::new());
-        };
-        fetch::<DB, _>(&mut conn, sql, |row| result_from_row::<DB>(schema, row)).await
+        self.guarded(async {
+            let mut conn = acquire(&self.pool).await?;
+            let stored = stored_columns::<DB>(&mut conn, &schema.table()).await?;
+            let Some(sql) = results_query::<DB>(schema, &stored, query) else {
+                return Ok(Vec::new());
+            };
+            fetch::<DB, _>(&mut conn, sql, |row| result_from_row::<DB>(schema, row)).await
+        })
+        .await
     }
 }
 

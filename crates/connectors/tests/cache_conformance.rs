@@ -29,8 +29,8 @@ fn memory() -> Arc<dyn Cache> {
 fn redis_config() -> RedisConfig {
     let url = common::service_env("TRIBUTARY_REDIS_URL");
     RedisConfig {
-        url,
         key_prefix: format!("tributary-test-{}:", uuid::Uuid::now_v7()),
+        ..RedisConfig::new(url)
     }
 }
 

@@ -804,8 +804,8 @@ mod harness {
     {
         let url = super::common::service_env("TRIBUTARY_MONGODB_URL");
         let config = MongoConfig {
-            url,
             database: format!("t_{}", uuid::Uuid::now_v7().simple()),
+            ..MongoConfig::new(url)
         };
         let store = MongoStore::connect(&config)
             .await

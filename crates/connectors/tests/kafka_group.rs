@@ -72,7 +72,10 @@ async fn partitions_move_between_members_after_their_release() {
         }
         other => panic!("expected a revocation, got {other:?}"),
     };
-    assert!(!revoked.is_empty() && revoked.len() < all.len(), "{revoked:?}");
+    assert!(
+        !revoked.is_empty() && revoked.len() < all.len(),
+        "{revoked:?}"
+    );
     let early = tokio::time::timeout(Duration::from_secs(2), second.next()).await;
     assert!(
         !matches!(&early, Ok(Ok(GroupChange::Assigned(p))) if !p.is_empty()),
@@ -83,12 +86,16 @@ async fn partitions_move_between_members_after_their_release() {
 
     // The second leaves: the first gets its partitions back, without a session timeout.
     let left = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || drop(second)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(second))
+        .await
+        .unwrap();
     assert_eq!(assigned(first.as_mut()).await, revoked);
     assert!(
         left.elapsed() < Duration::from_secs(6),
         "handed back after {:?}",
         left.elapsed()
     );
-    tokio::task::spawn_blocking(move || drop(first)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(first))
+        .await
+        .unwrap();
 }

@@ -16,10 +16,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::distributed::{distributed_config, service};
+use common::distributed::{distributed_config, ids_in_topic, service};
 use common::{KEY, Node, PARTITIONS, STREAM};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -587,48 +585,8 @@ fn no_answer(error: &reqwest::Error) -> String {
 
 /// Every id in the stream's topic, once per record, read from the beginning to the end.
 async fn ids_in_log(topic_prefix: &str) -> Vec<String> {
-    let topic = format!("{topic_prefix}{STREAM}");
     let brokers = service("TRIBUTARY_KAFKA_BROKERS");
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "load-balancer-test")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let partitions = i32::try_from(PARTITIONS).unwrap();
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for partition in 0..partitions {
-            let (_, end) = consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .unwrap();
-            ends.push(end);
-            assignment
-                .add_partition_offset(&topic, partition, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&assignment).unwrap();
-        let mut next = vec![0; ends.len()];
-        let mut ids = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while next.iter().zip(&ends).any(|(n, end)| n < end) {
-            assert!(
-                Instant::now() < deadline,
-                "{topic}: read {next:?} of {ends:?}"
-            );
-            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let message = message.unwrap();
-            let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-            ids.push(event["id"].as_str().unwrap().to_owned());
-            next[usize::try_from(message.partition()).unwrap()] = message.offset() + 1;
-        }
-        ids
-    })
-    .await
-    .unwrap()
+    ids_in_topic(&brokers, &format!("{topic_prefix}{STREAM}"), PARTITIONS).await
 }
 
 fn distinct(ids: &[String]) -> BTreeSet<String> {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::default_cool_down;
+
 /// How to reach Kafka and name the topics.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +26,16 @@ pub struct KafkaConfig {
     /// broker's `group.min.session.timeout.ms` (6 s by default).
     #[serde(default = "default_group_session_timeout", with = "humantime_serde")]
     pub group_session_timeout: Duration,
+    /// How long an append (an ingest request's events) may wait for the brokers'
+    /// acknowledgement before it fails (503; also the producer's `message.timeout.ms`); the
+    /// log then counts as down for `cool_down`.
+    #[serde(default = "default_append_timeout", with = "humantime_serde")]
+    pub append_timeout: Duration,
+    /// After an append failed for want of a broker (or timed out), how long appends fail at
+    /// once (503 with `Retry-After`), before one append probes the cluster again: the log's
+    /// circuit breaker.
+    #[serde(default = "default_cool_down", with = "humantime_serde")]
+    pub cool_down: Duration,
 }
 
 impl KafkaConfig {
@@ -36,6 +48,8 @@ impl KafkaConfig {
             replication_factor: default_replication_factor(),
             client_id: default_client_id(),
             group_session_timeout: default_group_session_timeout(),
+            append_timeout: default_append_timeout(),
+            cool_down: default_cool_down(),
         }
     }
 }
@@ -50,6 +64,10 @@ fn default_replication_factor() -> i32 {
 
 fn default_group_session_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_append_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_client_id() -> String {

@@ -19,13 +19,17 @@ use tributary_core::ports::{Log, LogReader, Membership, PartitionOffset, PortErr
 
 use super::admin::PING_TIMEOUT;
 use super::config::KafkaConfig;
-use super::error::{closed, kafka_error};
+use super::error::{SYSTEM, closed, kafka_error};
 use super::lost::LostRecords;
 use super::producer::new_producer;
 use super::reader::KafkaLogReader;
+use crate::breaker::Breaker;
 
 /// How long a metadata request may take before the cluster counts as unavailable.
 pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The longest wait between two connection attempts to a broker (`reconnect.backoff.max.ms`).
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
 /// The settings every client shares.
 pub(super) fn client_config(config: &KafkaConfig) -> ClientConfig {
@@ -34,7 +38,10 @@ pub(super) fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id)
         // Topics exist only through `ensure_stream`, never as a side effect of a lookup.
-        .set("allow.auto.create.topics", "false");
+        .set("allow.auto.create.topics", "false")
+        // After a broker went away, try it again at least every second (librdkafka's
+        // default backs off to 10 s): clients find a broker that is back within a second.
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS);
     client
 }
 
@@ -61,6 +68,9 @@ pub(super) struct Inner {
     pub(super) partitions: RwLock<HashMap<StreamName, u32>>,
     /// The expired records counted so far, per consumer group and partition.
     pub(super) lost: LostRecords,
+    /// The breaker of appends: within `[log] append_timeout`, at once while the cluster
+    /// is known to be down.
+    appends: Breaker,
 }
 
 pub(super) struct Clients {
@@ -107,6 +117,12 @@ impl KafkaLog {
 
     /// Creates the clients, without waiting for the cluster.
     fn new(config: &KafkaConfig) -> Result<Self, PortError> {
+        let appends = Breaker::new(
+            SYSTEM,
+            "[log] append_timeout",
+            config.append_timeout,
+            config.cool_down,
+        )?;
         let producer = new_producer(config)?;
         let admin: AdminClient<DefaultClientContext> =
             client_config(config).create().map_err(kafka_error)?;
@@ -116,6 +132,7 @@ impl KafkaLog {
                 clients: Some(Clients { producer, admin }),
                 partitions: RwLock::new(HashMap::new()),
                 lost: LostRecords::default(),
+                appends,
             }),
         })
     }
@@ -142,7 +159,7 @@ impl Log for KafkaLog {
     }
 
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
-        self.produce(stream, events).await
+        self.inner.appends.call(self.produce(stream, events)).await
     }
 
     /// Each partition's last stable offset, from its watermarks (`offsets.rs`).

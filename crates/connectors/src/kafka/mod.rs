@@ -15,7 +15,11 @@
 //!   partition key as the record key and `Event::to_json_bytes` as the value; it returns
 //!   `Ok` only once **every** record is acknowledged by all in-sync replicas. This is the
 //!   durability guarantee ingest answers on. Its `message.max.bytes` (1 MiB) holds the
-//!   largest event ingestion accepts;
+//!   largest event ingestion accepts. An append fails after `append_timeout` (also the
+//!   producer's `message.timeout.ms`), through the log's circuit breaker
+//!   (`crate::breaker`): after one failed for want of a broker, appends fail at once for
+//!   `cool_down`. Clients retry a broker that went away at least every second
+//!   (`reconnect.backoff.max.ms`);
 //! - readers use **manual assignment**: `assign()` of exactly the requested partitions at the
 //!   requested offsets, never `subscribe()`, auto-commit off and offset store off. The
 //!   pipeline owns its offsets (they live in its checkpoint); the consumer group exists only

@@ -22,17 +22,20 @@ use super::log::{KafkaLog, client_config};
 /// largest events. The brokers' default limit (1 048 588) accepts it.
 const MAX_REQUEST_BYTES: &str = "1048576";
 
-/// How long a produced record may wait for its acknowledgement before `append` fails
-/// (`message.timeout.ms`); Kafka's default of five minutes is too long for an HTTP ingest.
-const DELIVERY_TIMEOUT_MS: &str = "30000";
-
 /// The producer every append goes through: idempotent, acknowledged by all in-sync
-/// replicas, with room for the largest event.
+/// replicas, with room for the largest event. A record gives up after `[log]
+/// append_timeout` (`message.timeout.ms`; Kafka's default of five minutes is far too long
+/// for an HTTP ingest), so that one `append` refused for want of a broker does not deliver
+/// its records long after its caller was told it failed.
 pub(super) fn new_producer(config: &KafkaConfig) -> Result<FutureProducer, PortError> {
+    // librdkafka takes 1 ms to 2^31 - 1 ms.
+    let delivery_timeout_ms = u64::try_from(config.append_timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 2_147_483_647);
     client_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
+        .set("message.timeout.ms", delivery_timeout_ms.to_string())
         .set("message.max.bytes", MAX_REQUEST_BYTES)
         .create()
         .map_err(kafka_error)

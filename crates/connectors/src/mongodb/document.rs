@@ -19,6 +19,7 @@ use tributary_core::ports::{DocumentStore, EventPage, PortError};
 use super::config::MongoConfig;
 use super::convert::{Undecodable, Unstorable, check_string, document_to_object, object_to_raw};
 use super::error::{SYSTEM, mongo_error, only_duplicate_keys, refuses_index};
+use crate::breaker::Breaker;
 
 /// Default server selection and connect timeout.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +97,8 @@ pub struct MongoStore {
     database: Database,
     /// Collections whose index this process has created (or given up on).
     indexed: Arc<Mutex<HashSet<String>>>,
+    /// The breaker of the gateway's queries (pages of events and dead letters).
+    queries: Arc<Breaker>,
 }
 
 impl MongoStore {
@@ -106,6 +109,12 @@ impl MongoStore {
     /// [`PortError::Refused`] for a malformed URL, [`PortError::Unavailable`] when no server
     /// answers in time or authentication fails.
     pub async fn connect(config: &MongoConfig) -> Result<Self, PortError> {
+        let queries = Breaker::new(
+            SYSTEM,
+            "[documents] query_timeout",
+            config.query_timeout,
+            config.cool_down,
+        )?;
         let mut options = ClientOptions::parse(&config.url)
             .await
             .map_err(mongo_error)?;
@@ -124,6 +133,7 @@ impl MongoStore {
         Ok(Self {
             database,
             indexed: Arc::default(),
+            queries: Arc::new(queries),
         })
     }
 
@@ -512,8 +522,10 @@ impl DocumentStore for MongoStore {
         page: &EventPage,
     ) -> Result<Vec<Event>, PortError> {
         let after = page.after.as_ref().map(|a| (a.ts, a.id.as_str()));
+        let collection = collection_name(stream);
         let documents = self
-            .newest_first(&collection_name(stream), EVENT_TIME, after, page.limit)
+            .queries
+            .call(self.newest_first(&collection, EVENT_TIME, after, page.limit))
             .await?;
         documents
             .into_iter()
@@ -526,11 +538,16 @@ impl DocumentStore for MongoStore {
         stream: &StreamName,
         id: &EventId,
     ) -> Result<Option<Event>, PortError> {
+        let collection = self.collection(&collection_name(stream));
         let document = self
-            .collection(&collection_name(stream))
-            .find_one(doc! { "_id": id.as_str() })
-            .await
-            .map_err(mongo_error)?;
+            .queries
+            .call(async {
+                collection
+                    .find_one(doc! { "_id": id.as_str() })
+                    .await
+                    .map_err(mongo_error)
+            })
+            .await?;
         document.map(|d| event_from_document(stream, d)).transpose()
     }
 
@@ -554,7 +571,8 @@ impl DocumentStore for MongoStore {
     ) -> Result<Vec<DeadLetter>, PortError> {
         let after = page.after.as_ref().map(|a| (a.at, a.id.as_str()));
         let documents = self
-            .newest_first(DEAD_LETTERS, DEAD_LETTER_TIME, after, page.limit)
+            .queries
+            .call(self.newest_first(DEAD_LETTERS, DEAD_LETTER_TIME, after, page.limit))
             .await?;
         documents
             .into_iter()

@@ -16,6 +16,10 @@
 //!   encoded straight to BSON bytes, then inserted in parts of about 250 events, 4 at once
 //!   (the server's per-document work then runs on several connections), split by a hash of
 //!   the id so that events with the same id share a part, in their order;
+//! - the gateway's queries (`recent_events`, `get_event`, `recent_dead_letters`) run within
+//!   `query_timeout` (server selection included) through the store's circuit breaker
+//!   (`crate::breaker`): after the server failed one, they fail at once for `cool_down`;
+//!   the engine's calls are not guarded;
 //! - `recent_events` pages newest first, sorted `{ts: -1, _id: -1}`, resuming after the
 //!   cursor with `{$or: [{ts: {$lt: t}}, {ts: t, _id: {$lt: id}}]}`; ids compare as BSON
 //!   strings (bytewise), as in SQLite and PostgreSQL;

@@ -2,6 +2,7 @@
 //! PostgreSQL, the shared [`SqlStore`] with PostgreSQL's [`Backend`].
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -14,6 +15,7 @@ use tributary_core::ports::PortError;
 
 use super::config::PostgresConfig;
 use super::error::{DIALECT, SYSTEM, migrate_error, sqlx_error};
+use crate::breaker::Breaker;
 use crate::sql::{Backend, Batch, Cells, Dialect, OutOfRange, SqlStore};
 
 /// How long [`PostgresStore::connect`] waits for a first connection.
@@ -39,6 +41,12 @@ impl SqlStore<Postgres> {
     /// [`PortError::Unavailable`] when the server does not answer in time,
     /// [`PortError::Corrupt`] when the database's applied migrations differ from ours.
     pub async fn connect(config: &PostgresConfig) -> Result<Self, PortError> {
+        let queries = Breaker::new(
+            SYSTEM,
+            "[analytics] query_timeout",
+            config.query_timeout,
+            config.cool_down,
+        )?;
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(sqlx_error)?
             .application_name("tributary");
@@ -55,7 +63,10 @@ impl SqlStore<Postgres> {
             max_connections = config.max_connections,
             "postgres analytics store ready"
         );
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            queries: Some(Arc::new(queries)),
+        })
     }
 }
 

@@ -1,6 +1,10 @@
 //! Configuration of the PostgreSQL analytics store.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use crate::breaker::default_cool_down;
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -12,6 +16,15 @@ pub struct PostgresConfig {
     /// Most connections the pool opens.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// How long a query of the gateway (a pipeline's results) may take, connecting
+    /// included, before it fails (503); the store then counts as down for `cool_down`.
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// After a query failed for want of the server (or timed out), how long the gateway's
+    /// queries fail at once (503 with `Retry-After`), before one query probes the server
+    /// again: the store's circuit breaker.
+    #[serde(default = "default_cool_down", with = "humantime_serde")]
+    pub cool_down: Duration,
 }
 
 impl PostgresConfig {
@@ -21,6 +34,8 @@ impl PostgresConfig {
         Self {
             url: url.into(),
             max_connections: default_max_connections(),
+            query_timeout: default_query_timeout(),
+            cool_down: default_cool_down(),
         }
     }
 }
@@ -28,4 +43,9 @@ impl PostgresConfig {
 /// The default pool size.
 const fn default_max_connections() -> u32 {
     10
+}
+
+/// The default timeout of a query of the gateway.
+const fn default_query_timeout() -> Duration {
+    Duration::from_secs(3)
 }

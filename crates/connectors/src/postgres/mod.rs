@@ -42,7 +42,10 @@
 //!   a time outside chrono's range is refused;
 //! - `query_results` filters `from <= window_start < to` and the key, ordered by
 //!   `(window_start, key)` with keys compared bytewise; a table without a column of the
-//!   schema reads `NULL` there, a pipeline without a table has no results.
+//!   schema reads `NULL` there, a pipeline without a table has no results. It is the
+//!   gateway's query: it runs within `query_timeout` (connecting included) through the
+//!   store's circuit breaker (`crate::breaker`), so it fails at once for `cool_down` after
+//!   the server failed one; the engine's calls are not guarded.
 
 mod analytics;
 mod config;

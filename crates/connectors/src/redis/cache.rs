@@ -1,6 +1,7 @@
 //! [`RedisCache`]: the [`Cache`] port on Redis.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -9,11 +10,12 @@ use async_trait::async_trait;
 use tributary_core::ports::{Cache, PortError};
 
 use super::config::RedisConfig;
+use crate::breaker::{Breaker, TimedOut};
 
 /// The system name carried by this adapter's errors.
 const SYSTEM: &str = "redis";
 
-/// How long connecting, and then each command, may take.
+/// How long connecting may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Classifies a Redis error: connection trouble and a busy server are transient, a value
@@ -39,12 +41,16 @@ fn redis_error(error: RedisError) -> PortError {
     }
 }
 
-/// The cache on Redis. Cheap to clone: clones share one multiplexed connection.
+/// The cache on Redis. Cheap to clone: clones share one multiplexed connection and one
+/// circuit breaker.
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
     key_prefix: String,
     url: String,
+    /// Every command but `PING` goes through it.
+    commands: Arc<Breaker>,
+    command_timeout: Duration,
 }
 
 impl fmt::Debug for RedisCache {
@@ -63,10 +69,16 @@ impl RedisCache {
     /// [`PortError::Refused`] for an invalid URL, [`PortError::Unavailable`] when the server
     /// cannot be reached or does not answer within a few seconds.
     pub async fn connect(config: &RedisConfig) -> Result<Self, PortError> {
+        let commands = Breaker::new(
+            SYSTEM,
+            "[cache] command_timeout",
+            config.command_timeout,
+            config.cool_down,
+        )?;
         let client = ::redis::Client::open(config.url.as_str()).map_err(redis_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
+            .set_response_timeout(config.command_timeout)
             // Retry a failed (re)connection twice, quickly: callers retry `Unavailable`
             // themselves, and the crate's default backoff waits for seconds.
             .set_number_of_retries(2)
@@ -82,6 +94,8 @@ impl RedisCache {
             connection,
             key_prefix: config.key_prefix.clone(),
             url: redacted(&config.url),
+            commands: Arc::new(commands),
+            command_timeout: config.command_timeout,
         };
         cache.ping().await?;
         tracing::info!(url = %cache.url, key_prefix = %cache.key_prefix, "connected to redis");
@@ -93,8 +107,13 @@ impl RedisCache {
         format!("{}{key}", self.key_prefix)
     }
 
-    /// Runs one command on the shared connection.
+    /// Runs one command on the shared connection, through the breaker.
     async fn run<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, PortError> {
+        self.commands.call(self.send(command)).await
+    }
+
+    /// Sends one command on the shared connection.
+    async fn send<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, PortError> {
         let mut connection = self.connection.clone();
         command
             .query_async(&mut connection)
@@ -115,8 +134,20 @@ fn redacted(url: &str) -> String {
 
 #[async_trait]
 impl Cache for RedisCache {
+    /// Within the command timeout, but not through the breaker: readiness reports what
+    /// the server answers now.
     async fn ping(&self) -> Result<(), PortError> {
-        let _pong: String = self.run(&::redis::cmd("PING")).await?;
+        let command = ::redis::cmd("PING");
+        tokio::time::timeout(self.command_timeout, self.send::<String>(&command))
+            .await
+            .map_err(|_elapsed| {
+                PortError::unavailable(
+                    SYSTEM,
+                    TimedOut {
+                        after: self.command_timeout,
+                    },
+                )
+            })??;
         Ok(())
     }
 

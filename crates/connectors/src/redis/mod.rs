@@ -5,7 +5,11 @@
 //! every key is stored as `{key_prefix}{key}`; `set` is one `SET` (with `PX` when a TTL is
 //! given, so setting a key without TTL makes it permanent again; a zero TTL deletes the
 //! key, since the value would be expired at once); `delete` is `DEL`. Redis is derived
-//! state: writers overwrite idempotently after their source of truth committed.
+//! state: writers overwrite idempotently after their source of truth committed. Every
+//! command runs within `command_timeout` through the cache's circuit breaker
+//! (`crate::breaker`): after the server failed one, commands fail at once for `cool_down`;
+//! `ping` has the timeout but not the breaker, so readiness reports what the server
+//! answers now.
 //! [`RedisCache::connect`] fails with `Unavailable` when the server does not answer `PING`.
 
 mod cache;

@@ -82,6 +82,9 @@ impl SqlStore<Sqlite> {
             .map_err(sqlx_error)?;
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         tracing::info!(path = %config.path.display(), "sqlite store ready");
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            queries: None,
+        })
     }
 }

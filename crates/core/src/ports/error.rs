@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::event::StreamName;
 
 /// Any error, boxed, kept as the source of a [`PortError`].
@@ -65,6 +67,16 @@ pub enum PortError {
     UnknownStream(StreamName),
 }
 
+/// The source of a [`PortError::Unavailable`] given without calling the system: its
+/// adapter's circuit breaker is open after a recent failure or timeout, and fails calls at
+/// once until `retry_after` has passed (then one call probes the system again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not called: it failed recently; calls fail at once for another {retry_after:?}")]
+pub struct CircuitOpen {
+    /// How long calls keep failing at once: when a retry may succeed.
+    pub retry_after: Duration,
+}
+
 /// What fenced a checkpoint commit ([`PortError::Fenced`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fence {
@@ -124,5 +136,17 @@ impl PortError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// When a retry may succeed, if the adapter knows: the rest of its circuit breaker's
+    /// cool-down when the call failed at once ([`CircuitOpen`]).
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { source, .. } => source
+                .downcast_ref::<CircuitOpen>()
+                .map(|open| open.retry_after),
+            _ => None,
+        }
     }
 }

@@ -26,7 +26,7 @@ pub use analytics::{
 };
 pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
-pub use error::{BoxError, ErrorDomain, Fence, PortError};
+pub use error::{BoxError, CircuitOpen, ErrorDomain, Fence, PortError};
 pub use group::{GroupChange, Membership, SoleMember, StreamPartition};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
 pub use reference::ReferenceSource;

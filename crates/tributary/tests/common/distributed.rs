@@ -3,7 +3,11 @@
 //! up` prints them). Each config gets its own topics, database and key prefix.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
 use sqlx::Connection;
 
 use super::TOPOLOGY;
@@ -66,4 +70,50 @@ key_prefix = "e2e-{run}:"
     let path = dir.join("tributary.toml");
     std::fs::write(&path, config).unwrap();
     Distributed { path, topic_prefix }
+}
+
+/// The id of every event in `topic` (of `partitions` partitions) on the Kafka cluster at
+/// `brokers`, once per record, read from the beginning to the end.
+pub async fn ids_in_topic(brokers: &str, topic: &str, partitions: u32) -> Vec<String> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "e2e-topic-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let partitions = i32::try_from(partitions).unwrap();
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for partition in 0..partitions {
+            let (_, end) = consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                .unwrap();
+            ends.push(end);
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut next = vec![0; ends.len()];
+        let mut ids = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next.iter().zip(&ends).any(|(n, end)| n < end) {
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: read {next:?} of {ends:?}"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            ids.push(event["id"].as_str().unwrap().to_owned());
+            next[usize::try_from(message.partition()).unwrap()] = message.offset() + 1;
+        }
+        ids
+    })
+    .await
+    .unwrap()
 }

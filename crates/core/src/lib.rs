@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod dead_letter;
 pub mod event;
 pub mod expr;
+pub mod json;
 pub mod lookup;
 pub mod parse;
 pub mod partition;

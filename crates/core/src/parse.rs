@@ -1,21 +1,31 @@
 //! Turns a request body into events: a JSON object, a JSON array of objects, or NDJSON.
 //!
 //! Parsing is all-or-nothing: either every event of the body is valid and the whole batch
-//! is returned, or the caller gets every problem at once (the line and column of malformed
-//! JSON, or the index, field and reason of each invalid event), so a client can fix and
-//! resend the whole request. Nothing here writes anywhere.
+//! is returned, or the caller gets what is wrong (the line and column of malformed JSON or
+//! of a repeated key, or the index, field and reason of the first
+//! [`Limits::max_reported_errors`] invalid fields, with the total count), so a client can
+//! fix and resend the whole request. Nothing here writes anywhere.
+//!
+//! The body is read one event at a time (the items of an array are not collected first),
+//! and what is kept is bounded whatever the body holds: at most [`Limits::max_events`]
+//! events (one more is [`ParseError::TooManyEvents`]), none once one is invalid, and at
+//! most [`Limits::max_reported_errors`] errors of at most [`MAX_REASON_BYTES`] each.
 //!
 //! An event is valid when its fields have the right types, its `id` and `key` pass
 //! [`EventId::new`] and [`check_key`], its `ts` is within [`Timestamp::MIN_VALID`]`..=`
 //! [`Timestamp::MAX_VALID`] and not later than [`Arrival::latest`], its payload passes
 //! [`check_payload`], and the whole event takes at most [`MAX_EVENT_BYTES`] encoded as JSON.
-//! Every store and both modes accept exactly such events.
+//! Every store and both modes accept exactly such events. No object of the body, at any
+//! depth, may hold a key twice ([`crate::json`]).
 
+use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::event::{Event, EventId, MAX_EVENT_BYTES, StreamName, Timestamp, check_key};
+use crate::json::{DuplicateKeys, StrictError, StrictValue, classify};
 use crate::payload::{check_payload, check_text};
 
 /// When a batch arrives, by the clock of the node that ingests it.
@@ -63,6 +73,34 @@ pub enum BodyFormat {
     Ndjson,
 }
 
+/// What one parse may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most events a body may hold; one more is [`ParseError::TooManyEvents`].
+    pub max_events: usize,
+    /// The most [`EventError`]s returned; the others are only counted.
+    pub max_reported_errors: usize,
+}
+
+/// The default of [`Limits::max_events`].
+pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+
+/// The default of [`Limits::max_reported_errors`].
+pub const DEFAULT_MAX_REPORTED_ERRORS: usize = 100;
+
+/// The longest [`EventError::reason`], in bytes: a reason quoting what was sent (an unknown
+/// field's name) is cut there, and ends with `…`.
+pub const MAX_REASON_BYTES: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_events: DEFAULT_MAX_EVENTS,
+            max_reported_errors: DEFAULT_MAX_REPORTED_ERRORS,
+        }
+    }
+}
+
 /// One reason one event of a batch is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EventError {
@@ -70,8 +108,29 @@ pub struct EventError {
     pub index: usize,
     /// The field at fault (`""` for the event as a whole).
     pub field: &'static str,
-    /// What is wrong, for a person to read.
+    /// What is wrong, for a person to read (at most [`MAX_REASON_BYTES`]).
     pub reason: String,
+}
+
+/// The invalid events of a batch: the first errors, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEvents {
+    /// The first [`Limits::max_reported_errors`] errors, in the order of the body.
+    pub errors: Vec<EventError>,
+    /// How many events are invalid.
+    pub invalid_events: usize,
+    /// How many errors were found in all (at least `errors.len()`).
+    pub error_count: usize,
+}
+
+impl fmt::Display for InvalidEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} invalid event field(s) in {} event(s)",
+            self.error_count, self.invalid_events
+        )
+    }
 }
 
 /// Why a body yields no events.
@@ -87,19 +146,36 @@ pub enum ParseError {
         /// What the JSON parser expected.
         message: String,
     },
+    /// An object of the body holds a key twice.
+    #[error("duplicate key {key:?} at line {line}, column {column}")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+        /// 1-based line of the body, just after the second occurrence.
+        line: usize,
+        /// 1-based column within that line.
+        column: usize,
+    },
     /// Well-formed JSON, but neither an object nor an array.
     #[error("the body must be a JSON object or an array of objects")]
     WrongShape,
     /// The body holds no event at all.
     #[error("the body holds no events")]
     Empty,
+    /// The body holds more events than [`Limits::max_events`]; it was not read further.
+    #[error("the body holds more than {limit} events")]
+    TooManyEvents {
+        /// The limit.
+        limit: usize,
+    },
     /// Some events are invalid; none of the batch is accepted.
-    #[error("{} invalid event field(s)", .0.len())]
-    Invalid(Vec<EventError>),
+    #[error("{0}")]
+    Invalid(InvalidEvents),
 }
 
-/// Parses `body` into events of `stream`, arriving at `arrival`. Events without an `id` get
-/// a UUIDv7; events without a `ts` get [`Arrival::now`] (ingestion time).
+/// Parses `body` into events of `stream`, arriving at `arrival`, within the default
+/// [`Limits`]. Events without an `id` get a UUIDv7; events without a `ts` get
+/// [`Arrival::now`] (ingestion time).
 ///
 /// # Errors
 /// See [`ParseError`]; on error nothing of the body is returned.
@@ -109,37 +185,141 @@ pub fn parse_events(
     stream: &StreamName,
     arrival: Arrival,
 ) -> Result<Vec<Event>, ParseError> {
-    let objects = match format {
-        BodyFormat::Json => split_json(body)?,
-        BodyFormat::Ndjson => split_ndjson(body)?,
+    parse_events_within(body, format, stream, arrival, Limits::default())
+}
+
+/// [`parse_events`] within `limits`.
+///
+/// # Errors
+/// See [`ParseError`]; on error nothing of the body is returned. Malformed JSON and a
+/// repeated key win over invalid events (the body is read to its end to find them), too
+/// many events over both (the body is not read further).
+pub fn parse_events_within(
+    body: &[u8],
+    format: BodyFormat,
+    stream: &StreamName,
+    arrival: Arrival,
+    limits: Limits,
+) -> Result<Vec<Event>, ParseError> {
+    let mut batch = Batch {
+        stream,
+        arrival,
+        limits,
+        count: 0,
+        events: Vec::new(),
+        invalid: InvalidEvents {
+            errors: Vec::new(),
+            invalid_events: 0,
+            error_count: 0,
+        },
     };
-    if objects.is_empty() {
-        return Err(ParseError::Empty);
+    match format {
+        BodyFormat::Json => read_json(body, &mut batch)?,
+        BodyFormat::Ndjson => read_ndjson(body, &mut batch)?,
     }
-    let mut events = Vec::with_capacity(objects.len());
-    let mut errors = Vec::new();
-    for (index, value) in objects.into_iter().enumerate() {
-        match event_from_value(value, stream, arrival) {
-            Ok(event) => events.push(event),
-            Err(reasons) => errors.extend(reasons.into_iter().map(|(field, reason)| EventError {
-                index,
-                field,
-                reason,
-            })),
+    batch.finish()
+}
+
+/// The events read so far, or what is wrong with them.
+struct Batch<'a> {
+    stream: &'a StreamName,
+    arrival: Arrival,
+    limits: Limits,
+    /// Events read so far, valid or not.
+    count: usize,
+    /// The valid events, while no event is invalid.
+    events: Vec<Event>,
+    invalid: InvalidEvents,
+}
+
+/// The body holds more than [`Limits::max_events`] events.
+struct TooMany;
+
+impl Batch<'_> {
+    /// Validates the next event of the body.
+    fn push(&mut self, value: Value) -> Result<(), TooMany> {
+        if self.count == self.limits.max_events {
+            return Err(TooMany);
+        }
+        let index = self.count;
+        self.count += 1;
+        match event_from_value(value, self.stream, self.arrival) {
+            Ok(event) if self.invalid.invalid_events == 0 => self.events.push(event),
+            Ok(_) => {}
+            Err(reasons) => {
+                // The batch will be refused: the valid events need not be kept.
+                self.events = Vec::new();
+                self.invalid.invalid_events += 1;
+                self.invalid.error_count += reasons.len();
+                let room = self
+                    .limits
+                    .max_reported_errors
+                    .saturating_sub(self.invalid.errors.len());
+                self.invalid
+                    .errors
+                    .extend(
+                        reasons
+                            .into_iter()
+                            .take(room)
+                            .map(|(field, reason)| EventError {
+                                index,
+                                field,
+                                reason: cut_reason(reason),
+                            }),
+                    );
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<Event>, ParseError> {
+        if self.count == 0 {
+            Err(ParseError::Empty)
+        } else if self.invalid.invalid_events > 0 {
+            Err(ParseError::Invalid(self.invalid))
+        } else {
+            Ok(self.events)
         }
     }
-    if errors.is_empty() {
-        Ok(events)
-    } else {
-        Err(ParseError::Invalid(errors))
+
+    fn too_many(&self) -> ParseError {
+        ParseError::TooManyEvents {
+            limit: self.limits.max_events,
+        }
     }
 }
 
-fn malformed(err: &serde_json::Error, line_offset: usize) -> ParseError {
-    ParseError::Malformed {
-        line: err.line() + line_offset,
-        column: err.column(),
-        message: strip_position(&err.to_string()),
+/// `reason`, cut to [`MAX_REASON_BYTES`] (at a character boundary, then `…`).
+fn cut_reason(mut reason: String) -> String {
+    const ELLIPSIS: &str = "…";
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - ELLIPSIS.len();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(ELLIPSIS);
+    }
+    reason
+}
+
+/// The [`ParseError`] of a failed parse of a JSON text starting at line `line_offset + 1`.
+fn json_error(
+    err: serde_json::Error,
+    duplicates: &DuplicateKeys,
+    line_offset: usize,
+) -> ParseError {
+    match classify(err, duplicates) {
+        StrictError::DuplicateKey { key, line, column } => ParseError::DuplicateKey {
+            key,
+            line: line + line_offset,
+            column,
+        },
+        StrictError::Malformed(err) => ParseError::Malformed {
+            line: err.line() + line_offset,
+            column: err.column(),
+            message: strip_position(&err.to_string()),
+        },
     }
 }
 
@@ -151,31 +331,83 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn split_json(body: &[u8]) -> Result<Vec<Value>, ParseError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
-            ParseError::Empty
-        } else {
-            malformed(&e, 0)
+/// Reads a JSON object (one event) or array (of events) into `batch`, one event at a time.
+fn read_json(body: &[u8], batch: &mut Batch<'_>) -> Result<(), ParseError> {
+    let duplicates = DuplicateKeys::new();
+    let seed = StrictValue {
+        duplicates: &duplicates,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut too_many = false;
+    let read = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ParseError::Empty),
+        Some(b'[') => (&mut de).deserialize_seq(Events {
+            seed,
+            batch: &mut *batch,
+            too_many: &mut too_many,
+        }),
+        Some(b'{') => seed.deserialize(&mut de).map(|object| {
+            too_many = batch.push(object).is_err();
+        }),
+        // A scalar, or not JSON at all: which one decides between 400s.
+        Some(_) => {
+            return match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => Err(ParseError::WrongShape),
+                Err(err) => Err(json_error(err, &duplicates, 0)),
+            };
         }
-    })?;
-    match value {
-        Value::Array(items) => Ok(items),
-        object @ Value::Object(_) => Ok(vec![object]),
-        _ => Err(ParseError::WrongShape),
+    };
+    if too_many {
+        return Err(batch.too_many());
+    }
+    read.and_then(|()| de.end())
+        .map_err(|err| json_error(err, &duplicates, 0))
+}
+
+/// The visitor of a top-level array: each item is an event, validated as it is read.
+struct Events<'s, 'b, 'c> {
+    seed: StrictValue<'s>,
+    batch: &'b mut Batch<'c>,
+    too_many: &'b mut bool,
+}
+
+impl<'de> Visitor<'de> for Events<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(self.seed)? {
+            if self.batch.push(item).is_err() {
+                *self.too_many = true;
+                return Err(de::Error::custom("too many events"));
+            }
+        }
+        Ok(())
     }
 }
 
-fn split_ndjson(body: &[u8]) -> Result<Vec<Value>, ParseError> {
-    let mut values = Vec::new();
+/// Reads one JSON object per line into `batch`; blank lines are skipped.
+fn read_ndjson(body: &[u8], batch: &mut Batch<'_>) -> Result<(), ParseError> {
+    let duplicates = DuplicateKeys::new();
     for (n, line) in body.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: Value = serde_json::from_slice(line).map_err(|e| malformed(&e, n))?;
-        values.push(value);
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let value = StrictValue {
+            duplicates: &duplicates,
+        }
+        .deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value))
+        .map_err(|err| json_error(err, &duplicates, n))?;
+        if batch.push(value).is_err() {
+            return Err(batch.too_many());
+        }
     }
-    Ok(values)
+    Ok(())
 }
 
 type FieldErrors = Vec<(&'static str, String)>;
@@ -396,7 +628,7 @@ mod tests {
     #[test]
     fn every_invalid_event_is_listed() {
         let body = br#"[{"payload":{}},{"id":7,"ts":"yesterday","payload":[]},{"payload":{},"colour":1},"x"]"#;
-        let ParseError::Invalid(errors) =
+        let ParseError::Invalid(InvalidEvents { errors, .. }) =
             parse_events(body, BodyFormat::Json, &stream(), NOW).unwrap_err()
         else {
             panic!()
@@ -432,7 +664,7 @@ mod tests {
     fn payloads_every_store_cannot_keep_are_refused() {
         let body =
             br#"[{"payload":{"a.b":1}},{"payload":{"x":[[1]]}},{"key":"k\u0000","payload":{}}]"#;
-        let ParseError::Invalid(errors) =
+        let ParseError::Invalid(InvalidEvents { errors, .. }) =
             parse_events(body, BodyFormat::Json, &stream(), NOW).unwrap_err()
         else {
             panic!()
@@ -458,7 +690,9 @@ mod tests {
         let fits = parse(MAX_EVENT_BYTES - base).unwrap();
         assert_eq!(fits[1].to_json_bytes().len(), MAX_EVENT_BYTES);
 
-        let ParseError::Invalid(errors) = parse(MAX_EVENT_BYTES - base + 1).unwrap_err() else {
+        let ParseError::Invalid(InvalidEvents { errors, .. }) =
+            parse(MAX_EVENT_BYTES - base + 1).unwrap_err()
+        else {
             panic!()
         };
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -496,7 +730,7 @@ mod tests {
             serde_json::json!(i64::MIN),
         ] {
             let body = serde_json::json!({"ts": ts, "payload": {}}).to_string();
-            let Err(ParseError::Invalid(errors)) =
+            let Err(ParseError::Invalid(InvalidEvents { errors, .. })) =
                 parse_events(body.as_bytes(), BodyFormat::Json, &stream(), NOW)
             else {
                 panic!("{ts} accepted")
@@ -527,7 +761,7 @@ mod tests {
             at(now.millis() + hour + 1),
             serde_json::json!({"ts": late, "payload": {}}).to_string(),
         ] {
-            let Err(ParseError::Invalid(errors)) =
+            let Err(ParseError::Invalid(InvalidEvents { errors, .. })) =
                 parse_events(ahead.as_bytes(), BodyFormat::Json, &stream(), arrival)
             else {
                 panic!("{ahead} accepted")
@@ -577,6 +811,135 @@ mod tests {
         ] {
             assert!(decode(id).is_err(), "{id}");
         }
+    }
+
+    #[test]
+    fn at_most_max_events_are_read() {
+        let limits = Limits {
+            max_events: 3,
+            max_reported_errors: 10,
+        };
+        let parse = |body: &str, format| {
+            parse_events_within(body.as_bytes(), format, &stream(), NOW, limits)
+        };
+        let three = r#"[{"payload":{}},{"payload":{}},{"payload":{}}]"#;
+        assert_eq!(parse(three, BodyFormat::Json).unwrap().len(), 3);
+        // The fourth is not read: neither its error nor the malformed text after it count.
+        for (body, format) in [
+            (
+                r#"[{"payload":{}},{"payload":{}},{"payload":{}},{"payload":{}}]"#,
+                BodyFormat::Json,
+            ),
+            (r#"[1,2,3,4, nope"#, BodyFormat::Json),
+            ("{\"payload\":{}}\n\n{}\n{}\n{}\n{oops", BodyFormat::Ndjson),
+        ] {
+            assert_eq!(
+                parse(body, format),
+                Err(ParseError::TooManyEvents { limit: 3 }),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_events_are_counted_but_only_the_first_errors_listed() {
+        let limits = Limits {
+            max_events: 1_000_000,
+            max_reported_errors: 5,
+        };
+        // 200,000 items, every one invalid, and one valid event among them.
+        let mut body = String::from("[");
+        for i in 0..200_000 {
+            body.push_str(if i == 7 { r#"{"payload":{}},"# } else { "1," });
+        }
+        body.push_str(r#"{"id":7,"ts":"x","payload":[]}]"#);
+        let Err(ParseError::Invalid(invalid)) =
+            parse_events_within(body.as_bytes(), BodyFormat::Json, &stream(), NOW, limits)
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(invalid.invalid_events, 200_000);
+        assert_eq!(invalid.error_count, 199_999 + 3);
+        let indexes: Vec<usize> = invalid.errors.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        assert_eq!(
+            invalid.to_string(),
+            "200002 invalid event field(s) in 200000 event(s)"
+        );
+        // A syntax error anywhere still wins.
+        let bad = format!("{},]", &body[..body.len() - 1]);
+        assert!(matches!(
+            parse_events_within(bad.as_bytes(), BodyFormat::Json, &stream(), NOW, limits),
+            Err(ParseError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn reasons_quoting_the_body_are_cut() {
+        let name = "é".repeat(1000);
+        let body = format!(r#"{{"payload":{{}},"{name}":1}}"#);
+        let Err(ParseError::Invalid(InvalidEvents { errors, .. })) =
+            parse_events(body.as_bytes(), BodyFormat::Json, &stream(), NOW)
+        else {
+            panic!()
+        };
+        assert!(
+            errors[0].reason.len() <= MAX_REASON_BYTES,
+            "{}",
+            errors[0].reason.len()
+        );
+        assert!(errors[0].reason.starts_with("unknown field \"éé"));
+        assert!(errors[0].reason.ends_with('…'));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_name_and_position() {
+        for (body, format, key, line) in [
+            (
+                r#"{"payload":{},"payload":{"x":1}}"#,
+                BodyFormat::Json,
+                "payload",
+                1,
+            ),
+            (
+                "[{\"payload\":{}},\n{\"payload\":{\"amount\":1,\"amount\":-1}}]",
+                BodyFormat::Json,
+                "amount",
+                2,
+            ),
+            (
+                "{\"payload\":{}}\n\n{\"id\":\"a\",\"id\":\"b\",\"payload\":{}}",
+                BodyFormat::Ndjson,
+                "id",
+                3,
+            ),
+        ] {
+            match parse_events(body.as_bytes(), format, &stream(), NOW) {
+                Err(ParseError::DuplicateKey {
+                    key: found,
+                    line: at,
+                    ..
+                }) => assert_eq!((found.as_str(), at), (key, line), "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_text_after_the_body_is_malformed() {
+        for body in [r#"{"payload":{}} x"#, r#"[{"payload":{}}] ]"#] {
+            assert!(
+                matches!(
+                    parse_events(body.as_bytes(), BodyFormat::Json, &stream(), NOW),
+                    Err(ParseError::Malformed { line: 1, .. })
+                ),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            parse_events(b"{\"payload\":{}} {}", BodyFormat::Ndjson, &stream(), NOW),
+            Err(ParseError::Malformed { line: 1, .. })
+        ));
     }
 
     #[test]

@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use tributary_core::parse::ParseError;
+use tributary_core::parse::{InvalidEvents, ParseError};
 use tributary_core::ports::PortError;
 
 /// The media type of every error body.
@@ -101,9 +101,42 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// The body could not be read (other than for its size).
+    /// The body could not be read (other than for its size or its time).
     #[error("the request body could not be read")]
-    BodyUnreadable(#[source] BytesRejection),
+    BodyUnreadable(#[source] axum::Error),
+    /// The body did not arrive within the configured time.
+    #[error("the request body did not arrive within {} ms", timeout.as_millis())]
+    BodyTimeout {
+        /// The time allowed.
+        timeout: std::time::Duration,
+    },
+    /// The body's `Content-Encoding` is not one the gateway decodes.
+    #[error("unsupported content encoding {found:?}")]
+    UnsupportedEncoding {
+        /// The `Content-Encoding` the client sent.
+        found: String,
+    },
+    /// The body is not valid data of its `Content-Encoding`.
+    #[error("the request body could not be decoded from its content encoding")]
+    BodyUndecodable(#[source] axum::BoxError),
+    /// The request target (path and query) is longer than the gateway reads.
+    #[error("the request target exceeds {limit} bytes")]
+    UriTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request's header fields are larger than the gateway reads.
+    #[error("the request header fields exceed {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit of their size (names, values and separators), in bytes.
+        limit: usize,
+    },
+    /// The node holds as many request bodies in memory as it may; retry later.
+    #[error("the node is at its limit of request bodies in memory")]
+    Overloaded,
+    /// A response could not be encoded (a bug).
+    #[error("a response could not be encoded")]
+    Encode(#[source] serde_json::Error),
     /// A path parameter could not be decoded.
     #[error("invalid path parameter")]
     Path(#[source] PathRejection),
@@ -208,6 +241,19 @@ impl Problem {
 
 pub(crate) use tributary_core::dead_letter::error_chain;
 
+/// The `Content-Encoding`s of request bodies the gateway decodes.
+pub(crate) const ACCEPTED_ENCODINGS: &[&str] = &["gzip", "zstd", "identity"];
+
+/// The detail of a 422: how many errors, and which are listed.
+fn invalid_detail(invalid: &InvalidEvents) -> String {
+    let listed = if invalid.errors.len() < invalid.error_count {
+        format!("; the first {} are listed", invalid.errors.len())
+    } else {
+        String::new()
+    };
+    format!("{invalid}{listed}; no event of the request was accepted")
+}
+
 impl ApiError {
     /// The HTTP status this error is answered with.
     #[must_use]
@@ -270,12 +316,56 @@ impl ApiError {
                 self.to_string(),
             )
             .with("limit_bytes", json!(limit)),
-            Self::BodyUnreadable(rejection) => Problem::new(
+            Self::BodyUnreadable(_) => Problem::new(
                 S::BAD_REQUEST,
                 "unreadable-body",
                 "Bad Request",
-                rejection.body_text(),
+                self.to_string(),
             ),
+            Self::BodyTimeout { timeout } => Problem::new(
+                S::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request Timeout",
+                format!("{self}; the connection is closed"),
+            )
+            .with(
+                "timeout_ms",
+                json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            Self::UnsupportedEncoding { .. } => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                "Unsupported Media Type",
+                format!("{self}; send one of: {}", ACCEPTED_ENCODINGS.join(", ")),
+            )
+            .with("accepted_encodings", json!(ACCEPTED_ENCODINGS)),
+            Self::BodyUndecodable(_) => Problem::new(
+                S::BAD_REQUEST,
+                "undecodable-body",
+                "Bad Request",
+                self.to_string(),
+            ),
+            Self::UriTooLong { limit } => Problem::new(
+                S::URI_TOO_LONG,
+                "uri-too-long",
+                "URI Too Long",
+                self.to_string(),
+            )
+            .with("limit_bytes", json!(limit)),
+            Self::HeadersTooLarge { limit } => Problem::new(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request Header Fields Too Large",
+                self.to_string(),
+            )
+            .with("limit_bytes", json!(limit)),
+            Self::Overloaded => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service Unavailable",
+                "this node holds as many request bodies as it may; retry later".into(),
+            ),
+            Self::Encode(_) => Problem::internal(),
             Self::Path(rejection) => Problem::new(
                 S::BAD_REQUEST,
                 "invalid-path",
@@ -304,6 +394,24 @@ impl ApiError {
                 )
                 .with("line", json!(line))
                 .with("column", json!(column)),
+                ParseError::DuplicateKey {
+                    key, line, column, ..
+                } => Problem::new(
+                    S::BAD_REQUEST,
+                    "duplicate-key",
+                    "Duplicate key",
+                    format!("{parse}; a key may appear once per object"),
+                )
+                .with("key", json!(key))
+                .with("line", json!(line))
+                .with("column", json!(column)),
+                ParseError::TooManyEvents { limit } => Problem::new(
+                    S::PAYLOAD_TOO_LARGE,
+                    "too-many-events",
+                    "Payload Too Large",
+                    format!("{parse}; send them in several requests"),
+                )
+                .with("limit_events", json!(limit)),
                 ParseError::WrongShape => Problem::new(
                     S::BAD_REQUEST,
                     "wrong-body-shape",
@@ -316,13 +424,15 @@ impl ApiError {
                     "Empty body",
                     parse.to_string(),
                 ),
-                ParseError::Invalid(errors) => Problem::new(
+                ParseError::Invalid(invalid) => Problem::new(
                     S::UNPROCESSABLE_ENTITY,
                     "invalid-events",
                     "Invalid events",
-                    format!("{parse}; no event of the request was accepted"),
+                    invalid_detail(invalid),
                 )
-                .with("errors", json!(errors)),
+                .with("errors", json!(invalid.errors))
+                .with("error_count", json!(invalid.error_count))
+                .with("invalid_events", json!(invalid.invalid_events)),
             },
             Self::Dependency(port) => match port {
                 PortError::Unavailable { .. } => Problem::new(
@@ -375,16 +485,18 @@ impl ApiError {
     pub(crate) fn content_refusal(&self) -> Option<(StatusCode, String)> {
         match self {
             Self::UnsupportedMediaType { .. }
+            | Self::UnsupportedEncoding { .. }
             | Self::PayloadTooLarge { .. }
             | Self::BodyUnreadable(_)
+            | Self::BodyUndecodable(_)
             | Self::Events(_) => {}
             _ => return None,
         }
         let Problem {
             status, mut detail, ..
         } = self.problem();
-        if let Self::Events(ParseError::Invalid(errors)) = self {
-            for error in errors {
+        if let Self::Events(ParseError::Invalid(invalid)) = self {
+            for error in &invalid.errors {
                 let _ = match error.field {
                     "" => write!(detail, "; event {}: {}", error.index, error.reason),
                     field => write!(detail, "; event {} {field}: {}", error.index, error.reason),
@@ -392,6 +504,23 @@ impl ApiError {
             }
         }
         Some((status, detail))
+    }
+
+    /// The `Retry-After` of a 503, in whole seconds: the rest of the port's circuit breaker
+    /// cool-down when it failed the call at once (rounded up, at least 1), else
+    /// [`RETRY_AFTER_SECS`].
+    fn retry_after(&self) -> HeaderValue {
+        let cool_down = match self {
+            Self::Dependency(port) => port.retry_after(),
+            _ => None,
+        };
+        match cool_down {
+            Some(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                HeaderValue::from(secs.max(1))
+            }
+            None => HeaderValue::from_static(RETRY_AFTER_SECS),
+        }
     }
 
     /// The message for the server log: the error and its whole source chain.
@@ -422,16 +551,20 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            headers.insert(header::RETRY_AFTER, self.retry_after());
         }
         response.extensions_mut().insert(LoggedError {
             message: self.log_message(),
-            // A draining node's 503 is what it is asked to answer, not a fault.
-            server_fault: status.is_server_error() && !matches!(self, Self::ShuttingDown),
+            // A draining node's 503 is what it is asked to answer, not a fault; nor is the
+            // 503 of a port whose circuit breaker is open (it logged the outage once).
+            server_fault: status.is_server_error()
+                && !matches!(self, Self::ShuttingDown)
+                && !matches!(self, Self::Dependency(port) if port.retry_after().is_some()),
         });
         response
     }
@@ -473,18 +606,22 @@ mod tests {
 
     #[test]
     fn only_refusals_of_what_was_sent_are_dead_letter_reasons() {
-        let invalid = ApiError::Events(ParseError::Invalid(vec![
-            tributary_core::parse::EventError {
-                index: 1,
-                field: "ts",
-                reason: "must be a date".into(),
-            },
-            tributary_core::parse::EventError {
-                index: 3,
-                field: "",
-                reason: "unknown field colour".into(),
-            },
-        ]));
+        let invalid = ApiError::Events(ParseError::Invalid(InvalidEvents {
+            errors: vec![
+                tributary_core::parse::EventError {
+                    index: 1,
+                    field: "ts",
+                    reason: "must be a date".into(),
+                },
+                tributary_core::parse::EventError {
+                    index: 3,
+                    field: "",
+                    reason: "unknown field colour".into(),
+                },
+            ],
+            invalid_events: 2,
+            error_count: 2,
+        }));
         let (status, reason) = invalid.content_refusal().unwrap();
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(reason.starts_with("2 invalid event field(s)"), "{reason}");
@@ -506,6 +643,28 @@ mod tests {
             )),
         ] {
             assert!(other.content_refusal().is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_circuit_breakers_cool_down_is_the_retry_after() {
+        for (wait, expected) in [(1_500, "2"), (200, "1"), (0, "1"), (3_000, "3")] {
+            let err = ApiError::from(PortError::unavailable(
+                "postgres",
+                tributary_core::ports::CircuitOpen {
+                    retry_after: std::time::Duration::from_millis(wait),
+                },
+            ));
+            let response = err.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers()[header::RETRY_AFTER],
+                expected,
+                "{wait} ms"
+            );
+            assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+            let logged = response.extensions().get::<LoggedError>().unwrap();
+            assert!(!logged.server_fault, "the breaker logged the outage once");
         }
     }
 

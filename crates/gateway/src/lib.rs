@@ -12,9 +12,12 @@
 //!   event is durable. A request refused for what it sent (400, 413, 415, 422) is kept as a
 //!   dead letter, readable through `GET /v1/dead-letters`.
 //! - Every error is an RFC 9457 problem document rendered by [`ApiError`], including unknown
-//!   routes (404), wrong methods (405), oversized bodies (413) and extractor rejections.
-//! - Each request is logged once, with its method, path, status and latency (and its error,
-//!   if any), by the trace layer.
+//!   routes (404), wrong methods (405), oversized bodies (413), slow bodies (408), heads too
+//!   large (414, 431) and extractor rejections. The edge ([`edge`]) bounds what a request
+//!   may make the node read, hold and write, and gives each request an id and a trace
+//!   context.
+//! - Each request is logged once, with its method, path, status, latency, request id and
+//!   trace id (and its error, if any), by the trace layer.
 //! - [`routes()`] lists every route; `openapi.json` documents exactly those.
 //! - Once [`AppState::drain`] has started, `/readyz` answers 503 (see [`Drain`]).
 //!
@@ -24,6 +27,7 @@
 
 mod auth;
 mod drain;
+pub mod edge;
 mod error;
 mod extract;
 mod openapi;
@@ -39,12 +43,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{MethodFilter, MethodRouter, get, on, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::decompression::RequestDecompressionLayer;
 use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::Ports;
 
 pub use auth::ApiKeys;
 pub use drain::Drain;
+pub use edge::{Edge, EdgeSettings, RequestContext};
 pub use error::{ApiError, CheckOutcome, LoggedError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
 pub use openapi::openapi_json;
 
@@ -87,6 +93,8 @@ pub struct AppState {
     /// Whether the node is draining (then `/readyz` answers 503), and its requests in
     /// flight.
     pub drain: Drain,
+    /// The edge's limits and options (see [`edge`]).
+    pub edge: Edge,
 }
 
 /// The parts of the API a node serves; health, readiness, metrics and the OpenAPI document
@@ -218,16 +226,32 @@ pub fn router_for(state: AppState, surfaces: Surfaces) -> Router {
     let protected = add(Router::new(), protected).route_layer(
         axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_api_key),
     );
+    let cors = state.edge.cors();
+    // Layers run from the last added (outermost) to the first.
     add(Router::new(), open)
         .merge(protected)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        // Bodies sent with `Content-Encoding: gzip` or `zstd` are decoded as they are read;
+        // other encodings pass, for the handler to refuse (see `edge::read_body`).
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .zstd(true)
+                .pass_through_unaccepted(true),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::limits,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.drain.clone(),
             drain::count_in_flight,
         ))
+        .layer(tower::util::option_layer(cors))
         .layer(trace::layer())
+        .layer(axum::middleware::from_fn(edge::context))
         .with_state(state)
 }
 

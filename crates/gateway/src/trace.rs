@@ -1,16 +1,21 @@
-//! One log line per request: the trace layer's span carries `method` and `path`; the
-//! response event adds `status`, `latency_ms` and, when the handler failed, `error` (the
+//! One log line per request: the trace layer's span carries `method`, `path`, the request
+//! id (`http.request.id`), the W3C trace and span ids (`trace.id`, `span.id`, the ECS
+//! names, see [`crate::RequestContext`]) and, when the server gave it, the client's address
+//! (`client.address`); the response event adds `status`, `latency_ms` and, when the handler failed, `error` (the
 //! [`LoggedError`] that [`crate::ApiError`] attached, with its whole source chain). Server
 //! faults (5xx) are logged at `ERROR`, everything else at `INFO`. Nothing else in the
 //! gateway logs a failed request, so each error is logged exactly once.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 use tracing::Span;
 
+use crate::RequestContext;
 use crate::error::LoggedError;
 
 /// The trace layer of the gateway's router.
@@ -34,10 +39,19 @@ pub(crate) struct RequestSpan;
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
+        let context = request.extensions().get::<RequestContext>();
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
         tracing::info_span!(
             "http_request",
             method = %request.method(),
             path = %request.uri().path(),
+            http.request.id = context.map(|c| c.request_id.as_str()),
+            trace.id = context.map(|c| c.trace_id.as_str()),
+            span.id = context.map(|c| c.span_id.as_str()),
+            client.address = client.map(tracing::field::display),
         )
     }
 }

@@ -4,266 +4,27 @@
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+mod common;
 
-use axum::Router;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use axum::response::Response;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
-use tributary_connectors::redb::{RedbLog, RedbLogConfig};
-use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::MAX_EVENT_BYTES;
-use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec};
-use tributary_core::ports::{
-    AnalyticsStore, Cache, Checkpoint, DocumentStore, Log, PartitionOffset, Ports, StateDelta,
-};
+use tributary_core::pipeline::PipelineStatus;
+use tributary_core::ports::{AnalyticsStore, Cache, Checkpoint, DocumentStore, StateDelta};
 use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
 use tributary_core::value::Value as Scalar;
-use tributary_core::{Event, EventId, StreamName, Timestamp};
-use tributary_gateway::{
-    ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, Drain, StreamInfo, Surfaces,
+use tributary_core::{Event, Timestamp};
+use tributary_gateway::{DEFAULT_MAX_BODY_BYTES, Surfaces};
+
+use common::{
+    Harness, KEY, PARTITIONS, authed, body_json, body_text, dead_letters, event, harness,
+    harness_with, ids_of, pipeline, problem,
 };
-
-const KEY: &str = "test-admin-key";
-const PARTITIONS: u32 = 3;
-
-/// The process-wide Prometheus recorder (a recorder can be installed once per process).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .expect("install recorder")
-        })
-        .clone()
-}
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    state: AppState,
-    log: Arc<RedbLog>,
-    store: Arc<SqliteStore>,
-    cache: Arc<MemoryCache>,
-    router: Router,
-}
-
-fn stream(name: &str) -> StreamName {
-    StreamName::new(name).unwrap()
-}
-
-fn pipeline(name: &str, source: &str) -> PipelineSpec {
-    PipelineSpec::counting(
-        name,
-        vec![stream(source)],
-        WindowSpec::Tumbling { size_ms: 60_000 },
-    )
-}
-
-/// Streams `t` and `orders` (plus `extra`, when given), pipelines `clicks-per-minute` and
-/// `orders-per-minute`.
-async fn harness_with(max_body_bytes: usize, extra: Option<&str>) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        RedbLog::open(&RedbLogConfig {
-            path: dir.path().join("log.redb"),
-        })
-        .unwrap(),
-    );
-    let store = Arc::new(
-        SqliteStore::connect(&SqliteConfig {
-            path: dir.path().join("store.sqlite"),
-        })
-        .await
-        .unwrap(),
-    );
-    let cache = Arc::new(MemoryCache::new(&MemoryCacheConfig::default()));
-    let mut streams = BTreeMap::new();
-    streams.insert(
-        stream("t"),
-        StreamInfo {
-            partitions: PARTITIONS,
-            description: Some("test".into()),
-        },
-    );
-    streams.insert(
-        stream("orders"),
-        StreamInfo {
-            partitions: 1,
-            description: None,
-        },
-    );
-    if let Some(extra) = extra {
-        streams.insert(
-            stream(extra),
-            StreamInfo {
-                partitions: 1,
-                description: None,
-            },
-        );
-    }
-    for (name, info) in &streams {
-        log.ensure_stream(name, info.partitions).await.unwrap();
-    }
-    let state = AppState {
-        ports: Ports {
-            log: log.clone(),
-            analytics: store.clone(),
-            documents: store.clone(),
-            cache: cache.clone(),
-        },
-        streams: Arc::new(streams),
-        pipelines: Arc::new(vec![
-            pipeline("clicks-per-minute", "t"),
-            pipeline("orders-per-minute", "orders"),
-        ]),
-        auth: ApiKeys::new([KEY]),
-        max_body_bytes,
-        max_ts_ahead: DEFAULT_MAX_TS_AHEAD,
-        metrics: metrics_handle(),
-        drain: Drain::default(),
-    };
-    Harness {
-        _dir: dir,
-        router: tributary_gateway::router(state.clone()),
-        state,
-        log,
-        store,
-        cache,
-    }
-}
-
-async fn harness() -> Harness {
-    harness_with(DEFAULT_MAX_BODY_BYTES, None).await
-}
-
-impl Harness {
-    /// The same harness, serving only `surfaces`.
-    fn serving(mut self, surfaces: Surfaces) -> Self {
-        self.router = tributary_gateway::router_for(self.state.clone(), surfaces);
-        self
-    }
-
-    async fn send(&self, request: Request<Body>) -> Response {
-        self.router.clone().oneshot(request).await.unwrap()
-    }
-
-    async fn get(&self, uri: &str) -> Response {
-        self.send(authed(Method::GET, uri).body(Body::empty()).unwrap())
-            .await
-    }
-
-    async fn post(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Response {
-        let request = authed(Method::POST, uri)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body.into())
-            .unwrap();
-        self.send(request).await
-    }
-
-    /// The ids of the events of stream `t` in the log, as [`Self::events_in_log`] reads them.
-    async fn ids_in_log(&self, expected: usize) -> Vec<String> {
-        self.events_in_log("t", PARTITIONS, expected)
-            .await
-            .iter()
-            .map(|e| e.id.to_string())
-            .collect()
-    }
-
-    /// Every event of stream `name` in the log, read from the beginning until `expected`
-    /// are seen or, when fewer exist, until a short quiet period has passed.
-    async fn events_in_log(&self, name: &str, partitions: u32, expected: usize) -> Vec<Event> {
-        let start: Vec<PartitionOffset> = (0..partitions)
-            .map(|partition| PartitionOffset {
-                stream: stream(name),
-                partition,
-                next_offset: 0,
-            })
-            .collect();
-        let mut reader = self.log.reader("gateway-test", &start).await.unwrap();
-        let mut events = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while events.len() < expected && Instant::now() < deadline {
-            let records = reader.poll(100, Duration::from_millis(200)).await.unwrap();
-            events.extend(records.into_iter().map(|r| r.event));
-        }
-        // Anything more than expected would show up now.
-        let records = reader.poll(100, Duration::from_millis(200)).await.unwrap();
-        events.extend(records.into_iter().map(|r| r.event));
-        events
-    }
-}
-
-fn authed(method: Method, uri: &str) -> axum::http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
-}
-
-async fn body_json(response: Response) -> Value {
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-}
-
-async fn body_text(response: Response) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// Asserts an RFC 9457 problem with `status` and returns its body.
-async fn problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
-    let body = body_json(response).await;
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(
-        body["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:tributary:problem:"),
-        "{body}"
-    );
-    assert!(
-        body["title"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
-    body
-}
-
-fn ids_of(body: &Value) -> Vec<String> {
-    body["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn event(name: &str, id: &str, ts: i64) -> Event {
-    Event {
-        id: EventId::new(id).unwrap(),
-        stream: stream(name),
-        ts: Timestamp::from_millis(ts),
-        key: Some("k".into()),
-        payload: json!({"n": ts}).as_object().unwrap().clone(),
-    }
-}
 
 #[tokio::test]
 async fn v1_routes_require_a_valid_bearer_key() {
@@ -1229,23 +990,6 @@ async fn large_bodies_are_parsed_and_oversized_events_refused() {
 }
 
 /// Every dead letter, newest first, read through `GET /v1/dead-letters` page by page.
-async fn dead_letters(h: &Harness) -> Vec<DeadLetter> {
-    let mut letters = Vec::new();
-    let mut uri = "/v1/dead-letters?limit=2".to_owned();
-    for _ in 0..100 {
-        let response = h.get(&uri).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = body_json(response).await;
-        let page: Vec<DeadLetter> = serde_json::from_value(body["dead_letters"].clone()).unwrap();
-        letters.extend(page);
-        match body["next_cursor"].as_str() {
-            Some(cursor) => uri = format!("/v1/dead-letters?limit=2&cursor={cursor}"),
-            None => return letters,
-        }
-    }
-    panic!("the cursor does not advance");
-}
-
 #[tokio::test]
 async fn refused_requests_are_kept_as_dead_letters_and_nothing_is_appended() {
     let h = harness().await;

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
 use tributary_core::window::WindowOperator;
 use tributary_engine::{Engine, EngineConfig};
-use tributary_gateway::{ApiKeys, AppState, Drain, StreamInfo, Surfaces};
+use tributary_gateway::{ApiKeys, AppState, Drain, Edge, StreamInfo, Surfaces};
 
 use crate::config::Config;
-use crate::server::{self, DrainTimes};
+use crate::server::{self, ConnectionLimits, DrainTimes};
 
 /// What a process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +175,7 @@ pub async fn start_with_keys(
         max_ts_ahead: config.http.max_ts_ahead,
         metrics,
         drain: Drain::default(),
+        edge: Edge::new(config.http.edge()),
     };
     let http_addr = listener.local_addr()?;
     tracing::info!(addr = %http_addr, ingest = surfaces.ingest, query = surfaces.query, "HTTP server listening");
@@ -189,9 +190,12 @@ pub async fn start_with_keys(
         },
         timeout: config.http.drain_timeout,
     };
+    let limits = ConnectionLimits {
+        header_timeout: config.http.header_timeout,
+    };
     let token = shutdown.clone();
     tasks.spawn(async move {
-        server::serve(listener, router, drain, times, token)
+        server::serve(listener, router, drain, times, limits, token)
             .await
             .context("HTTP server failed")
     });

@@ -80,6 +80,48 @@ pub struct HttpConfig {
     /// within `drain_delay` + `drain_timeout` (plus a processor's last checkpoint).
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How long the server waits for a request's head (request line and header fields) to
+    /// arrive in full (such as `"10s"`); then it closes the connection without an answer. It
+    /// is also how long an idle keep-alive connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive in full once the gateway reads it (such
+    /// as `"30s"`); then the request is answered 408 and its connection closed. A body of
+    /// `max_body_bytes` must arrive at `max_body_bytes / body_timeout` at least.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// The most events one ingestion request may hold; a request with more is answered 413
+    /// (its body is not read further).
+    pub max_events_per_request: usize,
+    /// The most bytes of request bodies the node holds at once (at least
+    /// `max_body_bytes`): a body counts its `Content-Length`, or `max_body_bytes` when it
+    /// is compressed or has none. A request that finds no room waits up to `body_timeout`,
+    /// then is answered 503 with `Retry-After`.
+    pub max_bytes_in_flight: usize,
+    /// The most bytes of items in one page of `GET /v1/streams/{stream}/events` or `GET
+    /// /v1/dead-letters` (a page holds at least one item; `next_cursor` continues after it).
+    pub max_page_bytes: usize,
+    /// The origins browsers may call the API from, such as `["https://app.example.com"]`,
+    /// or `["*"]` for any; empty (the default): no CORS.
+    pub cors_allowed_origins: Vec<String>,
+    /// How long browsers may cache the answer to a CORS preflight (such as `"1h"`).
+    #[serde(with = "humantime_serde")]
+    pub cors_max_age: Duration,
+}
+
+impl HttpConfig {
+    /// The gateway's edge settings.
+    #[must_use]
+    pub fn edge(&self) -> tributary_gateway::EdgeSettings {
+        tributary_gateway::EdgeSettings {
+            max_events_per_request: self.max_events_per_request,
+            body_timeout: self.body_timeout,
+            max_bytes_in_flight: self.max_bytes_in_flight,
+            max_page_bytes: self.max_page_bytes,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+            cors_max_age: self.cors_max_age,
+        }
+    }
 }
 
 /// The engine.
@@ -578,6 +620,12 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<Checked> {
         if self.http.max_body_bytes == 0 {
             bail!("[http] max_body_bytes must be at least 1");
+        }
+        if self.http.header_timeout.is_zero() {
+            bail!("[http] header_timeout must be longer than 0s");
+        }
+        if let Err(reason) = self.http.edge().check(self.http.max_body_bytes) {
+            bail!("[http] {reason}");
         }
         if self.engine.batch_size == 0 {
             bail!("[engine] batch_size must be at least 1");
@@ -1181,9 +1229,49 @@ mod tests {
     }
 
     #[test]
+    fn the_edge_has_bounded_defaults_and_reads_its_settings() {
+        let http = Config::load_with_base(EMBEDDED, None).unwrap().http;
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+        assert_eq!(http.body_timeout, Duration::from_secs(30));
+        assert_eq!(http.max_events_per_request, 10_000);
+        assert_eq!(http.max_bytes_in_flight, 64 * 1024 * 1024);
+        assert_eq!(http.max_page_bytes, 4 * 1024 * 1024);
+        assert!(http.cors_allowed_origins.is_empty());
+        assert_eq!(http.edge(), tributary_gateway::EdgeSettings::default());
+        let set = Config::load_with_base(
+            &format!(
+                "{EMBEDDED}\n[http]\ncors_allowed_origins = [\"https://app.example.com\"]\n\
+                 max_events_per_request = 5\nbody_timeout = \"2s\"\n"
+            ),
+            None,
+        )
+        .unwrap();
+        set.validate().unwrap();
+        let edge = set.http.edge();
+        assert_eq!(edge.cors_allowed_origins, ["https://app.example.com"]);
+        assert_eq!(edge.max_events_per_request, 5);
+        assert_eq!(edge.body_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
     fn zero_sizes_are_refused() {
         for (setting, name) in [
             ("[http]\nmax_body_bytes = 0\n", "max_body_bytes"),
+            (
+                "[http]\nmax_events_per_request = 0\n",
+                "max_events_per_request",
+            ),
+            ("[http]\nmax_page_bytes = 0\n", "max_page_bytes"),
+            ("[http]\nheader_timeout = \"0s\"\n", "header_timeout"),
+            ("[http]\nbody_timeout = \"0s\"\n", "body_timeout"),
+            (
+                "[http]\nmax_bytes_in_flight = 1048576\n",
+                "max_bytes_in_flight",
+            ),
+            (
+                "[http]\ncors_allowed_origins = [\"https://a.example/x\"]\n",
+                "cors_allowed_origins",
+            ),
             ("[engine]\nbatch_size = 0\n", "batch_size"),
         ] {
             let err = Config::load_with_base(&format!("{EMBEDDED}\n{setting}"), None)

@@ -13,28 +13,7 @@ use common::{LENIENT_PIPELINE, TOPOLOGY};
 /// Writes a config for the embedded adapters in `dir`, with [`TOPOLOGY`] and the
 /// pipelines `extra` declares.
 fn embedded_config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("tributary.toml");
-    let config = format!(
-        r#"
-[log]
-type = "embedded"
-path = "{dir}/log.redb"
-
-[analytics]
-type = "sqlite"
-path = "{dir}/tributary.db"
-
-[documents]
-type = "sqlite"
-path = "{dir}/tributary.db"
-
-[cache]
-type = "memory"
-{TOPOLOGY}{extra}"#,
-        dir = dir.display()
-    );
-    std::fs::write(&path, config).unwrap();
-    path
+    common::embedded_config(dir, &format!("{TOPOLOGY}{extra}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,19 +6,19 @@
 //!   `{"dead_letters": [{"id", "at", "stream", "origin", "reason", "raw", "truncated"}...],
 //!   "next_cursor"}`, where `origin` is an object tagged by `kind` (`ingest`, `log`,
 //!   `late`, `archive`). `limit` and `cursor` follow the rules of
-//!   `GET /v1/streams/{stream}/events` (default 100, within 1..=1000; an opaque cursor; a
-//!   400 for either when invalid).
+//!   `GET /v1/streams/{stream}/events` (default 100, within 1..=1000; at most
+//!   `[http] max_page_bytes` of letters, at least one; an opaque cursor; a 400 for either
+//!   when invalid).
 //! - [`keep`] stores a dead letter for the ingestion handler and counts it in
 //!   `tributary_dead_letters_total{origin}`; a failure to store it is logged at error level
 //!   and does not change the answer to the refused request.
 
-use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use axum::response::Response;
 use tributary_core::DeadLetter;
 use tributary_core::dead_letter::{DeadLetterCursor, DeadLetterPage};
 
-use super::{PageQuery, next_page};
+use super::{Listing, PageQuery};
 use crate::AppState;
 use crate::error::{ApiError, error_chain};
 use crate::extract::ApiQuery;
@@ -27,18 +27,26 @@ use crate::extract::ApiQuery;
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (limit, after) = query.checked()?;
-    // One more than asked tells whether another page follows.
-    let page = DeadLetterPage {
-        limit: limit + 1,
-        after: after.map(|(at, id)| DeadLetterCursor { at, id }),
-    };
-    let mut letters = state.ports.documents.recent_dead_letters(&page).await?;
-    let next_cursor = next_page(&mut letters, limit, |l| (l.at, l.id.as_str()));
-    Ok(Json(
-        json!({ "dead_letters": letters, "next_cursor": next_cursor }),
-    ))
+    let documents = &state.ports.documents;
+    Listing {
+        member: "dead_letters",
+        limit,
+        after,
+    }
+    .read(
+        &state.edge,
+        |limit, after| async move {
+            let page = DeadLetterPage {
+                limit,
+                after: after.map(|(at, id)| DeadLetterCursor { at, id }),
+            };
+            Ok(documents.recent_dead_letters(&page).await?)
+        },
+        |l: &DeadLetter| (l.at, l.id.as_str()),
+    )
+    .await
 }
 
 /// Stores `letter` and counts it. A failure is logged with the letter's id, stream, origin

@@ -5,17 +5,23 @@
 //! - The body is `application/json` (an object or an array of objects) or NDJSON
 //!   (`application/x-ndjson`, `application/ndjson` or `application/jsonl`); a `charset`
 //!   parameter, if any, must be UTF-8. Anything else, or no content type, is a 415.
-//! - A body over [`crate::AppState::max_body_bytes`] is a 413. A body over
-//!   [`INLINE_PARSE_MAX_BYTES`] is parsed on the blocking thread pool, not on the runtime.
-//! - The batch is all-or-nothing: malformed JSON is a 400 naming the line and column; a body
-//!   that is not an object or an array of objects (`WrongShape`) or holds no event (`Empty`)
-//!   is a 400 (the framing of the request is wrong, not an event); invalid events are a 422
-//!   listing every `{index, field, reason}`, among them a `ts` more than
-//!   [`crate::AppState::max_ts_ahead`] ahead of this node's clock. In all these cases
-//!   nothing is appended.
+//! - The body is read by [`crate::edge::read_body`]: a `Content-Encoding` other than
+//!   `gzip`, `zstd` or `identity` is a 415; a body over [`crate::AppState::max_body_bytes`]
+//!   (as sent or decoded) is a 413, one that does not decode a 400, one that does not
+//!   arrive within `[http] body_timeout` a 408, and one the node has no room for a 503. A
+//!   body over [`INLINE_PARSE_MAX_BYTES`] is parsed on the blocking thread pool, not on the
+//!   runtime.
+//! - The batch is all-or-nothing: malformed JSON is a 400 naming the line and column, and so
+//!   is a key repeated in an object (naming the key); a body that is not an object or an
+//!   array of objects (`WrongShape`) or holds no event (`Empty`) is a 400 (the framing of
+//!   the request is wrong, not an event); more than `[http] max_events_per_request` events
+//!   is a 413 (the body is not read further); invalid events are a 422 listing the first 100
+//!   `{index, field, reason}` with `error_count` and `invalid_events`, the totals (among
+//!   them a `ts` more than [`crate::AppState::max_ts_ahead`] ahead of this node's clock). In
+//!   all these cases nothing is appended.
 //! - A request refused for what it sent (400, 413, 415, 422) is kept as a dead letter before
-//!   it is answered: the stream of its path, the status, the problem's detail (with every
-//!   invalid event of a 422) as reason, and the body (none for a 413). If it cannot be
+//!   it is answered: the stream of its path, the status, the problem's detail (with the
+//!   listed invalid events of a 422) as reason, and the body (none for a 413). If it cannot be
 //!   stored, that is logged and the answer is the same. Unauthenticated requests (401) and
 //!   requests for unknown streams (404) are not kept.
 //! - Otherwise the events are appended and the answer, `202 {"accepted": n, "ids": [...]}`,
@@ -30,17 +36,20 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
-use tributary_core::parse::{Arrival, BodyFormat, parse_events};
+use tributary_core::parse::{
+    Arrival, BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits, parse_events_within,
+};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
 
 use super::{dead_letters, known_stream};
 use crate::AppState;
+use crate::edge::{self, ReadBody, Room};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 
@@ -81,7 +90,8 @@ pub(crate) async fn ingest(
             ((StatusCode::ACCEPTED, body).into_response(), accepted)
         }
         Err(refusal) => {
-            let (error, letter) = refusal.into_dead_letter(&stream);
+            // The room of the body is given back once its letter is stored.
+            let (error, letter, _room) = refusal.into_dead_letter(&stream);
             if let Some(letter) = letter {
                 dead_letters::keep(&state, letter).await;
             }
@@ -100,18 +110,15 @@ pub(crate) async fn ingest(
     response
 }
 
-/// Why a request was refused, with its body as far as it was read (empty when it was not).
+/// Why a request was refused, with its body and its room when it was read.
 struct Refusal {
     error: ApiError,
-    body: Bytes,
+    body: Option<ReadBody>,
 }
 
 impl From<ApiError> for Refusal {
     fn from(error: ApiError) -> Self {
-        Self {
-            error,
-            body: Bytes::new(),
-        }
+        Self { error, body: None }
     }
 }
 
@@ -119,26 +126,41 @@ impl From<ApiError> for Refusal {
 async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<String>, Refusal> {
     let stream = known_stream(state, stream)?;
     let format = body_format(request.headers());
-    let body = read_body(state, request).await;
+    // Its room is held until the events are appended (or the refusal is kept).
+    let body = edge::read_body(state, request).await;
     let (format, body) = match (format, body) {
         (Ok(format), Ok(body)) => (format, body),
-        // The body of a wrong content type is still read, to be kept; the answer is the 415.
-        (Err(error), body) => {
-            let body = body.unwrap_or_default();
-            return Err(Refusal { error, body });
+        // The body of a wrong content type (or encoding) is still read, to be kept; the
+        // answer is the 415.
+        (Err(error), Ok(body) | Err((_, Some(body)))) => {
+            return Err(Refusal {
+                error,
+                body: Some(body),
+            });
         }
-        (Ok(_), Err(error)) => return Err(error.into()),
+        (_, Err((error, body))) => return Err(Refusal { error, body }),
     };
     let arrival = Arrival::new(Timestamp::now(), state.max_ts_ahead);
-    let events = parse_body(body.clone(), format, &stream, arrival)
-        .await
-        .map_err(|error| Refusal { error, body })?;
+    let limits = Limits {
+        max_events: state.edge.settings().max_events_per_request,
+        max_reported_errors: DEFAULT_MAX_REPORTED_ERRORS,
+    };
+    let events = match parse_body(body.bytes.clone(), format, &stream, arrival, limits).await {
+        Ok(events) => events,
+        Err(error) => {
+            return Err(Refusal {
+                error,
+                body: Some(body),
+            });
+        }
+    };
     state
         .ports
         .log
         .append(&stream, &events)
         .await
         .map_err(ApiError::from)?;
+    drop(body);
     Ok(events
         .into_iter()
         .map(|e| e.id.as_str().to_owned())
@@ -155,30 +177,21 @@ impl Refusal {
     /// handler, and one for an unknown stream (404) is not kept either, so that no one can
     /// make Tributary write by sending junk it has not routed; a failure of a dependency
     /// (5xx) is not a refusal of the request, which the client retries.
-    fn into_dead_letter(self, stream: &str) -> (ApiError, Option<DeadLetter>) {
+    ///
+    /// The body's room is returned, for the caller to hold until the letter is stored.
+    fn into_dead_letter(self, stream: &str) -> (ApiError, Option<DeadLetter>, Option<Room>) {
+        let (bytes, room) = match self.body {
+            Some(ReadBody { bytes, room }) => (bytes, Some(room)),
+            None => (Bytes::new(), None),
+        };
         let letter = self.error.content_refusal().map(|(status, reason)| {
             // One byte more than a letter keeps tells it the body was cut, and the rest of
             // a large body need not be converted.
-            let kept = &self.body[..self.body.len().min(MAX_DEAD_LETTER_RAW + 1)];
+            let kept = &bytes[..bytes.len().min(MAX_DEAD_LETTER_RAW + 1)];
             DeadLetter::ingest(stream, status.as_u16(), reason, kept)
         });
-        (self.error, letter)
+        (self.error, letter, room)
     }
-}
-
-/// The request's body, within [`AppState::max_body_bytes`] (413 beyond).
-async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.max_body_bytes,
-                }
-            } else {
-                ApiError::BodyUnreadable(rejection)
-            }
-        })
 }
 
 /// Parses `body` into events of `stream`: inline when small, on the blocking pool when
@@ -188,14 +201,17 @@ async fn parse_body(
     format: BodyFormat,
     stream: &StreamName,
     arrival: Arrival,
+    limits: Limits,
 ) -> Result<Vec<Event>, ApiError> {
     if body.len() <= INLINE_PARSE_MAX_BYTES {
-        return Ok(parse_events(&body, format, stream, arrival)?);
+        return Ok(parse_events_within(&body, format, stream, arrival, limits)?);
     }
     let stream = stream.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_events(&body, format, &stream, arrival))
-        .await
-        .map_err(ApiError::TaskFailed)?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse_events_within(&body, format, &stream, arrival, limits)
+    })
+    .await
+    .map_err(ApiError::TaskFailed)?;
     Ok(parsed?)
 }
 

@@ -10,7 +10,9 @@
 //!   results. `status` is the [`PipelineStatus`] the engine last wrote to the cache (at
 //!   each checkpoint and when the pipeline is restored), or `null` when there is none. The cache is derived data: when it
 //!   fails or holds an undecodable value, `status` is `null` and a warning is logged, and the
-//!   listing still answers 200.
+//!   listing still answers 200 — quickly, also while Redis is down: its commands fail within
+//!   `[cache] command_timeout`, and at once while its circuit breaker is open (logged at
+//!   debug level then, not once per request).
 //! - `GET /v1/pipelines/{name}/results?from=&to=&key=&limit=` answers
 //!   `{"pipeline", "results": [row...]}` from the pipeline's results table, ordered by window
 //!   start then key; each row holds `pipeline`, `window_start`, `window_end`, `key`, each
@@ -20,7 +22,9 @@
 //!   1..=10000; `key` is checked like an event's key (at most 256 bytes, no NUL), and
 //!   `from` and `to` must be within the range of event times (years 0000 to 9999). Bad
 //!   parameters are a 400 naming the parameter (also `from` after `to`); an unknown
-//!   pipeline is a 404.
+//!   pipeline is a 404. While the analytics store is down the query is a 503 with
+//!   `Retry-After`, within `[analytics] query_timeout` (at once while the store's circuit
+//!   breaker is open).
 
 use axum::Json;
 use axum::extract::State;
@@ -107,6 +111,10 @@ async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatu
         Ok(status) => status,
         Err(StatusError::Undecodable { key, source }) => {
             tracing::warn!(pipeline, key, error = %source, "undecodable pipeline status in the cache");
+            None
+        }
+        Err(StatusError::Cache(error)) if error.retry_after().is_some() => {
+            tracing::debug!(pipeline, error = %error_chain(&error), "pipeline status unreadable");
             None
         }
         Err(StatusError::Cache(error)) => {

@@ -133,6 +133,34 @@ pub fn run_args(config: &Path, roles: &str) -> Vec<OsString> {
     args("run", config, &["--role", roles, "--log-format", "json"])
 }
 
+/// Writes `tributary.toml` in `dir`, for the embedded adapters (a redb log, SQLite stores
+/// and an in-process cache, all in `dir`), followed by `rest` (streams, pipelines, other
+/// sections).
+pub fn embedded_config(dir: &Path, rest: &str) -> PathBuf {
+    let path = dir.join("tributary.toml");
+    let config = format!(
+        r#"
+[log]
+type = "embedded"
+path = "{dir}/log.redb"
+
+[analytics]
+type = "sqlite"
+path = "{dir}/tributary.db"
+
+[documents]
+type = "sqlite"
+path = "{dir}/tributary.db"
+
+[cache]
+type = "memory"
+{rest}"#,
+        dir = dir.display()
+    );
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 /// A `tributary` process, killed (SIGKILL) when dropped.
 #[derive(Debug)]
 struct Process(Child);
@@ -174,7 +202,7 @@ impl Process {
 }
 
 /// A port free on 127.0.0.1 (at the time of asking).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -270,6 +298,11 @@ impl Node {
         probe: impl AsyncFnMut() -> Result<T, String>,
     ) -> T {
         eventually_within(&self.log, within, probe).await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 
     /// SIGKILL: no final checkpoint, no flush, nothing.
@@ -764,4 +797,5 @@ pub fn ids(events: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 pub mod distributed;
+pub mod proxy;
 pub mod scenarios;

@@ -32,18 +32,29 @@
 # count per page in 1-minute tumbling windows and the Yahoo Streaming Benchmark. Every
 # engine's CPU is measured from outside (`benchctl watch-drain`), and every window's count
 # of every engine is checked against the ground truth of the pre-fill.
+# The scale suite (BENCH_SUITE=scale) runs one pipeline (the count per page, on a
+# 6-partition topic) in 1, 2 and 3 `tributary run --role process` processes (the release
+# binary) sharing its shards through its consumer group, with the `scale` binary: their
+# drain of a pre-filled topic (events/s, CPU-s per 1M events, when the group was
+# balanced), their CPU per event under a steady live load, and the time from a `kill -9`
+# of one of two processes until its shards' lag is back under 1 s; every result row is
+# checked against the ground truth, across the kill too.
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
-# Settings (environment): BENCH_SUITE (default | pipelines | peers), BENCH_EVENTS (1000000),
+# Settings (environment): BENCH_SUITE (default | pipelines | peers | scale), BENCH_EVENTS (1000000),
 # BENCH_REPS (3), BENCH_BATCH (500 events per HTTP request), BENCH_CONCURRENCY (8 requests
 # in flight), BENCH_PIPELINE_EVENTS (events pre-filled for each drain: 500000, 2000000 in
-# the pipeline suite), BENCH_CHECKPOINT_MS (the drain's checkpoint interval: 250, 1000 in
-# the pipeline suite; the drain time is rounded up by up to one interval), BENCH_RAW_OUT (a
-# file to keep the raw JSON lines in); pipeline suite only: BENCH_BASELINE_REV (the commit
+# the pipeline suite, 5000000 in the scale suite), BENCH_CHECKPOINT_MS (the drain's
+# checkpoint interval: 250, 1000 in the pipeline and scale suites; the drain time is rounded
+# up by up to one interval), BENCH_RAW_OUT (a file to keep the raw JSON lines in),
+# BENCH_BUILD (1; 0: run the binaries in target/release as they are); pipeline suite only: BENCH_BASELINE_REV (the commit
 # to compare with; empty: none), BENCH_BASELINE_BIN (its prebuilt `pipeline` binary, instead
 # of building it); peers suite only: BENCH_PEER_JAVA_OPTS (the JVMs' options, default
-# "-Xms2g -Xmx2g").
+# "-Xms2g -Xmx2g"); scale suite only: BENCH_SCALE_PARTITIONS (6), BENCH_SCALE_PROCESSES
+# ("1 2 3"), BENCH_SCALE_STEADY_RATE (100000 events/s), BENCH_SCALE_RATE (20000 events/s in
+# the failover), BENCH_SCALE_FAILOVER_CHECKPOINT_MS (200), BENCH_SCALE_SESSION_TIMEOUT (the
+# processes' `[log] group_session_timeout`, "10s").
 #
 # stdout: the markdown table only. stderr: progress. Everything this script starts
 # (tributary processes) is stopped on exit, and every topic, database and key it created
@@ -61,10 +72,19 @@ CONCURRENCY=${BENCH_CONCURRENCY:-8}
 if [[ $SUITE == pipelines || $SUITE == peers ]]; then
   PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-2000000}
   CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-1000}
+elif [[ $SUITE == scale ]]; then
+  PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-5000000}
+  CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-1000}
 else
   PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-500000}
   CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-250}
 fi
+SCALE_PARTITIONS=${BENCH_SCALE_PARTITIONS:-6}
+SCALE_PROCESSES=${BENCH_SCALE_PROCESSES:-"1 2 3"}
+SCALE_STEADY_RATE=${BENCH_SCALE_STEADY_RATE:-100000}
+SCALE_RATE=${BENCH_SCALE_RATE:-20000}
+SCALE_FAILOVER_CHECKPOINT_MS=${BENCH_SCALE_FAILOVER_CHECKPOINT_MS:-200}
+SCALE_SESSION_TIMEOUT=${BENCH_SCALE_SESSION_TIMEOUT:-10s}
 BASELINE_REV=${BENCH_BASELINE_REV-b375453}
 BASELINE_BIN=${BENCH_BASELINE_BIN:-}
 PARTITIONS=3
@@ -75,8 +95,8 @@ BIN="$TARGET_DIR/release"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
-[[ $SUITE == default || $SUITE == pipelines || $SUITE == peers ]] ||
-  die "BENCH_SUITE must be default, pipelines or peers"
+[[ $SUITE == default || $SUITE == pipelines || $SUITE == peers || $SUITE == scale ]] ||
+  die "BENCH_SUITE must be default, pipelines, peers or scale"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
 
@@ -90,10 +110,13 @@ SERVICES_STATE="${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}"
 KAFKA_PID=$(cat "$SERVICES_STATE/kafka/kafka.pid" 2>/dev/null || echo 0)
 FERRET_PID=$(cat "$SERVICES_STATE/ferretdb/ferretdb.pid" 2>/dev/null || echo 0)
 
-log "building (release)"
-if [[ $SUITE == pipelines || $SUITE == peers ]]; then
+if [[ ${BENCH_BUILD:-1} != 1 ]]; then
+  log "not building: the binaries in $BIN as they are"
+elif [[ $SUITE == pipelines || $SUITE == peers ]]; then
+  log "building (release)"
   cargo build --release -p tributary-bench >&2
 else
+  log "building (release)"
   cargo build --release -p tributary -p tributary-bench >&2
 fi
 
@@ -567,6 +590,114 @@ EOF
   pratio "YSB: Kafka Streams / Tributary" kafka-streams-yahoo tributary-yahoo
   log "done in $((SECONDS - STARTED)) s"
 }
+
+# ---------------------------------------------------------------- the scale suite
+
+# scale_suite: one pipeline over 1, 2 and 3 `tributary run --role process` processes
+# (`scale drain` on a pre-filled topic, `scale steady` under live load) and the recovery
+# after a `kill -9` of one of two (`scale failover`); see bench/README.md.
+scale_suite() {
+  local rep dir n i procs counts one one_steady cpu name rev scale
+  read -r -a counts <<<"$SCALE_PROCESSES"
+  scale=("$BIN/scale" --tributary "$BIN/tributary" --work "$WORK" --kafka-pid "$KAFKA_PID"
+    --session-timeout "$SCALE_SESSION_TIMEOUT")
+
+  for ((rep = 1; rep <= REPS; rep++)); do
+    log "---- repetition $rep of $REPS"
+    dir="$WORK/prefill-$rep"
+    run_child "$WORK/out.json" - "$BIN/pipeline" --mode kafka --workload count \
+      --events "$PIPELINE_EVENTS" --partitions "$SCALE_PARTITIONS" --prefix "${PREFIX}_s$rep" \
+      --prefill-only "$dir" --label prefill
+    record prefill "$(<"$WORK/out.json")"
+    n=${#counts[@]}
+    for ((i = 0; i < n; i++)); do
+      procs=${counts[$(((i + rep - 1) % n))]}
+      run_child "$WORK/out.json" - "${scale[@]}" --prefix "${PREFIX}_s${rep}n$procs" \
+        --checkpoint-interval-ms "$CHECKPOINT_MS" --label "drain-$procs" \
+        drain --from "$dir" --processes "$procs"
+      record "drain-$procs" "$(<"$WORK/out.json")"
+    done
+    # The topic of this repetition is drained: its disk space back before the next one.
+    "$BIN/benchctl" cleanup --prefix "${PREFIX}_s$rep" >/dev/null
+    for ((i = 0; i < n; i++)); do
+      procs=${counts[$(((i + rep - 1) % n))]}
+      run_child "$WORK/out.json" - "${scale[@]}" --prefix "${PREFIX}_l${rep}n$procs" \
+        --checkpoint-interval-ms "$CHECKPOINT_MS" --label "steady-$procs" \
+        steady --processes "$procs" --partitions "$SCALE_PARTITIONS" --rate "$SCALE_STEADY_RATE"
+      record "steady-$procs" "$(<"$WORK/out.json")"
+      "$BIN/benchctl" cleanup --prefix "${PREFIX}_l${rep}n$procs" >/dev/null
+    done
+    run_child "$WORK/out.json" - "${scale[@]}" --prefix "${PREFIX}_f$rep" \
+      --checkpoint-interval-ms "$SCALE_FAILOVER_CHECKPOINT_MS" --label failover \
+      failover --processes 2 --partitions "$SCALE_PARTITIONS" --rate "$SCALE_RATE"
+    record failover "$(<"$WORK/out.json")"
+    "$BIN/benchctl" cleanup --prefix "${PREFIX}_f$rep" >/dev/null
+  done
+
+  LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+  rev="$(git rev-parse --short HEAD)"
+  if [[ -n $(git status --porcelain -- crates Cargo.toml Cargo.lock) ]]; then
+    rev="$rev with uncommitted changes in crates/"
+  fi
+  one=$(median drain-1 .cpu_s_per_million_events)
+
+  cat <<EOF
+Tributary: this checkout, $rev; \`tributary run --role process\` (release) processes. $PIPELINE_EVENTS click events pre-filled per repetition into a fresh $SCALE_PARTITIONS-partition topic; the count per page in 1-minute tumbling windows (one shard per partition, no raw-event archive), checkpoint every $CHECKPOINT_MS ms, into PostgreSQL; each drain with its own database and consumer group; $REPS repetitions (interleaved, the order of the drains turning), medians. events/s: events over the time from starting the processes until the committed checkpoints of every shard cover every offset (start-up, group joins and the rebalances while the others join included). CPU-s per 1M events: all the processes' CPU time up to then (from /proc), per million events. Balanced after: when every process ran its share of the shards (⌊$SCALE_PARTITIONS/N⌋ or ⌈$SCALE_PARTITIONS/N⌉, from their /metrics; "-": the drain was over first). Cores busy: the whole machine (of $(nproc)); Kafka broker and PostgreSQL (all its processes): CPU seconds over the drain. All windows equal: every (window, key) count equals the ground truth. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+
+| processes | events/s | CPU-s per 1M events | vs 1 process (CPU) | balanced after s | shards per process | cores busy | Kafka CPU s | PostgreSQL CPU s | all windows equal | runs (events/s) | runs (CPU-s per 1M) | runs (balanced after s) |
+|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---|---|
+EOF
+  for procs in $(tr ' ' '\n' <<<"$SCALE_PROCESSES" | sort -n); do
+    name="drain-$procs"
+    cpu=$(median "$name" .cpu_s_per_million_events)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$procs" \
+      "$(median "$name" .events_per_sec)" "$cpu" "$(ratio "$cpu" "$one")" \
+      "$(median "$name" '.balanced_after_s // "-"')" \
+      "$(jq -rs --arg n "$name" '[.[] | select(.name == $n) | .tasks_per_process | map(tostring) | join("+")] | unique | join(", ")' "$RAW")" \
+      "$(median "$name" .cores_busy)" "$(median "$name" '.kafka_cpu_s // "-"')" \
+      "$(median "$name" .postgres_cpu_s)" \
+      "$(jq -rs --arg n "$name" 'if all(.[] | select(.name == $n); .windows_equal) then "yes" else "**no**" end' "$RAW")" \
+      "$(runs "$name" .events_per_sec)" "$(runs "$name" .cpu_s_per_million_events)" \
+      "$(runs "$name" '.balanced_after_s // "-"')"
+  done
+  one_steady=$(median steady-1 .cpu_s_per_million_events)
+  cat <<EOF
+
+Steady state: N processes on a fresh $SCALE_PARTITIONS-partition topic fed live at $SCALE_STEADY_RATE events/s (current time, up to 2 s out of order) through the \`Log\` port, checkpoint every $CHECKPOINT_MS ms; once every process runs its share of the shards and every shard's lag has stayed under 1 s plus a checkpoint interval for 5 s, the processes' CPU time over 20 s per million events appended meanwhile. Max lag: the largest lag of a shard over those 20 s.
+
+| processes | CPU-s per 1M events | vs 1 process | cores used | max lag s | shards per process | all windows equal | runs (CPU-s per 1M) |
+|---:|---:|---:|---:|---:|---|---|---|
+EOF
+  for procs in $(tr ' ' '\n' <<<"$SCALE_PROCESSES" | sort -n); do
+    name="steady-$procs"
+    cpu=$(median "$name" .cpu_s_per_million_events)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$procs" "$cpu" "$(ratio "$cpu" "$one_steady")" \
+      "$(median "$name" .cores)" "$(median "$name" .max_lag_s)" \
+      "$(jq -rs --arg n "$name" '[.[] | select(.name == $n) | .tasks_per_process | map(tostring) | join("+")] | unique | join(", ")' "$RAW")" \
+      "$(jq -rs --arg n "$name" 'if all(.[] | select(.name == $n); .windows_equal) then "yes" else "**no**" end' "$RAW")" \
+      "$(runs "$name" .cpu_s_per_million_events)"
+  done
+  cat <<EOF
+
+Failover: 2 processes on a fresh $SCALE_PARTITIONS-partition topic, $SCALE_RATE events/s appended live (current time, up to 2 s out of order) through the \`Log\` port, checkpoint every $SCALE_FAILOVER_CHECKPOINT_MS ms, group session timeout $SCALE_SESSION_TIMEOUT. Once every shard's lag (the age of the oldest record its committed checkpoint has not covered) has stayed under 1 s for 10 s, the process owning the most shards is SIGKILLed; recovered: the time from the kill until the lag of each of its shards is under 1 s again. Restored: when the survivor logged "task restored from its last checkpoint" for them, after the kill. Then appending stops, and every result row is checked against the events appended.
+
+| measurement | median | runs |
+|---|---:|---|
+| recovered: kill → every moved shard's lag under 1 s (s) | $(median failover .recovered_s) | $(runs failover .recovered_s) |
+| the same, after the session timeout (s) | $(median failover .after_session_timeout_s) | $(runs failover .after_session_timeout_s) |
+| peak lag of the moved shards (s) | $(median failover .peak_lag_s) | $(runs failover .peak_lag_s) |
+| moved shards restored by the survivor, after the kill (s) | $(median failover '.restored_after_kill_s | max') | $(runs failover '.restored_after_kill_s | map(tostring) | join(", ")') |
+| their time without an owner, \`unowned_ms\` (ms) | $(median failover '.unowned_ms | max') | $(runs failover '.unowned_ms | map(tostring) | join(", ")') |
+| moved shards (of $SCALE_PARTITIONS) | $(median failover '.victim_shards | length') | $(runs failover '.victim_shards | map(tostring) | join(",")') |
+| every event appended counted once | $(jq -rs 'if all(.[] | select(.name == "failover"); .windows_equal) then "yes" else "**no**" end' "$RAW") | $(runs failover .events) events |
+EOF
+  log "done in $((SECONDS - STARTED)) s"
+}
+
+if [[ $SUITE == scale ]]; then
+  scale_suite
+  exit 0
+fi
 
 if [[ $SUITE == peers ]]; then
   peers_suite

@@ -13,6 +13,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use sqlx::Connection;
+use tributary_connectors::kafka::KafkaConfig;
+use tributary_connectors::mongodb::MongoConfig;
+use tributary_connectors::postgres::PostgresConfig;
+use tributary_connectors::redis::RedisConfig;
+use tributary_connectors::registry::{AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig};
 
 /// How long Kafka admin requests may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,6 +90,57 @@ pub async fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Re
         .with_context(|| format!("cannot create database {name}"))?;
     conn.close().await?;
     with_database(admin_url, name)
+}
+
+/// The real services' configs for one run: Kafka topics under a topic prefix, a fresh
+/// PostgreSQL database, a MongoDB database and Redis keys named after the run's prefix.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Kafka, with the run's topic prefix.
+    pub kafka: KafkaConfig,
+    /// The URL of the run's PostgreSQL database.
+    pub postgres: String,
+    /// MongoDB, with the run's database.
+    pub mongo: MongoConfig,
+    /// Redis, with the run's key prefix (`{prefix}:`).
+    pub redis: RedisConfig,
+}
+
+impl Services {
+    /// Creates PostgreSQL database `prefix` and returns the configs of the services from
+    /// the environment, with topics under `topic_prefix`.
+    ///
+    /// # Errors
+    /// When a variable is unset or PostgreSQL refuses.
+    pub async fn create(prefix: &str, topic_prefix: &str) -> anyhow::Result<Self> {
+        let postgres = create_postgres_database(&env("TRIBUTARY_POSTGRES_URL")?, prefix).await?;
+        Ok(Self {
+            kafka: KafkaConfig {
+                topic_prefix: topic_prefix.to_owned(),
+                ..KafkaConfig::new(env("TRIBUTARY_KAFKA_BROKERS")?)
+            },
+            postgres,
+            mongo: MongoConfig {
+                database: prefix.to_owned(),
+                ..MongoConfig::new(env("TRIBUTARY_MONGODB_URL")?)
+            },
+            redis: RedisConfig {
+                key_prefix: format!("{prefix}:"),
+                ..RedisConfig::new(env("TRIBUTARY_REDIS_URL")?)
+            },
+        })
+    }
+
+    /// The adapters' configs, for `registry::build`.
+    #[must_use]
+    pub fn configs(&self) -> (LogConfig, AnalyticsConfig, DocumentsConfig, CacheConfig) {
+        (
+            LogConfig::Kafka(self.kafka.clone()),
+            AnalyticsConfig::Postgres(PostgresConfig::new(self.postgres.clone())),
+            DocumentsConfig::Mongodb(self.mongo.clone()),
+            CacheConfig::Redis(self.redis.clone()),
+        )
+    }
 }
 
 /// Creates Kafka topic `name` with `partitions` partitions (replication factor 1).

@@ -6,6 +6,7 @@
 //! - [`ysb`]: the ad events and ad → campaign table of the Yahoo Streaming Benchmark.
 //! - [`cleanup`]: creating and removing the per-run resources of the real services (Kafka
 //!   topics, PostgreSQL and MongoDB databases, Redis keys), all named with one run prefix.
+//! - [`results`]: a drained pipeline's result rows, to check against a ground truth.
 //!
 //! Each binary writes its measurement as one JSON line on stdout (so `bench/run.sh` can
 //! read it with `jq`) and its progress on stderr.
@@ -13,6 +14,7 @@
 pub mod cleanup;
 pub mod cpu;
 pub mod events;
+pub mod results;
 pub mod stats;
 pub mod ysb;
 

@@ -60,12 +60,8 @@ use tributary_bench::events::ClickGenerator;
 use tributary_bench::stats::round;
 use tributary_bench::ysb::AdGenerator;
 use tributary_bench::{emit, progress};
-use tributary_connectors::kafka::KafkaConfig;
 use tributary_connectors::memory::MemoryCacheConfig;
-use tributary_connectors::mongodb::MongoConfig;
-use tributary_connectors::postgres::PostgresConfig;
 use tributary_connectors::redb::RedbLogConfig;
-use tributary_connectors::redis::RedisConfig;
 use tributary_connectors::registry::{
     self, AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig,
 };
@@ -73,7 +69,7 @@ use tributary_connectors::sqlite::SqliteConfig;
 use tributary_core::partition::partition_for;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::plan::{self, Definition, KeyDefinition, LookupDefinition};
-use tributary_core::ports::{AnalyticsStore, ResultQuery};
+use tributary_core::ports::AnalyticsStore;
 use tributary_core::repartition;
 use tributary_core::value::Value;
 use tributary_core::{Event, StreamName, Timestamp};
@@ -283,28 +279,9 @@ async fn connect(
                 CacheConfig::Memory(MemoryCacheConfig::default()),
             )
         }
-        Mode::Kafka => {
-            let postgres =
-                cleanup::create_postgres_database(&env("TRIBUTARY_POSTGRES_URL")?, prefix).await?;
-            let kafka = KafkaConfig {
-                topic_prefix: topic_prefix.to_owned(),
-                ..KafkaConfig::new(env("TRIBUTARY_KAFKA_BROKERS")?)
-            };
-            let mongo = MongoConfig {
-                database: prefix.to_owned(),
-                ..MongoConfig::new(env("TRIBUTARY_MONGODB_URL")?)
-            };
-            let redis = RedisConfig {
-                key_prefix: format!("{prefix}:"),
-                ..RedisConfig::new(env("TRIBUTARY_REDIS_URL")?)
-            };
-            (
-                LogConfig::Kafka(kafka),
-                AnalyticsConfig::Postgres(PostgresConfig::new(postgres)),
-                DocumentsConfig::Mongodb(mongo),
-                CacheConfig::Redis(redis),
-            )
-        }
+        Mode::Kafka => cleanup::Services::create(prefix, topic_prefix)
+            .await?
+            .configs(),
     };
     registry::build(&log, &analytics, &documents, &cache)
         .await
@@ -1019,18 +996,7 @@ async fn check_results(
     set: &Workset,
     counters: &Counters,
 ) -> anyhow::Result<u64> {
-    let rows = analytics
-        .query_results(
-            &spec.schema(),
-            &ResultQuery {
-                pipeline: spec.name.clone(),
-                from: None,
-                to: None,
-                key: None,
-                limit: 100_000_000,
-            },
-        )
-        .await?;
+    let rows = tributary_bench::results::all_rows(analytics, spec).await?;
     // A sum over a payload field (of no static type) is a double: exact here, as every
     // sum stays far below 2^53.
     #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]

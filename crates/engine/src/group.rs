@@ -51,7 +51,7 @@ use tributary_core::ports::{GroupChange, Log, Membership, PortError, StreamParti
 
 use crate::archive::ArchiveTask;
 use crate::repartition::RepartitionTask;
-use crate::windowed::WindowedTask;
+use crate::windowed::{Part, WindowedTask};
 use crate::{EngineError, Task, supervise};
 
 /// How long a revoked task may take to stop before it is aborted and its partition
@@ -67,6 +67,17 @@ pub(crate) enum Unit {
     Repartition(RepartitionTask),
     /// The raw-event archive.
     Archive(ArchiveTask),
+}
+
+impl Unit {
+    /// The task's part of its pipeline's status (the archive has none).
+    pub(crate) fn part(&self) -> Option<Part> {
+        match self {
+            Self::Windowed(task) => Some(task.part()),
+            Self::Repartition(task) => Some(task.part()),
+            Self::Archive(_) => None,
+        }
+    }
 }
 
 impl Task for Unit {
@@ -148,8 +159,6 @@ struct Owned {
     stop: CancellationToken,
     running: HashMap<StreamPartition, Running>,
     set: JoinSet<Result<(), EngineError>>,
-    /// The partition of each task in `set`.
-    ids: HashMap<tokio::task::Id, StreamPartition>,
     gauge: metrics::Gauge,
     /// Whether the group has other members, whose fencing of a task here is expected.
     peers: bool,
@@ -171,7 +180,6 @@ impl Owned {
             stop,
             running: HashMap::new(),
             set: JoinSet::new(),
-            ids: HashMap::new(),
             gauge,
             peers: false,
         }
@@ -207,10 +215,7 @@ impl Owned {
                     }
                 },
                 Some(joined) = self.set.join_next_with_id(), if !self.set.is_empty() => {
-                    match self.ended(joined) {
-                        Err(EngineError::Port(PortError::Fenced { .. })) if self.peers => {}
-                        outcome => outcome?,
-                    }
+                    self.ended(joined)?;
                 }
             }
         }
@@ -226,7 +231,6 @@ impl Owned {
         metrics::gauge!("tributary_task_owned", "task" => name.clone()).set(1.0);
         let stop = self.stop.child_token();
         let abort = self.set.spawn(supervise(unit, stop.clone()));
-        self.ids.insert(abort.id(), partition.clone());
         self.running
             .insert(partition, Running { name, stop, abort });
         self.gauge.set(self.running.len() as f64);
@@ -239,57 +243,54 @@ impl Owned {
         partitions: &[StreamPartition],
         lost: bool,
     ) -> Result<(), EngineError> {
-        let mut waiting = 0;
         for partition in partitions {
             if let Some(running) = self.running.get(partition) {
                 tracing::info!(group = %self.group, task = %running.name, lost, "task revoked from this process; stopping it after a last checkpoint");
                 running.stop.cancel();
-                waiting += 1;
             }
         }
         let deadline = Instant::now() + RELEASE_TIMEOUT;
         let mut first_error = Ok(());
         while partitions.iter().any(|p| self.running.contains_key(p)) {
-            match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
-                Ok(Some(joined)) => match self.ended(joined) {
-                    // Revoked, then fenced by the next owner before its last checkpoint.
-                    Ok(()) | Err(EngineError::Port(PortError::Fenced { .. })) => {}
-                    Err(err) => first_error = first_error.and(Err(err)),
-                },
-                Ok(None) => break,
+            let joined = match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await
+            {
+                Ok(joined) => joined,
                 Err(_) => {
+                    // The aborted tasks end at once, and are taken off as they do.
                     for partition in partitions {
                         if let Some(running) = self.running.get(partition) {
                             tracing::warn!(group = %self.group, task = %running.name, "task did not stop in time; aborted, its partition released anyway");
                             running.abort.abort();
                         }
                     }
-                    // The aborted tasks end at once; `ended` takes them off.
-                    while partitions.iter().any(|p| self.running.contains_key(p)) {
-                        let Some(joined) = self.set.join_next_with_id().await else {
-                            break;
-                        };
-                        let _ = self.ended(joined);
-                    }
-                    break;
+                    self.set.join_next_with_id().await
                 }
+            };
+            let Some(joined) = joined else { break };
+            if let Err(err) = self.ended(joined) {
+                first_error = first_error.and(Err(err));
             }
         }
-        tracing::debug!(group = %self.group, stopped = waiting, "revoked tasks stopped");
         first_error
     }
 
-    /// Takes a task that ended off the running ones, and returns how it ended (a task that
-    /// panicked, with its name).
+    /// Takes a task that ended off the running ones, and returns the error that must stop
+    /// the engine, if any. A task fenced by a newer owner only stops when the group has
+    /// peers (one of them took it over, and the group's revocation follows); an aborted
+    /// task was given up on.
     fn ended(
         &mut self,
         joined: Result<(tokio::task::Id, Result<(), EngineError>), JoinError>,
     ) -> Result<(), EngineError> {
-        let (id, outcome) = match joined {
-            Ok((id, outcome)) => (id, outcome),
-            Err(source) => (source.id(), Err(panicked(source))),
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(source) => source.id(),
         };
-        let Some(partition) = self.ids.remove(&id) else {
+        let Some(partition) = self
+            .running
+            .iter()
+            .find_map(|(partition, running)| (running.abort.id() == id).then(|| partition.clone()))
+        else {
             return Ok(());
         };
         let Some(running) = self.running.remove(&partition) else {
@@ -298,17 +299,18 @@ impl Owned {
         self.gauge.set(self.running.len() as f64);
         metrics::gauge!("tributary_task_owned", "task" => running.name.clone()).set(0.0);
         metrics::gauge!("tributary_task_lag_records", "task" => running.name.clone()).set(0.0);
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(err @ EngineError::Port(PortError::Fenced { .. })) => {
-                tracing::warn!(group = %self.group, task = %running.name, "task taken over by another owner; it runs here again only if the group assigns it back");
-                Err(err)
-            }
-            Err(EngineError::Panicked { source, .. }) => Err(EngineError::Panicked {
+        match joined {
+            Ok((_, Ok(()))) => Ok(()),
+            Err(source) if source.is_cancelled() => Ok(()),
+            Err(source) => Err(EngineError::Panicked {
                 task: running.name,
                 source,
             }),
-            Err(err) => Err(err),
+            Ok((_, Err(err @ EngineError::Port(PortError::Fenced { .. })))) => {
+                tracing::warn!(group = %self.group, task = %running.name, "task taken over by another owner; it runs here again only if the group assigns it back");
+                if self.peers { Ok(()) } else { Err(err) }
+            }
+            Ok((_, Err(err))) => Err(err),
         }
     }
 
@@ -317,21 +319,11 @@ impl Owned {
         self.stop.cancel();
         let mut first_error = Ok(());
         while let Some(joined) = self.set.join_next_with_id().await {
-            match self.ended(joined) {
-                Ok(()) => {}
-                Err(EngineError::Port(PortError::Fenced { .. })) if self.peers => {}
-                Err(err) => first_error = first_error.and(Err(err)),
+            if let Err(err) = self.ended(joined) {
+                first_error = first_error.and(Err(err));
             }
         }
         first_error
-    }
-}
-
-/// A task's panic, named once the task is known.
-fn panicked(source: JoinError) -> EngineError {
-    EngineError::Panicked {
-        task: String::new(),
-        source,
     }
 }
 

@@ -200,7 +200,6 @@ impl Engine {
         for spec in self.config.pipelines {
             let references = references_of(&self.references, &spec)?;
             let layout = layout(&self.ports, &spec).await?;
-            publish_parts(&self.ports, &spec.name, &layout.parts()).await;
             let units = Units {
                 spec: &spec,
                 ports: &self.ports,
@@ -208,6 +207,7 @@ impl Engine {
                 references: &references,
             };
             let (streams, units) = units.of(layout);
+            publish_parts(&self.ports, &spec.name, units.values()).await;
             tasks.spawn(GroupTask::new(
                 &spec.name,
                 Arc::clone(&self.ports.log),
@@ -289,9 +289,9 @@ impl Units<'_> {
                 (vec![first], units)
             }
             Layout::Shards(partitions) => {
-                let board: Arc<windowed::StatusBoard> = Arc::default();
+                let watermarks = Arc::default();
                 for partition in 0..partitions {
-                    let task = self.shard(partition, &board);
+                    let task = self.shard(partition, &watermarks);
                     units.insert((first.clone(), partition), Unit::Windowed(task));
                 }
                 (vec![first], units)
@@ -302,7 +302,7 @@ impl Units<'_> {
                 upstream,
                 origins,
             } => {
-                let board: Arc<windowed::StatusBoard> = Arc::default();
+                let watermarks = Arc::default();
                 let upstream: Vec<Option<u32>> = match upstream {
                     Some(n) => (0..n).map(Some).collect(),
                     None => vec![None],
@@ -315,13 +315,12 @@ impl Units<'_> {
                         internal.clone(),
                         shard,
                         self.references.to_vec(),
-                        Arc::clone(&board),
                     );
                     units.insert((first.clone(), shard.unwrap_or(0)), Unit::Repartition(task));
                 }
                 for partition in 0..partitions {
                     let task = self
-                        .shard(partition, &board)
+                        .shard(partition, &watermarks)
                         .reading_internal(internal.clone(), origins.clone());
                     units.insert((internal.clone(), partition), Unit::Windowed(task));
                 }
@@ -330,25 +329,33 @@ impl Units<'_> {
         }
     }
 
-    /// The task of shard `partition`, sharing the status `board` with the pipeline's
-    /// other tasks in this process.
-    fn shard(&self, partition: u32, board: &Arc<windowed::StatusBoard>) -> windowed::WindowedTask {
+    /// The task of shard `partition`, sharing `watermarks` with the pipeline's other
+    /// shards in this process.
+    fn shard(
+        &self,
+        partition: u32,
+        watermarks: &Arc<windowed::Watermarks>,
+    ) -> windowed::WindowedTask {
         windowed::WindowedTask::shard(
             self.spec.clone(),
             self.ports.clone(),
             self.batch,
             partition,
-            Arc::clone(board),
+            Arc::clone(watermarks),
         )
         .with_references(self.references.to_vec())
     }
 }
 
-/// Writes the names of `pipeline`'s parts to the cache, where readers of its status find
-/// each part's own ([`PipelineStatus::load`]). Best effort, as everything in the cache.
-async fn publish_parts(ports: &Ports, pipeline: &str, parts: &[String]) {
+/// Writes the names of `pipeline`'s parts (those of its `units`) to the cache, where
+/// readers of its status find each part's own ([`PipelineStatus::load`]). Best effort, as
+/// everything in the cache.
+async fn publish_parts<'a>(ports: &Ports, pipeline: &str, units: impl Iterator<Item = &'a Unit>) {
+    let mut parts: Vec<windowed::Part> = units.filter_map(Unit::part).collect();
+    parts.sort();
+    let names: Vec<String> = parts.iter().map(windowed::Part::name).collect();
     let key = PipelineStatus::parts_key(pipeline);
-    let json = serde_json::Value::from(parts.to_vec()).to_string();
+    let json = serde_json::Value::from(names).to_string();
     if let Err(err) = ports.cache.set(&key, &json, None).await {
         tracing::warn!(
             pipeline,
@@ -381,31 +388,6 @@ enum Layout {
         /// Every source partition, which the shards' watermarks follow.
         origins: Vec<(StreamName, u32)>,
     },
-}
-
-impl Layout {
-    /// The names of the parts whose statuses make the pipeline's.
-    fn parts(&self) -> Vec<String> {
-        let shards = |n: u32| (0..n).map(|p| windowed::Part::Shard(Some(p)));
-        let parts: Vec<windowed::Part> = match self {
-            Self::Whole => vec![windowed::Part::Shard(None)],
-            Self::Shards(n) => shards(*n).collect(),
-            Self::Repartitioned {
-                partitions,
-                upstream,
-                ..
-            } => {
-                let upstream: Vec<_> = match upstream {
-                    Some(n) => (0..*n)
-                        .map(|p| windowed::Part::Repartition(Some(p)))
-                        .collect(),
-                    None => vec![windowed::Part::Repartition(None)],
-                };
-                shards(*partitions).chain(upstream).collect()
-            }
-        };
-        parts.iter().map(windowed::Part::name).collect()
-    }
 }
 
 /// How `spec` runs ([`Layout`]); creates the internal stream of a repartitioned pipeline,

@@ -25,7 +25,7 @@ use tributary_core::{DeadLetter, Event, StreamName};
 use crate::checkpoint::{Checkpointer, Positions, commit_state};
 use crate::lookups::Lookups;
 use crate::task_loop::{self, Reading, Stage};
-use crate::windowed::{Part, ShardStatus, StatusBoard, publish_part};
+use crate::windowed::{Part, ShardStatus, publish_part};
 use crate::{EngineError, Ports, Task, records};
 
 /// Repartitions `spec`'s sources (one partition of each, for a shard) into `internal`.
@@ -38,7 +38,6 @@ pub struct RepartitionTask {
     shard: Option<u32>,
     name: String,
     references: Vec<Arc<dyn ReferenceSource>>,
-    board: Arc<StatusBoard>,
 }
 
 impl RepartitionTask {
@@ -52,7 +51,6 @@ impl RepartitionTask {
         internal: StreamName,
         shard: Option<u32>,
         references: Vec<Arc<dyn ReferenceSource>>,
-        board: Arc<StatusBoard>,
     ) -> Self {
         let name = match shard {
             Some(partition) => crate::windowed::shard_task(internal.as_str(), partition),
@@ -66,8 +64,14 @@ impl RepartitionTask {
             shard,
             name,
             references,
-            board,
         }
+    }
+}
+
+impl RepartitionTask {
+    /// The task's part of the pipeline's status.
+    pub(crate) fn part(&self) -> Part {
+        Part::Repartition(self.shard)
     }
 }
 
@@ -88,8 +92,7 @@ impl Task for RepartitionTask {
         };
         let internal = self.internal.clone();
         let references = &self.references;
-        let board = Arc::clone(&self.board);
-        let part = Part::Repartition(self.shard);
+        let part = self.part();
         let (spec, ports) = (&spec, &ports);
         task_loop::run(ports, reading, shutdown, |claim, _| {
             let filtered = claim
@@ -109,7 +112,6 @@ impl Task for RepartitionTask {
                     key: String::new(),
                     filtered,
                     counted: false,
-                    board,
                     part,
                 };
                 repartitioner.publish().await;
@@ -138,8 +140,7 @@ struct Repartitioner {
     filtered: u64,
     /// Whether `filtered` moved since the last checkpoint.
     counted: bool,
-    /// Where the pipeline's status gathers its counters.
-    board: Arc<StatusBoard>,
+    /// This task's part of the pipeline's status.
     part: Part,
 }
 
@@ -155,7 +156,6 @@ impl Repartitioner {
                 ..Counters::default()
             },
         };
-        self.board.update(self.part, status);
         publish_part(&self.ports, &self.spec.name, self.part, status, Vec::new()).await;
     }
 }

@@ -54,7 +54,7 @@ pub struct WindowedTask {
     shard: Option<u32>,
     /// The task's checkpoint name: the pipeline's, or [`shard_task`].
     name: String,
-    board: Arc<StatusBoard>,
+    watermarks: Arc<Watermarks>,
     /// The source of each lookup's table, in the order of `spec.lookups`.
     references: Vec<Arc<dyn ReferenceSource>>,
     /// When the pipeline is repartitioned: the internal stream the task reads, and the
@@ -72,21 +72,21 @@ impl WindowedTask {
             ports,
             batch_size,
             shard: None,
-            board: Arc::default(),
+            watermarks: Arc::default(),
             references: Vec::new(),
             repartitioned: None,
         }
     }
 
-    /// The task of shard `partition` of `spec`, publishing its status through `board`
-    /// (shared by the pipeline's shards).
+    /// The task of shard `partition` of `spec`, sharing `watermarks` with the pipeline's
+    /// other shards in this process.
     #[must_use]
     pub fn shard(
         spec: PipelineSpec,
         ports: Ports,
         batch_size: usize,
         partition: u32,
-        board: Arc<StatusBoard>,
+        watermarks: Arc<Watermarks>,
     ) -> Self {
         Self {
             name: shard_task(&spec.name, partition),
@@ -94,7 +94,7 @@ impl WindowedTask {
             ports,
             batch_size,
             shard: Some(partition),
-            board,
+            watermarks,
             references: Vec::new(),
             repartitioned: None,
         }
@@ -109,6 +109,11 @@ impl WindowedTask {
             repartitioned: Some((internal, origins)),
             ..self
         }
+    }
+
+    /// The task's part of the pipeline's status.
+    pub(crate) fn part(&self) -> Part {
+        Part::Shard(self.shard)
     }
 
     /// Reads the tables of `spec`'s lookups from `references`, one per lookup, in order.
@@ -126,7 +131,7 @@ impl Task for WindowedTask {
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
         let spec = self.spec.clone();
         let ports = self.ports.clone();
-        let board = Arc::clone(&self.board);
+        let watermarks = Arc::clone(&self.watermarks);
         let shard = self.shard;
         let references = &self.references;
         let (streams, origins) = match &self.repartitioned {
@@ -143,7 +148,7 @@ impl Task for WindowedTask {
         task_loop::run(&ports, reading, shutdown, |claim, sources| {
             let unwrap = origins.is_some();
             let sources = origins.unwrap_or(sources);
-            let open = Pipeline::open(&spec, &ports, claim, sources, shard, board, references);
+            let open = Pipeline::open(&spec, &ports, claim, sources, shard, watermarks, references);
             async move {
                 Ok(Pipeline {
                     unwrap,
@@ -163,13 +168,11 @@ pub(crate) struct ShardStatus {
     pub(crate) counters: Counters,
 }
 
-/// The shards of one pipeline, as their tasks last published them: the pipeline's status
-/// merges them (the lowest watermark of the shards that have one, counters summed, the
-/// epochs summed: it grows by one at every checkpoint of any shard).
+/// The watermarks of a pipeline's shards running in this process, for the
+/// `tributary_pipeline_watermark_ms` gauge (the lowest of them). The pipeline's status
+/// merges every part's, wherever it runs ([`PipelineStatus::load`]).
 #[derive(Debug, Default)]
-pub struct StatusBoard {
-    shards: Mutex<BTreeMap<Part, ShardStatus>>,
-}
+pub struct Watermarks(Mutex<BTreeMap<Option<u32>, Timestamp>>);
 
 /// A task of a pipeline that shows in its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,27 +195,18 @@ impl Part {
     }
 }
 
-impl StatusBoard {
-    /// Records `status` for `part` and returns the merged (epoch, watermark, counters).
-    pub(crate) fn update(&self, part: Part, status: ShardStatus) -> (u64, Timestamp, Counters) {
+impl Watermarks {
+    /// Records `watermark` for `shard` ([`Timestamp::MIN`]: none yet) and returns the
+    /// lowest of the shards that have one, or [`Timestamp::MIN`].
+    pub(crate) fn update(&self, shard: Option<u32>, watermark: Timestamp) -> Timestamp {
         let mut shards = self
-            .shards
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        shards.insert(part, status);
-        let mut counters = Counters::default();
-        let mut epoch = 0;
-        let mut watermark: Option<Timestamp> = None;
-        for status in shards.values() {
-            epoch += status.epoch;
-            counters.late_events += status.counters.late_events;
-            counters.duplicates += status.counters.duplicates;
-            counters.filtered += status.counters.filtered;
-            if status.watermark != Timestamp::MIN {
-                watermark = Some(watermark.map_or(status.watermark, |w| w.min(status.watermark)));
-            }
+        if watermark != Timestamp::MIN {
+            shards.insert(shard, watermark);
         }
-        (epoch, watermark.unwrap_or(Timestamp::MIN), counters)
+        shards.values().min().copied().unwrap_or(Timestamp::MIN)
     }
 }
 
@@ -222,7 +216,7 @@ struct Pipeline {
     ports: Ports,
     schema: ResultSchema,
     shard: Option<u32>,
-    board: Arc<StatusBoard>,
+    watermarks: Arc<Watermarks>,
     /// Taken while a checkpoint encodes it on a blocking thread; always back afterwards.
     operator: Option<WindowOperator>,
     /// The tables its expressions look events up in.
@@ -242,7 +236,7 @@ impl Pipeline {
         claim: Claim,
         sources: Vec<(StreamName, u32)>,
         shard: Option<u32>,
-        board: Arc<StatusBoard>,
+        watermarks: Arc<Watermarks>,
         references: &[Arc<dyn ReferenceSource>],
     ) -> Result<Self, EngineError> {
         let lookups = Lookups::load(&spec.name, &spec.lookups, references).await?;
@@ -254,7 +248,7 @@ impl Pipeline {
             ports: ports.clone(),
             schema,
             shard,
-            board,
+            watermarks,
             operator: Some(operator),
             lookups,
             projection: spec.projection(),
@@ -347,7 +341,7 @@ impl Pipeline {
             watermark: operator.watermark(),
             counters: operator.counters(),
         };
-        let (_, watermark, _) = self.board.update(Part::Shard(self.shard), own);
+        let watermark = self.watermarks.update(self.shard, own.watermark);
         if watermark != Timestamp::MIN {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => self.schema.pipeline.clone())

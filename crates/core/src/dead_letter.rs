@@ -1,10 +1,14 @@
 //! Dead letters: what Tributary refused, kept with the reason, so nothing is dropped
 //! silently.
 //!
-//! Four places refuse data, and each keeps what it refused as a [`DeadLetter`] in the
+//! Five places refuse data, and each keeps what it refused as a [`DeadLetter`] in the
 //! document store (`DocumentStore::put_dead_letters`), readable through
 //! `GET /v1/dead-letters`:
 //! - ingestion, for a request it answers 400, 413, 415 or 422 (nothing of it was written);
+//! - a source (`tributary ingest`, reading files), for a record that is not a valid event,
+//!   kept with its position in the source ([`Origin::File`]); a Kafka source
+//!   (`[[sources]] kind = "kafka"`), for a record of a topic, with its topic, partition and
+//!   offset ([`Origin::Kafka`]);
 //! - a log reader, for a record in a stream that is not an event of that stream (written
 //!   by another producer);
 //! - a pipeline, for an event that arrived after its window closed (late);
@@ -53,6 +57,22 @@ pub enum Origin {
     },
     /// A raw event the document store refused.
     Archive,
+    /// A record of a file read by the file source that is not a valid event.
+    File {
+        /// The file, as named on the command line.
+        path: String,
+        /// The line the record starts on, from 1 (of the decompressed text).
+        line: u64,
+    },
+    /// A record of a Kafka topic read by a Kafka source that is not a valid event.
+    Kafka {
+        /// The topic it was read from.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset there.
+        offset: i64,
+    },
 }
 
 impl Origin {
@@ -65,6 +85,8 @@ impl Origin {
             Self::Log { .. } => "log",
             Self::Late { .. } => "late",
             Self::Archive => "archive",
+            Self::File { .. } => "file",
+            Self::Kafka { .. } => "kafka",
         }
     }
 }
@@ -154,6 +176,52 @@ impl DeadLetter {
             Origin::Archive,
             reason,
             &event.to_json_bytes(),
+        )
+    }
+
+    /// A record of a file that is not a valid event of `stream`: at `line` of the file
+    /// named `path`, whose identity (a digest of its content, stable across runs) is
+    /// `file_identity`. Its id is the stream, the file's identity and the line, so a re-run
+    /// over the same file refuses it under the same id.
+    #[must_use]
+    pub fn file(
+        stream: &StreamName,
+        (path, file_identity, line): (&str, &str, u64),
+        reason: String,
+        raw: &[u8],
+    ) -> Self {
+        Self::new(
+            format!("file:{stream}:{file_identity}:{line}"),
+            stream.to_string(),
+            Origin::File {
+                path: path.to_owned(),
+                line,
+            },
+            reason,
+            raw,
+        )
+    }
+
+    /// A record of a Kafka topic, read by a Kafka source, that is not a valid event of
+    /// `stream`. Its id is the stream and the record's position, so a replay of the topic
+    /// refuses it under the same id.
+    #[must_use]
+    pub fn kafka(
+        stream: &StreamName,
+        (topic, partition, offset): (&str, i32, i64),
+        reason: String,
+        raw: &[u8],
+    ) -> Self {
+        Self::new(
+            format!("kafka:{stream}:{topic}:{partition}:{offset}"),
+            stream.to_string(),
+            Origin::Kafka {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            },
+            reason,
+            raw,
         )
     }
 
@@ -316,5 +384,14 @@ mod tests {
         );
         let back: Origin = serde_json::from_value(json).unwrap();
         assert_eq!(back.kind(), "log");
+
+        let s = StreamName::new("clicks").unwrap();
+        let letter = DeadLetter::file(&s, ("in/é.ndjson", "f0a1", 7), "bad".into(), b"{");
+        assert_eq!(letter.id, "file:clicks:f0a1:7");
+        assert_eq!(
+            serde_json::to_value(&letter.origin).unwrap(),
+            serde_json::json!({"kind": "file", "path": "in/é.ndjson", "line": 7})
+        );
+        assert_eq!(letter.origin.kind(), "file");
     }
 }

@@ -412,6 +412,20 @@ fn read_ndjson(body: &[u8], batch: &mut Batch<'_>) -> Result<(), ParseError> {
 
 type FieldErrors = Vec<(&'static str, String)>;
 
+/// Validates one event given as a JSON value (`{"id"?, "ts"?, "key"?, "payload"}`) the way
+/// [`parse_events`] validates each event of a body: what a source reading records one at a
+/// time (a file, a broker) uses, refusing each invalid record on its own.
+///
+/// # Errors
+/// Every failing field, with its reason (`""` for the event as a whole).
+pub fn event_from_json(
+    value: Value,
+    stream: &StreamName,
+    arrival: Arrival,
+) -> Result<Event, Vec<(&'static str, String)>> {
+    event_from_value(value, stream, arrival)
+}
+
 fn event_from_value(
     value: Value,
     stream: &StreamName,

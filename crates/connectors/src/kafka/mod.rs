@@ -52,6 +52,7 @@ mod lost;
 mod offsets;
 mod producer;
 mod reader;
+pub mod source;
 
 pub use config::KafkaConfig;
 pub use group::KafkaMembership;

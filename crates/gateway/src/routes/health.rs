@@ -9,6 +9,9 @@
 //!   whose `checks` member gives each one's outcome (`ok`, `unavailable`, `timeout`). The
 //!   causes go to the server log only. Once the node drains ([`crate::Drain`]), it answers
 //!   a 503 problem (`shutting-down`) at once, without pinging anything.
+//! - With sources registered ([`crate::sources`]), `/readyz` also gives each one's health
+//!   (`starting`, `running`, `done`, `stopped`, `failed`) in a `sources` member of its 200
+//!   body, and counts them as one check, `sources`, which fails when one has failed.
 //! - `/metrics` renders the Prometheus registry, `text/plain; version=0.0.4`.
 
 use std::collections::BTreeMap;
@@ -24,6 +27,7 @@ use tributary_core::ports::PortError;
 
 use crate::AppState;
 use crate::error::{ApiError, CheckOutcome, error_chain};
+use crate::sources::Health;
 
 /// How long `/readyz` waits for each dependency.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,12 +50,29 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     );
     let mut checks = BTreeMap::new();
     let mut causes = Vec::new();
-    for (name, (outcome, cause)) in [
+    let sources = state.sources.health();
+    let failed: Vec<String> = sources
+        .iter()
+        .filter_map(|(name, health)| match health {
+            Health::Failed(why) => Some(format!("{name}: {why}")),
+            _ => None,
+        })
+        .collect();
+    let mut pings = vec![
         ("log", log),
         ("analytics", analytics),
         ("documents", documents),
         ("cache", cache),
-    ] {
+    ];
+    if !sources.is_empty() {
+        let outcome = if failed.is_empty() {
+            (CheckOutcome::Ok, None)
+        } else {
+            (CheckOutcome::Failed, Some(failed.join("; ")))
+        };
+        pings.push(("sources", outcome));
+    }
+    for (name, (outcome, cause)) in pings {
         checks.insert(name, outcome);
         if let Some(cause) = cause {
             causes.push(format!("{name}: {cause}"));
@@ -59,7 +80,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     }
     if causes.is_empty() {
         let shown: BTreeMap<&str, &str> = checks.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Ok(Json(json!({ "status": "ready", "checks": shown })))
+        let mut body = json!({ "status": "ready", "checks": shown });
+        if !sources.is_empty() {
+            let shown: BTreeMap<&str, &str> = sources
+                .iter()
+                .map(|(name, health)| (name.as_str(), health.as_str()))
+                .collect();
+            body["sources"] = json!(shown);
+        }
+        Ok(Json(body))
     } else {
         Err(ApiError::NotReady { checks, causes })
     }

@@ -1,7 +1,8 @@
 //! `POST /v1/streams/{stream}/events`: validates a batch of events and appends it to the log.
 //!
 //! Contract:
-//! - The stream must be configured (404 otherwise, also for an invalid name).
+//! - The stream must be configured, and be of the caller's tenant (404 otherwise, also for
+//!   an invalid name or another tenant's stream, see [`crate::tenancy`]).
 //! - The body is `application/json` (an object or an array of objects) or NDJSON
 //!   (`application/x-ndjson`, `application/ndjson` or `application/jsonl`); a `charset`
 //!   parameter, if any, must be UTF-8. Anything else, or no content type, is a 415.
@@ -29,29 +30,34 @@
 //!   event is durable. A log that is unavailable is a 503 with `Retry-After`.
 //! - Metrics: `tributary_ingest_requests_total{stream,status}`,
 //!   `tributary_ingest_events_total{stream}`, `tributary_ingest_duration_seconds{stream}`
-//!   and, for each refused request kept, `tributary_dead_letters_total{origin="ingest"}`.
+//!   and, for each refused request kept, `tributary_dead_letters_total{origin="ingest"}`;
+//!   with every other source, `tributary_source_events_total{source="http",stream,outcome}`.
+//!
+//! Parsing, appending and keeping dead letters are the [`IngestService`]'s, shared with the
+//! other sources; this handler adds what is HTTP's: the request's framing and limits, the
+//! answer, and the request metrics.
 //!   Requests for unknown streams are counted under `stream="_unknown"` (not a valid stream
 //!   name), so that clients cannot create label values at will.
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::json;
+use tributary_core::DeadLetter;
 use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
-use tributary_core::parse::{
-    Arrival, BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits, parse_events_within,
-};
-use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
+use tributary_core::parse::{BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits};
 
-use super::{dead_letters, known_stream};
+use super::dead_letters;
 use crate::AppState;
+use crate::auth::Principal;
 use crate::edge::{self, ReadBody, Room};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::ingest::{BatchError, IngestService};
 
 /// The media types this endpoint reads.
 const ACCEPTED: &[&str] = &[
@@ -61,11 +67,8 @@ const ACCEPTED: &[&str] = &[
     "application/jsonl",
 ];
 
-/// The largest body parsed on the async runtime's worker thread; larger ones are parsed on
-/// the blocking pool. Parsing and validating a body of typical events takes about 0.2 ms per
-/// 16 KiB in a release build (1.1 ms per 64 KiB), so this keeps a worker's await points a
-/// few hundred microseconds apart at most, while small requests skip the thread hand-off.
-const INLINE_PARSE_MAX_BYTES: usize = 16 * 1024;
+/// The name of this source, in the metrics of the [`IngestService`].
+const HTTP_SOURCE: &str = "http";
 
 /// The `stream` label of requests for streams that are not configured.
 const UNKNOWN_STREAM_LABEL: &str = "_unknown";
@@ -74,16 +77,18 @@ const UNKNOWN_STREAM_LABEL: &str = "_unknown";
 /// its outcome.
 pub(crate) async fn ingest(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(stream): ApiPath<String>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let label = if known_stream(&state, &stream).is_ok() {
+    let tenant = principal.tenant.as_str();
+    let label = if state.stream_for(tenant, &stream).is_ok() {
         stream.clone()
     } else {
         UNKNOWN_STREAM_LABEL.to_owned()
     };
-    let (response, accepted) = match accept(&state, &stream, request).await {
+    let (response, accepted) = match accept(&state, tenant, &stream, request).await {
         Ok(ids) => {
             let accepted = ids.len();
             let body = Json(json!({ "accepted": accepted, "ids": ids }));
@@ -122,9 +127,15 @@ impl From<ApiError> for Refusal {
     }
 }
 
-/// Checks, parses and appends the request's events; returns their ids once durable.
-async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<String>, Refusal> {
-    let stream = known_stream(state, stream)?;
+/// Checks, parses and appends the request's events (to a stream of `tenant`); returns their
+/// ids once durable.
+async fn accept(
+    state: &AppState,
+    tenant: &str,
+    stream: &str,
+    request: Request,
+) -> Result<Vec<String>, Refusal> {
+    let stream = state.stream_for(tenant, stream)?;
     let format = body_format(request.headers());
     // Its room is held until the events are appended (or the refusal is kept).
     let body = edge::read_body(state, request).await;
@@ -140,24 +151,29 @@ async fn accept(state: &AppState, stream: &str, request: Request) -> Result<Vec<
         }
         (_, Err((error, body))) => return Err(Refusal { error, body }),
     };
-    let arrival = Arrival::new(Timestamp::now(), state.max_ts_ahead);
+    let service = IngestService::new(state.ports.clone(), state.max_ts_ahead);
     let limits = Limits {
         max_events: state.edge.settings().max_events_per_request,
         max_reported_errors: DEFAULT_MAX_REPORTED_ERRORS,
     };
-    let events = match parse_body(body.bytes.clone(), format, &stream, arrival, limits).await {
+    let parsed = service
+        .parse_batch(body.bytes.clone(), format, &stream, limits)
+        .await;
+    let events = match parsed {
         Ok(events) => events,
         Err(error) => {
+            let error = match error {
+                BatchError::Parse(error) => ApiError::from(error),
+                BatchError::TaskFailed(error) => ApiError::TaskFailed(error),
+            };
             return Err(Refusal {
                 error,
                 body: Some(body),
             });
         }
     };
-    state
-        .ports
-        .log
-        .append(&stream, &events)
+    service
+        .append(HTTP_SOURCE, &stream, &events)
         .await
         .map_err(ApiError::from)?;
     drop(body);
@@ -192,27 +208,6 @@ impl Refusal {
         });
         (self.error, letter, room)
     }
-}
-
-/// Parses `body` into events of `stream`: inline when small, on the blocking pool when
-/// larger than [`INLINE_PARSE_MAX_BYTES`].
-async fn parse_body(
-    body: Bytes,
-    format: BodyFormat,
-    stream: &StreamName,
-    arrival: Arrival,
-    limits: Limits,
-) -> Result<Vec<Event>, ApiError> {
-    if body.len() <= INLINE_PARSE_MAX_BYTES {
-        return Ok(parse_events_within(&body, format, stream, arrival, limits)?);
-    }
-    let stream = stream.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        parse_events_within(&body, format, &stream, arrival, limits)
-    })
-    .await
-    .map_err(ApiError::TaskFailed)?;
-    Ok(parsed?)
 }
 
 /// The body's framing, from its `Content-Type`.

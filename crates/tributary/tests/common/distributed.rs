@@ -75,6 +75,16 @@ key_prefix = "e2e-{run}:"
 /// The id of every event in `topic` (of `partitions` partitions) on the Kafka cluster at
 /// `brokers`, once per record, read from the beginning to the end.
 pub async fn ids_in_topic(brokers: &str, topic: &str, partitions: u32) -> Vec<String> {
+    events_in_topic(brokers, topic, partitions)
+        .await
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every event in `topic` (of `partitions` partitions) on the Kafka cluster at `brokers`,
+/// once per record, in partition order, read from the beginning to the end.
+pub async fn events_in_topic(brokers: &str, topic: &str, partitions: u32) -> Vec<Value> {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -97,8 +107,8 @@ pub async fn ids_in_topic(brokers: &str, topic: &str, partitions: u32) -> Vec<St
         }
         consumer.assign(&assignment).unwrap();
         let mut next = vec![0; ends.len()];
-        let mut ids = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
         while next.iter().zip(&ends).any(|(n, end)| n < end) {
             assert!(
                 Instant::now() < deadline,
@@ -108,11 +118,10 @@ pub async fn ids_in_topic(brokers: &str, topic: &str, partitions: u32) -> Vec<St
                 continue;
             };
             let message = message.unwrap();
-            let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-            ids.push(event["id"].as_str().unwrap().to_owned());
+            events.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
             next[usize::try_from(message.partition()).unwrap()] = message.offset() + 1;
         }
-        ids
+        events
     })
     .await
     .unwrap()

@@ -1,0 +1,236 @@
+//! The sources a node runs from its config (`[[sources]]`), besides HTTP ingestion: each
+//! reads from a system of its own and hands what it reads to the
+//! [`IngestService`](tributary_gateway::ingest::IngestService), registered by name in the
+//! node's [`Sources`] (health in `/readyz`, metrics `tributary_source_*`).
+//!
+//! Contract:
+//! - `kind = "kafka"`: [`kafka::KafkaSource`], topics written by other producers.
+//! - Every source names a stream declared in `[[streams]]`, and has a unique name;
+//!   [`register`] refuses the config otherwise, before anything runs.
+//! - Sources run on nodes with the ingest role.
+
+pub mod kafka;
+pub mod mapping;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tributary_connectors::registry::LogConfig;
+use tributary_core::StreamName;
+use tributary_gateway::sources::Sources;
+
+use crate::ingest::records::Fields;
+use mapping::TsFormat;
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Topics of a Kafka cluster.
+    Kafka(KafkaSourceConfig),
+}
+
+/// A Kafka source: `kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Its name: unique among the sources, a metric label.
+    pub name: String,
+    /// Bootstrap brokers, comma-separated `host:port`; by default the log's (a Kafka log).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// The topics read, as named in Kafka.
+    pub topics: Vec<String>,
+    /// The consumer group holding its offsets; by default `tributary.source.{name}`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// The stream the events go to (declared in `[[streams]]`).
+    pub stream: String,
+    /// The member holding the event's id.
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    /// The member holding the event time.
+    #[serde(default = "default_ts_field")]
+    pub ts_field: String,
+    /// How the event time is written: `"rfc3339"` (the default), `"epoch_s"` or
+    /// `"epoch_ms"`.
+    #[serde(default)]
+    pub ts_format: TsFormat,
+    /// The member holding the event's key.
+    #[serde(default = "default_key_field")]
+    pub key_field: String,
+    /// The most records appended (and committed) at once.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_id_field() -> String {
+    "id".to_owned()
+}
+
+fn default_ts_field() -> String {
+    "ts".to_owned()
+}
+
+fn default_key_field() -> String {
+    "key".to_owned()
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+
+impl SourceConfig {
+    fn name(&self) -> &str {
+        match self {
+            Self::Kafka(kafka) => &kafka.name,
+        }
+    }
+}
+
+/// Registers the configured `sources` in `registry`, each feeding one of `streams`.
+///
+/// # Errors
+/// When two sources share a name, a source names a stream not in `streams`, or a setting
+/// is invalid (a Kafka source without brokers, topics or batch size).
+pub fn register(
+    registry: &Sources,
+    sources: &[SourceConfig],
+    streams: &[StreamName],
+    log: &LogConfig,
+) -> anyhow::Result<()> {
+    let mut names = BTreeSet::new();
+    for source in sources {
+        let name = source.name();
+        let context = || format!("[[sources]] {name:?}");
+        if name.is_empty() || !names.insert(name.to_owned()) {
+            bail!("[[sources]]: every source needs a name of its own ({name:?})");
+        }
+        match source {
+            SourceConfig::Kafka(config) => {
+                let stream = stream_of(&config.stream, streams).with_context(context)?;
+                let source = kafka_source(config, stream, log).with_context(context)?;
+                registry.register(Arc::new(source)).with_context(context)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `name`, when it is one of `streams`.
+fn stream_of(name: &str, streams: &[StreamName]) -> anyhow::Result<StreamName> {
+    let stream = StreamName::new(name.to_owned())?;
+    if !streams.contains(&stream) {
+        bail!("stream {stream:?} is not declared in [[streams]]");
+    }
+    Ok(stream)
+}
+
+fn kafka_source(
+    config: &KafkaSourceConfig,
+    stream: StreamName,
+    log: &LogConfig,
+) -> anyhow::Result<kafka::KafkaSource> {
+    let brokers = match (&config.brokers, log) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, LogConfig::Kafka(log)) => log.brokers.clone(),
+        (None, LogConfig::Embedded(_)) => {
+            bail!("brokers must be set (the log is not on Kafka)")
+        }
+    };
+    if config.topics.is_empty() || config.topics.iter().any(String::is_empty) {
+        bail!("topics must name at least one topic");
+    }
+    if config.batch_size == 0 {
+        bail!("batch_size must be at least 1");
+    }
+    Ok(kafka::KafkaSource {
+        name: config.name.clone(),
+        stream,
+        consumer: tributary_connectors::kafka::source::KafkaSourceConfig {
+            brokers,
+            topics: config.topics.clone(),
+            group_id: config
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("tributary.source.{}", config.name)),
+            client_id: format!("tributary.source.{}", config.name),
+        },
+        fields: Fields {
+            id: config.id_field.clone(),
+            ts: config.ts_field.clone(),
+            key: config.key_field.clone(),
+        },
+        ts_format: config.ts_format,
+        batch_size: config.batch_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tributary_connectors::kafka::KafkaConfig;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        sources: Vec<SourceConfig>,
+    }
+
+    fn sources(toml_text: &str) -> Vec<SourceConfig> {
+        toml::from_str::<Doc>(toml_text).unwrap().sources
+    }
+
+    const ONE: &str = r#"
+        [[sources]]
+        kind = "kafka"
+        name = "orders"
+        topics = ["shop.orders"]
+        stream = "clicks"
+        ts_format = "epoch_s"
+    "#;
+
+    fn kafka_log() -> LogConfig {
+        LogConfig::Kafka(KafkaConfig::new("127.0.0.1:9092"))
+    }
+
+    #[test]
+    fn a_kafka_source_is_registered_with_defaults() {
+        let registry = Sources::default();
+        let streams = [StreamName::new("clicks".to_owned()).unwrap()];
+        register(&registry, &sources(ONE), &streams, &kafka_log()).unwrap();
+        assert!(registry.health().contains_key("orders"));
+        let SourceConfig::Kafka(config) = &sources(ONE)[0];
+        assert_eq!(config.ts_format, TsFormat::EpochS);
+        assert_eq!((config.id_field.as_str(), config.batch_size), ("id", 500));
+    }
+
+    #[test]
+    fn invalid_sources_are_refused() {
+        let streams = [StreamName::new("clicks".to_owned()).unwrap()];
+        let other = [StreamName::new("views".to_owned()).unwrap()];
+        let twice = format!("{ONE}{ONE}");
+        let embedded: LogConfig = toml::from_str(
+            r#"
+            type = "embedded"
+            path = "/tmp/x.redb"
+            "#,
+        )
+        .unwrap();
+        for (text, streams, log, expected) in [
+            (ONE, &other[..], kafka_log(), "not declared"),
+            (twice.as_str(), &streams[..], kafka_log(), "name of its own"),
+            (ONE, &streams[..], embedded, "brokers must be set"),
+        ] {
+            let error = register(&Sources::default(), &sources(text), streams, &log).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
+        let unknown = "[[sources]]\nkind = \"kafka\"\nname = \"a\"\ntopics = [\"t\"]\nstream = \"clicks\"\ntopic = \"x\"";
+        let error = toml::from_str::<Doc>(unknown).err().unwrap();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+}

@@ -5,6 +5,9 @@
 #   FerretDB (MongoDB wire protocol, PostgreSQL backend) 127.0.0.1:27018,
 #   HAProxy (deploy/haproxy/haproxy.cfg) 127.0.0.1:18080 in front of the Tributary nodes
 #   that tests start on 127.0.0.1:18081 and :18082 (stats on 127.0.0.1:18089).
+#   Prometheus and promtool (Debian package; installed only, never started as a service:
+#   the metrics test starts its own on a free port).
+#   Chromium (Debian package; installed only: the live page test runs it headless).
 #
 # Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
 #        scripts/services.sh kafka-instance DIR PORT CONTROLLER-PORT   (a private broker)
@@ -586,10 +589,37 @@ haproxy_down() {
 
 # ---------------------------------------------------------------- commands
 
+# ---------------------------------------------------------------- Prometheus (tools only)
+
+# prometheus_up: installs the Debian package's `prometheus` and `promtool`, which the
+# tests run themselves (their own process on a free loopback port, a temporary config);
+# no Prometheus service runs. Where the package started its system service (no
+# policy-rc.d forbids it), it is stopped and disabled.
+prometheus_up() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return 0
+  apt_install prometheus
+  if [[ -x /etc/init.d/prometheus ]] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+    local sudo=()
+    [[ $EUID -eq 0 ]] || sudo=(sudo)
+    log "stopping the prometheus system service the package started"
+    "${sudo[@]}" /etc/init.d/prometheus stop >&2 || true
+    "${sudo[@]}" update-rc.d prometheus disable >&2 2>&1 || true
+  fi
+}
+
+# ---------------------------------------------------------------- Chromium (tool only)
+
+# chromium_up: installs the Debian package's headless-capable `chromium`, which the live
+# page test (crates/tributary/tests/live_page.rs) runs itself; nothing is started.
+chromium_up() {
+  command -v chromium >/dev/null && return 0
+  apt_install chromium
+}
+
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"

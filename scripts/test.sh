@@ -10,4 +10,8 @@ services_env=$(scripts/services.sh up)
 eval "$services_env"
 printf '%s\n' "$services_env" >&2
 
+# The Helm chart, Prometheus rules and dashboards (scripts/check-deploy.sh; helm is built
+# once with `go install`, then cached).
+scripts/check-deploy.sh
+
 cargo test --workspace --all-targets "$@"

@@ -344,8 +344,8 @@ impl Pipeline {
         let watermark = self.watermarks.update(self.shard, own.watermark);
         if watermark != Timestamp::MIN {
             #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!("tributary_pipeline_watermark_ms", "pipeline" => self.schema.pipeline.clone())
-                .set(watermark.millis() as f64);
+            metrics::gauge!("tributary_pipeline_watermark_timestamp_seconds", "pipeline" => self.schema.pipeline.clone())
+                .set(watermark.millis() as f64 / 1000.0);
         }
         let latest = changes
             .iter()

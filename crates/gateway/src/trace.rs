@@ -1,10 +1,14 @@
-//! One log line per request: the trace layer's span carries `method`, `path`, the request
-//! id (`http.request.id`), the W3C trace and span ids (`trace.id`, `span.id`, the ECS
-//! names, see [`crate::RequestContext`]) and, when the server gave it, the client's address
-//! (`client.address`); the response event adds `status`, `latency_ms` and, when the handler failed, `error` (the
-//! [`LoggedError`] that [`crate::ApiError`] attached, with its whole source chain). Server
-//! faults (5xx) are logged at `ERROR`, everything else at `INFO`. Nothing else in the
-//! gateway logs a failed request, so each error is logged exactly once.
+//! One log line per request, with the ECS field names (Elastic Common Schema 8.x), so a log
+//! pipeline indexes it as it is: the trace layer's `http_request` span carries
+//! `http.request.method`, `url.path`, the request id (`http.request.id`), the W3C trace and
+//! span ids (`trace.id`, `span.id`, see [`crate::RequestContext`]) and, when the server gave
+//! it, the client's address (`client.ip`, `client.port`); the response event adds
+//! `http.response.status_code` (a number), `event.duration` (the latency in nanoseconds, a
+//! number, as ECS defines it), `event.outcome` and, when the handler failed, `error.message`
+//! (the [`LoggedError`] that [`crate::ApiError`] attached, with its whole source chain) and
+//! `error.type` (the problem type's slug). Server faults (5xx) are logged at `ERROR`,
+//! everything else at `INFO`. Nothing else in the gateway logs a failed request, so each
+//! error is logged exactly once.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,7 +37,7 @@ pub(crate) fn layer() -> GatewayTraceLayer {
         .on_failure(())
 }
 
-/// Opens the `http_request` span with the method and path.
+/// Opens the `http_request` span with the method, path, ids and client address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestSpan;
 
@@ -43,15 +47,16 @@ impl<B> MakeSpan<B> for RequestSpan {
         let client = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+            .map(|ConnectInfo(addr)| *addr);
         tracing::info_span!(
             "http_request",
-            method = %request.method(),
-            path = %request.uri().path(),
+            http.request.method = %request.method(),
+            url.path = %request.uri().path(),
             http.request.id = context.map(|c| c.request_id.as_str()),
             trace.id = context.map(|c| c.trace_id.as_str()),
             span.id = context.map(|c| c.span_id.as_str()),
-            client.address = client.map(tracing::field::display),
+            client.ip = client.map(|addr| tracing::field::display(addr.ip())),
+            client.port = client.map(|addr| addr.port()),
         )
     }
 }
@@ -64,16 +69,30 @@ impl<B> OnResponse<B> for ResponseLog {
     // The trace future has already entered the request's span.
     fn on_response(self, response: &Response<B>, latency: Duration, _span: &Span) {
         let status = response.status().as_u16();
-        // Milliseconds with microsecond precision.
-        let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         match response.extensions().get::<LoggedError>() {
-            Some(error) if error.server_fault => {
-                tracing::error!(status, latency_ms, error = %error.message, "request failed");
-            }
-            Some(error) => {
-                tracing::info!(status, latency_ms, error = %error.message, "request refused");
-            }
-            None => tracing::info!(status, latency_ms, "request served"),
+            Some(error) if error.server_fault => tracing::error!(
+                http.response.status_code = status,
+                event.duration = nanos,
+                event.outcome = "failure",
+                error.message = %error.message,
+                "error.type" = error.kind,
+                "request failed"
+            ),
+            Some(error) => tracing::info!(
+                http.response.status_code = status,
+                event.duration = nanos,
+                event.outcome = "failure",
+                error.message = %error.message,
+                "error.type" = error.kind,
+                "request refused"
+            ),
+            None => tracing::info!(
+                http.response.status_code = status,
+                event.duration = nanos,
+                event.outcome = "success",
+                "request served"
+            ),
         }
     }
 }

@@ -1,7 +1,22 @@
-//! Logs: ECS JSON (Elastic Common Schema, one object per line, ready for Filebeat or
-//! Logstash) when stdout is not a terminal or with `--log-format json`; readable text
-//! otherwise. The level comes from `RUST_LOG` (default `info`).
+//! Logs: ECS JSON (Elastic Common Schema 8.11, one object per line on stdout, ready for
+//! Filebeat, Logstash, Elastic Agent or an OpenTelemetry Collector's file-log receiver) when
+//! stdout is not a terminal or with `--log-format json`; readable text otherwise. The level
+//! comes from `RUST_LOG` (default `info`). Human-facing text that is not a log event (the
+//! demo's banner) goes to stderr, so stdout holds nothing but log lines.
+//!
+//! Each JSON line has `@timestamp` (RFC 3339, UTC, nanoseconds), `log.level`, `log.logger`
+//! (the module), `message`, `ecs.version`, `service.name`, `service.version` and
+//! `process.pid`, then the fields of the event and of the spans it is in, de-dotted into
+//! nested objects (`http.request.method` → `{"http":{"request":{"method":…}}}`). Integers and
+//! booleans stay JSON numbers and booleans; so log durations as integers (the request log's
+//! `event.duration` is in nanoseconds, as ECS defines it), not as floats, which the ECS
+//! layer writes as strings. Field names that would clash with an ECS object are moved out
+//! of its way ([`ecs_field`]): an `error` field becomes `error.message`, and a plain name
+//! that ECS reserves for an object (`group`, `url`, `source`...) goes under `tributary.`.
+//! The fields the request log writes are listed in `tributary_gateway`'s `trace` module;
+//! `deploy/opensearch/` holds an index template for all of them.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
@@ -23,9 +38,72 @@ pub enum LogFormat {
 /// The level filter when `RUST_LOG` is not set.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn,mongodb=warn";
 
+/// For commands whose stdout is their answer (`tributary keys`): warnings and errors only.
+pub const QUIET_FILTER: &str = "warn";
+
 /// The demo's: as [`DEFAULT_FILTER`], without one line per HTTP request from the generators.
 pub const DEMO_FILTER: &str =
     "info,sqlx=warn,rdkafka=warn,mongodb=warn,tributary_gateway::trace=warn";
+
+/// The version of the Elastic Common Schema the JSON lines follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// The top-level names ECS defines as objects (field sets), which a plain field of that
+/// name would clash with in an index that maps ECS.
+const ECS_OBJECTS: &[&str] = &[
+    "agent",
+    "client",
+    "cloud",
+    "container",
+    "data_stream",
+    "destination",
+    "device",
+    "dll",
+    "dns",
+    "ecs",
+    "email",
+    "event",
+    "faas",
+    "file",
+    "group",
+    "host",
+    "http",
+    "log",
+    "network",
+    "observer",
+    "orchestrator",
+    "organization",
+    "package",
+    "process",
+    "registry",
+    "related",
+    "rule",
+    "server",
+    "service",
+    "source",
+    "span",
+    "threat",
+    "tls",
+    "trace",
+    "transaction",
+    "url",
+    "user",
+    "user_agent",
+    "vulnerability",
+];
+
+/// The ECS name of a field logged as `name`: `error` is ECS's `error.message` (ECS's
+/// `error` is an object), a plain name ECS reserves for an object goes under `tributary.`,
+/// every other name (dotted ECS names such as `http.request.id` included) stays.
+pub fn ecs_field(name: Cow<'static, str>) -> Cow<'static, str> {
+    if name == "error" {
+        Cow::Borrowed("error.message")
+    } else if ECS_OBJECTS.contains(&name.as_ref()) {
+        Cow::Owned(format!("tributary.{name}"))
+    } else {
+        name
+    }
+}
 
 /// Installs the global subscriber; `default_filter` applies when `RUST_LOG` is not set.
 ///
@@ -43,8 +121,11 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
     if json {
         let ecs = tracing_ecs::ECSLayerBuilder::default()
             .with_extra_fields(serde_json::json!({
-                "service": { "name": "tributary", "version": env!("CARGO_PKG_VERSION") }
+                "ecs": { "version": ECS_VERSION },
+                "service": { "name": "tributary", "version": env!("CARGO_PKG_VERSION") },
+                "process": { "pid": std::process::id() },
             }))?
+            .with_attribute_mapper(|_span: &str, name: Cow<'static, str>| ecs_field(name))
             .stdout();
         registry.with(ecs).try_init()?;
     } else {
@@ -53,4 +134,19 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
             .try_init()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_clash_with_ecs_objects_move() {
+        assert_eq!(ecs_field("error".into()), "error.message");
+        assert_eq!(ecs_field("group".into()), "tributary.group");
+        assert_eq!(ecs_field("url".into()), "tributary.url");
+        assert_eq!(ecs_field("http.request.id".into()), "http.request.id");
+        assert_eq!(ecs_field("error.type".into()), "error.type");
+        assert_eq!(ecs_field("pipeline".into()), "pipeline");
+    }
 }

@@ -187,26 +187,26 @@ fn log_refusal(error: &hyper::Error, peer: SocketAddr, served: usize) {
     let client = peer.ip();
     if error.is_parse_too_large() {
         tracing::info!(
-            client.address = %client,
+            client.ip = %client,
             error = %error,
             limit_bytes = SERVER_MAX_HEAD_BYTES,
             "request refused by the HTTP server: the head is too large (answered 414 or 431, no body)"
         );
     } else if error.is_parse() {
         tracing::info!(
-            client.address = %client,
+            client.ip = %client,
             error = %error,
             "request refused by the HTTP server: the head does not parse (answered 400, no body)"
         );
     } else if error.is_timeout() && served == 0 {
         tracing::info!(
-            client.address = %client,
+            client.ip = %client,
             "connection closed: no complete request head within [http] header_timeout"
         );
     } else {
         // After a first request, a header timeout is most often an idle keep-alive
         // connection; the rest are clients that closed or reset it.
-        tracing::debug!(client.address = %client, error = %error, served, "connection ended");
+        tracing::debug!(client.ip = %client, error = %error, served, "connection ended");
     }
 }
 

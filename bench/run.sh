@@ -39,10 +39,19 @@
 # balanced), their CPU per event under a steady live load, and the time from a `kill -9`
 # of one of two processes until its shards' lag is back under 1 s; every result row is
 # checked against the ground truth, across the kill too.
+# The gateway suite (BENCH_SUITE=gateway) measures what the Redis rate limit costs a query:
+# `tributary run --role gateway` (config/local.toml) with the rate limit off (`[rate_limit]
+# enabled = false`) and on (Redis backend, quotas far above the load: every request is
+# checked twice, per key and per address, none refused), both with the bootstrap API key
+# (the gateway has no switch to turn authentication off), under the `gateway` load
+# generator: a closed loop (BENCH_GATEWAY_CONCURRENCY connections for BENCH_GATEWAY_SECONDS)
+# for the most requests/s, and an open loop at BENCH_GATEWAY_RATE requests/s for p99; for
+# two queries: a pipeline's results (PostgreSQL) and the pipeline list (statuses cached in
+# Redis).
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
-# Settings (environment): BENCH_SUITE (default | pipelines | peers | scale), BENCH_EVENTS (1000000),
+# Settings (environment): BENCH_SUITE (default | pipelines | peers | scale | gateway), BENCH_EVENTS (1000000),
 # BENCH_REPS (3), BENCH_BATCH (500 events per HTTP request), BENCH_CONCURRENCY (8 requests
 # in flight), BENCH_PIPELINE_EVENTS (events pre-filled for each drain: 500000, 2000000 in
 # the pipeline suite, 5000000 in the scale suite), BENCH_CHECKPOINT_MS (the drain's
@@ -79,6 +88,9 @@ else
   PIPELINE_EVENTS=${BENCH_PIPELINE_EVENTS:-500000}
   CHECKPOINT_MS=${BENCH_CHECKPOINT_MS:-250}
 fi
+GATEWAY_CONCURRENCY=${BENCH_GATEWAY_CONCURRENCY:-32}
+GATEWAY_SECONDS=${BENCH_GATEWAY_SECONDS:-5}
+GATEWAY_RATE=${BENCH_GATEWAY_RATE:-5000}
 SCALE_PARTITIONS=${BENCH_SCALE_PARTITIONS:-6}
 SCALE_PROCESSES=${BENCH_SCALE_PROCESSES:-"1 2 3"}
 SCALE_STEADY_RATE=${BENCH_SCALE_STEADY_RATE:-100000}
@@ -95,8 +107,8 @@ BIN="$TARGET_DIR/release"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
-[[ $SUITE == default || $SUITE == pipelines || $SUITE == peers || $SUITE == scale ]] ||
-  die "BENCH_SUITE must be default, pipelines, peers or scale"
+[[ $SUITE == default || $SUITE == pipelines || $SUITE == peers || $SUITE == scale || $SUITE == gateway ]] ||
+  die "BENCH_SUITE must be default, pipelines, peers, scale or gateway"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
 
@@ -693,6 +705,88 @@ Failover: 2 processes on a fresh $SCALE_PARTITIONS-partition topic, $SCALE_RATE 
 EOF
   log "done in $((SECONDS - STARTED)) s"
 }
+
+# gateway_run REP LIMITS: one gateway (rate limit LIMITS: off | on) on fresh names, both
+# queries under the `gateway` load generator.
+gateway_run() {
+  local rep=$1 limits=$2 tag url out query path
+  local -a limit_env
+  tag="${PREFIX}_g${limits}$rep"
+  url=$("$BIN/benchctl" create-db --name "$tag" | jq -r .)
+  if [[ $limits == on ]]; then
+    limit_env=(TRIBUTARY__RATE_LIMIT__ENABLED=true TRIBUTARY__RATE_LIMIT__BACKEND=redis
+      TRIBUTARY__RATE_LIMIT__READ__RATE=1000000 TRIBUTARY__RATE_LIMIT__READ__BURST=1000000
+      TRIBUTARY__RATE_LIMIT__ADDRESS__RATE=1000000 TRIBUTARY__RATE_LIMIT__ADDRESS__BURST=1000000)
+  else
+    limit_env=(TRIBUTARY__RATE_LIMIT__ENABLED=false)
+  fi
+  start_tributary "gateway-$limits-$rep" config/local.toml gateway \
+    TRIBUTARY__LOG__BROKERS="$TRIBUTARY_KAFKA_BROKERS" \
+    TRIBUTARY__LOG__TOPIC_PREFIX="$tag." \
+    TRIBUTARY__ANALYTICS__URL="$url" \
+    TRIBUTARY__DOCUMENTS__URL="$TRIBUTARY_MONGODB_URL" \
+    TRIBUTARY__DOCUMENTS__DATABASE="$tag" \
+    TRIBUTARY__CACHE__URL="$TRIBUTARY_REDIS_URL" \
+    TRIBUTARY__CACHE__KEY_PREFIX="$tag:" \
+    "${limit_env[@]}"
+  for query in results pipelines; do
+    if [[ $query == results ]]; then
+      path="/v1/pipelines/clicks_per_page/results?limit=10"
+    else
+      path="/v1/pipelines"
+    fi
+    run_child "$WORK/out.json" - "$BIN/gateway" --url "$NODE_URL" --key "$KEY" --path "$path" \
+      --concurrency "$GATEWAY_CONCURRENCY" --seconds "$GATEWAY_SECONDS" --rate "$GATEWAY_RATE" \
+      --label "$limits" --watch tributary="$NODE_PID"
+    out=$(<"$WORK/out.json")
+    record "gateway-$query-$limits" "$out"
+  done
+  stop_tributary
+}
+
+# gateway_suite: the cost of the rate limit on two queries; see the header.
+gateway_suite() {
+  local rep query limits name off on
+  for ((rep = 1; rep <= REPS; rep++)); do
+    log "---- repetition $rep of $REPS"
+    gateway_run "$rep" off
+    gateway_run "$rep" on
+  done
+  LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+  cat <<EOF
+Gateway queries, \`tributary run --role gateway\` (config/local.toml: PostgreSQL, Redis), $REPS runs each (interleaved: off then on), medians. Closed loop: $GATEWAY_CONCURRENCY connections for $GATEWAY_SECONDS s; open loop: $GATEWAY_RATE requests/s for $GATEWAY_SECONDS s (latency from when each request was due). Load generator and gateway on the same $(nproc)-core machine. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+
+| query | rate limit | closed loop req/s | closed p99 ms | open loop req/s | open p50 ms | open p99 ms | open non-200 | runs (closed req/s) | runs (open p99 ms) |
+|---|---|---:|---:|---:|---:|---:|---:|---|---|
+EOF
+  for query in results pipelines; do
+    for limits in off on; do
+      name="gateway-$query-$limits"
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$query" "$limits" \
+        "$(median "$name" .closed.requests_per_sec)" "$(median "$name" .closed.latency_ms.p99)" \
+        "$(median "$name" .open.requests_per_sec)" "$(median "$name" .open.latency_ms.p50)" \
+        "$(median "$name" .open.latency_ms.p99)" "$(median "$name" '[.open.errors[]] | add // 0')" \
+        "$(runs "$name" .closed.requests_per_sec)" \
+        "$(runs "$name" .open.latency_ms.p99)"
+    done
+  done
+  cat <<EOF
+
+| ratio (medians, closed loop req/s) | on / off |
+|---|---:|
+EOF
+  for query in results pipelines; do
+    off=$(median "gateway-$query-off" .closed.requests_per_sec)
+    on=$(median "gateway-$query-on" .closed.requests_per_sec)
+    printf '| %s | %s |\n' "$query" "$(ratio "$on" "$off")"
+  done
+  log "done in $((SECONDS - STARTED)) s"
+}
+
+if [[ $SUITE == gateway ]]; then
+  gateway_suite
+  exit 0
+fi
 
 if [[ $SUITE == scale ]]; then
   scale_suite

@@ -9,6 +9,8 @@
 //! | `DocumentStore` | [`sqlite`] | [`mongodb`] |
 //! | `Cache` | [`memory`] (moka) | [`redis`] |
 //! | `ReferenceSource` | [`file`] (CSV, NDJSON) | [`postgres`] |
+//! | `RateLimiter` | [`memory`] (the GCRA in process) | [`redis`] (one Lua script), with the in-process one as its fallback ([`rate_limit`]) |
+//! | `KeyStore` | [`keys`] on [`sqlite`] | [`keys`] on [`postgres`] |
 //!
 //! [`registry`] builds the adapter a config names. The real adapters guard the calls that
 //! someone waits on with a circuit breaker (`breaker.rs`): while their system is down,
@@ -17,10 +19,12 @@
 mod breaker;
 pub mod file;
 pub mod kafka;
+pub mod keys;
 mod log_checks;
 pub mod memory;
 pub mod mongodb;
 pub mod postgres;
+pub mod rate_limit;
 pub mod redb;
 pub mod redis;
 pub mod registry;

@@ -61,6 +61,25 @@ pub enum ApiError {
         /// Whether a bearer token was presented at all (it then was wrong).
         presented: bool,
     },
+    /// A valid credential lacking the scope the route needs.
+    #[error("this credential lacks the scope {required}")]
+    Forbidden {
+        /// The scope the route needs.
+        required: tributary_core::ports::Scope,
+    },
+    /// No issued API key has this id (in the caller's tenant).
+    #[error("no API key with id {id:?}")]
+    UnknownKey {
+        /// The id from the request.
+        id: String,
+    },
+    /// API keys cannot be issued: this node has no key store.
+    #[error("this node has no key store")]
+    NoKeyStore,
+    /// A JSON request body that does not decode into what the endpoint reads (malformed,
+    /// an unknown or missing field, a wrong type, no JSON content type).
+    #[error("invalid JSON body")]
+    Json(#[source] axum::extract::rejection::JsonRejection),
     /// No route has this path.
     #[error("no route for {path}")]
     RouteNotFound {
@@ -172,6 +191,15 @@ pub enum ApiError {
     /// requests to another one.
     #[error("shutting down")]
     ShuttingDown,
+    /// The credential or the client address made more requests than its quota allows
+    /// (see `crate::rate_limit`).
+    #[error("rate limit {policy:?} exceeded")]
+    RateLimited {
+        /// The quota policy that refused: a scope, or `address`.
+        policy: &'static str,
+        /// When a request would be allowed again.
+        retry_after: std::time::Duration,
+    },
 }
 
 /// An error attached to a response so that the request's single log line can report it.
@@ -181,6 +209,9 @@ pub struct LoggedError {
     pub message: String,
     /// Whether the fault is the server's or a dependency's (5xx) rather than the client's.
     pub server_fault: bool,
+    /// The problem type's slug (`invalid-events`, `dependency-unavailable`...): the
+    /// request log's `error.type`.
+    pub kind: &'static str,
 }
 
 /// An RFC 9457 problem document.
@@ -270,6 +301,30 @@ impl ApiError {
                 "Unauthorized",
                 "send a valid API key as 'Authorization: Bearer <key>'".into(),
             ),
+            Self::Forbidden { required } => Problem::new(
+                S::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("{self}; use a credential with the scope {required} (or admin)"),
+            )
+            .with("required_scope", json!(required)),
+            Self::UnknownKey { .. } => Problem::new(
+                S::NOT_FOUND,
+                "unknown-key",
+                "Unknown API key",
+                self.to_string(),
+            ),
+            Self::NoKeyStore => Problem::new(
+                S::NOT_IMPLEMENTED,
+                "no-key-store",
+                "Not Implemented",
+                "API keys cannot be issued on this node: it has no key store".into(),
+            ),
+            Self::Json(rejection) => {
+                let status = rejection.status();
+                let title = status.canonical_reason().unwrap_or("Bad Request");
+                Problem::new(status, "invalid-body", title, rejection.body_text())
+            }
             Self::RouteNotFound { path } => {
                 let mut p = Problem::new(
                     S::NOT_FOUND,
@@ -476,6 +531,20 @@ impl ApiError {
                 "Service Unavailable",
                 "this node is shutting down; send requests to another node".into(),
             ),
+            Self::RateLimited {
+                policy,
+                retry_after,
+            } => Problem::new(
+                S::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too Many Requests",
+                format!("{self}; retry after the time in Retry-After"),
+            )
+            .with("policy", json!(policy))
+            .with(
+                "retry_after_ms",
+                json!(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX)),
+            ),
         }
     }
 
@@ -536,6 +605,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
         let status = problem.status;
+        let kind = problem.slug;
         let mut response = (status, axum::Json(problem.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -555,6 +625,10 @@ impl IntoResponse for ApiError {
             // The rest of the body may still be on its way: the connection cannot be reused.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Self::RateLimited { retry_after, .. } = &self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, self.retry_after());
         }
@@ -565,6 +639,7 @@ impl IntoResponse for ApiError {
             server_fault: status.is_server_error()
                 && !matches!(self, Self::ShuttingDown)
                 && !matches!(self, Self::Dependency(port) if port.retry_after().is_some()),
+            kind,
         });
         response
     }

@@ -3,9 +3,15 @@
 //! [`router`] (or by [`router_for`], for a node serving only some [`Surfaces`]).
 //!
 //! Contract:
-//! - Every `/v1` request requires `Authorization: Bearer <key>` with a key of
-//!   [`AppState::auth`], also for a path or method that does not exist (401 before 404 or
-//!   405); `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open.
+//! - Every `/v1` request requires `Authorization: Bearer <credential>` with a credential
+//!   [`AppState::auth`] accepts (a configured or issued API key, or a JWT), also for a path
+//!   or method that does not exist (401 before 404 or 405); `/healthz`, `/readyz`,
+//!   `/metrics`, `/openapi.json` and the live page (`/`, `/ui/*`, see `ui`) are open.
+//!   Each `/v1` route needs a scope ([`required_scope`]): a credential without it is
+//!   answered 403. The request carries the credential's [`Principal`] in its extensions.
+//! - A credential sees only its tenant's streams, pipelines, events, results, dead letters
+//!   and keys, on every route and GraphQL field: another tenant's stream or pipeline is
+//!   answered as an unknown one (404), never 403 (the `tenancy` module).
 //! - A route of a surface the node does not serve answers 404, like an unknown route.
 //! - Ingestion (`POST /v1/streams/{stream}/events`) is all-or-nothing and answers `202` only
 //!   after [`Log::append`](tributary_core::ports::Log::append) has returned, i.e. once every
@@ -30,9 +36,15 @@ mod drain;
 pub mod edge;
 mod error;
 mod extract;
+pub mod graphql;
+pub mod ingest;
 mod openapi;
+pub mod rate_limit;
 mod routes;
+pub mod sources;
+mod tenancy;
 mod trace;
+mod ui;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,11 +60,18 @@ use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::Ports;
 
-pub use auth::ApiKeys;
+pub use auth::jwt::JwtError;
+pub use auth::{
+    ApiKeys, Credential, IssuedKeys, JwksSource, JwtSettings, JwtVerifier, NewKey, Principal,
+    required_scope,
+};
 pub use drain::Drain;
 pub use edge::{Edge, EdgeSettings, RequestContext};
 pub use error::{ApiError, CheckOutcome, LoggedError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
+pub use graphql::GraphqlSettings;
+pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 pub use openapi::openapi_json;
+pub use rate_limit::{RateLimit, RateLimitSettings};
 
 /// The default of [`AppState::max_body_bytes`]: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -68,6 +87,9 @@ pub struct StreamInfo {
     pub partitions: u32,
     /// A description for people, from the config.
     pub description: Option<String>,
+    /// The tenant it belongs to (see docs/API.md, "Tenants"): only this tenant's credentials see it,
+    /// its pipelines, events and dead letters.
+    pub tenant: String,
 }
 
 /// Everything the handlers share. Cheap to clone: every member is an `Arc` or a handle.
@@ -81,7 +103,8 @@ pub struct AppState {
     pub streams: Arc<BTreeMap<StreamName, StreamInfo>>,
     /// The configured pipelines; any other pipeline is answered 404.
     pub pipelines: Arc<Vec<PipelineSpec>>,
-    /// The accepted admin API keys.
+    /// The accepted credentials: configured admin keys, and issued keys and JWTs when
+    /// configured.
     pub auth: ApiKeys,
     /// The largest accepted request body, in bytes; larger ones are answered 413.
     pub max_body_bytes: usize,
@@ -95,6 +118,11 @@ pub struct AppState {
     pub drain: Drain,
     /// The edge's limits and options (see [`edge`]).
     pub edge: Edge,
+    /// The sources this node runs (besides HTTP), whose health `/readyz` shows.
+    pub sources: sources::Sources,
+    /// The rate limits of the `/v1` routes, per credential and client address (see
+    /// [`rate_limit`]); [`RateLimit::off`] for none.
+    pub rate_limit: RateLimit,
 }
 
 /// The parts of the API a node serves; health, readiness, metrics and the OpenAPI document
@@ -152,7 +180,7 @@ fn requires_auth(path: &str) -> bool {
 /// `openapi.json` documents exactly these.
 fn endpoints() -> Vec<Endpoint> {
     use Surface::{Always, Ingest, Query};
-    use routes::{dead_letters, health, ingest, pipelines, streams};
+    use routes::{dead_letters, health, ingest, keys, pipelines, streams};
     let endpoint = |method, path, surface, handler| Endpoint {
         method,
         path,
@@ -190,6 +218,14 @@ fn endpoints() -> Vec<Endpoint> {
             Query,
             get(dead_letters::list),
         ),
+        endpoint(Method::POST, "/v1/keys", Query, post(keys::create)),
+        endpoint(Method::GET, "/v1/keys", Query, get(keys::list)),
+        endpoint(
+            Method::DELETE,
+            "/v1/keys/{id}",
+            Query,
+            axum::routing::delete(keys::revoke),
+        ),
     ]
 }
 
@@ -211,6 +247,15 @@ pub fn router(state: AppState) -> Router {
 /// Builds a router over `state` that serves only `surfaces` (and the open endpoints). The
 /// routes of other surfaces stay routed, behind the same authentication, but answer 404.
 pub fn router_for(state: AppState, surfaces: Surfaces) -> Router {
+    router_with(state, surfaces, &GraphqlSettings::default())
+}
+
+/// As [`router_for`], with `/graphql` (served with the query surface) limited by
+/// `settings` (see [`graphql`]).
+pub fn router_with(state: AppState, surfaces: Surfaces, settings: &GraphqlSettings) -> Router {
+    let graphql = surfaces
+        .query
+        .then(|| graphql::Graphql::new(state.clone(), surfaces, settings));
     let (protected, open): (Vec<_>, Vec<_>) =
         endpoints().into_iter().partition(|e| requires_auth(e.path));
     let add = |router: Router<AppState>, endpoints: Vec<Endpoint>| {
@@ -223,12 +268,26 @@ pub fn router_for(state: AppState, surfaces: Surfaces) -> Router {
             r.route(e.path, handler)
         })
     };
-    let protected = add(Router::new(), protected).route_layer(
-        axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_api_key),
-    );
+    // The rate limit runs after authentication (the later `route_layer` is the outer one).
+    let protected = add(Router::new(), protected)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limit.clone(),
+            rate_limit::limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_api_key,
+        ));
     let cors = state.edge.cors();
     // Layers run from the last added (outermost) to the first.
     add(Router::new(), open)
+        .merge(ui::routes())
+        .merge(
+            graphql
+                .as_ref()
+                .map(graphql::Graphql::routes)
+                .unwrap_or_default(),
+        )
         .merge(protected)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -265,16 +324,16 @@ fn not_served(method: &Method) -> MethodRouter<AppState> {
     }
 }
 
-/// The API key check of `/v1` paths, for requests that no authenticated route handles.
-fn authorize_v1(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The credential check of `/v1` paths, for requests that no authenticated route handles.
+async fn authorize_v1(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
     if requires_auth(uri.path()) {
-        auth::authorize(&state.auth, headers)?;
+        auth::authenticate_headers(&state.auth, headers).await?;
     }
     Ok(())
 }
 
 async fn route_not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> ApiError {
-    match authorize_v1(&state, &uri, &headers) {
+    match authorize_v1(&state, &uri, &headers).await {
         Err(unauthorized) => unauthorized,
         Ok(()) => ApiError::RouteNotFound {
             path: uri.path().to_owned(),
@@ -288,7 +347,7 @@ async fn method_not_allowed(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiError {
-    match authorize_v1(&state, &uri, &headers) {
+    match authorize_v1(&state, &uri, &headers).await {
         Err(unauthorized) => unauthorized,
         Ok(()) => ApiError::MethodNotAllowed {
             method,

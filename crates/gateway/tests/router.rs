@@ -739,10 +739,11 @@ async fn a_closed_store_makes_readyz_and_queries_503() {
     assert_eq!(lines.len(), 1, "{log}");
     for expected in [
         "ERROR",
-        "method=GET",
-        "path=/v1/streams/t/events",
-        "status=503",
-        "latency_ms=",
+        "http.request.method=GET",
+        "url.path=/v1/streams/t/events",
+        "http.response.status_code=503",
+        "event.duration=",
+        "error.type=\"dependency-unavailable\"",
         "sqlite is unavailable",
     ] {
         assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
@@ -99,7 +99,13 @@ pub async fn start_with_keys(
 ) -> anyhow::Result<Running> {
     let checked = config.validate()?;
     let has = |role| roles.contains(&Role::All) || roles.contains(&role);
+    // Checked before anything connects; started once the streams exist.
+    let sources = tributary_gateway::sources::Sources::default();
+    if has(Role::Ingest) {
+        crate::sources::register(&sources, &config.sources, &checked.streams, &config.log)?;
+    }
     let metrics = metrics_handle();
+    crate::telemetry::register_counters(&config);
 
     let ports = registry::build(
         &config.log,
@@ -109,6 +115,7 @@ pub async fn start_with_keys(
     )
     .await
     .context("cannot connect the adapters")?;
+    let keys = credentials(keys, &config).await?;
 
     let mut streams = BTreeMap::new();
     for (stream, declared) in checked.streams.iter().zip(&config.streams) {
@@ -122,6 +129,7 @@ pub async fn start_with_keys(
             StreamInfo {
                 partitions,
                 description: declared.description.clone(),
+                tenant: declared.tenant.clone(),
             },
         );
     }
@@ -154,6 +162,26 @@ pub async fn start_with_keys(
         tasks.spawn(async move { engine.run(token).await.context("engine failed") });
     }
 
+    // The configured sources (`[[sources]]`) feed streams as HTTP ingestion does.
+    if has(Role::Ingest) && !config.sources.is_empty() {
+        let ingest =
+            tributary_gateway::ingest::IngestService::new(ports.clone(), config.http.max_ts_ahead);
+        let mut running = sources.start(&ingest, &shutdown);
+        tasks.spawn(async move {
+            // A source that fails stops alone: `/readyz` shows it.
+            while let Some(joined) = running.join_next().await {
+                match joined {
+                    Ok((name, Err(error))) => {
+                        tracing::error!(source = name, %error, "source failed");
+                    }
+                    Ok((name, Ok(()))) => tracing::info!(source = name, "source stopped"),
+                    Err(error) => tracing::error!(%error, "a source's task failed"),
+                }
+            }
+            Ok(())
+        });
+    }
+
     // Every process serves HTTP: health, readiness and metrics always (for probes and
     // scrapes, also on a processor), ingestion and queries when its roles include them.
     let surfaces = Surfaces {
@@ -163,7 +191,7 @@ pub async fn start_with_keys(
     if keys.is_empty() && (surfaces.ingest || surfaces.query) {
         tracing::warn!(
             variable = ApiKeys::BOOTSTRAP_ENV,
-            "no API key configured: every /v1 request will be refused"
+            "no admin key configured: only keys issued before and JWTs are accepted"
         );
     }
     let state = AppState {
@@ -176,11 +204,13 @@ pub async fn start_with_keys(
         metrics,
         drain: Drain::default(),
         edge: Edge::new(config.http.edge()),
+        sources,
+        rate_limit: rate_limit(&config)?,
     };
     let http_addr = listener.local_addr()?;
     tracing::info!(addr = %http_addr, ingest = surfaces.ingest, query = surfaces.query, "HTTP server listening");
     let drain = state.drain.clone();
-    let router = tributary_gateway::router_for(state, surfaces);
+    let router = tributary_gateway::router_with(state, surfaces, &config.graphql.settings());
     let times = DrainTimes {
         // Load balancers route /v1 requests only: a node without them has nobody to wait for.
         delay: if surfaces.ingest || surfaces.query {
@@ -204,6 +234,26 @@ pub async fn start_with_keys(
         tasks,
         shutdown,
     })
+}
+
+/// `keys` (the configured admin keys), accepting also the keys issued into the analytics
+/// database and, with `[auth.jwt]`, JWTs.
+///
+/// # Errors
+/// When the key store cannot be opened, or `[auth.jwt]` is invalid or its JWKS file
+/// unreadable.
+async fn credentials(keys: ApiKeys, config: &Config) -> anyhow::Result<ApiKeys> {
+    let store = tributary_connectors::keys::connect(&config.analytics)
+        .await
+        .context("cannot open the key store")?;
+    let mut keys = keys.with_store(store, config.auth.key_cache_ttl);
+    if let Some(jwt) = &config.auth.jwt {
+        let verifier = tributary_gateway::JwtVerifier::new(jwt.settings()?)
+            .await
+            .context("[auth.jwt]")?;
+        keys = keys.with_jwt(verifier);
+    }
+    Ok(keys)
 }
 
 /// The source of each lookup's table, by (pipeline, lookup). Nothing is read yet: each
@@ -296,28 +346,23 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            // A histogram (aggregatable across instances) for the window latency, with
-            // buckets around its goal of one second. Setting buckets fails only when
-            // they are empty.
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("tributary_window_final_latency_seconds".to_owned()),
-                    &[
-                        0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
-                    ],
-                )
+            // Histograms (aggregatable across instances) with buckets chosen for each
+            // latency (`telemetry`). Setting buckets fails only when they are empty.
+            let recorder = crate::telemetry::builder()
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            let process = crate::telemetry::describe();
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new()
                 .name("metrics-upkeep".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                        process.collect();
                         upkeep.run_upkeep();
                     }
                 });
@@ -362,4 +407,26 @@ pub fn shutdown_on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// The gateway's rate limits, as `[rate_limit]` configures them.
+///
+/// # Errors
+/// A quota out of range, or `backend = "redis"` without a Redis cache.
+fn rate_limit(config: &Config) -> anyhow::Result<tributary_gateway::RateLimit> {
+    let limits = &config.rate_limit;
+    if !limits.enabled {
+        return Ok(tributary_gateway::RateLimit::off());
+    }
+    let redis = limits.redis(&config.cache)?;
+    let limiter = tributary_connectors::rate_limit::build(redis, limits.max_keys)
+        .context("cannot build the rate limiter")?;
+    tracing::info!(
+        backend = if redis.is_some() { "redis" } else { "memory" },
+        "rate limits on"
+    );
+    Ok(tributary_gateway::RateLimit::new(
+        limiter,
+        limits.settings()?,
+    ))
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,12 +48,22 @@ pub struct Config {
     pub documents: DocumentsConfig,
     /// Live results: `type = "memory"` or `type = "redis"`.
     pub cache: CacheConfig,
+    /// Rate limits of the `/v1` routes, per credential and per client address.
+    pub rate_limit: RateLimitConfig,
+    /// GraphQL at `/graphql`: its limits and options.
+    pub graphql: GraphqlConfig,
+    /// Credentials: issued API keys and JWT bearer tokens.
+    pub auth: AuthConfig,
     /// The streams events can be sent to.
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
     /// The pipelines to run.
     #[serde(default)]
     pub pipelines: Vec<PipelineConfig>,
+    /// Sources of events besides HTTP (`kind = "kafka"`), run by nodes with the ingest
+    /// role; see [`crate::sources`].
+    #[serde(default)]
+    pub sources: Vec<crate::sources::SourceConfig>,
 }
 
 /// The HTTP server.
@@ -124,6 +134,239 @@ impl HttpConfig {
     }
 }
 
+/// Rate limits of the `/v1` routes (`tributary_gateway::rate_limit`): each request counts
+/// against its credential's quota for the route's scope and against its client address's
+/// quota; past either, it is answered 429 with `Retry-After`. A quota allows `burst`
+/// requests at once, then `rate` per `period` (the GCRA).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Whether requests are limited.
+    pub enabled: bool,
+    /// Where the counts live: `"redis"` (shared by every gateway; needs `[cache] type =
+    /// "redis"`, whose server it uses; while Redis cannot answer, each gateway counts in
+    /// process), `"memory"` (in this process), or `"auto"`: Redis when the cache is Redis.
+    pub backend: RateLimitBackend,
+    /// The most keys (credentials and addresses) counted in process; past it, the least
+    /// used are forgotten.
+    pub max_keys: u64,
+    /// Addresses of the load balancers in front (such as HAProxy's), whose
+    /// `X-Forwarded-For` names the client; a request from any other peer is counted
+    /// against the peer's address.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The quota of one credential sending events.
+    pub ingest: QuotaConfig,
+    /// The quota of one credential reading.
+    pub read: QuotaConfig,
+    /// The quota of one credential managing keys.
+    pub admin: QuotaConfig,
+    /// The quota of one client address, whatever its credentials.
+    pub address: QuotaConfig,
+}
+
+/// Where rate-limit counts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitBackend {
+    /// Redis when `[cache] type = "redis"`, else memory.
+    Auto,
+    /// Redis, shared by every gateway.
+    Redis,
+    /// This process.
+    Memory,
+}
+
+/// A quota: `burst` requests at once, then `rate` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests per period, sustained.
+    pub rate: u32,
+    /// The period of `rate` (such as `"1s"` or `"1m"`).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Requests allowed at once after a quiet time.
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    /// The gateway's settings.
+    ///
+    /// # Errors
+    /// A quota with a zero, or out of range, naming it.
+    pub fn settings(&self) -> anyhow::Result<tributary_gateway::RateLimitSettings> {
+        let quota = |name: &str, q: QuotaConfig| {
+            tributary_core::ports::Quota::new(q.rate, q.period, q.burst)
+                .with_context(|| format!("[rate_limit] {name}"))
+        };
+        Ok(tributary_gateway::RateLimitSettings {
+            ingest: quota("ingest", self.ingest)?,
+            read: quota("read", self.read)?,
+            admin: quota("admin", self.admin)?,
+            address: quota("address", self.address)?,
+            trusted_proxies: self.trusted_proxies.clone(),
+        })
+    }
+
+    /// The Redis server the counts live in, `None` to count in process.
+    ///
+    /// # Errors
+    /// `backend = "redis"` without `[cache] type = "redis"`.
+    pub fn redis<'a>(
+        &self,
+        cache: &'a CacheConfig,
+    ) -> anyhow::Result<Option<&'a tributary_connectors::redis::RedisConfig>> {
+        match (self.backend, cache) {
+            (RateLimitBackend::Memory, _) | (RateLimitBackend::Auto, CacheConfig::Memory(_)) => {
+                Ok(None)
+            }
+            (RateLimitBackend::Auto | RateLimitBackend::Redis, CacheConfig::Redis(redis)) => {
+                Ok(Some(redis))
+            }
+            (RateLimitBackend::Redis, CacheConfig::Memory(_)) => bail!(
+                "[rate_limit] backend = \"redis\" needs [cache] type = \"redis\" (its server keeps the counts)"
+            ),
+        }
+    }
+}
+
+/// Credentials (`tributary_gateway::auth`): issued API keys (kept in the analytics
+/// database) and, when `[auth.jwt]` is present, JWT bearer tokens. Configured admin keys
+/// come from `TRIBUTARY_BOOTSTRAP_API_KEY`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a node keeps an issued key it looked up (such as `"5s"`): a key revoked
+    /// through another node still passes on this one for at most this long.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    /// JWT bearer tokens; absent: not accepted.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// JWT bearer tokens, verified against a JWKS (`[auth.jwt]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A JWKS file (exactly one of `jwks_file` and `jwks_url`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS URL (its `jwks_uri`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// The audience `aud` must hold.
+    pub audience: String,
+    /// The accepted signature algorithms, pinned (`none` is never accepted).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The clock skew allowed on `exp` and `nbf` (whole seconds, such as `"30s"`).
+    #[serde(default = "default_jwt_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The claim holding the scopes: a space-separated string (OAuth's `scope`) or a
+    /// list; names other than `ingest`, `read` and `admin` are ignored.
+    #[serde(default = "default_scopes_claim")]
+    pub scopes_claim: String,
+    /// The claim holding the tenant; absent: every token's tenant is `default`.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    /// The least time between two reads of the JWKS caused by tokens of an unknown `kid`.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+}
+
+fn default_jwt_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+
+fn default_jwt_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_owned()
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl JwtConfig {
+    /// The gateway's JWT settings.
+    ///
+    /// # Errors
+    /// Without exactly one of `jwks_file` and `jwks_url`, or with an unknown algorithm.
+    pub fn settings(&self) -> anyhow::Result<tributary_gateway::JwtSettings> {
+        use tributary_gateway::JwksSource;
+        let jwks = match (&self.jwks_file, &self.jwks_url) {
+            (Some(file), None) => JwksSource::File(file.clone()),
+            (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+                JwksSource::Url(url.clone())
+            }
+            (None, Some(url)) => bail!("[auth.jwt] jwks_url must be an http(s) URL, not {url:?}"),
+            _ => bail!("[auth.jwt] needs exactly one of jwks_file and jwks_url"),
+        };
+        let algorithms = self
+            .algorithms
+            .iter()
+            .map(|name| {
+                name.parse::<tributary_gateway::JwtAlgorithm>()
+                    .map_err(|_| {
+                        anyhow::anyhow!("[auth.jwt] algorithms: unknown algorithm {name:?}")
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if algorithms.is_empty() {
+            bail!("[auth.jwt] algorithms must name at least one algorithm, such as RS256");
+        }
+        Ok(tributary_gateway::JwtSettings {
+            jwks,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            algorithms,
+            leeway: self.leeway,
+            scopes_claim: self.scopes_claim.clone(),
+            tenant_claim: self.tenant_claim.clone(),
+            min_refresh_interval: self.min_refresh_interval,
+        })
+    }
+}
+
+/// GraphQL at `/graphql` (`tributary_gateway::graphql`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlConfig {
+    /// The deepest selection a query may nest; a deeper query is refused whole.
+    pub max_depth: usize,
+    /// The most a query may cost (each field 1, a list field its page size times its
+    /// selection); a costlier query is refused whole.
+    pub max_complexity: usize,
+    /// Whether the schema may be introspected (GraphiQL needs it).
+    pub introspection: bool,
+    /// Whether `GET /graphql` serves the GraphiQL page (which loads GraphiQL from a CDN).
+    pub graphiql: bool,
+    /// How often the status of a pipeline with subscribers is read, to push the results of
+    /// its new checkpoints (such as `"250ms"`).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl GraphqlConfig {
+    /// The gateway's GraphQL settings.
+    #[must_use]
+    pub fn settings(&self) -> tributary_gateway::GraphqlSettings {
+        tributary_gateway::GraphqlSettings {
+            max_depth: self.max_depth,
+            max_complexity: self.max_complexity,
+            introspection: self.introspection,
+            graphiql: self.graphiql,
+            poll_interval: self.poll_interval,
+        }
+    }
+}
+
 /// The engine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,10 +396,37 @@ pub struct StreamConfig {
     /// What it carries, for people.
     #[serde(default)]
     pub description: Option<String>,
+    /// The tenant it belongs to, such as `"acme"`: only that tenant's credentials (keys
+    /// and JWTs of that tenant) see it, ingest into it, and see its pipelines and dead
+    /// letters. Default `"default"`, the tenant of the configured admin keys.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 fn default_partitions() -> u32 {
     3
+}
+
+fn default_tenant() -> String {
+    tributary_core::ports::DEFAULT_TENANT.to_owned()
+}
+
+/// The longest tenant name, in characters.
+const MAX_TENANT_CHARS: usize = 128;
+
+/// Checks a tenant's name: not empty, at most [`MAX_TENANT_CHARS`] characters, without
+/// whitespace or control characters.
+fn check_tenant(tenant: &str) -> Result<(), String> {
+    if tenant.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if tenant.chars().count() > MAX_TENANT_CHARS {
+        return Err(format!("must be at most {MAX_TENANT_CHARS} characters"));
+    }
+    if tenant.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not hold whitespace or control characters".to_owned());
+    }
+    Ok(())
 }
 
 /// One pipeline: declared field by field, or as one SQL statement (`sql`).
@@ -170,6 +440,11 @@ pub struct PipelineConfig {
     /// `sql`, whose `FROM` names the stream.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    /// The tenant it belongs to: that of its sources, which must all be of one tenant.
+    /// Optional: when given, it must be their tenant (a check that the pipeline is where
+    /// it is meant to be).
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// Reference tables its filter, key and aggregates (also those of `sql`) read as
     /// `<lookup>.<field>`, such as `[{ name = "ads", file = "data/ads.csv", key = "ad_id",
     /// on = "payload.ad_id" }]`: an event's row is the one whose `key` column equals `on`
@@ -540,19 +815,23 @@ impl Config {
     }
 
     /// The demo's configuration: `config/demo.toml` (compiled in), with its data under
-    /// `data_dir` and its HTTP server on `listen`.
+    /// `data_dir` and its HTTP server on `listen` when given, else on
+    /// `TRIBUTARY__HTTP__LISTEN` when set, else on the demo's `127.0.0.1:8080`.
     ///
     /// # Errors
     /// As [`Config::load`].
-    pub fn demo(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<Self> {
+    pub fn demo(data_dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<Self> {
         let db = data_dir.join("tributary.db");
         let figment = Figment::from(Toml::string(DEFAULTS))
             .merge(Toml::string(DEMO))
-            .merge(("http.listen", listen.to_string()))
             .merge(("log.path", data_dir.join("log.redb")))
             .merge(("analytics.path", &db))
             .merge(("documents.path", &db));
-        Self::from_figment(figment, &[DEMO], None)
+        let mut config = Self::from_figment(figment, &[DEMO], None)?;
+        if let Some(listen) = listen {
+            config.http.listen = listen;
+        }
+        Ok(config)
     }
 
     /// Extracts the configuration from `figment`, merged with `file`; `texts` are the TOML
@@ -627,6 +906,13 @@ impl Config {
         if let Err(reason) = self.http.edge().check(self.http.max_body_bytes) {
             bail!("[http] {reason}");
         }
+        if let Err(reason) = self.graphql.settings().check() {
+            bail!("[graphql] {reason}");
+        }
+        if self.rate_limit.enabled {
+            self.rate_limit.settings()?;
+            self.rate_limit.redis(&self.cache)?;
+        }
         if self.engine.batch_size == 0 {
             bail!("[engine] batch_size must be at least 1");
         }
@@ -646,6 +932,9 @@ impl Config {
             }
             if stream.partitions == 0 {
                 bail!("stream {name} needs at least one partition");
+            }
+            if let Err(reason) = check_tenant(&stream.tenant) {
+                bail!("stream {name}: tenant {:?} {reason}", stream.tenant);
             }
             streams.push(name);
         }
@@ -671,6 +960,7 @@ impl Config {
                     p.name
                 );
             }
+            self.check_pipeline_tenant(p, &spec)?;
             pipelines.push(spec);
         }
         Ok(Checked {
@@ -678,6 +968,36 @@ impl Config {
             pipelines,
             dead_letter_retention,
         })
+    }
+}
+
+impl Config {
+    /// Checks that the sources of `p` (planned as `spec`) are all of one tenant, and that
+    /// it is the pipeline's declared tenant, if any.
+    fn check_pipeline_tenant(&self, p: &PipelineConfig, spec: &PipelineSpec) -> anyhow::Result<()> {
+        let tenant_of = |source: &StreamName| {
+            self.streams
+                .iter()
+                .find(|s| s.name == source.as_str())
+                .map_or(tributary_core::ports::DEFAULT_TENANT, |s| s.tenant.as_str())
+        };
+        let mut sources = spec.sources.iter().map(|s| (s, tenant_of(s)));
+        let Some((first, tenant)) = sources.next() else {
+            return Ok(());
+        };
+        if let Some((other, its)) = sources.find(|(_, t)| t != &tenant) {
+            bail!(
+                "pipeline {}: its sources are of different tenants ({first} of {tenant:?}, {other} of {its:?}); a pipeline reads streams of one tenant",
+                p.name
+            );
+        }
+        if let Some(declared) = p.tenant.as_deref().filter(|d| *d != tenant) {
+            bail!(
+                "pipeline {}: tenant {declared:?} is not the tenant of its sources ({first} is of {tenant:?})",
+                p.name
+            );
+        }
+        Ok(())
     }
 }
 
@@ -1130,6 +1450,35 @@ mod tests {
     }
 
     #[test]
+    fn graphql_has_defaults_and_checked_limits() {
+        let config = Config::load_with_base(EMBEDDED, None).unwrap();
+        assert_eq!(
+            config.graphql.settings(),
+            tributary_gateway::GraphqlSettings::default()
+        );
+        for (setting, expected) in [
+            ("max_depth = 0", "[graphql] max_depth must be at least 1"),
+            (
+                "max_complexity = 0",
+                "[graphql] max_complexity must be at least 1",
+            ),
+            (
+                "poll_interval = \"0s\"",
+                "[graphql] poll_interval must be longer than 0s",
+            ),
+        ] {
+            // A section of its own, before the streams (tables before arrays of tables).
+            let section = format!("[graphql]\n{setting}\n[[streams]]");
+            let text = EMBEDDED.replacen("[[streams]]", &section, 1);
+            let err = Config::load_with_base(&text, None)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(format!("{err:#}"), expected);
+        }
+    }
+
+    #[test]
     fn window_sizes_are_bounded() {
         for size in ["0s", "101y"] {
             let config = EMBEDDED.replace("size = \"1m\"", &format!("size = \"{size}\""));
@@ -1217,11 +1566,51 @@ mod tests {
     }
 
     #[test]
+    fn auth_defaults_and_jwt_settings_are_checked() {
+        let auth = Config::load_with_base(EMBEDDED, None).unwrap().auth;
+        assert_eq!(auth.key_cache_ttl, Duration::from_secs(5));
+        assert!(auth.jwt.is_none());
+        let jwt = |extra: &str| {
+            let text = format!(
+                "{EMBEDDED}\n[auth.jwt]\nissuer = \"https://i\"\naudience = \"t\"\n{extra}"
+            );
+            Config::load_with_base(&text, None).map(|c| c.auth.jwt.unwrap())
+        };
+        let settings = jwt("jwks_url = \"https://i/jwks\"")
+            .unwrap()
+            .settings()
+            .unwrap();
+        assert_eq!(
+            settings.algorithms,
+            [tributary_gateway::JwtAlgorithm::RS256]
+        );
+        assert_eq!(settings.min_refresh_interval, Duration::from_secs(30));
+        assert_eq!(settings.scopes_claim, "scope");
+        for (extra, error) in [
+            ("", "exactly one of jwks_file and jwks_url"),
+            (
+                "jwks_file = \"a.json\"\njwks_url = \"https://i/jwks\"",
+                "exactly one",
+            ),
+            ("jwks_url = \"ftp://i/jwks\"", "http(s) URL"),
+            (
+                "jwks_file = \"a.json\"\nalgorithms = [\"none\"]",
+                "unknown algorithm \"none\"",
+            ),
+            ("jwks_file = \"a.json\"\nalgorithms = []", "at least one"),
+        ] {
+            let message = format!("{:#}", jwt(extra).unwrap().settings().unwrap_err());
+            assert!(message.contains(error), "{extra}: {message}");
+        }
+        assert!(jwt("jwks_file = \"a.json\"\naudiences = [\"x\"]").is_err());
+    }
+
+    #[test]
     fn nodes_drain_behind_a_load_balancer_but_the_demo_stops_at_once() {
         let http = Config::load_with_base(EMBEDDED, None).unwrap().http;
         assert_eq!(http.drain_delay, Duration::from_secs(5));
         assert_eq!(http.drain_timeout, Duration::from_secs(10));
-        let demo = Config::demo(Path::new("data/demo"), "127.0.0.1:0".parse().unwrap())
+        let demo = Config::demo(Path::new("data/demo"), Some("127.0.0.1:0".parse().unwrap()))
             .unwrap()
             .http;
         assert_eq!(demo.drain_delay, Duration::ZERO);
@@ -1254,6 +1643,38 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_are_on_by_default_and_checked() {
+        let config = Config::load_with_base(EMBEDDED, None).unwrap();
+        assert!(config.rate_limit.enabled);
+        let settings = config.rate_limit.settings().unwrap();
+        assert_eq!(settings.read.burst(), 10_000);
+        assert_eq!(settings.address.rate(), 10_000);
+        assert_eq!(
+            config.rate_limit.redis(&config.cache).unwrap(),
+            None,
+            "auto: memory cache"
+        );
+        for (extra, expected) in [
+            ("backend = \"redis\"", "needs [cache] type = \"redis\""),
+            (
+                "read = { rate = 0, period = \"1s\", burst = 1 }",
+                "[rate_limit] read",
+            ),
+            ("backend = \"disk\"", "unknown variant"),
+            (
+                "admin = { rate = 1, period = \"1s\", burst = 1, brust = 2 }",
+                "brust",
+            ),
+        ] {
+            let error =
+                Config::load_with_base(&format!("{EMBEDDED}\n[rate_limit]\n{extra}\n"), None)
+                    .and_then(|config| config.validate().map(|_| ()));
+            let message = format!("{:#}", error.unwrap_err());
+            assert!(message.contains(expected), "{extra}: {message}");
+        }
+    }
+
+    #[test]
     fn zero_sizes_are_refused() {
         for (setting, name) in [
             ("[http]\nmax_body_bytes = 0\n", "max_body_bytes"),
@@ -1280,5 +1701,39 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn streams_have_a_tenant_and_pipelines_read_streams_of_one() {
+        let (head, _) = EMBEDDED.split_once("[[pipelines]]").unwrap();
+        let config = |streams: &str, pipeline: &str| {
+            format!(
+                "{head}{streams}\n[[pipelines]]\nname = \"p\"\n{pipeline}\nwindow = {{ type = \"tumbling\", size = \"1m\" }}\n"
+            )
+        };
+        let two = "[[streams]]\nname = \"a\"\ntenant = \"acme\"\n[[streams]]\nname = \"b\"\n";
+        let loaded = Config::load_with_base(&config(two, "sources = [\"a\"]"), None).unwrap();
+        let tenants: Vec<&str> = loaded.streams.iter().map(|s| s.tenant.as_str()).collect();
+        // The stream of EMBEDDED, then `a` and `b`.
+        assert_eq!(tenants, ["default", "acme", "default"]);
+        assert!(plans(&config(two, "sources = [\"a\"]\ntenant = \"acme\"")).is_ok());
+        let err = plans(&config(two, "sources = [\"a\", \"b\"]")).unwrap_err();
+        assert!(
+            err.contains("pipeline p: its sources are of different tenants"),
+            "{err}"
+        );
+        let err = plans(&config(two, "sources = [\"b\"]\ntenant = \"acme\"")).unwrap_err();
+        assert!(
+            err.contains("tenant \"acme\" is not the tenant of its sources"),
+            "{err}"
+        );
+        let blank = "[[streams]]\nname = \"a\"\ntenant = \"\"\n";
+        let err = plans(&config(blank, "sources = [\"a\"]")).unwrap_err();
+        assert!(
+            err.contains("stream a: tenant \"\" must not be empty"),
+            "{err}"
+        );
+        let spaced = "[[streams]]\nname = \"a\"\ntenant = \"a b\"\n";
+        assert!(plans(&config(spaced, "sources = [\"a\"]")).is_err());
     }
 }

@@ -4,12 +4,12 @@
 //! real sources.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_core::{EventId, Timestamp};
@@ -25,9 +25,10 @@ pub struct DemoArgs {
     /// resumes from its last checkpoint).
     #[arg(long, default_value = "data/demo")]
     pub data_dir: PathBuf,
-    /// Address of the HTTP server.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address of the HTTP server [default: `TRIBUTARY__HTTP__LISTEN` when set, else
+    /// 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Events per second from each source.
     #[arg(long, default_value_t = 20)]
     pub rate: u32,
@@ -43,10 +44,7 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let key = match std::env::var(ApiKeys::BOOTSTRAP_ENV) {
-        Ok(key) if !key.trim().is_empty() => key.trim().to_owned(),
-        _ => format!("trb_demo_{}", EventId::generate().as_str().replace('-', "")),
-    };
+    let key = demo_key(&args.data_dir, std::env::var(ApiKeys::BOOTSTRAP_ENV).ok())?;
     let config = Config::demo(&args.data_dir, args.listen)?;
     let shutdown = app::shutdown_on_signal();
     if let Some(seconds) = args.seconds {
@@ -56,10 +54,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             token.cancel();
         });
     }
-    let running =
-        app::start_with_keys(config, &[Role::All], shutdown.clone(), ApiKeys::new([&key])).await?;
+    let running = app::start_with_keys(
+        config,
+        &[Role::All],
+        shutdown.clone(),
+        ApiKeys::new([&key.value]),
+    )
+    .await?;
     let addr = running.http_addr;
     banner(addr, &key);
+    let key = key.value;
 
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
@@ -80,15 +84,83 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-#[allow(clippy::print_stdout)]
-fn banner(addr: SocketAddr, key: &str) {
-    println!(
+/// The file in the data directory holding the demo's admin key.
+const KEY_FILE: &str = "api-key";
+
+/// The demo's admin key, and where it comes from.
+#[derive(Debug)]
+struct DemoKey {
+    value: String,
+    origin: String,
+}
+
+/// The demo's admin key: `from_env` (the value of [`ApiKeys::BOOTSTRAP_ENV`]) when set;
+/// else the key kept in `data_dir` ([`KEY_FILE`]), made (32 random bytes) and written
+/// there (readable by its owner only) at the first run.
+fn demo_key(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<DemoKey> {
+    if let Some(key) = from_env {
+        if !key.trim().is_empty() {
+            return Ok(DemoKey {
+                value: key.trim().to_owned(),
+                origin: format!("from {}", ApiKeys::BOOTSTRAP_ENV),
+            });
+        }
+    }
+    let path = data_dir.join(KEY_FILE);
+    let origin = format!(
+        "kept in {}; set {} to use your own",
+        path.display(),
+        ApiKeys::BOOTSTRAP_ENV
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => {
+            return Ok(DemoKey {
+                value: key.trim().to_owned(),
+                origin,
+            });
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    }
+    let mut secret = [0_u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let value = format!("trb_demo_{hex}");
+    write_private(&path, &value).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(DemoKey { value, origin })
+}
+
+/// Writes `text` to a new file at `path`, readable and writable by its owner only (on Unix).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// The human-readable banner, on stderr: stdout carries only the log's JSON lines.
+fn banner(addr: SocketAddr, key: &DemoKey) {
+    let DemoKey { value: key, origin } = key;
+    eprintln!(
         r#"
 Tributary demo: embedded mode, every role in this process.
 Three sources are sending events: clicks, orders, sensors.
 
   URL:      http://{addr}
   API key:  {key}
+            ({origin})
+  Page:     http://{addr}/#key={key}
 
 Pipelines: clicks_per_page (count per page, 1-minute windows), revenue_by_country
 (paid orders: revenue, average and p95 amount, buyers; 5-minute windows every minute),
@@ -100,8 +172,12 @@ Try:
   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
        -d '{{"key":"/pricing","payload":{{"user":"you"}}}}' http://{addr}/v1/streams/clicks/events
 
+Scoped keys (ingest, read, admin), each shown once:
+  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+       -d '{{"scopes":["read"],"description":"dashboards"}}' http://{addr}/v1/keys
+
 Also: /v1/streams, /v1/streams/orders/events, /v1/pipelines, /v1/dead-letters (late
-events and refused requests, with the reason), /metrics, /openapi.json.
+events and refused requests, with the reason), /v1/keys, /metrics, /openapi.json.
 Stop with Ctrl-C.
 "#
     );
@@ -240,5 +316,39 @@ impl Generator {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = demo_key(dir.path(), None).unwrap();
+        assert!(first.value.starts_with("trb_demo_"));
+        assert_eq!(first.value.len(), "trb_demo_".len() + 64);
+        assert!(first.origin.contains("api-key"), "{}", first.origin);
+        let again = demo_key(dir.path(), Some("  ".to_owned())).unwrap();
+        assert_eq!(again.value, first.value);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let own = demo_key(dir.path(), Some(" mine ".to_owned())).unwrap();
+        assert_eq!(own.value, "mine");
+        assert_eq!(demo_key(dir.path(), None).unwrap().value, first.value);
+        assert_ne!(
+            demo_key(tempfile::tempdir().unwrap().path(), None)
+                .unwrap()
+                .value,
+            first.value
+        );
     }
 }

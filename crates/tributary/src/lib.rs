@@ -4,5 +4,10 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod health;
+pub mod ingest;
+pub mod keys;
 pub mod logging;
 mod server;
+pub mod sources;
+pub mod telemetry;

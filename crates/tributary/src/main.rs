@@ -3,6 +3,12 @@
 //! - `tributary demo`: the embedded mode with generators, in one process, no server needed.
 //! - `tributary run --config FILE [--role ...]`: the distributed mode (or any mode a config
 //!   file describes), running the chosen roles.
+//! - `tributary ingest --config FILE --stream S FILE...`: streams NDJSON or CSV files into a
+//!   stream (see `tributary::ingest`); exits 2 when some record was refused.
+//! - `tributary keys --config FILE create --tenant T --scope admin`: issues (lists, revokes)
+//!   API keys of any tenant in the key store (see `tributary::keys`).
+//! - `tributary health [--url URL]`: exits 0 when a node's `/healthz` answers 200 (the
+//!   container image's health check).
 
 use std::path::PathBuf;
 
@@ -41,6 +47,16 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
         role: Vec<Role>,
     },
+    /// Streams NDJSON or CSV files (plain, .gz or .zst) into a stream; re-run after a crash,
+    /// it resumes where it stopped. Exits 2 when some record was refused (kept as a dead
+    /// letter).
+    Ingest(tributary::ingest::IngestArgs),
+    /// Issues, lists and revokes API keys of any tenant in the key store the config names
+    /// (a new tenant's first key comes from here).
+    Keys(tributary::keys::KeysArgs),
+    /// Asks a running node's /healthz; exits 0 when it answers 200 (the container image's
+    /// health check).
+    Health(tributary::health::HealthArgs),
     /// Deletes a pipeline's checkpoint, state and results table, so that it starts over
     /// from the beginning of its streams: what to do after changing a pipeline's
     /// definition (or give it a new name instead).
@@ -59,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = match cli.command {
         Command::Demo(_) => logging::DEMO_FILTER,
-        Command::Run { .. } | Command::Reset { .. } => logging::DEFAULT_FILTER,
+        // Its stdout is the key (or the listing): only warnings are logged.
+        Command::Keys(_) => logging::QUIET_FILTER,
+        Command::Run { .. } | Command::Reset { .. } | Command::Ingest(_) | Command::Health(_) => {
+            logging::DEFAULT_FILTER
+        }
     };
     logging::init(cli.log_format, filter)?;
     let result = match cli.command {
@@ -68,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
             let config = tributary::config::Config::load(Some(&config))?;
             tributary::app::run(config, &role, tributary::app::shutdown_on_signal()).await
         }
+        Command::Ingest(args) => ingest(args).await,
+        Command::Health(args) => tributary::health::run(args).await,
+        Command::Keys(args) => tributary::keys::run(args).await,
         Command::Reset { config, pipeline } => {
             let config = tributary::config::Config::load(Some(&config))?;
             tributary::app::reset(&config, &pipeline).await
@@ -77,4 +100,17 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(error = format!("{err:#}"), "tributary stopped on an error");
     }
     result
+}
+
+/// `tributary ingest`: prints the summary, and exits 2 when some record was refused.
+async fn ingest(args: tributary::ingest::IngestArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let summary = tributary::ingest::run(args, tributary::app::shutdown_on_signal()).await?;
+    let mut out = std::io::stdout().lock();
+    summary.write(&mut out)?;
+    out.flush()?;
+    if summary.refused() > 0 {
+        std::process::exit(2);
+    }
+    Ok(())
 }

@@ -6,9 +6,14 @@
 //! (a set without TTL makes the key permanent again, as Redis `SET` does). When the cache is
 //! full, the least useful entries are evicted: it is a cache, never the source of truth.
 //! Its contents live and die with the process.
+//!
+//! [`MemoryRateLimiter`]: the [`RateLimiter`](tributary_core::ports::RateLimiter) port in this
+//! process (the GCRA over a bounded map of keys), embedded and as the fallback of Redis's.
 
 mod cache;
 mod config;
+mod rate_limit;
 
 pub use cache::MemoryCache;
 pub use config::MemoryCacheConfig;
+pub use rate_limit::{DEFAULT_MAX_KEYS, MemoryRateLimiter};

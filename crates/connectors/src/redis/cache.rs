@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Classifies a Redis error: connection trouble and a busy server are transient, a value
 /// of the wrong type is corrupt data, the rest is refused.
-fn redis_error(error: RedisError) -> PortError {
+pub(super) fn redis_error(error: RedisError) -> PortError {
     if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
@@ -123,7 +123,7 @@ impl RedisCache {
 }
 
 /// The URL without its password, for logs.
-fn redacted(url: &str) -> String {
+pub(super) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://***{}", &url[..scheme_end], &url[at..])

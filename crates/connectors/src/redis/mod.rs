@@ -11,9 +11,14 @@
 //! `ping` has the timeout but not the breaker, so readiness reports what the server
 //! answers now.
 //! [`RedisCache::connect`] fails with `Unavailable` when the server does not answer `PING`.
+//!
+//! [`RedisRateLimiter`]: the [`RateLimiter`](tributary_core::ports::RateLimiter) port on
+//! Redis, one atomic GCRA script per check, shared by every gateway (see its module).
 
 mod cache;
 mod config;
+mod rate_limit;
 
 pub use cache::RedisCache;
 pub use config::RedisConfig;
+pub use rate_limit::{GCRA_SCRIPT, RedisRateLimiter};

@@ -9,6 +9,8 @@
 //! - [`DocumentStore`]: raw events as documents, upserted by id (MongoDB; SQLite).
 //! - [`Cache`]: derived values, written after commits, never the source of truth (Redis; memory).
 //! - [`ReferenceSource`]: the tables of a pipeline's lookups, read whole (a file; PostgreSQL).
+//! - [`RateLimiter`]: requests per key, by the GCRA, shared by every gateway (Redis; memory).
+//! - [`KeyStore`]: issued API keys, as hashes (PostgreSQL; SQLite).
 //!
 //! [`Log::join`] also gives a [`Membership`] of a group of processes sharing partitions
 //! (a Kafka consumer group; one process alone on the embedded log).
@@ -18,7 +20,9 @@ mod cache;
 mod document;
 mod error;
 mod group;
+mod keys;
 mod log;
+mod rate_limit;
 mod reference;
 
 pub use analytics::{
@@ -28,7 +32,11 @@ pub use cache::Cache;
 pub use document::{DocumentStore, EventCursor, EventPage};
 pub use error::{BoxError, CircuitOpen, ErrorDomain, Fence, PortError};
 pub use group::{GroupChange, Membership, SoleMember, StreamPartition};
+pub use keys::{
+    DEFAULT_TENANT, KeyStore, Scope, StoredKey, UnknownScope, parse_scopes, scopes_to_string,
+};
 pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
+pub use rate_limit::{Decision, Quota, QuotaError, RateLimiter, gcra};
 pub use reference::ReferenceSource;
 
 use std::sync::Arc;

@@ -1,9 +1,12 @@
-//! The handlers, one file per resource: ingestion, streams, pipelines, dead letters, and
-//! health (with metrics). Helpers shared by several of them live here.
+//! The handlers, one file per resource: ingestion, streams, pipelines, dead letters, API
+//! keys, and health (with metrics). Helpers shared by several of them live here. Every
+//! handler naming or listing streams, pipelines or dead letters reads them for the
+//! request's [`Principal`](crate::Principal)'s tenant ([`crate::tenancy`]).
 
 pub(crate) mod dead_letters;
 pub(crate) mod health;
 pub(crate) mod ingest;
+pub(crate) mod keys;
 pub(crate) mod pipelines;
 pub(crate) mod streams;
 
@@ -14,35 +17,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use tributary_core::pipeline::PipelineSpec;
-use tributary_core::{StreamName, Timestamp};
+use tributary_core::Timestamp;
 
+use crate::Edge;
 use crate::error::ApiError;
-use crate::{AppState, Edge};
-
-/// The configured stream named `raw`; an invalid or unconfigured name is a 404.
-pub(crate) fn known_stream(state: &AppState, raw: &str) -> Result<StreamName, ApiError> {
-    StreamName::new(raw)
-        .ok()
-        .filter(|name| state.streams.contains_key(name))
-        .ok_or_else(|| ApiError::UnknownStream {
-            name: raw.to_owned(),
-        })
-}
-
-/// The configured pipeline named `name`, or a 404.
-pub(crate) fn known_pipeline<'a>(
-    state: &'a AppState,
-    name: &str,
-) -> Result<&'a PipelineSpec, ApiError> {
-    state
-        .pipelines
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| ApiError::UnknownPipeline {
-            name: name.to_owned(),
-        })
-}
 
 /// Reads an optional count parameter: `default` when absent, 400 outside `1..=max`.
 pub(crate) fn limit_param(
@@ -74,6 +52,12 @@ pub(crate) struct PageQuery {
 }
 
 impl PageQuery {
+    /// The query of a page of at most `limit` items after `cursor` (as the query string
+    /// would give them), for callers other than the REST handlers (GraphQL).
+    pub(crate) fn new(limit: Option<usize>, cursor: Option<String>) -> Self {
+        Self { limit, cursor }
+    }
+
     /// The page size and the position after which the page starts (time, id); a 400 for a
     /// limit out of range or a cursor the gateway did not issue.
     pub(crate) fn checked(&self) -> Result<(usize, Option<(Timestamp, String)>), ApiError> {

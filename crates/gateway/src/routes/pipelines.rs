@@ -1,6 +1,8 @@
 //! `GET /v1/pipelines` and `GET /v1/pipelines/{name}/results`.
 //!
 //! Contract:
+//! - Both see only the pipelines of the caller's tenant ([`crate::tenancy`]): another
+//!   tenant's pipeline is a 404, as an unknown one.
 //! - `GET /v1/pipelines` lists the configured pipelines:
 //!   `{"pipelines": [{"name", "sources", "filter", "key", "window": {"type", "size_ms",
 //!   "slide_ms" | "gap_ms"}, "aggregates": {name: call}, "lookups": [{"name", "on", "key"}],
@@ -26,8 +28,8 @@
 //!   `Retry-After`, within `[analytics] query_timeout` (at once while the store's circuit
 //!   breaker is open).
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::Timestamp;
@@ -36,8 +38,9 @@ use tributary_core::expr::Expr;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus, StatusError, WindowSpec, millis};
 use tributary_core::ports::ResultQuery;
 
-use super::{known_pipeline, limit_param};
+use super::limit_param;
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::{ApiError, error_chain};
 use crate::extract::{ApiPath, ApiQuery};
 
@@ -47,13 +50,21 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
 /// `GET /v1/pipelines`.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
-    let mut pipelines = Vec::with_capacity(state.pipelines.len());
-    for spec in state.pipelines.iter() {
-        let status = cached_status(&state, &spec.name).await;
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<Value> {
+    Json(json!({ "pipelines": describe_all(&state, &principal.tenant).await }))
+}
+
+/// The pipelines of `tenant`, with their cached status, as `GET /v1/pipelines` lists them.
+pub(crate) async fn describe_all(state: &AppState, tenant: &str) -> Vec<Value> {
+    let mut pipelines = Vec::new();
+    for spec in state.pipelines_of(tenant) {
+        let status = cached_status(state, &spec.name).await;
         pipelines.push(describe(spec, status.as_ref()));
     }
-    Json(json!({ "pipelines": pipelines }))
+    pipelines
 }
 
 fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
@@ -106,7 +117,7 @@ fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
 
 /// The pipeline's status from the cache (merged from its parts, which may run in several
 /// processes); `None` when absent, unreadable or undecodable.
-async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatus> {
+pub(crate) async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatus> {
     match PipelineStatus::load(state.ports.cache.as_ref(), pipeline).await {
         Ok(status) => status,
         Err(StatusError::Undecodable { key, source }) => {
@@ -127,19 +138,33 @@ async fn cached_status(state: &AppState, pipeline: &str) -> Option<PipelineStatu
 /// The query string of the results endpoint.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ResultsQuery {
-    from: Option<String>,
-    to: Option<String>,
-    key: Option<String>,
-    limit: Option<usize>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// `GET /v1/pipelines/{name}/results`.
 pub(crate) async fn results(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let spec = known_pipeline(&state, &name)?;
+    query_results(&state, &principal.tenant, &name, query)
+        .await
+        .map(Json)
+}
+
+/// The results of pipeline `name` (a pipeline of `tenant`) as
+/// `GET /v1/pipelines/{name}/results` answers them.
+pub(crate) async fn query_results(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+    query: ResultsQuery,
+) -> Result<Value, ApiError> {
+    let spec = state.pipeline_for(tenant, name)?;
     let from = query
         .from
         .as_deref()
@@ -174,11 +199,11 @@ pub(crate) async fn results(
     let schema = spec.schema();
     let rows = state.ports.analytics.query_results(&schema, &query).await?;
     let results: Vec<Value> = rows.iter().map(|row| row.to_json(&schema)).collect();
-    Ok(Json(json!({ "pipeline": spec.name, "results": results })))
+    Ok(json!({ "pipeline": spec.name, "results": results }))
 }
 
 /// An RFC 3339 date-time or integer epoch milliseconds, within the range of event times.
-fn time_param(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+pub(crate) fn time_param(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     let text = text.trim();
     let ts = match text.parse::<i64>() {
         Ok(millis) => Ok(Timestamp::from_millis(millis)),

@@ -1,6 +1,8 @@
 //! `GET /v1/streams` and `GET /v1/streams/{stream}/events`.
 //!
 //! Contract:
+//! - Both see only the streams of the caller's tenant ([`crate::tenancy`]): another
+//!   tenant's stream is a 404, as an unknown one.
 //! - `GET /v1/streams` lists the configured streams:
 //!   `{"streams": [{"name", "partitions", "description"}]}`, ordered by name.
 //! - `GET /v1/streams/{stream}/events?limit=&cursor=` pages through the stream's stored raw
@@ -11,23 +13,31 @@
 //!   or `null` when this page is the last one. A cursor the gateway did not issue is a 400;
 //!   an unknown stream is a 404.
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tributary_core::ports::{EventCursor, EventPage};
-use tributary_core::{Event, EventId};
+use tributary_core::{Event, EventId, Timestamp};
 
-use super::{Listing, PageQuery, invalid_cursor, known_stream};
+use super::{Listing, PageQuery, invalid_cursor};
 use crate::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 
 /// `GET /v1/streams`.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
-    let streams: Vec<Value> = state
-        .streams
-        .iter()
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<Value> {
+    Json(json!({ "streams": describe_all(&state, &principal.tenant) }))
+}
+
+/// The streams of `tenant` as `GET /v1/streams` lists them.
+pub(crate) fn describe_all(state: &AppState, tenant: &str) -> Vec<Value> {
+    state
+        .streams_of(tenant)
         .map(|(name, info)| {
             json!({
                 "name": name,
@@ -35,17 +45,31 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
                 "description": info.description,
             })
         })
-        .collect();
-    Json(json!({ "streams": streams }))
+        .collect()
 }
 
 /// `GET /v1/streams/{stream}/events`.
 pub(crate) async fn recent_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let stream = known_stream(&state, &stream)?;
+    page(&state, &principal.tenant, &stream, &query, None).await
+}
+
+/// A page of `stream`'s stored events (a stream of `tenant`) as
+/// `GET /v1/streams/{stream}/events` answers it,
+/// holding only events at or after `since` when given (the page then ends, with a `null`
+/// cursor, at the first older event).
+pub(crate) async fn page(
+    state: &AppState,
+    tenant: &str,
+    stream: &str,
+    query: &PageQuery,
+    since: Option<Timestamp>,
+) -> Result<Response, ApiError> {
+    let stream = state.stream_for(tenant, stream)?;
     let (limit, after) = query.checked()?;
     if let Some((_, id)) = &after {
         EventId::new(id.clone()).map_err(|_| invalid_cursor())?;
@@ -68,7 +92,13 @@ pub(crate) async fn recent_events(
                     })
                     .transpose()?;
                 let page = EventPage { limit, after };
-                Ok(documents.recent_events(stream, &page).await?)
+                let mut events = documents.recent_events(stream, &page).await?;
+                if let Some(since) = since {
+                    // Newest first: the events from the first older one on are older too.
+                    let kept = events.iter().take_while(|e| e.ts >= since).count();
+                    events.truncate(kept);
+                }
+                Ok(events)
             }
         },
         |e: &Event| (e.ts, e.id.as_str()),

@@ -21,7 +21,7 @@ use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
 use tributary_core::dead_letter::DeadLetter;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
-use tributary_core::ports::{Log, PartitionOffset, Ports};
+use tributary_core::ports::{DEFAULT_TENANT, Log, PartitionOffset, Ports};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_gateway::{
     ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, Drain, Edge, EdgeSettings,
@@ -97,6 +97,7 @@ pub async fn harness_of(
         StreamInfo {
             partitions: PARTITIONS,
             description: Some("test".into()),
+            tenant: DEFAULT_TENANT.into(),
         },
     );
     streams.insert(
@@ -104,6 +105,7 @@ pub async fn harness_of(
         StreamInfo {
             partitions: 1,
             description: None,
+            tenant: DEFAULT_TENANT.into(),
         },
     );
     if let Some(extra) = extra {
@@ -112,6 +114,7 @@ pub async fn harness_of(
             StreamInfo {
                 partitions: 1,
                 description: None,
+                tenant: DEFAULT_TENANT.into(),
             },
         );
     }
@@ -136,6 +139,8 @@ pub async fn harness_of(
         metrics: metrics_handle(),
         drain: Drain::default(),
         edge: Edge::new(settings),
+        sources: tributary_gateway::sources::Sources::default(),
+        rate_limit: tributary_gateway::RateLimit::off(),
     };
     Harness {
         _dir: dir,

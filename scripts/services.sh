@@ -8,6 +8,8 @@
 #   Prometheus and promtool (Debian package; installed only, never started as a service:
 #   the metrics test starts its own on a free port).
 #   Chromium (Debian package; installed only: the live page test runs it headless).
+#   Mosquitto (MQTT broker, Debian package; our own instance, not the system service)
+#   127.0.0.1:18830.
 #
 # Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
 #        scripts/services.sh kafka-instance DIR PORT CONTROLLER-PORT   (a private broker)
@@ -33,6 +35,7 @@ FERRET_PORT=27018
 HAPROXY_PORT=18080
 HAPROXY_NODE_PORTS=(18081 18082)   # deploy/haproxy/haproxy.cfg has two servers
 HAPROXY_STATS_PORT=18089
+MQTT_PORT=18830
 
 KAFKA_VERSION=4.4.0        # keep in sync with scripts/kafka/pom.xml
 FERRETDB_VERSION=v1.24.2
@@ -46,6 +49,7 @@ FERRET_BIN="$STATE/bin/ferretdb"
 REDIS_DIR="$STATE/redis"
 HAPROXY_DIR="$STATE/haproxy"
 HAPROXY_CFG="$(dirname "$SCRIPT_DIR")/deploy/haproxy/haproxy.cfg"
+MQTT_DIR="$STATE/mosquitto"
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -61,6 +65,7 @@ export TRIBUTARY_REDIS_URL=redis://$HOST:$REDIS_PORT/
 export TRIBUTARY_HAPROXY_URL=http://$HOST:$HAPROXY_PORT
 export TRIBUTARY_HAPROXY_NODES=$HOST:${HAPROXY_NODE_PORTS[0]},$HOST:${HAPROXY_NODE_PORTS[1]}
 export TRIBUTARY_HAPROXY_STATS_URL=http://$HOST:$HAPROXY_STATS_PORT/
+export TRIBUTARY_MQTT_URL=mqtt://$HOST:$MQTT_PORT
 EOF
 }
 
@@ -616,10 +621,66 @@ chromium_up() {
   apt_install chromium
 }
 
+# ---------------------------------------------------------------- Mosquitto
+
+# Our broker's config: loopback, anonymous clients, persistent sessions kept on disk, no
+# limit on the messages queued for a session that is away (a limit would drop some), up
+# to 100 unacknowledged QoS 1 messages in flight per client.
+mosquitto_config() {
+  cat <<EOF
+listener $MQTT_PORT $HOST
+allow_anonymous true
+user $(id -un)
+persistence true
+persistence_location $MQTT_DIR/data/
+autosave_interval 60
+max_inflight_messages 100
+max_queued_messages 0
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+EOF
+}
+
+mosquitto_running() { port_open "$MQTT_PORT"; }
+
+# mosquitto_up: installs the Debian package when missing (stopping and disabling the
+# system service its installation may have started) and runs our own broker.
+mosquitto_up() {
+  if mosquitto_running; then
+    log "mosquitto: already running on $HOST:$MQTT_PORT"
+    return 0
+  fi
+  if [[ ! -x /usr/sbin/mosquitto ]]; then
+    apt_install mosquitto
+    if [[ -x /etc/init.d/mosquitto ]] && /etc/init.d/mosquitto status >/dev/null 2>&1; then
+      local sudo=()
+      [[ $EUID -eq 0 ]] || sudo=(sudo)
+      log "stopping the mosquitto system service the package started"
+      "${sudo[@]}" /etc/init.d/mosquitto stop >&2 || true
+      "${sudo[@]}" update-rc.d mosquitto disable >&2 2>&1 || true
+    fi
+  fi
+  mkdir -p "$MQTT_DIR/data" "$LOGS"
+  mosquitto_config >"$MQTT_DIR/mosquitto.conf"
+  log "mosquitto: starting on $HOST:$MQTT_PORT"
+  nohup setsid /usr/sbin/mosquitto -c "$MQTT_DIR/mosquitto.conf" \
+    </dev/null >>"$LOGS/mosquitto.log" 2>&1 &
+  echo $! >"$MQTT_DIR/mosquitto.pid"
+  wait_started mosquitto 10 "$MQTT_DIR/mosquitto.pid" "$LOGS/mosquitto.log" mosquitto_running
+}
+
+mosquitto_down() {
+  stop_pid mosquitto "$MQTT_DIR/mosquitto.pid" mosquitto
+}
+
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"
@@ -629,6 +690,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  mosquitto_down
   haproxy_down
   ferretdb_down
   kafka_down
@@ -652,6 +714,7 @@ cmd_status() {
   st kafka kafka_running "$HOST:$KAFKA_PORT"
   st ferretdb ferretdb_running "$HOST:$FERRET_PORT"
   st haproxy haproxy_running "$HOST:$HAPROXY_PORT"
+  st mosquitto mosquitto_running "$HOST:$MQTT_PORT"
   printf 'state dir: %s\n' "$STATE"
   return $rc
 }

@@ -8,7 +8,8 @@
 //! - a source (`tributary ingest`, reading files), for a record that is not a valid event,
 //!   kept with its position in the source ([`Origin::File`]); a Kafka source
 //!   (`[[sources]] kind = "kafka"`), for a record of a topic, with its topic, partition and
-//!   offset ([`Origin::Kafka`]);
+//!   offset ([`Origin::Kafka`]); an MQTT source (`kind = "mqtt"`), for a message, with its
+//!   topic ([`Origin::Mqtt`]);
 //! - a log reader, for a record in a stream that is not an event of that stream (written
 //!   by another producer);
 //! - a pipeline, for an event that arrived after its window closed (late);
@@ -73,6 +74,11 @@ pub enum Origin {
         /// Its offset there.
         offset: i64,
     },
+    /// A message of an MQTT topic read by an MQTT source that is not a valid event.
+    Mqtt {
+        /// The topic it was published to.
+        topic: String,
+    },
 }
 
 impl Origin {
@@ -87,6 +93,7 @@ impl Origin {
             Self::Archive => "archive",
             Self::File { .. } => "file",
             Self::Kafka { .. } => "kafka",
+            Self::Mqtt { .. } => "mqtt",
         }
     }
 }
@@ -219,6 +226,29 @@ impl DeadLetter {
                 topic: topic.to_owned(),
                 partition,
                 offset,
+            },
+            reason,
+            raw,
+        )
+    }
+
+    /// A message of an MQTT topic, read by an MQTT source, that is not a valid event of
+    /// `stream`; `digest` identifies its payload (the source's hex SHA-256 prefix). MQTT
+    /// messages have no position, so its id is the stream, the topic and the digest: a
+    /// redelivery of the message is refused under the same id (and so is an identical
+    /// payload published again to the topic).
+    #[must_use]
+    pub fn mqtt(
+        stream: &StreamName,
+        (topic, digest): (&str, &str),
+        reason: String,
+        raw: &[u8],
+    ) -> Self {
+        Self::new(
+            format!("mqtt:{stream}:{topic}:{digest}"),
+            stream.to_string(),
+            Origin::Mqtt {
+                topic: topic.to_owned(),
             },
             reason,
             raw,
@@ -393,5 +423,13 @@ mod tests {
             serde_json::json!({"kind": "file", "path": "in/é.ndjson", "line": 7})
         );
         assert_eq!(letter.origin.kind(), "file");
+
+        let letter = DeadLetter::mqtt(&s, ("shop/orders", "ab12"), "bad".into(), b"{");
+        assert_eq!(letter.id, "mqtt:clicks:shop/orders:ab12");
+        assert_eq!(
+            serde_json::to_value(&letter.origin).unwrap(),
+            serde_json::json!({"kind": "mqtt", "topic": "shop/orders"})
+        );
+        assert_eq!(letter.origin.kind(), "mqtt");
     }
 }

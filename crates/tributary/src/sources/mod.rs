@@ -5,12 +5,14 @@
 //!
 //! Contract:
 //! - `kind = "kafka"`: [`kafka::KafkaSource`], topics written by other producers.
+//! - `kind = "mqtt"`: [`mqtt::MqttSource`], topic filters of an MQTT broker (QoS 1).
 //! - Every source names a stream declared in `[[streams]]`, and has a unique name;
 //!   [`register`] refuses the config otherwise, before anything runs.
 //! - Sources run on nodes with the ingest role.
 
 pub mod kafka;
 pub mod mapping;
+pub mod mqtt;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,6 +32,42 @@ use mapping::TsFormat;
 pub enum SourceConfig {
     /// Topics of a Kafka cluster.
     Kafka(KafkaSourceConfig),
+    /// Topic filters of an MQTT broker.
+    Mqtt(MqttSourceConfig),
+}
+
+/// An MQTT source: `kind = "mqtt"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Its name: unique among the sources, a metric label.
+    pub name: String,
+    /// The broker: `mqtt://host[:port]` (port 1883 by default; plain TCP).
+    pub url: String,
+    /// The topic filters subscribed to (`+` and `#` wildcards allowed), at QoS 1.
+    pub topics: Vec<String>,
+    /// The client id naming its persistent session at the broker; by default
+    /// `tributary-{name}`. Two nodes must not share it.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The stream the events go to (declared in `[[streams]]`).
+    pub stream: String,
+    /// The member holding the event's id.
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    /// The member holding the event time.
+    #[serde(default = "default_ts_field")]
+    pub ts_field: String,
+    /// How the event time is written: `"rfc3339"` (the default), `"epoch_s"` or
+    /// `"epoch_ms"`.
+    #[serde(default)]
+    pub ts_format: TsFormat,
+    /// The member holding the event's key.
+    #[serde(default = "default_key_field")]
+    pub key_field: String,
+    /// The most messages appended (and acknowledged) at once.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
 }
 
 /// A Kafka source: `kind = "kafka"`.
@@ -86,6 +124,7 @@ impl SourceConfig {
     fn name(&self) -> &str {
         match self {
             Self::Kafka(kafka) => &kafka.name,
+            Self::Mqtt(mqtt) => &mqtt.name,
         }
     }
 }
@@ -112,6 +151,11 @@ pub fn register(
             SourceConfig::Kafka(config) => {
                 let stream = stream_of(&config.stream, streams).with_context(context)?;
                 let source = kafka_source(config, stream, log).with_context(context)?;
+                registry.register(Arc::new(source)).with_context(context)?;
+            }
+            SourceConfig::Mqtt(config) => {
+                let stream = stream_of(&config.stream, streams).with_context(context)?;
+                let source = mqtt_source(config, stream).with_context(context)?;
                 registry.register(Arc::new(source)).with_context(context)?;
             }
         }
@@ -168,6 +212,37 @@ fn kafka_source(
     })
 }
 
+fn mqtt_source(config: &MqttSourceConfig, stream: StreamName) -> anyhow::Result<mqtt::MqttSource> {
+    let broker = mqtt::broker_of(&config.url)?;
+    if config.topics.is_empty() || !config.topics.iter().all(|t| rumqttc::valid_filter(t)) {
+        bail!("topics must name at least one valid topic filter");
+    }
+    if config.batch_size == 0 {
+        bail!("batch_size must be at least 1");
+    }
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("tributary-{}", config.name));
+    if client_id.is_empty() || client_id.len() > 65535 {
+        bail!("client_id must not be empty");
+    }
+    Ok(mqtt::MqttSource {
+        name: config.name.clone(),
+        stream,
+        broker,
+        client_id,
+        topics: config.topics.clone(),
+        fields: Fields {
+            id: config.id_field.clone(),
+            ts: config.ts_field.clone(),
+            key: config.key_field.clone(),
+        },
+        ts_format: config.ts_format,
+        batch_size: config.batch_size,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -204,7 +279,9 @@ mod tests {
         let streams = [StreamName::new("clicks".to_owned()).unwrap()];
         register(&registry, &sources(ONE), &streams, &kafka_log()).unwrap();
         assert!(registry.health().contains_key("orders"));
-        let SourceConfig::Kafka(config) = &sources(ONE)[0];
+        let SourceConfig::Kafka(config) = &sources(ONE)[0] else {
+            panic!("a kafka source");
+        };
         assert_eq!(config.ts_format, TsFormat::EpochS);
         assert_eq!((config.id_field.as_str(), config.batch_size), ("id", 500));
     }
@@ -232,5 +309,44 @@ mod tests {
         let unknown = "[[sources]]\nkind = \"kafka\"\nname = \"a\"\ntopics = [\"t\"]\nstream = \"clicks\"\ntopic = \"x\"";
         let error = toml::from_str::<Doc>(unknown).err().unwrap();
         assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+
+    const MQTT: &str = r#"
+        [[sources]]
+        kind = "mqtt"
+        name = "sensors"
+        url = "mqtt://127.0.0.1:18830"
+        topics = ["site/+/temperature"]
+        stream = "clicks"
+    "#;
+
+    #[test]
+    fn an_mqtt_source_is_registered_with_defaults() {
+        let registry = Sources::default();
+        let streams = [StreamName::new("clicks".to_owned()).unwrap()];
+        register(&registry, &sources(MQTT), &streams, &kafka_log()).unwrap();
+        assert!(registry.health().contains_key("sensors"));
+        let SourceConfig::Mqtt(config) = &sources(MQTT)[0] else {
+            panic!("an mqtt source");
+        };
+        let source = mqtt_source(config, streams[0].clone()).unwrap();
+        assert_eq!(source.client_id, "tributary-sensors");
+        assert_eq!(source.broker, ("127.0.0.1".to_owned(), 18830));
+        assert_eq!(source.batch_size, 500);
+    }
+
+    #[test]
+    fn invalid_mqtt_sources_are_refused() {
+        let streams = [StreamName::new("clicks".to_owned()).unwrap()];
+        for (from, to, expected) in [
+            ("mqtt://127.0.0.1:18830", "https://broker", "url must be"),
+            ("site/+/temperature", "site/#/x", "topic filter"),
+            ("stream = \"clicks\"", "stream = \"views\"", "not declared"),
+        ] {
+            let text = MQTT.replace(from, to);
+            let error =
+                register(&Sources::default(), &sources(&text), &streams, &kafka_log()).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
     }
 }

@@ -317,7 +317,9 @@ fn json_error(
         },
         StrictError::Malformed(err) => ParseError::Malformed {
             line: err.line() + line_offset,
-            column: err.column(),
+            // serde_json says column 0 for an error just after a newline (the end of a
+            // body ending `-\n`): the start of that line, 1-based as documented.
+            column: err.column().max(1),
             message: strip_position(&err.to_string()),
         },
     }
@@ -615,6 +617,16 @@ mod tests {
             panic!("{err:?}")
         };
         assert_eq!((line, column), (3, 14));
+    }
+
+    #[test]
+    fn an_error_just_after_a_newline_is_at_column_one() {
+        // serde_json says column 0 there (found by the parser's property tests).
+        let err = parse_events(b"-\n", BodyFormat::Json, &stream(), NOW).unwrap_err();
+        let ParseError::Malformed { line, column, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((line, column), (2, 1));
     }
 
     #[test]

@@ -163,6 +163,55 @@ async fn the_live_page_shows_pipelines_their_latest_results_and_dead_letters() {
     println!("live page screenshot: {}", shot.display());
 }
 
+/// The API reference page (`GET /docs`) in a real browser: its script renders every
+/// operation of the node's `/openapi.json`, each under its tag.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docs_page_lists_every_operation_of_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::embedded_config(dir.path(), TOPOLOGY);
+    let node = Node::start(&config, &[], &dir.path().join("node.log")).await;
+    let document: Value = node
+        .client
+        .get(format!("{}/openapi.json", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let dom = chromium(dir.path(), &["--dump-dom", &format!("{}/docs", node.base)]);
+    assert!(
+        dom.contains(r#"data-ready="true""#),
+        "the page never loaded:\n{dom}"
+    );
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(tag) = operation["tags"][0].as_str() else {
+                continue;
+            };
+            let method = method.to_uppercase();
+            let section = between(
+                &dom,
+                &format!(r#"<section class="tag" id="tag-{tag}">"#),
+                "</section>",
+            )
+            .unwrap_or_else(|| panic!("no section for tag {tag}:\n{dom}"));
+            assert!(
+                section.contains(&format!(r#"data-path="{path}" data-method="{method}""#)),
+                "{method} {path} is not listed under {tag}:\n{dom}"
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 10, "{operations} operations");
+    assert_eq!(
+        dom.matches(r#"<details class="operation""#).count(),
+        operations
+    );
+}
+
 /// Where the screenshot is kept: under the target directory, to look at after the run.
 fn screenshot_path() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live_page");

@@ -1,5 +1,6 @@
 //! The live page: `GET /` (an HTML page), `GET /ui/app.js` and `GET /ui/app.css`, embedded
-//! in the binary (no build step, nothing fetched from elsewhere).
+//! in the binary (no build step, nothing fetched from elsewhere); and the API reference page:
+//! `GET /docs`, `GET /ui/docs.js` and `GET /ui/docs.css`, the same way.
 //!
 //! Contract:
 //! - The three routes are open, like `/healthz`: the page holds no data. Its script reads
@@ -7,6 +8,9 @@
 //!   `GET /v1/dead-letters`) with a bearer key the user pastes in (kept in the tab's
 //!   `sessionStorage`; a `#key=...` fragment is taken too, then removed from the address
 //!   bar), and the open `GET /metrics` for each pipeline's lag; it polls every second.
+//! - `/docs` renders the open `GET /openapi.json` (operations by tag, parameters, bodies,
+//!   responses, `$ref`s resolved) and sends an operation's request from its "Try it" form,
+//!   with the same tab-kept key as a bearer credential on operations that need one.
 //! - Every answer carries a strict `Content-Security-Policy`: scripts, styles and requests
 //!   from this origin only, no inline script or style, no frames, no forms posted, no
 //!   plugins; and `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
@@ -29,6 +33,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
+const DOCS_HTML: &str = include_str!("docs.html");
+const DOCS_JS: &str = include_str!("docs.js");
+const DOCS_CSS: &str = include_str!("docs.css");
 
 /// The routes of the page, open (no credential).
 pub(crate) fn routes() -> Router<AppState> {
@@ -44,6 +51,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/ui/app.css",
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/docs",
+            get(|| async { asset("text/html; charset=utf-8", DOCS_HTML) }),
+        )
+        .route(
+            "/ui/docs.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DOCS_JS) }),
+        )
+        .route(
+            "/ui/docs.css",
+            get(|| async { asset("text/css; charset=utf-8", DOCS_CSS) }),
         )
 }
 

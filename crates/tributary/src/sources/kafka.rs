@@ -11,7 +11,7 @@
 //!   both returned are the batch's offsets committed. A crash in between reads the batch
 //!   again: at least once, and the stream's consumers de-duplicate by id.
 //! - While the log (or the document store) is unavailable, the source holds its batch and
-//!   retries it with backoff (0.5 s doubling to [`MAX_BACKOFF`]): it reads nothing more and
+//!   retries it with backoff (0.5 s doubling to [`batch::MAX_BACKOFF`]): it reads nothing more and
 //!   commits nothing, and goes on by itself once the batch is stored. A log that refuses
 //!   the batch for good (not retryable) fails the source.
 //! - Stopped (shutdown), it stops between batches or during a retry, with nothing of the
@@ -23,18 +23,16 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::kafka::source::{KafkaSourceConfig, KafkaSourceConsumer, SourceRecord};
 use tributary_core::dead_letter::error_chain;
-use tributary_core::{DeadLetter, Event, StreamName};
+use tributary_core::{DeadLetter, StreamName};
 use tributary_gateway::ingest::IngestService;
 use tributary_gateway::sources::{HealthReporter, Source, SourceError};
 
+use super::batch::{self, Checked, sleep_or_cancel};
 use super::mapping::{self, TsFormat};
 use crate::ingest::records::Fields;
 
 /// How long a batch waits for more records after its first.
 const LINGER: Duration = Duration::from_millis(100);
-
-/// The longest wait between two attempts at storing a batch.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A Kafka source (see the module's documentation).
 #[derive(Debug)]
@@ -51,13 +49,6 @@ pub struct KafkaSource {
     pub ts_format: TsFormat,
     /// The most records per batch.
     pub batch_size: usize,
-}
-
-/// A batch's records, checked.
-#[derive(Debug, Default)]
-struct Checked {
-    events: Vec<Event>,
-    letters: Vec<DeadLetter>,
 }
 
 #[async_trait]
@@ -100,7 +91,7 @@ impl Source for KafkaSource {
                 }
             };
             let checked = self.check(&records, &ingest);
-            if !self.store(&ingest, &checked, &cancel).await? {
+            if !batch::store(&ingest, &self.name, &self.stream, &checked, &cancel).await? {
                 return Ok(());
             }
             if let Err(error) = consumer.commit(&records).await {
@@ -135,58 +126,5 @@ impl KafkaSource {
             }
         }
         checked
-    }
-
-    /// Keeps the batch's dead letters, then appends its events, retrying while either
-    /// store is unavailable. `Ok(false)` when cancelled first.
-    async fn store(
-        &self,
-        ingest: &IngestService,
-        checked: &Checked,
-        cancel: &CancellationToken,
-    ) -> Result<bool, SourceError> {
-        let mut wait = Duration::from_millis(500);
-        let mut kept = false;
-        loop {
-            let failure = if kept {
-                match ingest
-                    .append(&self.name, &self.stream, &checked.events)
-                    .await
-                {
-                    Ok(()) => return Ok(true),
-                    Err(error) if error.is_retryable() => {
-                        wait = error.retry_after().unwrap_or(wait).max(wait);
-                        error_chain(&error)
-                    }
-                    Err(error) => return Err(Box::new(error)),
-                }
-            } else {
-                match ingest.keep(&self.name, &checked.letters).await {
-                    Ok(()) => {
-                        kept = true;
-                        continue;
-                    }
-                    Err(error) => error.to_string(),
-                }
-            };
-            tracing::warn!(
-                source = self.name,
-                error = failure,
-                retry_in = ?wait,
-                "kafka source paused: cannot store the batch; retrying it"
-            );
-            if sleep_or_cancel(wait, cancel).await {
-                return Ok(false);
-            }
-            wait = (wait * 2).min(MAX_BACKOFF);
-        }
-    }
-}
-
-/// Sleeps `wait`; `true` when `cancel` came first.
-async fn sleep_or_cancel(wait: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => false,
-        () = cancel.cancelled() => true,
     }
 }

@@ -10,6 +10,7 @@
 //!   [`register`] refuses the config otherwise, before anything runs.
 //! - Sources run on nodes with the ingest role.
 
+pub mod batch;
 pub mod kafka;
 pub mod mapping;
 pub mod mqtt;

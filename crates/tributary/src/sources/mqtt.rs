@@ -18,7 +18,7 @@
 //!   is each message of the batch acknowledged (PUBACK). A crash in between gets the batch
 //!   again from the broker: at least once, and the stream's consumers de-duplicate by id.
 //! - While the log (or the document store) is unavailable, the source holds its batch and
-//!   retries it with backoff (0.5 s doubling to [`MAX_BACKOFF`]), acknowledging nothing;
+//!   retries it with backoff (0.5 s doubling to [`batch::MAX_BACKOFF`]), acknowledging nothing;
 //!   a broker that cannot be reached is retried every second. A log that refuses the batch
 //!   for good (not retryable) fails the source.
 //! - Stopped (shutdown), it stops between batches or during a retry, with nothing of the
@@ -36,7 +36,7 @@ use tributary_core::{DeadLetter, StreamName};
 use tributary_gateway::ingest::IngestService;
 use tributary_gateway::sources::{HealthReporter, Source, SourceError};
 
-use super::kafka::MAX_BACKOFF;
+use super::batch::{self, Checked, sleep_or_cancel};
 use super::mapping::{self, TsFormat};
 use crate::ingest::records::Fields;
 
@@ -110,13 +110,6 @@ pub fn payload_digest(payload: &[u8]) -> String {
         })
 }
 
-/// A batch's messages, checked.
-#[derive(Debug, Default)]
-struct Checked {
-    events: Vec<tributary_core::Event>,
-    letters: Vec<DeadLetter>,
-}
-
 #[async_trait]
 impl Source for MqttSource {
     fn name(&self) -> &str {
@@ -165,7 +158,7 @@ impl Source for MqttSource {
                 break; // The poller ended: only when cancelled.
             }
             let checked = self.check(&batch, &ingest);
-            if !self.store(&ingest, &checked, &cancel).await? {
+            if !batch::store(&ingest, &self.name, &self.stream, &checked, &cancel).await? {
                 break;
             }
             for publish in &batch {
@@ -214,51 +207,6 @@ impl MqttSource {
             }
         }
         checked
-    }
-
-    /// Keeps the batch's dead letters, then appends its events, retrying while either
-    /// store is unavailable. `Ok(false)` when cancelled first.
-    async fn store(
-        &self,
-        ingest: &IngestService,
-        checked: &Checked,
-        cancel: &CancellationToken,
-    ) -> Result<bool, SourceError> {
-        let mut wait = Duration::from_millis(500);
-        let mut kept = false;
-        loop {
-            let failure = if kept {
-                match ingest
-                    .append(&self.name, &self.stream, &checked.events)
-                    .await
-                {
-                    Ok(()) => return Ok(true),
-                    Err(error) if error.is_retryable() => {
-                        wait = error.retry_after().unwrap_or(wait).max(wait);
-                        error_chain(&error)
-                    }
-                    Err(error) => return Err(Box::new(error)),
-                }
-            } else {
-                match ingest.keep(&self.name, &checked.letters).await {
-                    Ok(()) => {
-                        kept = true;
-                        continue;
-                    }
-                    Err(error) => error.to_string(),
-                }
-            };
-            tracing::warn!(
-                source = self.name,
-                error = failure,
-                retry_in = ?wait,
-                "mqtt source paused: cannot store the batch; retrying it"
-            );
-            if sleep_or_cancel(wait, cancel).await {
-                return Ok(false);
-            }
-            wait = (wait * 2).min(MAX_BACKOFF);
-        }
     }
 }
 
@@ -329,14 +277,6 @@ async fn poll(
                 }
             }
         }
-    }
-}
-
-/// Sleeps `wait`; `true` when `cancel` came first.
-async fn sleep_or_cancel(wait: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => false,
-        () = cancel.cancelled() => true,
     }
 }
 

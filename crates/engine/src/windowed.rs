@@ -169,8 +169,8 @@ pub(crate) struct ShardStatus {
 }
 
 /// The watermarks of a pipeline's shards running in this process, for the
-/// `tributary_pipeline_watermark_ms` gauge (the lowest of them). The pipeline's status
-/// merges every part's, wherever it runs ([`PipelineStatus::load`]).
+/// `tributary_pipeline_watermark_timestamp_seconds` gauge (the lowest of them). The
+/// pipeline's status merges every part's, wherever it runs ([`PipelineStatus::load`]).
 #[derive(Debug, Default)]
 pub struct Watermarks(Mutex<BTreeMap<Option<u32>, Timestamp>>);
 

@@ -251,7 +251,7 @@ impl fmt::Debug for ApiKeys {
 /// The public id of a configured key: `cfg-` and the first 16 hex digits of its SHA-256.
 fn configured_id(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     format!("cfg-{hex}")
 }
 

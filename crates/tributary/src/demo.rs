@@ -127,7 +127,7 @@ fn demo_key(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<DemoKey
     }
     let mut secret = [0_u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(secret);
     let value = format!("trb_demo_{hex}");
     write_private(&path, &value).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(DemoKey { value, origin })

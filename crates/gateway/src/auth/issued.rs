@@ -79,7 +79,7 @@ impl NewKey {
         rng.fill_bytes(&mut id);
         let mut secret = [0_u8; SECRET_BYTES];
         rng.fill_bytes(&mut secret);
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(id);
         Self {
             key: format!("{PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(secret)),
             id,

@@ -37,7 +37,7 @@ pub fn identity(path: &Path) -> io::Result<String> {
     digest.update(&block);
     digest.update((block.len() as u64).to_be_bytes());
     let hash = digest.finalize();
-    Ok(hash[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(&hash[..8]))
 }
 
 /// One file's progress in one stream.

@@ -101,13 +101,7 @@ pub fn broker_of(url: &str) -> anyhow::Result<(String, u16)> {
 /// The first 32 hex digits of the SHA-256 of `payload`: a message's identity.
 #[must_use]
 pub fn payload_digest(payload: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(payload)[..16]
-        .iter()
-        .fold(String::with_capacity(32), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
+    hex::encode(&Sha256::digest(payload)[..16])
 }
 
 #[async_trait]

@@ -205,6 +205,75 @@ pub fn decode_view<'a>(
     projection: &Projection,
     slots: &mut Vec<Value<'a>>,
 ) -> Option<EventView<'a>> {
+    decode(stream, value, projection, slots, false).map(|(view, _)| view)
+}
+
+/// A record of a pipeline's internal stream ([`crate::repartition`]) decoded on the fast
+/// path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WrappedView<'a> {
+    /// An event, read from `partition` of the source stream `stream`: its id and time, and
+    /// its own key (not the pipeline's key the record is partitioned by).
+    Event {
+        /// The event.
+        event: EventView<'a>,
+        /// The source stream it was read from (a name the caller checks).
+        stream: Cow<'a, str>,
+        /// The partition of `stream` it was read from.
+        partition: u32,
+    },
+    /// A progress record ([`crate::repartition::progress_records`]): `partition` of
+    /// `stream` was read up to event time `ts`.
+    Progress {
+        /// The source stream (a name the caller checks).
+        stream: Cow<'a, str>,
+        /// The partition of `stream`.
+        partition: u32,
+        /// How far it was read.
+        ts: Timestamp,
+    },
+}
+
+/// Decodes and checks a record of the internal stream `internal` on the fast path, as
+/// [`decode_view`] does a record of a source: what the record wraps, with the values of
+/// `projection`'s fields (read in the wrapped event's payload) appended to `slots`. `None`
+/// when the fast path does not decide (then `slots` is as it was): decode the record whole
+/// ([`decode_event`]) and ask [`crate::repartition::progress_of`] and
+/// [`crate::repartition::unwrap`].
+pub fn decode_wrapped_view<'a>(
+    internal: &StreamName,
+    value: &'a [u8],
+    projection: &Projection,
+    slots: &mut Vec<Value<'a>>,
+) -> Option<WrappedView<'a>> {
+    let (view, wrapper) = decode(internal, value, projection, slots, true)?;
+    match wrapper {
+        Some(Wrapper::Event {
+            stream,
+            partition,
+            key,
+        }) => Some(WrappedView::Event {
+            event: EventView { key, ..view },
+            stream,
+            partition,
+        }),
+        Some(Wrapper::Progress { stream, partition }) => Some(WrappedView::Progress {
+            stream,
+            partition,
+            ts: view.ts,
+        }),
+        None => None,
+    }
+}
+
+/// The fast path of [`decode_view`] and [`decode_wrapped_view`].
+fn decode<'a>(
+    stream: &StreamName,
+    value: &'a [u8],
+    projection: &Projection,
+    slots: &mut Vec<Value<'a>>,
+    wrapped: bool,
+) -> Option<(EventView<'a>, Option<Wrapper<'a>>)> {
     // The whole event must fit in MAX_EVENT_BYTES *as Tributary encodes it*, which can be
     // up to ~5 times what other writers' JSON takes (a number such as `1e15` is written
     // out in full): under an eighth of the limit, no record can be refused for its size.
@@ -220,12 +289,13 @@ pub fn decode_view<'a>(
         stream,
         projection,
         slots: &mut slots[base..],
+        wrapped,
     }
     .deserialize(&mut deserializer)
     .and_then(|view| deserializer.end().map(|()| view));
     match decoded {
-        Ok(view) => Some(view),
-        Err(_) => {
+        Ok((view, wrapper)) if wrapped == wrapper.is_some() => Some((view, wrapper)),
+        _ => {
             slots.truncate(base);
             None
         }
@@ -277,10 +347,13 @@ struct RecordSeed<'p, 's, 'a> {
     stream: &'p StreamName,
     projection: &'p Projection,
     slots: &'s mut [Value<'a>],
+    /// Whether the record is of an internal stream: its payload wraps an event
+    /// ([`WrapperSeed`]).
+    wrapped: bool,
 }
 
 impl<'a> DeserializeSeed<'a> for RecordSeed<'_, '_, 'a> {
-    type Value = EventView<'a>;
+    type Value = (EventView<'a>, Option<Wrapper<'a>>);
 
     fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -288,7 +361,7 @@ impl<'a> DeserializeSeed<'a> for RecordSeed<'_, '_, 'a> {
 }
 
 impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
-    type Value = EventView<'a>;
+    type Value = (EventView<'a>, Option<Wrapper<'a>>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event")
@@ -300,6 +373,7 @@ impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
         let mut ts: Option<Timestamp> = None;
         let mut key: Option<Option<Cow<'a, str>>> = None;
         let mut payload = false;
+        let mut wrapper = None;
         while let Some(Str(field)) = map.next_key::<Str<'a>>()? {
             match &*field {
                 "id" if id.is_none() => {
@@ -327,6 +401,13 @@ impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
                     }
                     key = Some(value);
                 }
+                "payload" if !payload && self.wrapped => {
+                    wrapper = Some(map.next_value_seed(WrapperSeed {
+                        root: &self.projection.root,
+                        slots: &mut *self.slots,
+                    })?);
+                    payload = true;
+                }
                 "payload" if !payload => {
                     map.next_value_seed(ObjectSeed {
                         node: Some(&self.projection.root),
@@ -339,13 +420,148 @@ impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
             }
         }
         match (id, stream, ts, payload) {
-            (Some(id), true, Some(ts), true) => Ok(EventView {
-                id,
-                ts,
-                key: key.flatten(),
-            }),
+            (Some(id), true, Some(ts), true) => Ok((
+                EventView {
+                    id,
+                    ts,
+                    key: key.flatten(),
+                },
+                wrapper,
+            )),
             _ => Err(refuse()),
         }
+    }
+}
+
+/// What the payload of a record of an internal stream holds besides the wrapped event's
+/// own payload.
+enum Wrapper<'a> {
+    /// A wrapped event: its source partition and its own key.
+    Event {
+        stream: Cow<'a, str>,
+        partition: u32,
+        key: Option<Cow<'a, str>>,
+    },
+    /// A progress record's source partition.
+    Progress {
+        stream: Cow<'a, str>,
+        partition: u32,
+    },
+}
+
+/// A string of a payload: it may hold no NUL.
+fn payload_str<'a, E: de::Error>(Str(s): Str<'a>) -> Result<Cow<'a, str>, E> {
+    if s.contains('\0') {
+        return Err(refuse());
+    }
+    Ok(s)
+}
+
+/// A partition number of a payload, as [`crate::repartition::unwrap`] reads it.
+fn payload_partition<E: de::Error>(n: u64) -> Result<u32, E> {
+    u32::try_from(n).map_err(|_| refuse())
+}
+
+/// The payload of a record of an internal stream, exactly as
+/// [`crate::repartition::wrap`] or [`crate::repartition::progress_records`] write it: a
+/// wrapped event's origin, own key and payload (its projected fields kept, all checked),
+/// or a progress record's origin. Anything else (an unknown or repeated field) is left to
+/// the whole decoder.
+struct WrapperSeed<'p, 's, 'a> {
+    root: &'p Node,
+    slots: &'s mut [Value<'a>],
+}
+
+impl<'a> DeserializeSeed<'a> for WrapperSeed<'_, '_, 'a> {
+    type Value = Wrapper<'a>;
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'a> Visitor<'a> for WrapperSeed<'_, '_, 'a> {
+    type Value = Wrapper<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a wrapped event")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut stream = None;
+        let mut partition = None;
+        let mut key = None;
+        let mut payload = false;
+        let mut progress = None;
+        while let Some(Str(field)) = map.next_key::<Str<'a>>()? {
+            match &*field {
+                "stream" if stream.is_none() => stream = Some(payload_str(map.next_value()?)?),
+                "partition" if partition.is_none() => {
+                    partition = Some(payload_partition(map.next_value()?)?);
+                }
+                "key" if key.is_none() => key = Some(payload_str(map.next_value()?)?),
+                "payload" if !payload => {
+                    map.next_value_seed(ObjectSeed {
+                        node: Some(self.root),
+                        slots: &mut *self.slots,
+                    })?;
+                    payload = true;
+                }
+                "progress_of" if progress.is_none() => {
+                    progress = Some(map.next_value::<Origin<'a>>()?);
+                }
+                _ => return Err(refuse()),
+            }
+        }
+        match (stream, partition, payload, progress) {
+            (Some(stream), Some(partition), true, None) => Ok(Wrapper::Event {
+                stream,
+                partition,
+                key,
+            }),
+            (None, None, false, Some(Origin { stream, partition })) if key.is_none() => {
+                Ok(Wrapper::Progress { stream, partition })
+            }
+            _ => Err(refuse()),
+        }
+    }
+}
+
+/// The origin a progress record names: `{"stream": ..., "partition": ...}`, nothing else.
+struct Origin<'a> {
+    stream: Cow<'a, str>,
+    partition: u32,
+}
+
+impl<'de> Deserialize<'de> for Origin<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OriginVisitor;
+        impl<'de> Visitor<'de> for OriginVisitor {
+            type Value = Origin<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a source partition")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Origin<'de>, A::Error> {
+                let mut stream = None;
+                let mut partition = None;
+                while let Some(Str(field)) = map.next_key::<Str<'de>>()? {
+                    match &*field {
+                        "stream" if stream.is_none() => {
+                            stream = Some(payload_str(map.next_value()?)?);
+                        }
+                        "partition" if partition.is_none() => {
+                            partition = Some(payload_partition(map.next_value()?)?);
+                        }
+                        _ => return Err(refuse()),
+                    }
+                }
+                match (stream, partition) {
+                    (Some(stream), Some(partition)) => Ok(Origin { stream, partition }),
+                    _ => Err(refuse()),
+                }
+            }
+        }
+        deserializer.deserialize_map(OriginVisitor)
     }
 }
 
@@ -707,8 +923,152 @@ mod tests {
         })
     }
 
+    fn internal() -> StreamName {
+        StreamName::new("rp-0123456789abcdef").unwrap()
+    }
+
+    /// Both decoders on a record of an internal stream: the fast path never accepts what
+    /// the whole decoder (with `progress_of` and `unwrap`) refuses, and reads what it
+    /// reads. A source stream name it accepts but `unwrap` refuses is one the engine
+    /// checks against the pipeline's sources (so it falls back to the whole decoder).
+    fn agree_wrapped(bytes: &[u8]) -> Option<WrappedView<'_>> {
+        use crate::repartition::{progress_of, unwrap};
+        let projection = paths();
+        let mut slots = vec![Value::Str(Cow::Borrowed("before"))];
+        let fast = decode_wrapped_view(&internal(), bytes, &projection, &mut slots);
+        let Some(view) = fast else {
+            assert_eq!(slots.len(), 1, "slots left as they were");
+            return None;
+        };
+        let text = String::from_utf8_lossy(bytes);
+        let record = decode_event(&internal(), Some(bytes))
+            .unwrap_or_else(|e| panic!("fast path accepted what is refused ({e}): {text}"));
+        match &view {
+            WrappedView::Progress {
+                stream,
+                partition,
+                ts,
+            } => match StreamName::new(stream.to_string()) {
+                Ok(name) => assert_eq!(
+                    progress_of(&record),
+                    Some((name, *partition, ts.millis())),
+                    "{text}"
+                ),
+                Err(_) => assert_eq!(progress_of(&record), None, "{text}"),
+            },
+            WrappedView::Event {
+                event: fast,
+                stream,
+                partition,
+            } => {
+                assert_eq!(progress_of(&record), None, "{text}");
+                let Ok((event, from)) = unwrap(record) else {
+                    assert!(StreamName::new(stream.to_string()).is_err(), "{text}");
+                    return Some(view);
+                };
+                assert_eq!(event.stream.as_str(), stream);
+                assert_eq!(from, *partition);
+                assert_eq!(fast.id, event.id.as_str());
+                assert_eq!(fast.ts, event.ts);
+                assert_eq!(fast.key.as_deref(), event.key.as_deref());
+                for (i, path) in projection.paths().iter().enumerate() {
+                    assert_eq!(slots[1 + i], descend(&event.payload, path), "{path:?}");
+                }
+            }
+        }
+        Some(view)
+    }
+
+    /// JSON text of a record of an internal stream, mostly a wrapped event or a progress
+    /// record.
+    fn wrapped_record() -> impl Strategy<Value = String> {
+        let stream = mostly(
+            &[r#""clicks""#, r#""views""#],
+            &[r#""Bad!""#, "1", r#""a\u0000""#],
+        );
+        let partition = mostly(
+            &["0", "2", "4294967295"],
+            &["4294967296", "-1", "1.0", r#""1""#],
+        );
+        let key = mostly(&[r#""k""#, r#""ü""#], &["null", "2", r#""k\u0000""#]);
+        let payload = prop_oneof![
+            9 => value(3).prop_map(|v| if v.starts_with('{') { v } else { format!(r#"{{"a":{v}}}"#) }),
+            1 => value(3),
+        ];
+        let fields = (stream, partition, key, payload, any::<u8>());
+        fields.prop_map(|(stream, partition, key, payload, shape)| {
+            let origin = format!(r#""stream":{stream},"partition":{partition}"#);
+            let mut inner = if shape & 1 == 0 {
+                vec![origin, format!(r#""payload":{payload}"#)]
+            } else {
+                vec![format!(r#""progress_of":{{{origin}}}"#)]
+            };
+            if shape & 2 == 0 {
+                inner.push(format!(r#""key":{key}"#));
+            }
+            if shape & 4 != 0 {
+                let by = usize::from(shape >> 4) % inner.len();
+                inner.rotate_left(by);
+            }
+            if shape & 8 != 0 && shape & 64 != 0 {
+                inner.push(r#""extra":1"#.to_owned());
+            }
+            format!(
+                r#"{{"id":"e1","stream":"rp-0123456789abcdef","ts":"2026-11-25T18:00:00.250Z","key":"p","payload":{{{}}}}}"#,
+                inner.join(",")
+            )
+        })
+    }
+
+    #[test]
+    fn records_written_by_a_repartition_task_take_the_fast_path() {
+        use crate::repartition::{progress_records, wrap};
+        let event = Event {
+            id: EventId::new("e\"1").unwrap(),
+            stream: clicks(),
+            ts: Timestamp::from_millis(1_700_000_000_123),
+            key: Some("k\\1".to_owned()),
+            payload: json!({"a": {"b": 1.5, "a": "x"}, "b": [1, "y"], "n": null})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let wrapped = wrap(&event, 7, "campaign-1".to_owned(), &internal()).unwrap();
+        let bytes = wrapped.to_json_bytes();
+        let Some(WrappedView::Event {
+            event: view,
+            stream,
+            partition,
+        }) = agree_wrapped(&bytes)
+        else {
+            panic!("not decided fast: {}", String::from_utf8_lossy(&bytes));
+        };
+        assert_eq!((&*stream, partition), ("clicks", 7));
+        assert_eq!(view.key.as_deref(), Some("k\\1"));
+        for record in progress_records(&internal(), &["~0".to_owned()], &clicks(), 3, event.ts) {
+            let bytes = record.to_json_bytes();
+            assert_eq!(
+                agree_wrapped(&bytes),
+                Some(WrappedView::Progress {
+                    stream: Cow::Borrowed("clicks"),
+                    partition: 3,
+                    ts: event.ts,
+                })
+            );
+        }
+        // A record of a source is no record of an internal stream, nor the reverse.
+        let source = event.to_json_bytes();
+        assert!(agree_wrapped(&source).is_none());
+        assert!(agree(&bytes).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_wrapped_fast_path_agrees_with_the_whole_decoder(text in wrapped_record()) {
+            agree_wrapped(text.as_bytes());
+        }
 
         #[test]
         fn the_fast_path_agrees_with_the_whole_decoder(text in record()) {

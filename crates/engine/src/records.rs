@@ -8,9 +8,13 @@ use std::error::Error;
 use tributary_core::dead_letter::error_chain;
 use tributary_core::expr::{EventRef, PayloadRef};
 use tributary_core::ports::{LogRecord, RawBatch, RawRecord};
-use tributary_core::record::{EventView, Projection, UndecodableRecord, decode_event, decode_view};
+use tributary_core::record::{
+    EventView, Projection, UndecodableRecord, WrappedView, decode_event, decode_view,
+    decode_wrapped_view,
+};
+use tributary_core::repartition::{progress_of, unwrap};
 use tributary_core::value::Value;
-use tributary_core::{DeadLetter, Event};
+use tributary_core::{DeadLetter, Event, StreamName};
 
 /// The events of `batch`, decoded whole; a dead letter in `refused` for each record
 /// holding none.
@@ -140,5 +144,172 @@ impl<'b> Views<'b> {
             };
             (*record, event)
         })
+    }
+}
+
+/// The records of a batch of a pipeline's internal stream, decoded: on the fast path
+/// ([`decode_wrapped_view`]) where it decides and names one of the pipeline's sources,
+/// whole otherwise (then [`progress_of`] and [`unwrap`] say what the record is); a record
+/// that is neither a wrapped event nor a progress record is left out, its dead letter in
+/// `refused`.
+pub(crate) struct Wrapped<'b> {
+    batch: &'b RawBatch,
+    projection: &'b Projection,
+    decoded: Vec<(&'b RawRecord, Unwrapped<'b>)>,
+    slots: Vec<Value<'b>>,
+    whole: Vec<Event>,
+}
+
+/// What a record of an internal stream holds.
+enum Unwrapped<'b> {
+    /// An event decoded on the fast path, read from `partition` of `sources[source]`; its
+    /// projected values in `slots` from `start`.
+    View {
+        view: EventView<'b>,
+        start: usize,
+        source: usize,
+        partition: u32,
+    },
+    /// An event decoded whole, at this index of `whole`, read from `partition` of its
+    /// stream.
+    Whole(usize, u32),
+    /// Partition `partition` of `sources[source]` was read up to `ts`.
+    Progress {
+        source: usize,
+        partition: u32,
+        ts: i64,
+    },
+    /// A progress record decoded whole.
+    WholeProgress(StreamName, u32, i64),
+}
+
+/// An item of a batch of an internal stream, in the batch's order.
+pub(crate) enum Item<'e> {
+    /// A wrapped event and the source partition it was read from.
+    Event(u32, EventRef<'e>),
+    /// Partition `.1` of stream `.0` was read up to event time `.2` (milliseconds).
+    Progress(&'e StreamName, u32, i64),
+}
+
+impl<'b> Wrapped<'b> {
+    pub(crate) fn decode(
+        batch: &'b RawBatch,
+        projection: &'b Projection,
+        sources: &[StreamName],
+        refused: &mut Vec<DeadLetter>,
+    ) -> Self {
+        let mut wrapped = Self {
+            batch,
+            projection,
+            decoded: Vec::with_capacity(batch.len()),
+            slots: Vec::with_capacity(batch.len() * projection.len()),
+            whole: Vec::new(),
+        };
+        let source_of = |name: &str| sources.iter().position(|s| s.as_str() == name);
+        for record in batch.records() {
+            let before = wrapped.slots.len();
+            let fast = batch.value(record).and_then(|value| {
+                decode_wrapped_view(batch.stream(record), value, projection, &mut wrapped.slots)
+            });
+            let decoded = match fast {
+                Some(WrappedView::Event {
+                    event,
+                    stream,
+                    partition,
+                }) => source_of(&stream).map(|source| Unwrapped::View {
+                    view: event,
+                    start: before,
+                    source,
+                    partition,
+                }),
+                Some(WrappedView::Progress {
+                    stream,
+                    partition,
+                    ts,
+                }) => source_of(&stream).map(|source| Unwrapped::Progress {
+                    source,
+                    partition,
+                    ts: ts.millis(),
+                }),
+                None => None,
+            };
+            if let Some(decoded) = decoded {
+                wrapped.decoded.push((record, decoded));
+                continue;
+            }
+            // Not decided fast (or naming another stream): the whole decoder says.
+            wrapped.slots.truncate(before);
+            let Some(event) = decode_whole(batch, record, refused) else {
+                continue;
+            };
+            if let Some((stream, partition, ts)) = progress_of(&event) {
+                wrapped
+                    .decoded
+                    .push((record, Unwrapped::WholeProgress(stream, partition, ts)));
+                continue;
+            }
+            match unwrap(event) {
+                Ok((event, partition)) => {
+                    wrapped.whole.push(event);
+                    let i = wrapped.whole.len() - 1;
+                    wrapped
+                        .decoded
+                        .push((record, Unwrapped::Whole(i, partition)));
+                }
+                Err(event) => refused.push(DeadLetter::log_record(
+                    &event.stream,
+                    record.partition,
+                    record.offset,
+                    "a record of an internal stream that wraps no event".to_owned(),
+                    &event.to_json_bytes(),
+                )),
+            }
+        }
+        wrapped
+    }
+
+    /// Each item with its record, in the batch's order; `sources` as given to
+    /// [`Wrapped::decode`].
+    pub(crate) fn items<'s>(
+        &'s self,
+        sources: &'s [StreamName],
+    ) -> impl Iterator<Item = (&'b RawRecord, Item<'s>)> {
+        self.decoded.iter().map(move |(record, decoded)| {
+            let item = match decoded {
+                Unwrapped::View {
+                    view,
+                    start,
+                    source,
+                    partition,
+                } => Item::Event(
+                    *partition,
+                    EventRef {
+                        id: &view.id,
+                        stream: &sources[*source],
+                        ts: view.ts,
+                        key: view.key.as_deref(),
+                        payload: PayloadRef::Projected {
+                            projection: self.projection,
+                            slots: &self.slots[*start..*start + self.projection.len()],
+                        },
+                    },
+                ),
+                Unwrapped::Whole(i, partition) => Item::Event(*partition, (&self.whole[*i]).into()),
+                Unwrapped::Progress {
+                    source,
+                    partition,
+                    ts,
+                } => Item::Progress(&sources[*source], *partition, *ts),
+                Unwrapped::WholeProgress(stream, partition, ts) => {
+                    Item::Progress(stream, *partition, *ts)
+                }
+            };
+            (*record, item)
+        })
+    }
+
+    /// The batch these records are of.
+    pub(crate) fn batch(&self) -> &'b RawBatch {
+        self.batch
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus};
-use tributary_core::ports::{Checkpoint, Claim, LogRecord, RawBatch, ReferenceSource};
+use tributary_core::ports::{Checkpoint, Claim, RawBatch, ReferenceSource};
 use tributary_core::record::Projection;
 use tributary_core::results::{ResultChange, ResultSchema, ResultWrite};
 use tributary_core::window::{Counters, Outcome, Snapshot, WindowOperator};
@@ -225,6 +225,8 @@ struct Pipeline {
     projection: Projection,
     /// Whether it reads an internal stream, whose records wrap the events.
     unwrap: bool,
+    /// The pipeline's sources (the streams the events of an internal stream come from).
+    sources: Vec<StreamName>,
 }
 
 impl Pipeline {
@@ -253,6 +255,7 @@ impl Pipeline {
             lookups,
             projection: spec.projection(),
             unwrap: false,
+            sources: spec.sources.clone(),
         };
         pipeline.publish(epoch, &[]).await;
         Ok(pipeline)
@@ -279,11 +282,12 @@ impl Pipeline {
         }
     }
 
-    /// Processes the records of an internal stream (a repartitioned pipeline's shard):
-    /// the events they wrap, decoded whole; progress records move the watermarks.
+    /// Processes the records of an internal stream (a repartitioned pipeline's shard), in
+    /// their order: the events they wrap (decoded, as a source's, only as far as the
+    /// pipeline reads them), and the progress records that move the watermarks.
     fn process_wrapped(
         &mut self,
-        records: Vec<LogRecord>,
+        batch: &RawBatch,
         refused: &mut Vec<DeadLetter>,
     ) -> Result<(), EngineError> {
         self.lookups.maybe_refresh();
@@ -291,15 +295,30 @@ impl Pipeline {
         let tables = self.lookups.tables();
         let mut enricher = tables.enricher();
         let now = now_ms();
-        let operator = self.operator()?;
-        let events = unwrapped(records, operator, now, refused);
+        let Some(operator) = self.operator.as_mut() else {
+            return Err(self.lost());
+        };
+        let sources = &self.sources;
+        let records = records::Wrapped::decode(batch, &self.projection, sources, refused);
         let mut tally = [0_u64; Outcome::ALL.len()];
-        for (partition, event) in &events {
+        for (record, item) in records.items(sources) {
+            let (partition, event) = match item {
+                records::Item::Progress(stream, partition, ts) => {
+                    operator.observe_progress(stream, partition, ts, now);
+                    continue;
+                }
+                records::Item::Event(partition, event) => (partition, event),
+            };
             let rows = enricher.rows(event);
-            let outcome = operator.process_enriched(*partition, event, rows, now);
+            let outcome = operator.process_ref(partition, event, rows, now);
             tally[outcome as usize] += 1;
             if outcome == Outcome::Late {
-                refused.push(late(operator, event));
+                // Rare: the dead letter keeps the whole event.
+                let whole = records::decode_whole(records.batch(), record, refused)
+                    .and_then(|wrapped| tributary_core::repartition::unwrap(wrapped).ok());
+                if let Some((event, _)) = whole {
+                    refused.push(late(operator, &event));
+                }
             }
         }
         operator.advance(now);
@@ -314,13 +333,6 @@ impl Pipeline {
             metrics::counter!("tributary_pipeline_events_total", "pipeline" => pipeline.clone(), "outcome" => outcome.label())
                 .increment(n);
         }
-    }
-
-    /// The operator: absent only after a checkpoint failed to take it back, which ends
-    /// the run.
-    fn operator(&mut self) -> Result<&mut WindowOperator, EngineError> {
-        let lost = self.lost();
-        self.operator.as_mut().ok_or(lost)
     }
 
     fn lost(&self) -> EngineError {
@@ -415,8 +427,7 @@ impl Stage for Pipeline {
         refused: &mut Vec<DeadLetter>,
     ) -> Result<(), EngineError> {
         if self.unwrap {
-            let records = records::decode_all(batch, refused);
-            return self.process_wrapped(records, refused);
+            return self.process_wrapped(batch, refused);
         }
         let views = records::Views::decode(batch, &self.projection, refused);
         self.lookups.maybe_refresh();
@@ -483,37 +494,6 @@ impl Stage for Pipeline {
         self.observe_latency(&finalized);
         Ok(checkpoint)
     }
-}
-
-/// The events that the records of an internal stream wrap, with the source partition each
-/// was read from. Progress records move `operator`'s per-source watermarks; a record that
-/// is neither is kept as a dead letter.
-fn unwrapped(
-    records: Vec<LogRecord>,
-    operator: &mut WindowOperator,
-    now: i64,
-    refused: &mut Vec<DeadLetter>,
-) -> Vec<(u32, Event)> {
-    let mut events = Vec::with_capacity(records.len());
-    for record in records {
-        if let Some((stream, partition, ts)) =
-            tributary_core::repartition::progress_of(&record.event)
-        {
-            operator.observe_progress(&stream, partition, ts, now);
-            continue;
-        }
-        match tributary_core::repartition::unwrap(record.event) {
-            Ok((event, partition)) => events.push((partition, event)),
-            Err(event) => refused.push(DeadLetter::log_record(
-                &event.stream,
-                record.partition,
-                record.offset,
-                "a record of an internal stream that wraps no event".to_owned(),
-                &event.to_json_bytes(),
-            )),
-        }
-    }
-    events
 }
 
 /// The dead letter of `event`, refused as late by `operator`.

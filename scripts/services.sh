@@ -10,6 +10,9 @@
 #   Chromium (Debian package; installed only: the live page test runs it headless).
 #   Mosquitto (MQTT broker, Debian package; our own instance, not the system service)
 #   127.0.0.1:18830.
+#   OpenSearch 2.19 (single node, assembled from Maven Central by scripts/opensearch.sh)
+#   127.0.0.1:19200, and Debian's rsyslog with omelasticsearch (installed only: the log
+#   shipping test runs its own instance through scripts/log-shipper.sh).
 #
 # Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
 #        scripts/services.sh kafka-instance DIR PORT CONTROLLER-PORT   (a private broker)
@@ -67,6 +70,7 @@ export TRIBUTARY_HAPROXY_NODES=$HOST:${HAPROXY_NODE_PORTS[0]},$HOST:${HAPROXY_NO
 export TRIBUTARY_HAPROXY_STATS_URL=http://$HOST:$HAPROXY_STATS_PORT/
 export TRIBUTARY_MQTT_URL=mqtt://$HOST:$MQTT_PORT
 EOF
+  "$SCRIPT_DIR/opensearch.sh" env
 }
 
 # ---------------------------------------------------------------- helpers
@@ -677,10 +681,18 @@ mosquitto_down() {
   stop_pid mosquitto "$MQTT_DIR/mosquitto.pid" mosquitto
 }
 
+# ---------------------------------------------------------------- OpenSearch
+
+# A single OpenSearch 2.19 node assembled from Maven Central, and the rsyslog log shipper
+# installed (scripts/opensearch.sh; the log shipping test starts its own shipper).
+opensearch_up() { "$SCRIPT_DIR/opensearch.sh" up; }
+opensearch_down() { "$SCRIPT_DIR/opensearch.sh" down; }
+opensearch_running() { "$SCRIPT_DIR/opensearch.sh" status; }
+
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up opensearch_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"
@@ -690,6 +702,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  opensearch_down
   mosquitto_down
   haproxy_down
   ferretdb_down
@@ -715,6 +728,7 @@ cmd_status() {
   st ferretdb ferretdb_running "$HOST:$FERRET_PORT"
   st haproxy haproxy_running "$HOST:$HAPROXY_PORT"
   st mosquitto mosquitto_running "$HOST:$MQTT_PORT"
+  st opensearch opensearch_running "$("$SCRIPT_DIR/opensearch.sh" env | sed 's/.*=//')"
   printf 'state dir: %s\n' "$STATE"
   return $rc
 }

@@ -10,8 +10,9 @@
 //! - `tributary health [--url URL]`: exits 0 when a node's `/healthz` answers 200 (the
 //!   container image's health check).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use tributary::app::Role;
@@ -85,21 +86,57 @@ async fn main() -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Demo(args) => tributary::demo::run(args).await,
         Command::Run { config, role } => {
-            let config = tributary::config::Config::load(Some(&config))?;
-            tributary::app::run(config, &role, tributary::app::shutdown_on_signal()).await
+            async {
+                let config = load_config(&config)?;
+                tributary::app::run(config, &role, tributary::app::shutdown_on_signal()).await
+            }
+            .await
         }
         Command::Ingest(args) => ingest(args).await,
         Command::Health(args) => tributary::health::run(args).await,
         Command::Keys(args) => tributary::keys::run(args).await,
         Command::Reset { config, pipeline } => {
-            let config = tributary::config::Config::load(Some(&config))?;
-            tributary::app::reset(&config, &pipeline).await
+            async {
+                let config = load_config(&config)?;
+                tributary::app::reset(&config, &pipeline).await
+            }
+            .await
         }
     };
+    // One ECS error event (`error.message`, `error.type`) on stdout when logging JSON;
+    // returning the error also prints it on stderr and exits 1.
     if let Err(err) = &result {
-        tracing::error!(error = format!("{err:#}"), "tributary stopped on an error");
+        tracing::error!(
+            error = format!("{err:#}"),
+            "error.type" = error_type(err),
+            "tributary stopped on an error"
+        );
     }
     result
+}
+
+/// The context of a config file that did not load (missing, unreadable, invalid).
+#[derive(Debug)]
+struct ConfigNotLoaded;
+
+impl std::fmt::Display for ConfigNotLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the configuration did not load")
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<tributary::config::Config> {
+    tributary::config::Config::load(Some(path)).context(ConfigNotLoaded)
+}
+
+/// The `error.type` of the error the process stops on: `config` when the config file did
+/// not load, `fatal` for anything else.
+fn error_type(err: &anyhow::Error) -> &'static str {
+    if err.downcast_ref::<ConfigNotLoaded>().is_some() {
+        "config"
+    } else {
+        "fatal"
+    }
 }
 
 /// `tributary ingest`: prints the summary, and exits 2 when some record was refused.

@@ -4,7 +4,8 @@
 //! `message`, `ecs.version`, `service.name`; the request log's `http.request.method`,
 //! `url.path`, `http.response.status_code` (a number), `event.duration` (nanoseconds, a
 //! number), `client.ip`, `http.request.id`, `trace.id`, `span.id`; and `error` as an
-//! object (`error.message`, `error.type`), never a string.
+//! object (`error.message`, `error.type`), never a string: also for the error a process
+//! stops on (`error.type` `config` when its config file does not load, `fatal` otherwise).
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
@@ -250,6 +251,7 @@ async fn a_fatal_error_is_an_ecs_error_object_on_stdout() {
         .unwrap_or_else(|| panic!("no ERROR line in {lines:?}\nstderr: {}", node.stderr()));
     assert_ecs_base(line);
     assert_eq!(line["message"], "tributary stopped on an error", "{line}");
+    assert_eq!(line["error"]["type"], "fatal", "{line}");
     assert!(
         line["error"]["message"]
             .as_str()
@@ -294,5 +296,42 @@ async fn the_demo_writes_its_banner_to_stderr_and_only_json_to_stdout() {
     assert!(!lines.is_empty(), "the demo logged nothing on stdout");
     for line in &lines {
         assert_ecs_base(line);
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_that_does_not_load_is_one_ecs_error_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(&invalid, "[http]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (config, says) in [(&invalid, "listen_adress"), (&missing, "does not exist")] {
+        let args = common::run_args(config, "all");
+        let mut node = Spawned::start(dir.path(), &args, free_port());
+        let log = node.stdout.clone();
+        let status = eventually(&log, async || {
+            node.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| "still running".to_owned())
+        })
+        .await;
+        assert_eq!(status.code(), Some(1), "stderr: {}", node.stderr());
+        // Plain text on stderr, as before.
+        let stderr = node.stderr();
+        assert!(stderr.contains(says), "{stderr}");
+        // One ECS error event on stdout, and nothing else.
+        let lines = node.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_ecs_base(line);
+        assert_eq!(line["log"]["level"], "ERROR", "{line}");
+        assert_eq!(line["message"], "tributary stopped on an error", "{line}");
+        assert_eq!(line["error"]["type"], "config", "{line}");
+        let message = line["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("the configuration did not load: ") && message.contains(says),
+            "{line}"
+        );
     }
 }

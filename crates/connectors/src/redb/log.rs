@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, TableDefinition, TableError};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    TableError,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tributary_core::dead_letter::DeadLetter;
@@ -17,15 +20,16 @@ use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortErro
 use crate::log_checks::{check_batch_stream, check_partition, decode_batch};
 
 use super::config::RedbLogConfig;
+use super::migrate;
 
 /// The system name carried by this adapter's errors.
-const SYSTEM: &str = "redb";
+pub(super) const SYSTEM: &str = "redb";
 
 /// Stream name -> partition count.
 const STREAMS: TableDefinition<&str, u32> = TableDefinition::new("meta/streams");
 
 /// (group, stream, partition) -> next offset the group will process; for lag only.
-const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> =
+pub(super) const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), u64> =
     TableDefinition::new("meta/group_offsets");
 
 /// The name of the table holding one partition of a stream.
@@ -40,7 +44,7 @@ fn end_offset(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, Por
 }
 
 /// Classifies a redb error: I/O is transient, corruption is ours, the rest is refused.
-fn redb_error(error: impl Into<redb::Error>) -> PortError {
+pub(super) fn redb_error(error: impl Into<redb::Error>) -> PortError {
     let error: redb::Error = error.into();
     match error {
         redb::Error::Io(_)
@@ -91,11 +95,18 @@ impl RedbLog {
         if let Some(parent) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| PortError::unavailable(SYSTEM, e))?;
         }
-        let db = Database::create(&config.path).map_err(redb_error)?;
+        let db = match Database::create(&config.path) {
+            Err(DatabaseError::UpgradeRequired(_)) => {
+                migrate::from_redb2(&config.path)?;
+                Database::create(&config.path).map_err(redb_error)?
+            }
+            opened => opened.map_err(redb_error)?,
+        };
         // Create the metadata tables once, so that readers never meet a missing one.
         let txn = db.begin_write().map_err(redb_error)?;
         txn.open_table(STREAMS).map_err(redb_error)?;
         txn.open_table(GROUP_OFFSETS).map_err(redb_error)?;
+        migrate::restore_group_offsets(&txn)?;
         txn.commit().map_err(redb_error)?;
         tracing::info!(path = %config.path.display(), "embedded log opened");
         let (appended, _) = watch::channel(0);
@@ -221,7 +232,8 @@ impl Log for RedbLog {
         let count = records.len();
         self.blocking(move |db| {
             let mut txn = db.begin_write().map_err(redb_error)?;
-            txn.set_durability(Durability::Immediate);
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb_error)?;
             let partitions = {
                 let streams = txn.open_table(STREAMS).map_err(redb_error)?;
                 let count = streams
@@ -435,7 +447,7 @@ impl LogReader for RedbLogReader {
         self.log
             .blocking(move |db| {
                 let mut txn = db.begin_write().map_err(redb_error)?;
-                txn.set_durability(Durability::Eventual);
+                txn.set_durability(Durability::None).map_err(redb_error)?;
                 {
                     let mut table = txn.open_table(GROUP_OFFSETS).map_err(redb_error)?;
                     for offset in &offsets {

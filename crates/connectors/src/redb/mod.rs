@@ -15,9 +15,13 @@
 //! - reader commits are stored (non-durably) in `meta/group_offsets` for lag monitoring only.
 //!
 //! One process owns the file at a time (redb locks it); clones of a [`RedbLog`] share it.
+//!
+//! A file written by an earlier Tributary (redb 2, file format v2) is migrated once, when
+//! it is opened: see `migrate.rs`.
 
 mod config;
 mod log;
+mod migrate;
 
 pub use config::RedbLogConfig;
 pub use log::{RedbLog, RedbLogReader};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Cmd, ErrorKind, FromRedisValue, RedisError};
+use ::redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use async_trait::async_trait;
 use tributary_core::ports::{Cache, PortError};
 
@@ -27,14 +27,19 @@ pub(super) fn redis_error(error: RedisError) -> PortError {
         || error.is_connection_refusal()
         || matches!(
             error.kind(),
-            ErrorKind::BusyLoadingError
-                | ErrorKind::TryAgain
-                | ErrorKind::ClusterDown
-                | ErrorKind::MasterDown
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+            )
         )
     {
         PortError::unavailable(SYSTEM, error)
-    } else if error.kind() == ErrorKind::TypeError {
+    } else if matches!(
+        error.kind(),
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse
+    ) {
         PortError::corrupt(SYSTEM, error)
     } else {
         PortError::refused(SYSTEM, error)
@@ -77,12 +82,12 @@ impl RedisCache {
         )?;
         let client = ::redis::Client::open(config.url.as_str()).map_err(redis_error)?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(config.command_timeout)
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(config.command_timeout))
             // Retry a failed (re)connection twice, quickly: callers retry `Unavailable`
             // themselves, and the crate's default backoff waits for seconds.
             .set_number_of_retries(2)
-            .set_max_delay(200);
+            .set_max_delay(Duration::from_millis(200));
         let connection = tokio::time::timeout(
             2 * TIMEOUT,
             ConnectionManager::new_with_config(client, manager_config),

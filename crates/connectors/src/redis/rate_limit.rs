@@ -17,6 +17,7 @@
 //! `redis-rate-limit`): while Redis is down, checks fail at once with `Unavailable`.
 
 use std::fmt;
+use std::time::Duration;
 
 use ::redis::Script;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -121,10 +122,10 @@ impl RedisRateLimiter {
             .connection
             .get_or_try_init(|| async {
                 let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(inner.config.command_timeout)
-                    .set_response_timeout(inner.config.command_timeout)
+                    .set_connection_timeout(Some(inner.config.command_timeout))
+                    .set_response_timeout(Some(inner.config.command_timeout))
                     .set_number_of_retries(1)
-                    .set_max_delay(100);
+                    .set_max_delay(Duration::from_millis(100));
                 let connection =
                     ConnectionManager::new_with_config(inner.client.clone(), manager_config)
                         .await

@@ -63,6 +63,15 @@ for values in \
   fi
 done
 
+# The Ingress routes the API and its pages, never /metrics (its labels name every
+# tenant's streams) nor everything under / (a Prefix /).
+ingress=$("$BIN/helm" template check "$chart" --kube-version "$KUBE_VERSION" \
+  --set apiKey.value=check --set ingress.enabled=true --show-only templates/ingress.yaml)
+if grep -q 'path: /metrics' <<<"$ingress" || grep -A1 'path: /$' <<<"$ingress" | grep -q Prefix; then
+  log "FAILED: the Ingress routes /metrics to the pods"
+  exit 1
+fi
+
 log "promtool"
 (cd deploy/prometheus && promtool check rules tributary-rules.yml && promtool test rules tributary-rules.test.yml) >&2
 

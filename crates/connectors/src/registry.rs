@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tributary_core::ports::{AnalyticsStore, Cache, DocumentStore, Log, PortError, Ports};
+use tributary_core::ports::{
+    AnalyticsStore, Cache, DocumentStore, KeyStore, Log, PortError, Ports,
+};
 
 use crate::kafka::{KafkaConfig, KafkaLog};
+use crate::keys::SqlKeyStore;
 use crate::memory::{MemoryCache, MemoryCacheConfig};
 use crate::mongodb::{MongoConfig, MongoStore};
 use crate::postgres::{PostgresConfig, PostgresStore};
@@ -68,6 +71,20 @@ pub async fn build(
     documents: &DocumentsConfig,
     cache: &CacheConfig,
 ) -> Result<Ports, PortError> {
+    Ok(build_with_keys(log, analytics, documents, cache).await?.0)
+}
+
+/// As [`build`], with the API key store, on the analytics store's connection pool (the
+/// keys live in the analytics database): a node opens one pool to that database.
+///
+/// # Errors
+/// The first adapter that cannot connect.
+pub async fn build_with_keys(
+    log: &LogConfig,
+    analytics: &AnalyticsConfig,
+    documents: &DocumentsConfig,
+    cache: &CacheConfig,
+) -> Result<(Ports, Arc<dyn KeyStore>), PortError> {
     let log: Arc<dyn Log> = match log {
         LogConfig::Embedded(config) => {
             let config = config.clone();
@@ -79,9 +96,17 @@ pub async fn build(
         LogConfig::Kafka(config) => Arc::new(KafkaLog::connect(config).await?),
     };
     let mut sqlite: HashMap<PathBuf, Arc<SqliteStore>> = HashMap::new();
-    let analytics: Arc<dyn AnalyticsStore> = match analytics {
-        AnalyticsConfig::Sqlite(config) => open_sqlite(&mut sqlite, config).await?,
-        AnalyticsConfig::Postgres(config) => Arc::new(PostgresStore::connect(config).await?),
+    let (analytics, keys): (Arc<dyn AnalyticsStore>, Arc<dyn KeyStore>) = match analytics {
+        AnalyticsConfig::Sqlite(config) => {
+            let store = open_sqlite(&mut sqlite, config).await?;
+            let keys = Arc::new(SqlKeyStore::new(&store));
+            (store, keys)
+        }
+        AnalyticsConfig::Postgres(config) => {
+            let store = Arc::new(PostgresStore::connect(config).await?);
+            let keys = Arc::new(SqlKeyStore::new(&store));
+            (store, keys)
+        }
     };
     let documents: Arc<dyn DocumentStore> = match documents {
         DocumentsConfig::Sqlite(config) => open_sqlite(&mut sqlite, config).await?,
@@ -91,12 +116,13 @@ pub async fn build(
         CacheConfig::Memory(config) => Arc::new(MemoryCache::new(config)),
         CacheConfig::Redis(config) => Arc::new(RedisCache::connect(config).await?),
     };
-    Ok(Ports {
+    let ports = Ports {
         log,
         analytics,
         documents,
         cache,
-    })
+    };
+    Ok((ports, keys))
 }
 
 /// Connects the analytics store alone (for tools such as `tributary reset`).

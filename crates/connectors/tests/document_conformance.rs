@@ -12,7 +12,7 @@ mod common;
 
 use serde_json::{Map, Value, json};
 use tributary_core::dead_letter::{
-    DeadLetter, DeadLetterCursor, DeadLetterPage, MAX_DEAD_LETTER_RAW, Origin,
+    DeadLetter, DeadLetterCursor, DeadLetterPage, MAX_DEAD_LETTER_RAW, Origin, StreamSelection,
 };
 use tributary_core::ports::{DocumentStore, EventCursor, EventPage, PortError};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
@@ -680,6 +680,87 @@ async fn dead_letter_pages_walk_every_letter_once(store: &dyn DocumentStore) {
     }
 }
 
+/// A selection of streams is applied by the store: pages of the selected letters only,
+/// full (a page of `limit` whenever that many are selected after the cursor, however many
+/// others lie between them), walking every selected letter once.
+async fn dead_letter_pages_select_streams(store: &dyn DocumentStore) {
+    let (mine, theirs, other) = (stream("mine"), stream("theirs"), stream("other"));
+    let mut letters = Vec::new();
+    for offset in 0..40_u64 {
+        // Newest first: 3 of `theirs`, 1 of `other`, then 1 of `mine`, and so on.
+        let of = match offset % 5 {
+            0 => &mine,
+            1 => &other,
+            _ => &theirs,
+        };
+        let at = T0 + i64::try_from(offset).unwrap();
+        letters.push(refused_at(
+            at,
+            DeadLetter::log_record(of, 0, offset, "r".into(), b"x"),
+        ));
+    }
+    store.put_dead_letters(&letters).await.unwrap();
+    let of = |names: &[&str]| {
+        let mut kept: Vec<DeadLetter> = letters
+            .iter()
+            .filter(|l| names.contains(&l.stream.as_str()))
+            .cloned()
+            .collect();
+        kept = sorted_newest_first(kept, letter_position);
+        kept
+    };
+    let read = async |selection: &StreamSelection, limit: usize| {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = DeadLetterPage { limit, after };
+            let letters = store
+                .recent_dead_letters_of(&page, selection)
+                .await
+                .unwrap();
+            let last = letters.len() < limit;
+            after = letters.last().map(|l: &DeadLetter| DeadLetterCursor {
+                at: l.at,
+                id: l.id.clone(),
+            });
+            seen.extend(letters);
+            if last {
+                return seen;
+            }
+        }
+    };
+    let only_mine = StreamSelection::Only(vec!["mine".to_owned()]);
+    let first = store
+        .recent_dead_letters_of(
+            &DeadLetterPage {
+                limit: 5,
+                after: None,
+            },
+            &only_mine,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        of(&["mine"])[..5],
+        "a full page of the selected letters"
+    );
+    assert_eq!(read(&only_mine, 3).await, of(&["mine"]));
+    let not_theirs = StreamSelection::Except(vec!["theirs".to_owned()]);
+    assert_eq!(read(&not_theirs, 4).await, of(&["mine", "other"]));
+    let both = StreamSelection::Only(vec!["mine".to_owned(), "other".to_owned()]);
+    assert_eq!(read(&both, 7).await, of(&["mine", "other"]));
+    assert_eq!(
+        read(&StreamSelection::Except(Vec::new()), 16).await.len(),
+        letters.len()
+    );
+    assert_eq!(read(&StreamSelection::Only(Vec::new()), 5).await, vec![]);
+    assert_eq!(
+        read(&StreamSelection::Only(vec!["nothing".to_owned()]), 5).await,
+        vec![]
+    );
+}
+
 /// A dead letter of bytes holding NUL is stored (never refused) and read back whole: the
 /// NUL is U+FFFD in every store.
 async fn dead_letters_holding_nul_are_stored(store: &dyn DocumentStore) {
@@ -875,5 +956,6 @@ conformance!(
     dead_letters_round_trip_whole,
     dead_letters_are_stored_once_per_id,
     dead_letter_pages_walk_every_letter_once,
+    dead_letter_pages_select_streams,
     pruning_deletes_only_older_dead_letters,
 );

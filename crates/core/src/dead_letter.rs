@@ -323,6 +323,32 @@ pub struct DeadLetterCursor {
     pub id: String,
 }
 
+/// Which streams' dead letters a query reads, by the stream a letter names: the store
+/// applies it, so a page holds only selected letters and is full when enough of them are
+/// stored (a gateway reads one tenant's letters this way).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StreamSelection {
+    /// Every stream's.
+    #[default]
+    All,
+    /// Only those of these streams.
+    Only(Vec<String>),
+    /// Those of every stream but these.
+    Except(Vec<String>),
+}
+
+impl StreamSelection {
+    /// Whether a letter naming `stream` is selected.
+    #[must_use]
+    pub fn selects(&self, stream: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(streams) => streams.iter().any(|s| s == stream),
+            Self::Except(streams) => !streams.iter().any(|s| s == stream),
+        }
+    }
+}
+
 /// A page request over the dead letters, newest first (by `at`, then `id`, descending).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterPage {

@@ -6,7 +6,11 @@
 //!   (`shutting-down`) at once, without pinging any dependency, so that load balancers
 //!   stop sending the node new requests; every other route serves as before.
 //! - [`Drain::in_flight`] counts the requests the router is handling, from the moment it
-//!   receives one until its response is ready (or the client gives up on it).
+//!   receives one until its response is ready (or the client gives up on it). A WebSocket
+//!   upgrade (`/graphql` subscriptions) counts until its `101` answer only: the drain does
+//!   not wait for open WebSockets. They are closed when the drain starts instead
+//!   ([`Drain::started`]): each gets a close frame `1001` (going away), so that its client
+//!   reconnects to another node.
 //!
 //! When to start draining, how long to keep serving, and when to close the listener are
 //! the server's business (the binary's).
@@ -17,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// A node's drain state, shared by its router and its server. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -28,12 +33,20 @@ pub struct Drain {
 struct Inner {
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// Cancelled when the drain starts.
+    started: CancellationToken,
 }
 
 impl Drain {
     /// Starts draining: `/readyz` answers 503 from now on.
     pub fn start(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
+        self.inner.started.cancel();
+    }
+
+    /// Completes when [`Drain::start`] is called (at once if it was).
+    pub fn started(&self) -> WaitForCancellationFutureOwned {
+        self.inner.started.clone().cancelled_owned()
     }
 
     /// Whether [`Drain::start`] was called.

@@ -30,14 +30,104 @@ pub const PROBLEM_TYPE_PREFIX: &str = "urn:tributary:problem:";
 const RETRY_AFTER_SECS: &str = "1";
 
 /// The outcome of one dependency check of `/readyz`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub enum CheckOutcome {
     /// The dependency answered.
+    #[serde(rename = "ok")]
     Ok,
     /// The dependency answered with an error.
+    #[serde(rename = "unavailable")]
     Failed,
     /// The dependency did not answer in time.
+    #[serde(rename = "timeout")]
     TimedOut,
+}
+
+/// The outcome of each check of `/readyz`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Checks {
+    /// The log (Kafka, or the embedded log).
+    pub(crate) log: CheckOutcome,
+    /// The analytics store (PostgreSQL, or SQLite).
+    pub(crate) analytics: CheckOutcome,
+    /// The document store (MongoDB, or SQLite).
+    pub(crate) documents: CheckOutcome,
+    /// The cache (Redis, or in process).
+    pub(crate) cache: CheckOutcome,
+    /// The sources the node runs besides HTTP, as one check, failed when one has failed
+    /// (absent without such sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sources: Option<CheckOutcome>,
+}
+
+/// The shape of every error body: RFC 9457 problem details. Unknown routes are answered
+/// 404 and unsupported methods 405 with this shape too. (The body is built by
+/// `ApiError::into_response`; this type documents it.)
+#[derive(utoipa::ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)]
+pub(crate) struct ProblemDetails {
+    /// `urn:tributary:problem:<slug>`, e.g. `urn:tributary:problem:unknown-stream`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// A short summary of the problem type.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong, for a person to read.
+    detail: String,
+    /// The path the problem is about, when known.
+    instance: Option<String>,
+}
+
+/// A 400 for a malformed body: a problem with the position of the fault.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct MalformedProblem {
+    #[serde(flatten)]
+    problem: ProblemDetails,
+    /// 1-based line of the body.
+    line: Option<u64>,
+    /// 1-based column within the line.
+    column: Option<u64>,
+    /// The key an object holds twice (type `urn:tributary:problem:duplicate-key`).
+    key: Option<String>,
+}
+
+/// One problem of one invalid event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct EventError {
+    /// Position of the event in the request, from 0.
+    index: u64,
+    /// The field at fault; empty for the event as a whole.
+    field: String,
+    /// Why.
+    reason: String,
+}
+
+/// A 422 for invalid events.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct InvalidEventsProblem {
+    #[serde(flatten)]
+    problem: ProblemDetails,
+    /// The first 100 errors, in the order of the body.
+    errors: Vec<EventError>,
+    /// How many errors were found in all.
+    error_count: u64,
+    /// How many events are invalid.
+    invalid_events: u64,
+}
+
+/// A 503 of `/readyz`: a problem with the outcome of each check.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct NotReadyProblem {
+    #[serde(flatten)]
+    problem: ProblemDetails,
+    /// The outcome of each check (absent when the node drains).
+    checks: Option<Checks>,
 }
 
 impl CheckOutcome {

@@ -368,6 +368,49 @@ async fn graphql_needs_the_v1_credential() {
     problem(response, StatusCode::NOT_FOUND).await;
 }
 
+#[tokio::test]
+async fn a_key_repeated_in_a_graphql_body_is_a_400_naming_it_as_on_the_rest_edge() {
+    let h = harness().await;
+    // At the top level (two queries: which one would run?) and within `variables`.
+    for (body, key) in [
+        (
+            r#"{"query": "{ streams { name } }", "query": "mutation { x }"}"#,
+            "query",
+        ),
+        (
+            r#"{"query": "query($s: String!) { events(stream: $s) { nextCursor } }",
+                "variables": {"s": "orders", "s": "other"}}"#,
+            "s",
+        ),
+    ] {
+        let response = h.post("/graphql", "application/json", body).await;
+        let problem = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(problem["type"], "urn:tributary:problem:duplicate-key");
+        assert_eq!(problem["key"], key, "{problem}");
+        assert!(problem["line"].as_u64().unwrap() >= 1, "{problem}");
+    }
+    // The REST edge answers the same problem for the same fault.
+    let response = h
+        .post(
+            "/v1/streams/orders/events",
+            "application/json",
+            r#"{"payload": {}, "payload": {}}"#,
+        )
+        .await;
+    let rest = problem(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(rest["type"], "urn:tributary:problem:duplicate-key");
+    assert_eq!(rest["key"], "payload");
+    // Without a repeated key, the same request runs.
+    let response = h
+        .post(
+            "/graphql",
+            "application/json",
+            r#"{"query": "{ streams { name } }"}"#,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 /// An introspection query nesting `levels` of `ofType` under `__schema { types { fields {
 /// type`: its depth is `levels` + 5.
 fn nested_introspection(levels: usize) -> String {
@@ -649,4 +692,50 @@ async fn subscriptions_need_the_credential() {
         answer["payload"]["errors"][0].clone()
     };
     assert_eq!(error["extensions"]["status"], 404, "{answer}");
+}
+
+#[tokio::test]
+async fn a_draining_node_closes_its_subscriptions_with_going_away() {
+    let h = harness().await;
+    let addr = serve(h.router.clone()).await;
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut socket = connect(addr, Some(&format!("Bearer {KEY}"))).await;
+        subscribe(&mut socket, json!({})).await;
+        sockets.push(socket);
+    }
+    // Subscribed, nothing committed: nothing comes.
+    assert!(
+        receive(&mut sockets[0], Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let started = std::time::Instant::now();
+    h.state.drain.start();
+    for socket in &mut sockets {
+        let answer = receive(socket, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer["close"], 1001, "{answer}");
+        assert!(
+            answer["reason"].as_str().unwrap().contains("reconnect"),
+            "{answer}"
+        );
+        // Then the connection ends.
+        let end = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+        assert!(
+            matches!(end, Ok(None | Some(Err(_)))),
+            "the socket stays open: {end:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The upgrades are not requests in flight: nothing holds the drain.
+    assert_eq!(h.state.drain.in_flight(), 0);
+    // A connection opened during the drain is closed the same way at once.
+    let mut late = connect(addr, Some(&format!("Bearer {KEY}"))).await;
+    send(&mut late, json!({"type": "connection_init"})).await;
+    let answer = receive(&mut late, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answer["close"], 1001, "{answer}");
 }

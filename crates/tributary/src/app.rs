@@ -107,7 +107,7 @@ pub async fn start_with_keys(
     let metrics = metrics_handle();
     crate::telemetry::register_counters(&config);
 
-    let ports = registry::build(
+    let (ports, key_store) = registry::build_with_keys(
         &config.log,
         &config.analytics,
         &config.documents,
@@ -115,7 +115,7 @@ pub async fn start_with_keys(
     )
     .await
     .context("cannot connect the adapters")?;
-    let keys = credentials(keys, &config).await?;
+    let keys = credentials(keys, key_store, &config).await?;
 
     let mut streams = BTreeMap::new();
     for (stream, declared) in checked.streams.iter().zip(&config.streams) {
@@ -236,16 +236,16 @@ pub async fn start_with_keys(
     })
 }
 
-/// `keys` (the configured admin keys), accepting also the keys issued into the analytics
-/// database and, with `[auth.jwt]`, JWTs.
+/// `keys` (the configured admin keys), accepting also the keys issued into `store` (the
+/// analytics database, on the node's pool) and, with `[auth.jwt]`, JWTs.
 ///
 /// # Errors
-/// When the key store cannot be opened, or `[auth.jwt]` is invalid or its JWKS file
-/// unreadable.
-async fn credentials(keys: ApiKeys, config: &Config) -> anyhow::Result<ApiKeys> {
-    let store = tributary_connectors::keys::connect(&config.analytics)
-        .await
-        .context("cannot open the key store")?;
+/// When `[auth.jwt]` is invalid or its JWKS file unreadable.
+async fn credentials(
+    keys: ApiKeys,
+    store: Arc<dyn tributary_core::ports::KeyStore>,
+    config: &Config,
+) -> anyhow::Result<ApiKeys> {
     let mut keys = keys.with_store(store, config.auth.key_cache_ttl);
     if let Some(jwt) = &config.auth.jwt {
         let verifier = tributary_gateway::JwtVerifier::new(jwt.settings()?)

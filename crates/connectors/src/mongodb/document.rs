@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tributary_core::dead_letter::{DeadLetter, DeadLetterPage};
+use tributary_core::dead_letter::{DeadLetter, DeadLetterPage, StreamSelection};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::ports::{DocumentStore, EventPage, PortError};
 
@@ -252,19 +252,34 @@ impl MongoStore {
         after: Option<(Timestamp, &str)>,
         limit: usize,
     ) -> Result<Vec<Document>, PortError> {
+        self.newest_first_where(collection, time, None, after, limit)
+            .await
+    }
+
+    /// As [`Self::newest_first`], of the documents matching `selection` too.
+    async fn newest_first_where(
+        &self,
+        collection: &str,
+        time: &str,
+        selection: Option<Document>,
+        after: Option<(Timestamp, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Document>, PortError> {
         // A limit of 0 means "no limit" to MongoDB.
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let filter = match after {
-            None => doc! {},
-            Some((at, id)) => {
-                let at = DateTime::from_millis(at.millis());
-                doc! { "$or": [
-                    { time: { "$lt": at } },
-                    { time: at, "_id": { "$lt": id } },
-                ] }
-            }
+        let position = after.map(|(at, id)| {
+            let at = DateTime::from_millis(at.millis());
+            doc! { "$or": [
+                { time: { "$lt": at } },
+                { time: at, "_id": { "$lt": id } },
+            ] }
+        });
+        let filter = match (selection, position) {
+            (None, None) => doc! {},
+            (Some(one), None) | (None, Some(one)) => one,
+            (Some(selection), Some(position)) => doc! { "$and": [selection, position] },
         };
         self.collection(collection)
             .find(filter)
@@ -565,14 +580,26 @@ impl DocumentStore for MongoStore {
         Ok(())
     }
 
-    async fn recent_dead_letters(
+    async fn recent_dead_letters_of(
         &self,
         page: &DeadLetterPage,
+        streams: &StreamSelection,
     ) -> Result<Vec<DeadLetter>, PortError> {
         let after = page.after.as_ref().map(|a| (a.at, a.id.as_str()));
+        let selection = match streams {
+            StreamSelection::All => None,
+            StreamSelection::Only(names) => Some(doc! { "stream": { "$in": names } }),
+            StreamSelection::Except(names) => Some(doc! { "stream": { "$nin": names } }),
+        };
         let documents = self
             .queries
-            .call(self.newest_first(DEAD_LETTERS, DEAD_LETTER_TIME, after, page.limit))
+            .call(self.newest_first_where(
+                DEAD_LETTERS,
+                DEAD_LETTER_TIME,
+                selection,
+                after,
+                page.limit,
+            ))
             .await?;
         documents
             .into_iter()

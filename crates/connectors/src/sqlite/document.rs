@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
-use tributary_core::dead_letter::{DeadLetter, DeadLetterPage, Origin};
+use tributary_core::dead_letter::{DeadLetter, DeadLetterPage, Origin, StreamSelection};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::ports::{AnalyticsStore, DocumentStore, EventPage, PortError};
 
@@ -200,17 +200,35 @@ impl DocumentStore for SqliteStore {
         Ok(())
     }
 
-    async fn recent_dead_letters(
+    async fn recent_dead_letters_of(
         &self,
         page: &DeadLetterPage,
+        streams: &StreamSelection,
     ) -> Result<Vec<DeadLetter>, PortError> {
-        if page.limit == 0 {
+        if page.limit == 0 || matches!(streams, StreamSelection::Only(s) if s.is_empty()) {
             return Ok(Vec::new());
         }
-        // `WHERE true`: the page's condition, when there is one, is pushed with AND.
+        // `WHERE true`: the conditions, when there are some, are pushed with AND.
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT id, at, stream, origin, reason, raw, truncated FROM dead_letters WHERE true",
         );
+        let (negated, names) = match streams {
+            StreamSelection::All => (false, &[][..]),
+            StreamSelection::Only(names) => (false, names.as_slice()),
+            StreamSelection::Except(names) => (true, names.as_slice()),
+        };
+        if !names.is_empty() {
+            sql.push(if negated {
+                " AND stream NOT IN ("
+            } else {
+                " AND stream IN ("
+            });
+            let mut list = sql.separated(", ");
+            for name in names {
+                list.push_bind(name.as_str());
+            }
+            list.push_unseparated(")");
+        }
         let after = page.after.as_ref().map(|a| (a.at, a.id.as_str()));
         push_newest_first(&mut sql, "at", after, page.limit);
         self.fetch(sql, dead_letter_from_row).await

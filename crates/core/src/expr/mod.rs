@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token, Tokenizer};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use std::borrow::Cow;
 
@@ -225,7 +225,12 @@ impl Expr {
     /// When the text is not one SQL expression, or names an unknown field or function, or
     /// has a type error; the error points at the offending position.
     pub fn compile(text: &str, scope: &Scope) -> Result<Expr, ExprError> {
-        Self::from_ast(&parse(text)?, text, scope)
+        let tokens = tokenize(text)?;
+        let mut expr = Self::from_ast(&parse_tokens(text, tokens.clone())?, text, scope)?;
+        // The same tokens, their quoted strings made printable, give the canonical text.
+        let printable = tokens.into_iter().map(printable_token).collect();
+        expr.canonical = parse_tokens(text, printable)?.to_string();
+        Ok(expr)
     }
 
     /// Compiles an already parsed expression; `source` is the text it was parsed from (for
@@ -349,6 +354,11 @@ impl ExprError {
 /// # Errors
 /// When `text` is not exactly one expression, or has more than [`MAX_TOKENS`] tokens.
 pub fn parse(text: &str) -> Result<sqlparser::ast::Expr, ExprError> {
+    parse_tokens(text, tokenize(text)?)
+}
+
+/// The tokens of `text`, with their positions; at most [`MAX_TOKENS`] besides white space.
+fn tokenize(text: &str) -> Result<Vec<TokenWithSpan>, ExprError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
@@ -363,6 +373,12 @@ pub fn parse(text: &str) -> Result<sqlparser::ast::Expr, ExprError> {
             format!("expression is too long (at most {MAX_TOKENS} tokens)"),
         ));
     }
+    Ok(tokens)
+}
+
+/// Parses `tokens` (of `text`) as exactly one expression.
+fn parse_tokens(text: &str, tokens: Vec<TokenWithSpan>) -> Result<sqlparser::ast::Expr, ExprError> {
+    let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let expr = parser.parse_expr().map_err(|e| {
         let fallback = known_or(parser.peek_token().span.start, end_of_text(text));
@@ -379,6 +395,29 @@ pub fn parse(text: &str) -> Result<sqlparser::ast::Expr, ExprError> {
         ));
     }
     Ok(expr)
+}
+
+/// `token`, its quoted string (if it is one) changed so that sqlparser's `Display` prints
+/// the literal that reads back as the original string.
+///
+/// sqlparser prints a quote in a string doubled, except one that follows a backslash or
+/// another quote, which it takes for already escaped (it cannot tell whether the tokenizer
+/// unescaped the string): the string `a''` would print as `'a'''`, which reads back as
+/// `a'`, and `a\'` as `'a\''`, which does not read back at all (a backslash escapes
+/// nothing in this dialect). With every quote doubled beforehand, each one prints doubled,
+/// which is how this dialect escapes it.
+fn printable_token(token: TokenWithSpan) -> TokenWithSpan {
+    let double = |s: String, quote: &str| s.replace(quote, &quote.repeat(2));
+    let printable = match token.token {
+        Token::SingleQuotedString(s) => Token::SingleQuotedString(double(s, "'")),
+        Token::NationalStringLiteral(s) => Token::NationalStringLiteral(double(s, "'")),
+        Token::DoubleQuotedString(s) => Token::DoubleQuotedString(double(s, "\"")),
+        other => other,
+    };
+    TokenWithSpan {
+        token: printable,
+        span: token.span,
+    }
 }
 
 /// A parser error as an [`ExprError`]: sqlparser appends the position to its message
@@ -483,6 +522,38 @@ mod tests {
             "odd name": "odd",
             "num_text": "42",
         }))
+    }
+
+    /// Strings holding quotes in a row or after a backslash: the canonical text reads back
+    /// as the same string (sqlparser's printer alone would print `'a'''` for `a''`, which
+    /// reads back as `a'`, and `'a\''` for `a\'`, which does not read back), and two
+    /// different strings never share a canonical text.
+    #[test]
+    fn canonical_text_keeps_quotes_and_backslashes() {
+        let mut seen = std::collections::HashMap::new();
+        for (text, value) in [
+            (r"'N&'''''''''''''", r"N&''''''"),
+            (r"'a'''", r"a'"),
+            (r"'a'''''", r"a''"),
+            (r"'a\'''", r"a\'"),
+            (r"'a\'''''", r"a\''"),
+            (r"'\\'", r"\\"),
+            (r"'it''s'", r"it's"),
+            (r"''''", r"'"),
+        ] {
+            let expr = Expr::compile(text, &scope()).unwrap();
+            let again = Expr::compile(expr.canonical(), &scope()).unwrap();
+            assert_eq!(again.canonical(), expr.canonical(), "{text}");
+            assert_eq!(eval(text), Value::Str(Cow::Borrowed(value)), "{text}");
+            assert_eq!(eval(expr.canonical()), eval(text), "{text}");
+            if let Some(other) = seen.insert(expr.canonical().to_owned(), text) {
+                panic!("{text} and {other} share {}", expr.canonical());
+            }
+        }
+        // Quoted names too.
+        let expr = Expr::compile(r#"payload."a""b" = 'x'"#, &scope()).unwrap();
+        let again = Expr::compile(expr.canonical(), &scope()).unwrap();
+        assert_eq!(again.canonical(), expr.canonical());
     }
 
     /// Evaluates `text` on [`sample`], with a `geo` row and no `tier` row.

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use super::PortError;
-use crate::dead_letter::{DeadLetter, DeadLetterPage};
+use crate::dead_letter::{DeadLetter, DeadLetterPage, StreamSelection};
 use crate::event::{Event, EventId, StreamName, Timestamp};
 
 /// A position in a stream's events, newest first: the last event of the previous page.
@@ -60,6 +60,18 @@ pub trait DocumentStore: Send + Sync + Debug {
     async fn recent_dead_letters(
         &self,
         page: &DeadLetterPage,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        self.recent_dead_letters_of(page, &StreamSelection::All)
+            .await
+    }
+
+    /// One page of the dead letters of the selected `streams`, newest first: the store
+    /// reads only those (a page holds `page.limit` of them when as many are stored after
+    /// `page.after`), never other streams' letters.
+    async fn recent_dead_letters_of(
+        &self,
+        page: &DeadLetterPage,
+        streams: &StreamSelection,
     ) -> Result<Vec<DeadLetter>, PortError>;
 
     /// Deletes the dead letters refused before `before` (`at < before`), and returns how

@@ -20,7 +20,9 @@
 //!   upgrade's `Authorization` header (a wrong one is a 401) or, without it, the
 //!   `Authorization` member of the `connection_init` payload (`{"Authorization": "Bearer
 //!   <key>"}`); a connection with neither is closed at `connection_init` (close code 1002,
-//!   the reason naming what is missing).
+//!   the reason naming what is missing). When the node drains ([`crate::Drain`]), every
+//!   WebSocket is closed with code 1001 (going away) and its subscriptions end, so that
+//!   clients reconnect to another node; the drain does not wait for them.
 //! - `GET /graphql` without an upgrade is the GraphiQL page (when
 //!   [`GraphqlSettings::graphiql`]; a 404 otherwise). The page holds no data and needs no
 //!   credential; it loads GraphiQL from a CDN (unpkg.com), so it needs Internet access in
@@ -38,13 +40,18 @@ use std::time::Duration;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Data, Schema};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use futures::stream::SplitSink;
+use futures::{SinkExt as _, StreamExt as _};
+
+use tributary_core::json::{self, StrictError};
+use tributary_core::parse::ParseError;
 
 use self::live::Hub;
 use self::schema::{MutationRoot, QueryRoot, Shared, SubscriptionRoot};
@@ -203,16 +210,36 @@ async fn execute(Extension(graphql): Extension<Graphql>, request: Request) -> Re
         Ok(body) => body,
         Err((error, _)) => return error.into_response(),
     };
-    let parsed: Result<async_graphql::Request, _> = serde_json::from_slice(&body.bytes);
+    let parsed = graphql_request(&body.bytes);
     drop(body);
     match parsed {
         Ok(request) => Json(graphql.schema.execute(request.data(principal)).await).into_response(),
-        Err(error) => ApiError::InvalidParameter {
-            name: "body",
-            reason: format!("is not one GraphQL request ({{\"query\", \"variables\", \"operationName\"}}): {error}"),
-        }
-        .into_response(),
+        Err(error) => error.into_response(),
     }
+}
+
+/// The GraphQL request of a body, read as the ingestion body is: an object holding a key
+/// twice (at any depth, in `variables` too) is a 400 naming the key
+/// ([`tributary_core::json`]); anything else that is not one GraphQL request, a 400.
+fn graphql_request(body: &[u8]) -> Result<async_graphql::Request, ApiError> {
+    let not_a_request = |error: &dyn std::fmt::Display| ApiError::InvalidParameter {
+        name: "body",
+        reason: format!(
+            "is not one GraphQL request ({{\"query\", \"variables\", \"operationName\"}}): {error}"
+        ),
+    };
+    let value = match json::from_slice(body) {
+        Ok(value) => value,
+        Err(StrictError::DuplicateKey { key, line, column }) => {
+            return Err(ApiError::Events(ParseError::DuplicateKey {
+                key,
+                line,
+                column,
+            }));
+        }
+        Err(StrictError::Malformed(error)) => return Err(not_a_request(&error)),
+    };
+    serde_json::from_value(value).map_err(|error| not_a_request(&error))
 }
 
 /// A 415 unless the body is `application/json` (in UTF-8).
@@ -293,10 +320,15 @@ async fn subscribe(graphql: Graphql, request: Request) -> Response {
     };
     let keys = graphql.state.auth.clone();
     let schema = graphql.schema.clone();
+    let drain = graphql.state.drain.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
+        .on_upgrade(move |socket| async move {
+            let (mut sink, stream) = socket.split();
+            // The client's messages end when the node drains, which ends the connection's
+            // subscriptions.
+            let stream = stream.take_until(drain.started());
+            GraphQLWebSocket::new_with_pair(&mut sink, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let principal = match principal {
                         Some(principal) => principal,
@@ -307,7 +339,33 @@ async fn subscribe(graphql: Graphql, request: Request) -> Response {
                     Ok(data)
                 })
                 .serve()
+                .await;
+            if drain.is_draining() {
+                going_away(&mut sink).await;
+            }
         })
+}
+
+/// How long a draining node waits for a client to take its WebSocket's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Closes a WebSocket as a draining node does: a close frame `1001` (going away), so that
+/// the client reconnects elsewhere, sent within [`CLOSE_TIMEOUT`] (a client that reads
+/// nothing does not hold the node).
+async fn going_away(sink: &mut SplitSink<WebSocket, Message>) {
+    let frame = CloseFrame {
+        code: close_code::AWAY,
+        reason: "the node is shutting down: reconnect".into(),
+    };
+    let close = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        sink.close().await
+    };
+    match tokio::time::timeout(CLOSE_TIMEOUT, close).await {
+        Ok(Ok(())) => tracing::debug!("WebSocket closed: the node drains"),
+        Ok(Err(error)) => tracing::debug!(%error, "WebSocket close frame not sent"),
+        Err(_) => tracing::debug!("WebSocket close frame not taken in time"),
+    }
 }
 
 /// The principal of the `Authorization` member of a `connection_init` payload, checked as

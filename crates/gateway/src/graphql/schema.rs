@@ -87,9 +87,7 @@ impl QueryRoot {
     /// The configured pipelines with their cached status (`GET /v1/pipelines`).
     async fn pipelines(&self, ctx: &Context<'_>) -> Result<Vec<Pipeline>, Error> {
         let (shared, principal) = allowed(ctx, Scope::Read).await?;
-        decode(Value::Array(
-            pipelines::describe_all(&shared.state, &principal.tenant).await,
-        ))
+        recode(&pipelines::describe_all(&shared.state, &principal.tenant).await)
     }
 
     /// A pipeline's results (`GET /v1/pipelines/{name}/results`): windows starting from
@@ -116,7 +114,7 @@ impl QueryRoot {
             limit,
         };
         match pipelines::query_results(&shared.state, &principal.tenant, &pipeline, query).await {
-            Ok(results) => decode(results),
+            Ok(results) => recode(&results),
             Err(error) => Err(graphql_error(error).await),
         }
     }
@@ -224,6 +222,15 @@ async fn allowed<'a>(
 }
 
 /// `value` as a `T`; a REST answer that does not decode is a bug, reported as such.
+/// A REST answer as its GraphQL type (see [`decode`]).
+fn recode<T: DeserializeOwned>(answer: &impl serde::Serialize) -> Result<T, Error> {
+    let value = serde_json::to_value(answer).map_err(|error| {
+        tracing::error!(%error, "a REST answer does not encode");
+        Error::new("internal error: the answer could not be encoded; the incident was logged")
+    })?;
+    decode(value)
+}
+
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|error| {
         tracing::error!(%error, "a REST answer does not match its GraphQL type");

@@ -11,8 +11,8 @@
 //!   when invalid).
 //! - A caller sees only the dead letters of its tenant: those whose stream is one of its
 //!   tenant's; those of a stream that is not configured are the `default` tenant's (see
-//!   [`crate::tenancy`]). The store is read page by page and others' letters skipped, so a
-//!   tenant with few letters among many of others' costs a longer read.
+//!   [`crate::tenancy`]). The store selects them ([`StreamSelection`]): it reads no other
+//!   tenant's letters, and a page is full whenever the tenant has enough letters.
 //! - [`keep`] stores a dead letter for the ingestion handler and counts it in
 //!   `tributary_dead_letters_total{origin}`; a failure to store it is logged at error level
 //!   and does not change the answer to the refused request.
@@ -21,7 +21,8 @@ use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use tributary_core::DeadLetter;
-use tributary_core::dead_letter::{DeadLetterCursor, DeadLetterPage};
+use tributary_core::dead_letter::{DeadLetterCursor, DeadLetterPage, StreamSelection};
+use tributary_core::ports::DEFAULT_TENANT;
 
 use super::{Listing, PageQuery};
 use crate::AppState;
@@ -29,8 +30,22 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::ingest::IngestService;
+use crate::openapi::{BadRequest, Unavailable, V1Errors, schemas};
 
 /// `GET /v1/dead-letters`.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    tag = "dead-letters",
+    operation_id = "listDeadLetters",
+    summary = "What Tributary refused, newest first (by time of refusal, then id).",
+    description = "Four places keep what they refuse, with the reason: ingestion, for a request it answered 400, 413, 415 or 422 (unauthenticated requests and requests for unknown streams are not kept); a log reader, for a record that holds no event of its stream; a pipeline, for an event whose window had closed (late); the archive, for a raw event the document store refused (and the sources: a file, Kafka or MQTT record that is not a valid event). A caller sees its tenant's dead letters only. A page holds at most `limit` dead letters, and stops before they take more than `[http] max_page_bytes` (4 MiB by default; a page holds at least one); `next_cursor` continues after its last item.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of dead letters.", body = schemas::DeadLetterPage),
+        V1Errors, BadRequest, Unavailable,
+    ),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -47,6 +62,7 @@ pub(crate) async fn page(
 ) -> Result<Response, ApiError> {
     let (limit, after) = query.checked()?;
     let documents = &state.ports.documents;
+    let streams = selection(state, tenant);
     Listing {
         member: "dead_letters",
         limit,
@@ -54,34 +70,42 @@ pub(crate) async fn page(
     }
     .read(
         &state.edge,
-        |limit, mut after: Option<(_, String)>| async move {
-            // At most `limit` of the tenant's letters after `after`: reads of `limit` letters
-            // until that many are kept or the store has no more.
-            let mut kept = Vec::new();
-            loop {
+        |limit, after: Option<(_, String)>| {
+            let streams = &streams;
+            async move {
                 let page = DeadLetterPage {
                     limit,
-                    after: after.clone().map(|(at, id)| DeadLetterCursor { at, id }),
+                    after: after.map(|(at, id)| DeadLetterCursor { at, id }),
                 };
-                let letters = documents.recent_dead_letters(&page).await?;
-                let last = letters.len() < limit;
-                if let Some(letter) = letters.last() {
-                    after = Some((letter.at, letter.id.clone()));
-                }
-                kept.extend(
-                    letters
-                        .into_iter()
-                        .filter(|l| state.sees_dead_letter(tenant, l)),
-                );
-                if last || kept.len() >= limit {
-                    kept.truncate(limit);
-                    return Ok(kept);
-                }
+                let mut letters = documents.recent_dead_letters_of(&page, streams).await?;
+                // The store selected them; this only keeps a store that did not from
+                // showing another tenant's letters.
+                letters.retain(|l| state.sees_dead_letter(tenant, l));
+                Ok(letters)
             }
         },
         |l: &DeadLetter| (l.at, l.id.as_str()),
     )
     .await
+}
+
+/// The dead letters `tenant` sees, as the store selects them: those of its streams; for
+/// the `default` tenant, those of every stream but other tenants' (a letter may name a
+/// stream that is not configured).
+fn selection(state: &AppState, tenant: &str) -> StreamSelection {
+    let of_tenant = |wanted: bool| {
+        state
+            .streams
+            .iter()
+            .filter(|(_, info)| (info.tenant == tenant) == wanted)
+            .map(|(name, _)| name.as_str().to_owned())
+            .collect()
+    };
+    if tenant == DEFAULT_TENANT {
+        StreamSelection::Except(of_tenant(false))
+    } else {
+        StreamSelection::Only(of_tenant(true))
+    }
 }
 
 /// Stores `letter` through the [`IngestService`] (which counts it, and waits at most

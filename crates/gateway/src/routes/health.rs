@@ -22,23 +22,98 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tributary_core::ports::PortError;
+use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, CheckOutcome, error_chain};
+use crate::error::{ApiError, CheckOutcome, Checks, error_chain};
+use crate::openapi::OpenErrors;
 use crate::sources::Health;
 
 /// How long `/readyz` waits for each dependency.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Health)]
+pub(crate) struct Alive {
+    status: AliveStatus,
+}
+
+/// Always `ok`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum AliveStatus {
+    Ok,
+}
+
+/// The answer of `/readyz` when every check passed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    status: ReadyStatus,
+    checks: Checks,
+    /// Each source's health, by name (absent without sources besides HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, SourceHealth>>)]
+    sources: Option<BTreeMap<String, &'static str>>,
+}
+
+/// Always `ready`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ReadyStatus {
+    Ready,
+}
+
+/// A source's health (see `crate::sources::Health`).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum SourceHealth {
+    Starting,
+    Running,
+    Done,
+    Stopped,
+    Failed,
+}
+
 /// `GET /healthz`.
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness: 200 whenever the process serves requests.",
+    responses((status = 200, description = "The process is alive.", body = Alive), OpenErrors),
+)]
+pub(crate) async fn healthz() -> Json<Alive> {
+    Json(Alive {
+        status: AliveStatus::Ok,
+    })
 }
 
 /// `GET /readyz`.
-pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    summary = "Readiness: 200 when the log, the analytics store, the document store and the cache all answer within 2 s.",
+    description = "Once the node drains (SIGTERM), a 503 of type `urn:tributary:problem:shutting-down` at once.",
+    responses(
+        (status = 200, description = "Every dependency answered.", body = Readiness),
+        OpenErrors,
+        (
+            status = 503,
+            description = "At least one dependency did not answer; `detail` names it and `checks` gives each outcome.",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying.")),
+            body = crate::error::NotReadyProblem,
+            content_type = "application/problem+json",
+        ),
+    ),
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
@@ -79,15 +154,23 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         }
     }
     if causes.is_empty() {
-        let shown: BTreeMap<&str, &str> = checks.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut body = json!({ "status": "ready", "checks": shown });
-        if !sources.is_empty() {
-            let shown: BTreeMap<&str, &str> = sources
-                .iter()
-                .map(|(name, health)| (name.as_str(), health.as_str()))
-                .collect();
-            body["sources"] = json!(shown);
-        }
+        let outcome = |name| checks.get(name).copied().unwrap_or(CheckOutcome::Ok);
+        let body = Readiness {
+            status: ReadyStatus::Ready,
+            checks: Checks {
+                log: outcome("log"),
+                analytics: outcome("analytics"),
+                documents: outcome("documents"),
+                cache: outcome("cache"),
+                sources: checks.get("sources").copied(),
+            },
+            sources: (!sources.is_empty()).then(|| {
+                sources
+                    .iter()
+                    .map(|(name, health)| (name.clone(), health.as_str()))
+                    .collect()
+            }),
+        };
         Ok(Json(body))
     } else {
         Err(ApiError::NotReady { checks, causes })
@@ -109,6 +192,17 @@ async fn check(
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics in the text exposition format 0.0.4.",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4"),
+        OpenErrors,
+    ),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

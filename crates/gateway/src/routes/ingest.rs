@@ -46,18 +46,21 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
 use tributary_core::DeadLetter;
 use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
 use tributary_core::parse::{BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits};
+use utoipa::ToSchema;
 
 use super::dead_letters;
 use crate::AppState;
 use crate::auth::Principal;
 use crate::edge::{self, ReadBody, Room};
-use crate::error::ApiError;
+use crate::error::{ApiError, InvalidEventsProblem, MalformedProblem};
 use crate::extract::ApiPath;
 use crate::ingest::{BatchError, IngestService};
+use crate::openapi::schemas::{EventInput, StreamName};
+use crate::openapi::{BodyErrors, NotFound, RequestTimeout, Unavailable, V1Errors};
 
 /// The media types this endpoint reads.
 const ACCEPTED: &[&str] = &[
@@ -73,8 +76,60 @@ const HTTP_SOURCE: &str = "http";
 /// The `stream` label of requests for streams that are not configured.
 const UNKNOWN_STREAM_LABEL: &str = "_unknown";
 
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// How many events were appended.
+    accepted: usize,
+    /// Their ids, in request order.
+    ids: Vec<String>,
+}
+
+/// A batch of events as `application/json`: one event, or an array of them.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventBatch {
+    One(EventInput),
+    Many(Vec<EventInput>),
+}
+
 /// The handler: runs [`accept`], keeps what it refused, and records the ingest metrics of
 /// its outcome.
+#[utoipa::path(
+    post,
+    path = "/v1/streams/{stream}/events",
+    tag = "ingest",
+    operation_id = "ingestEvents",
+    summary = "Appends a batch of events to the stream, all or nothing.",
+    description = "The body is one event object or an array of them (`application/json`), or one event object per line (`application/x-ndjson`, `application/ndjson` or `application/jsonl`; blank lines are skipped). A `charset` parameter, if any, must be UTF-8. Events without an `id` get a UUIDv7; events without a `ts` get the time of ingestion. The answer is sent only once every event is durable in the log. If any event is invalid, none is appended. A request answered 400, 413, 415 or 422 is kept as a dead letter (see `GET /v1/dead-letters`). The body may be sent with `Content-Encoding: gzip` or `zstd`; it may hold at most `[http] max_events_per_request` events (10,000 by default; more is a 413), and no object in it may hold a key twice (a 400 naming the key). It must arrive within `[http] body_timeout` (else 408).",
+    params(("stream" = StreamName, Path, description = "A configured stream.")),
+    request_body(
+        description = "Optionally compressed: `Content-Encoding: gzip` or `zstd` (decoded, within the same size limit).",
+        content(
+            (EventBatch = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "application/ndjson"),
+            (String = "application/jsonl"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Every event was durably appended.", body = Accepted),
+        (
+            status = 400,
+            description = "Malformed JSON (`line` and `column` name the position), a key repeated in an object (`key`, with its `line` and `column`), a body that does not decode from its Content-Encoding, a body that is neither an object nor an array of objects, or a body without events.",
+            body = MalformedProblem,
+            content_type = "application/problem+json",
+        ),
+        (
+            status = 422,
+            description = "Some events are invalid; `errors` lists the first 100 problems, `error_count` and `invalid_events` count them all, and nothing was appended.",
+            body = InvalidEventsProblem,
+            content_type = "application/problem+json",
+        ),
+        V1Errors, NotFound, RequestTimeout, BodyErrors, Unavailable,
+    ),
+)]
 pub(crate) async fn ingest(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -91,7 +146,7 @@ pub(crate) async fn ingest(
     let (response, accepted) = match accept(&state, tenant, &stream, request).await {
         Ok(ids) => {
             let accepted = ids.len();
-            let body = Json(json!({ "accepted": accepted, "ids": ids }));
+            let body = Json(Accepted { accepted, ids });
             ((StatusCode::ACCEPTED, body).into_response(), accepted)
         }
         Err(refusal) => {

@@ -14,35 +14,62 @@
 
 use std::collections::BTreeSet;
 
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tributary_core::Timestamp;
+use tributary_core::json::{self, StrictError};
+use tributary_core::parse::ParseError;
 use tributary_core::ports::{Scope, StoredKey};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{IssuedKeys, NewKey, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemDetails};
 use crate::extract::ApiPath;
+use crate::openapi::{BadRequest, BodyErrors, NoKeyStore, Unavailable, V1Errors, schemas};
 
 /// The longest description, in characters.
 pub(crate) const MAX_DESCRIPTION: usize = 200;
 
-/// A JSON body, rejected with [`ApiError::Json`].
+/// A JSON body, rejected with [`ApiError::Json`]; one holding a key twice in an object is
+/// refused as the ingestion edge refuses it (a 400 naming the key, see
+/// [`tributary_core::json`]), where serde would keep the last of the two.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| ApiError::Json(JsonRejection::from(rejection)))?;
+        // Only a JSON body is checked here: another is Json's 415.
+        let json_body = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+        let checked = json_body.then(|| json::from_slice(&bytes));
+        if let Some(Err(StrictError::DuplicateKey { key, line, column })) = checked {
+            return Err(ApiError::Events(ParseError::DuplicateKey {
+                key,
+                line,
+                column,
+            }));
+        }
+        let request = Request::from_parts(parts, Body::from(bytes));
         Json::<T>::from_request(request, state)
             .await
             .map(|Json(value)| Self(value))
@@ -51,29 +78,42 @@ where
 }
 
 /// The body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KeyRequest)]
 pub(crate) struct CreateKey {
     /// What the key may do.
+    #[schema(value_type = BTreeSet<schemas::Scope>, min_items = 1)]
     scopes: BTreeSet<Scope>,
     /// When it stops being accepted.
     #[serde(default)]
+    #[schema(value_type = Option<schemas::Timestamp>)]
     expires_at: Option<Timestamp>,
     /// For people.
     #[serde(default)]
+    #[schema(max_length = 200)]
     description: Option<String>,
 }
 
-/// A key as listed: everything but its secret and hash.
-#[derive(Debug, Serialize)]
-struct KeyView<'a> {
+/// An API key, without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ApiKey)]
+pub(crate) struct KeyView<'a> {
+    /// The key's public id.
     id: &'a str,
+    #[schema(value_type = BTreeSet<schemas::Scope>)]
     scopes: &'a BTreeSet<Scope>,
+    /// The tenant it belongs to.
     tenant: &'a str,
+    #[schema(required = true)]
     description: Option<&'a str>,
+    #[schema(value_type = schemas::Timestamp)]
     created_at: Timestamp,
+    #[schema(value_type = Option<schemas::Timestamp>, required = true)]
     expires_at: Option<Timestamp>,
+    #[schema(value_type = Option<schemas::Timestamp>, required = true)]
     revoked_at: Option<Timestamp>,
+    /// Neither revoked nor expired.
     active: bool,
 }
 
@@ -90,6 +130,21 @@ impl<'a> KeyView<'a> {
             active: key.is_active(now),
         }
     }
+}
+
+/// An API key just issued, with its secret (`key`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedKey<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    /// The key to send as `Authorization: Bearer <key>`: `trb_<id>_<secret>`. Shown once.
+    key: String,
+}
+
+/// The answer of `GET /v1/keys`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyList<'a> {
+    keys: Vec<KeyView<'a>>,
 }
 
 /// The issued keys of `state`, or a 501 when the node has no key store.
@@ -134,6 +189,30 @@ fn checked(body: CreateKey, now: Timestamp) -> Result<CreateKey, ApiError> {
 }
 
 /// `POST /v1/keys`.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "createKey",
+    summary = "Issues an API key (admin scope); the key is shown in this answer only.",
+    description = "Mints a key `trb_<id>_<secret>` (32 random bytes of secret) in the caller's tenant. Only the SHA-256 of its secret is stored: the key cannot be shown again. Unknown fields are refused.",
+    request_body = CreateKey,
+    responses(
+        (
+            status = 201,
+            description = "The key, with its secret, shown once.",
+            headers(("Location" = String, description = "`/v1/keys/{id}`.")),
+            body = CreatedKey,
+        ),
+        (
+            status = 422,
+            description = "The body does not decode into a key request: an unknown or missing field, an unknown scope, a wrong type.",
+            body = ProblemDetails,
+            content_type = "application/problem+json",
+        ),
+        V1Errors, BadRequest, BodyErrors, NoKeyStore, Unavailable,
+    ),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -155,11 +234,11 @@ pub(crate) async fn create(
     };
     issued.store().create(&stored).await?;
     tracing::info!(key_id = %stored.id, by = %principal.id, scopes = ?stored.scopes, "API key created");
-    let mut view = serde_json::to_value(KeyView::of(&stored, now)).map_err(ApiError::Encode)?;
-    if let Value::Object(members) = &mut view {
-        members.insert("key".into(), json!(minted.key));
-    }
-    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    let created = CreatedKey {
+        view: KeyView::of(&stored, now),
+        key: minted.key,
+    };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/keys/{}", stored.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -171,17 +250,47 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "listKeys",
+    summary = "The caller's tenant's API keys, newest first, revoked ones included (admin scope); never their secrets nor hashes.",
+    responses(
+        (status = 200, description = "The keys.", body = KeyList),
+        V1Errors, NoKeyStore, Unavailable,
+    ),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let keys = issued(&state)?.store().list(&principal.tenant).await?;
     let now = Timestamp::now();
-    let views: Vec<KeyView<'_>> = keys.iter().map(|k| KeyView::of(k, now)).collect();
-    Ok(Json(json!({ "keys": views })))
+    let keys = keys.iter().map(|k| KeyView::of(k, now)).collect();
+    Ok(Json(KeyList { keys }).into_response())
 }
 
 /// `DELETE /v1/keys/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    operation_id = "revokeKey",
+    summary = "Revokes an API key (admin scope).",
+    description = "The key stops passing at once on the node that revoked it, and on every other node within `[auth] key_cache_ttl` (5 s by default). Revoking a revoked key again changes nothing (204).",
+    params(("id" = String, Path, description = "The key's id (the part between `trb_` and the secret).")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (
+            status = 404,
+            description = "No key with this id in the caller's tenant.",
+            body = ProblemDetails,
+            content_type = "application/problem+json",
+        ),
+        V1Errors, NoKeyStore, Unavailable,
+    ),
+)]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -200,9 +309,38 @@ pub(crate) async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn body(json: Value) -> Result<CreateKey, serde_json::Error> {
         serde_json::from_value(json)
+    }
+
+    #[tokio::test]
+    async fn a_key_repeated_in_a_body_is_a_400_naming_it() {
+        let request = |body: &'static str| {
+            Request::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let twice = r#"{"scopes": ["admin"], "scopes": ["read"]}"#;
+        match ApiJson::<CreateKey>::from_request(request(twice), &()).await {
+            Err(ApiError::Events(ParseError::DuplicateKey { key, line, .. })) => {
+                assert_eq!((key.as_str(), line), ("scopes", 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let once = r#"{"scopes": ["read"]}"#;
+        let ApiJson(body) = ApiJson::<CreateKey>::from_request(request(once), &())
+            .await
+            .unwrap();
+        assert_eq!(body.scopes, BTreeSet::from([Scope::Read]));
+        // What serde refuses is refused as before (an unknown field: a 422).
+        let unknown = r#"{"scopes": ["read"], "colour": 1}"#;
+        let error = ApiJson::<CreateKey>::from_request(request(unknown), &())
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

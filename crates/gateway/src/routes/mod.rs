@@ -45,9 +45,13 @@ const MAX_PAGE_LIMIT: usize = 1000;
 
 /// The query string of a newest-first listing: `limit` (default 100, within 1..=1000) and
 /// `cursor`, the `next_cursor` of the previous page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page; opaque.
     cursor: Option<String>,
 }
 

@@ -28,91 +28,197 @@
 //!   `Retry-After`, within `[analytics] query_timeout` (at once while the store's circuit
 //!   breaker is open).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tributary_core::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tributary_core::event::check_key;
 use tributary_core::expr::Expr;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus, StatusError, WindowSpec, millis};
 use tributary_core::ports::ResultQuery;
+use tributary_core::{StreamName, Timestamp};
 
 use super::limit_param;
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, error_chain};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::openapi::{BadRequest, NotFound, Unavailable, V1Errors, schemas};
+use utoipa::ToSchema;
 
 /// Default number of results.
 const DEFAULT_LIMIT: usize = 1000;
 /// Largest number of results.
 const MAX_LIMIT: usize = 10_000;
 
+/// The answer of `GET /v1/pipelines`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PipelineList {
+    pipelines: Vec<PipelineView>,
+}
+
+/// A configured pipeline, as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PipelineView {
+    name: String,
+    /// The streams it reads.
+    #[schema(value_type = Vec<schemas::StreamName>)]
+    sources: Vec<StreamName>,
+    /// The filter expression, in canonical form.
+    #[schema(required = true)]
+    filter: Option<String>,
+    /// The key expressions, in canonical form.
+    key: Vec<String>,
+    window: WindowView,
+    /// Each aggregate's column name and its function and argument.
+    aggregates: BTreeMap<String, String>,
+    /// The reference tables the pipeline looks fields up in: each lookup's name, the
+    /// expression it looks up by, and the table's key column.
+    lookups: Vec<LookupView>,
+    #[schema(minimum = 0)]
+    allowed_lateness_ms: i64,
+    /// The typed key and aggregate columns of the pipeline's results (values may also be
+    /// null).
+    #[schema(value_type = BTreeMap<String, ColumnType>)]
+    columns: BTreeMap<String, &'static str>,
+    /// The status the processor last published; null before its first checkpoint or when
+    /// the cache cannot be read.
+    #[schema(value_type = Option<schemas::PipelineStatus>, required = true)]
+    status: Option<PipelineStatus>,
+    /// Shown for pipelines that count events per event key, as every pipeline did before
+    /// aggregates could be declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<LegacyAggregate>)]
+    aggregate: Option<&'static str>,
+}
+
+/// A pipeline's window: tumbling (`size_ms`), hopping (`size_ms` and `slide_ms`) or session
+/// (`gap_ms`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum WindowView {
+    Tumbling {
+        #[schema(minimum = 1)]
+        size_ms: i64,
+    },
+    Hopping {
+        #[schema(minimum = 1)]
+        size_ms: i64,
+        #[schema(minimum = 1)]
+        slide_ms: i64,
+    },
+    Session {
+        #[schema(minimum = 1)]
+        gap_ms: i64,
+    },
+}
+
+/// A lookup of a pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+struct LookupView {
+    name: String,
+    on: String,
+    key: String,
+}
+
+/// The JSON type of a result column.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ColumnType {
+    Boolean,
+    Integer,
+    Number,
+    String,
+}
+
+/// `count`.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum LegacyAggregate {
+    Count,
+}
+
 /// `GET /v1/pipelines`.
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines",
+    tag = "pipelines",
+    operation_id = "listPipelines",
+    summary = "The configured pipelines with their live status.",
+    responses((status = 200, description = "The pipelines.", body = PipelineList), V1Errors),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> Json<Value> {
-    Json(json!({ "pipelines": describe_all(&state, &principal.tenant).await }))
+) -> Json<PipelineList> {
+    Json(PipelineList {
+        pipelines: describe_all(&state, &principal.tenant).await,
+    })
 }
 
 /// The pipelines of `tenant`, with their cached status, as `GET /v1/pipelines` lists them.
-pub(crate) async fn describe_all(state: &AppState, tenant: &str) -> Vec<Value> {
+pub(crate) async fn describe_all(state: &AppState, tenant: &str) -> Vec<PipelineView> {
     let mut pipelines = Vec::new();
     for spec in state.pipelines_of(tenant) {
         let status = cached_status(state, &spec.name).await;
-        pipelines.push(describe(spec, status.as_ref()));
+        pipelines.push(describe(spec, status));
     }
     pipelines
 }
 
-fn describe(spec: &PipelineSpec, status: Option<&PipelineStatus>) -> Value {
+fn describe(spec: &PipelineSpec, status: Option<PipelineStatus>) -> PipelineView {
     let window = match spec.window {
-        WindowSpec::Tumbling { size_ms } => json!({ "type": "tumbling", "size_ms": size_ms }),
-        WindowSpec::Hopping { size_ms, slide_ms } => {
-            json!({ "type": "hopping", "size_ms": size_ms, "slide_ms": slide_ms })
-        }
-        WindowSpec::Session { gap_ms } => json!({ "type": "session", "gap_ms": gap_ms }),
+        WindowSpec::Tumbling { size_ms } => WindowView::Tumbling { size_ms },
+        WindowSpec::Hopping { size_ms, slide_ms } => WindowView::Hopping { size_ms, slide_ms },
+        WindowSpec::Session { gap_ms } => WindowView::Session { gap_ms },
     };
-    let aggregates: serde_json::Map<String, Value> = spec
+    let aggregates = spec
         .aggregates
         .iter()
         .map(|a| {
             let argument = a.argument.as_ref().map_or("*", Expr::canonical);
             (
                 a.name.clone(),
-                Value::String(format!("{}[{argument}]", a.function.signature())),
+                format!("{}[{argument}]", a.function.signature()),
             )
         })
         .collect();
     let schema = spec.schema();
-    let columns: serde_json::Map<String, Value> = schema
+    let columns = schema
         .key_columns()
         .map(|(_, c)| c)
         .chain(&schema.aggregates)
-        .map(|c| (c.name.clone(), Value::String(c.ty.json_type().to_owned())))
+        .map(|c| (c.name.clone(), c.ty.json_type()))
         .collect();
-    let mut described = json!({
-        "name": spec.name,
-        "sources": spec.sources,
-        "filter": spec.filter.as_ref().map(Expr::canonical),
-        "key": spec.keys.iter().map(|k| k.expr.canonical()).collect::<Vec<_>>(),
-        "window": window,
-        "aggregates": aggregates,
-        "lookups": spec
+    PipelineView {
+        name: spec.name.clone(),
+        sources: spec.sources.clone(),
+        filter: spec.filter.as_ref().map(|f| f.canonical().to_owned()),
+        key: spec
+            .keys
+            .iter()
+            .map(|k| k.expr.canonical().to_owned())
+            .collect(),
+        window,
+        aggregates,
+        lookups: spec
             .lookups
             .iter()
-            .map(|l| json!({ "name": l.name, "on": l.on.canonical(), "key": l.key_column }))
-            .collect::<Vec<_>>(),
-        "allowed_lateness_ms": millis(spec.allowed_lateness),
-        "columns": columns,
-        "status": status,
-    });
-    if spec.is_legacy_count() {
-        described["aggregate"] = Value::String("count".to_owned());
+            .map(|l| LookupView {
+                name: l.name.clone(),
+                on: l.on.canonical().to_owned(),
+                key: l.key_column.clone(),
+            })
+            .collect(),
+        allowed_lateness_ms: millis(spec.allowed_lateness),
+        columns,
+        status,
+        aggregate: spec.is_legacy_count().then_some("count"),
     }
-    described
 }
 
 /// The pipeline's status from the cache (merged from its parts, which may run in several
@@ -136,21 +242,51 @@ pub(crate) async fn cached_status(state: &AppState, pipeline: &str) -> Option<Pi
 }
 
 /// The query string of the results endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ResultsQuery {
+    /// Only windows starting at or after this time (RFC 3339 or epoch milliseconds).
+    #[param(value_type = Option<schemas::TimeParam>)]
     pub(crate) from: Option<String>,
+    /// Only windows starting before this time (RFC 3339 or epoch milliseconds).
+    #[param(value_type = Option<schemas::TimeParam>)]
     pub(crate) to: Option<String>,
+    /// Only this key (at most 256 bytes, without NUL characters).
+    #[param(max_length = 256)]
     pub(crate) key: Option<String>,
+    /// At most this many results.
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
     pub(crate) limit: Option<usize>,
 }
 
+/// The answer of `GET /v1/pipelines/{name}/results`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Results {
+    pipeline: String,
+    /// The rows (see `ResultRow::to_json`).
+    #[schema(value_type = Vec<schemas::WindowResult>)]
+    results: Vec<Value>,
+}
+
 /// `GET /v1/pipelines/{name}/results`.
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines/{name}/results",
+    tag = "pipelines",
+    operation_id = "pipelineResults",
+    summary = "The pipeline's window results, ordered by window start, then key.",
+    params(ResultsQuery, ("name" = String, Path, description = "The pipeline.")),
+    responses(
+        (status = 200, description = "The results.", body = Results),
+        V1Errors, BadRequest, NotFound, Unavailable,
+    ),
+)]
 pub(crate) async fn results(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     query_results(&state, &principal.tenant, &name, query)
         .await
         .map(Json)
@@ -163,7 +299,7 @@ pub(crate) async fn query_results(
     tenant: &str,
     name: &str,
     query: ResultsQuery,
-) -> Result<Value, ApiError> {
+) -> Result<Results, ApiError> {
     let spec = state.pipeline_for(tenant, name)?;
     let from = query
         .from
@@ -198,8 +334,11 @@ pub(crate) async fn query_results(
     };
     let schema = spec.schema();
     let rows = state.ports.analytics.query_results(&schema, &query).await?;
-    let results: Vec<Value> = rows.iter().map(|row| row.to_json(&schema)).collect();
-    Ok(json!({ "pipeline": spec.name, "results": results }))
+    let results = rows.iter().map(|row| row.to_json(&schema)).collect();
+    Ok(Results {
+        pipeline: spec.name.clone(),
+        results,
+    })
 }
 
 /// An RFC 3339 date-time or integer epoch milliseconds, within the range of event times.

@@ -25,8 +25,17 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
+use crate::openapi::{BadRequest, NotFound, Unavailable, V1Errors, schemas};
 
 /// `GET /v1/streams`.
+#[utoipa::path(
+    get,
+    path = "/v1/streams",
+    tag = "streams",
+    operation_id = "listStreams",
+    summary = "The configured streams, ordered by name.",
+    responses((status = 200, description = "The streams.", body = schemas::StreamList), V1Errors),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -49,6 +58,19 @@ pub(crate) fn describe_all(state: &AppState, tenant: &str) -> Vec<Value> {
 }
 
 /// `GET /v1/streams/{stream}/events`.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream}/events",
+    tag = "streams",
+    operation_id = "listEvents",
+    summary = "The stream's stored events, newest first (by event time, then id).",
+    description = "A page holds at most `limit` events, and stops before they take more than `[http] max_page_bytes` (4 MiB by default; a page holds at least one); `next_cursor` continues after its last item.",
+    params(("stream" = schemas::StreamName, Path, description = "A configured stream."), PageQuery),
+    responses(
+        (status = 200, description = "One page of events.", body = schemas::EventPage),
+        V1Errors, BadRequest, NotFound, Unavailable,
+    ),
+)]
 pub(crate) async fn recent_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

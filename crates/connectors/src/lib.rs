@@ -30,3 +30,4 @@ pub mod redis;
 pub mod registry;
 mod sql;
 pub mod sqlite;
+pub mod streams;

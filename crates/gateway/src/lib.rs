@@ -42,6 +42,7 @@ mod openapi;
 pub mod rate_limit;
 mod routes;
 pub mod sources;
+pub mod stream_schema;
 mod tenancy;
 mod trace;
 mod ui;

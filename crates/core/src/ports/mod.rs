@@ -11,6 +11,8 @@
 //! - [`ReferenceSource`]: the tables of a pipeline's lookups, read whole (a file; PostgreSQL).
 //! - [`RateLimiter`]: requests per key, by the GCRA, shared by every gateway (Redis; memory).
 //! - [`KeyStore`]: issued API keys, as hashes (PostgreSQL; SQLite).
+//! - [`StreamStore`]: the streams' definitions (PostgreSQL; SQLite), and [`StreamTopics`],
+//!   their side in the log (Kafka topics; the embedded log).
 //!
 //! [`Log::join`] also gives a [`Membership`] of a group of processes sharing partitions
 //! (a Kafka consumer group; one process alone on the embedded log).
@@ -24,6 +26,7 @@ mod keys;
 mod log;
 mod rate_limit;
 mod reference;
+mod streams;
 
 pub use analytics::{
     AnalyticsStore, Checkpoint, Claim, KeyedState, ResultQuery, StateChunk, StateDelta,
@@ -38,6 +41,10 @@ pub use keys::{
 pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimiter, gcra};
 pub use reference::ReferenceSource;
+pub use streams::{
+    StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicCapabilities, TopicError,
+    TopicSpec, UnknownOrigin,
+};
 
 use std::sync::Arc;
 

@@ -1,0 +1,543 @@
+//! The stream catalog's adapters: [`SqlStreamStore`], the [`StreamStore`] port on SQL
+//! (written once for PostgreSQL and SQLite, in the `streams` table of the analytics
+//! database: `migrations/postgres/0006_streams.sql`, `migrations/sqlite/0007_streams.sql`),
+//! and the [`StreamTopics`] port on Kafka ([`KafkaTopics`]) and on the embedded log
+//! ([`EmbeddedTopics`]).
+//!
+//! Contract (checked by `tests/streams_conformance.rs` against both databases, and by the
+//! distributed end-to-end test against Kafka):
+//! - `create` inserts with `ON CONFLICT (name) DO NOTHING ... RETURNING name`: a name
+//!   already stored is [`PortError::Refused`] and changes nothing;
+//! - `upsert_config` inserts, or updates only the config's fields (`ON CONFLICT DO UPDATE`);
+//! - times are the analytics store's (`timestamptz` on PostgreSQL, epoch milliseconds on
+//!   SQLite); the schema is stored as JSON text;
+//! - [`KafkaTopics`] creates a topic with the stream's partitions, replication factor and
+//!   `retention.ms` (and `max.message.bytes` as the log sets it), alters `retention.ms`
+//!   (AlterConfigs, which sets the topic's whole config: both are sent every time), adds
+//!   partitions (CreatePartitions) and deletes the topic; the log's cached partition count is
+//!   refreshed after each change. A setting the brokers refuse (a replication factor above
+//!   the number of brokers, a retention out of range) is a [`TopicError::Invalid`] with
+//!   the broker's reason;
+//! - [`EmbeddedTopics`]: partitions fixed at creation, retention stored but not applied (the
+//!   embedded log keeps everything), and a deleted stream's records kept in the log file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Pool, QueryBuilder, Row, Type};
+use tributary_core::ports::{
+    Log, PortError, StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicCapabilities,
+    TopicError, TopicSpec,
+};
+use tributary_core::{StreamName, Timestamp};
+
+use crate::kafka::KafkaConfig;
+use crate::postgres::{PostgresConfig, PostgresStore};
+use crate::registry::{AnalyticsConfig, LogConfig};
+use crate::sql::{Backend, SqlStore};
+use crate::sqlite::SqliteStore;
+
+/// What the adapter finds wrong in a stored row or refuses to store.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    /// A name already stored.
+    #[error("a stream named {0:?} already exists")]
+    DuplicateName(String),
+    /// A stored name that is not a stream name.
+    #[error("the stored stream name {0:?} is invalid")]
+    Name(String),
+    /// A stored number out of range.
+    #[error("the stored {field} of stream {name:?} is out of range")]
+    Number { name: String, field: &'static str },
+    /// A stored schema that is not JSON.
+    #[error("the stored schema of stream {0:?} is not JSON")]
+    Schema(String),
+    /// A time the database cannot hold.
+    #[error("time {0} is outside the range the stream store holds")]
+    TimeOutOfRange(Timestamp),
+}
+
+/// The columns of `streams`, in the order every read selects them.
+const COLUMNS: &str = "name, tenant, partitions, replication_factor, retention_ms, schema, \
+                       description, origin, created_at, updated_at";
+
+/// Streams in a SQL database. Cheap to clone: clones share the pool.
+#[derive(Debug)]
+pub struct SqlStreamStore<DB: Database> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Database> Clone for SqlStreamStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Database> SqlStreamStore<DB> {
+    /// The stream store on the database (and the pool) of `store`.
+    #[must_use]
+    pub fn new(store: &SqlStore<DB>) -> Self {
+        Self {
+            pool: store.pool().clone(),
+        }
+    }
+}
+
+/// The stream store of the analytics database `config` names, on a pool of its own (opened
+/// as the analytics store opens it; at most two connections on PostgreSQL).
+///
+/// # Errors
+/// As the analytics store's `connect`.
+pub async fn connect(config: &AnalyticsConfig) -> Result<Arc<dyn StreamStore>, PortError> {
+    Ok(match config {
+        AnalyticsConfig::Sqlite(config) => {
+            Arc::new(SqlStreamStore::new(&SqliteStore::connect(config).await?))
+        }
+        AnalyticsConfig::Postgres(config) => {
+            let config = PostgresConfig {
+                max_connections: config.max_connections.min(2),
+                ..config.clone()
+            };
+            Arc::new(SqlStreamStore::new(&PostgresStore::connect(&config).await?))
+        }
+    })
+}
+
+fn sqlx_error<DB: Backend>(error: sqlx::Error) -> PortError {
+    DB::DIALECT.sqlx_error(error)
+}
+
+fn refused<DB: Backend>(invalid: Invalid) -> PortError {
+    PortError::refused(DB::DIALECT.system, invalid)
+}
+
+fn corrupt<DB: Backend>(invalid: Invalid) -> PortError {
+    PortError::corrupt(DB::DIALECT.system, invalid)
+}
+
+fn time<DB: Backend>(ts: Timestamp) -> Result<DB::Time, PortError> {
+    DB::time(ts).map_err(|_| refused::<DB>(Invalid::TimeOutOfRange(ts)))
+}
+
+async fn rows<DB: Backend>(
+    pool: &Pool<DB>,
+    sql: QueryBuilder<'_, DB>,
+) -> Result<Vec<DB::Row>, PortError> {
+    let mut conn = pool.acquire().await.map_err(sqlx_error::<DB>)?;
+    DB::run(&mut conn, sql).await.map_err(sqlx_error::<DB>)
+}
+
+/// A row of [`COLUMNS`] as a stream.
+fn decode<DB>(row: &DB::Row) -> Result<StoredStream, PortError>
+where
+    DB: Backend,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+{
+    let get_err = sqlx_error::<DB>;
+    let raw: String = row.try_get(0).map_err(get_err)?;
+    let name =
+        StreamName::new(raw.clone()).map_err(|_| corrupt::<DB>(Invalid::Name(raw.clone())))?;
+    let number = |field| {
+        corrupt::<DB>(Invalid::Number {
+            name: raw.clone(),
+            field,
+        })
+    };
+    let partitions: i64 = row.try_get(2).map_err(get_err)?;
+    let partitions = u32::try_from(partitions).map_err(|_| number("partitions"))?;
+    let replication: Option<i64> = row.try_get(3).map_err(get_err)?;
+    let replication_factor = replication
+        .map(i32::try_from)
+        .transpose()
+        .map_err(|_| number("replication_factor"))?;
+    let schema: Option<String> = row.try_get(5).map_err(get_err)?;
+    let schema = schema
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|_| corrupt::<DB>(Invalid::Schema(raw.clone())))?;
+    let origin: String = row.try_get(7).map_err(get_err)?;
+    let origin = origin
+        .parse::<StreamOrigin>()
+        .map_err(|e| PortError::corrupt(DB::DIALECT.system, e))?;
+    let created_at: DB::Time = row.try_get(8).map_err(get_err)?;
+    let updated_at: DB::Time = row.try_get(9).map_err(get_err)?;
+    Ok(StoredStream {
+        name,
+        tenant: row.try_get(1).map_err(get_err)?,
+        partitions,
+        replication_factor,
+        retention_ms: row.try_get(4).map_err(get_err)?,
+        schema,
+        description: row.try_get(6).map_err(get_err)?,
+        origin,
+        created_at: DB::timestamp(created_at),
+        updated_at: DB::timestamp(updated_at),
+    })
+}
+
+/// Binds the values of every column of `stream`, in [`COLUMNS`]' order.
+fn bind_all<'a, DB>(sql: &mut QueryBuilder<'a, DB>, stream: &StoredStream) -> Result<(), PortError>
+where
+    DB: Backend,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+{
+    let mut values = sql.separated(", ");
+    values.push_bind(stream.name.as_str().to_owned());
+    values.push_bind(stream.tenant.clone());
+    values.push_bind(i64::from(stream.partitions));
+    values.push_bind(stream.replication_factor.map(i64::from));
+    values.push_bind(stream.retention_ms);
+    values.push_bind(stream.schema.as_ref().map(ToString::to_string));
+    values.push_bind(stream.description.clone());
+    values.push_bind(stream.origin.as_str().to_owned());
+    values.push_bind(time::<DB>(stream.created_at)?);
+    values.push_bind(time::<DB>(stream.updated_at)?);
+    Ok(())
+}
+
+#[async_trait]
+impl<DB> StreamStore for SqlStreamStore<DB>
+where
+    DB: Backend,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+    for<'q> String: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+{
+    async fn create(&self, stream: &StoredStream) -> Result<(), PortError> {
+        let mut sql = QueryBuilder::new(format!("INSERT INTO streams ({COLUMNS}) VALUES ("));
+        bind_all(&mut sql, stream)?;
+        sql.push(") ON CONFLICT (name) DO NOTHING RETURNING name");
+        if rows(&self.pool, sql).await?.is_empty() {
+            return Err(refused::<DB>(Invalid::DuplicateName(
+                stream.name.as_str().to_owned(),
+            )));
+        }
+        Ok(())
+    }
+
+    async fn upsert_config(&self, stream: &StoredStream) -> Result<(), PortError> {
+        let mut sql = QueryBuilder::new(format!("INSERT INTO streams ({COLUMNS}) VALUES ("));
+        bind_all(&mut sql, stream)?;
+        sql.push(
+            ") ON CONFLICT (name) DO UPDATE SET partitions = excluded.partitions, \
+             description = excluded.description, tenant = excluded.tenant, \
+             origin = excluded.origin, updated_at = excluded.updated_at",
+        );
+        rows(&self.pool, sql).await.map(drop)
+    }
+
+    async fn get(&self, name: &StreamName) -> Result<Option<StoredStream>, PortError> {
+        let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM streams WHERE name = "));
+        sql.push_bind(name.as_str().to_owned());
+        rows(&self.pool, sql)
+            .await?
+            .first()
+            .map(decode::<DB>)
+            .transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<StoredStream>, PortError> {
+        let sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM streams ORDER BY name"));
+        rows(&self.pool, sql)
+            .await?
+            .iter()
+            .map(decode::<DB>)
+            .collect()
+    }
+
+    async fn update(&self, stream: &StoredStream) -> Result<bool, PortError> {
+        let mut sql = QueryBuilder::new("UPDATE streams SET tenant = ");
+        sql.push_bind(stream.tenant.clone());
+        sql.push(", partitions = ");
+        sql.push_bind(i64::from(stream.partitions));
+        sql.push(", replication_factor = ");
+        sql.push_bind(stream.replication_factor.map(i64::from));
+        sql.push(", retention_ms = ");
+        sql.push_bind(stream.retention_ms);
+        sql.push(", schema = ");
+        sql.push_bind(stream.schema.as_ref().map(ToString::to_string));
+        sql.push(", description = ");
+        sql.push_bind(stream.description.clone());
+        sql.push(", origin = ");
+        sql.push_bind(stream.origin.as_str().to_owned());
+        sql.push(", updated_at = ");
+        sql.push_bind(time::<DB>(stream.updated_at)?);
+        sql.push(" WHERE name = ");
+        sql.push_bind(stream.name.as_str().to_owned());
+        sql.push(" RETURNING name");
+        Ok(!rows(&self.pool, sql).await?.is_empty())
+    }
+
+    async fn delete(&self, name: &StreamName) -> Result<bool, PortError> {
+        let mut sql = QueryBuilder::new("DELETE FROM streams WHERE name = ");
+        sql.push_bind(name.as_str().to_owned());
+        sql.push(" RETURNING name");
+        Ok(!rows(&self.pool, sql).await?.is_empty())
+    }
+}
+
+/// The [`StreamTopics`] of the log `config` names, over `log` (the log built from it).
+///
+/// # Errors
+/// When the Kafka admin client cannot be created.
+pub fn topics(config: &LogConfig, log: Arc<dyn Log>) -> Result<Arc<dyn StreamTopics>, PortError> {
+    Ok(match config {
+        LogConfig::Embedded(_) => Arc::new(EmbeddedTopics { log }),
+        LogConfig::Kafka(kafka) => Arc::new(KafkaTopics::new(kafka, log)?),
+    })
+}
+
+/// The embedded log's side of streams: streams are created with their partitions, which
+/// are fixed; retention is not applied; deleting keeps the records.
+#[derive(Debug, Clone)]
+pub struct EmbeddedTopics {
+    log: Arc<dyn Log>,
+}
+
+impl EmbeddedTopics {
+    /// Over the embedded `log`.
+    #[must_use]
+    pub fn new(log: Arc<dyn Log>) -> Self {
+        Self { log }
+    }
+}
+
+#[async_trait]
+impl StreamTopics for EmbeddedTopics {
+    fn capabilities(&self) -> TopicCapabilities {
+        TopicCapabilities {
+            add_partitions: false,
+            retention: false,
+            replication: false,
+            delete_records: false,
+        }
+    }
+
+    fn default_replication_factor(&self) -> Option<i32> {
+        None
+    }
+
+    async fn create(&self, spec: &TopicSpec) -> Result<u32, TopicError> {
+        Ok(self.log.ensure_stream(&spec.name, spec.partitions).await?)
+    }
+
+    async fn alter(&self, _spec: &TopicSpec) -> Result<(), TopicError> {
+        Ok(())
+    }
+
+    async fn delete(&self, _name: &StreamName) -> Result<(), TopicError> {
+        Ok(())
+    }
+}
+
+/// The system name of Kafka's errors.
+const KAFKA: &str = "kafka";
+
+/// How long an admin operation may take on the brokers.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `max.message.bytes` of the topics, as the Kafka log creates them (`kafka/admin.rs`):
+/// sent again with every AlterConfigs, which resets what it does not name.
+const TOPIC_MAX_MESSAGE_BYTES: &str = "1048588";
+
+/// Kafka topics of streams, through the admin client.
+pub struct KafkaTopics {
+    admin: AdminClient<DefaultClientContext>,
+    config: KafkaConfig,
+    log: Arc<dyn Log>,
+}
+
+impl std::fmt::Debug for KafkaTopics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTopics")
+            .field("brokers", &self.config.brokers)
+            .field("topic_prefix", &self.config.topic_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaTopics {
+    /// An admin client of the cluster `config` names; `log` is the Kafka log over it,
+    /// whose partition counts are refreshed after changes.
+    ///
+    /// # Errors
+    /// When the client cannot be created (an invalid config).
+    pub fn new(config: &KafkaConfig, log: Arc<dyn Log>) -> Result<Self, PortError> {
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", &config.client_id)
+            .create()
+            .map_err(|e| PortError::refused(KAFKA, e))?;
+        Ok(Self {
+            admin,
+            config: config.clone(),
+            log,
+        })
+    }
+
+    fn topic(&self, name: &StreamName) -> String {
+        format!("{}{}", self.config.topic_prefix, name)
+    }
+
+    fn options() -> AdminOptions {
+        AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT))
+    }
+}
+
+/// A failed admin operation's code as a [`TopicError`]: the caller's fault when the brokers
+/// refused the settings.
+fn admin_error(code: RDKafkaErrorCode) -> TopicError {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::InvalidReplicationFactor
+        | C::InvalidPartitions
+        | C::InvalidConfig
+        | C::PolicyViolation
+        | C::InvalidRequest
+        | C::InvalidReplicaAssignment => TopicError::Invalid(format!("Kafka refused: {code}")),
+        other => TopicError::Port(PortError::unavailable(KAFKA, KafkaError::AdminOp(other))),
+    }
+}
+
+fn kafka_failure(error: KafkaError) -> TopicError {
+    match error.rdkafka_error_code() {
+        Some(code) if !matches!(admin_error(code), TopicError::Port(_)) => admin_error(code),
+        _ => TopicError::Port(PortError::unavailable(KAFKA, error)),
+    }
+}
+
+#[async_trait]
+impl StreamTopics for KafkaTopics {
+    fn capabilities(&self) -> TopicCapabilities {
+        TopicCapabilities {
+            add_partitions: true,
+            retention: true,
+            replication: true,
+            delete_records: true,
+        }
+    }
+
+    fn default_replication_factor(&self) -> Option<i32> {
+        Some(self.config.replication_factor)
+    }
+
+    async fn create(&self, spec: &TopicSpec) -> Result<u32, TopicError> {
+        let topic = self.topic(&spec.name);
+        let partitions = i32::try_from(spec.partitions.max(1))
+            .map_err(|_| TopicError::Invalid("too many partitions".to_owned()))?;
+        let replication = spec
+            .replication_factor
+            .unwrap_or(self.config.replication_factor);
+        let retention = spec.retention_ms.map(|ms| ms.to_string());
+        let mut new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(replication))
+            .set("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES);
+        if let Some(retention) = &retention {
+            new_topic = new_topic.set("retention.ms", retention);
+        }
+        let results = self
+            .admin
+            .create_topics([&new_topic], &Self::options())
+            .await
+            .map_err(kafka_failure)?;
+        for result in results {
+            match result {
+                Ok(_) => tracing::info!(
+                    topic = %topic,
+                    partitions,
+                    replication,
+                    retention_ms = spec.retention_ms,
+                    "kafka topic created"
+                ),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(admin_error(code)),
+            }
+        }
+        // Waits until every partition has a leader, and caches the count in the log.
+        Ok(self.log.ensure_stream(&spec.name, spec.partitions).await?)
+    }
+
+    async fn alter(&self, spec: &TopicSpec) -> Result<(), TopicError> {
+        let topic = self.topic(&spec.name);
+        let retention = spec.retention_ms.map(|ms| ms.to_string());
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+            .set("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES);
+        if let Some(retention) = &retention {
+            alter = alter.set("retention.ms", retention);
+        }
+        for result in self
+            .admin
+            .alter_configs([&alter], &Self::options())
+            .await
+            .map_err(kafka_failure)?
+        {
+            if let Err((_, code)) = result {
+                return Err(admin_error(code));
+            }
+        }
+        let current = self.log.partitions(&spec.name).await?;
+        if spec.partitions > current {
+            let total = usize::try_from(spec.partitions)
+                .map_err(|_| TopicError::Invalid("too many partitions".to_owned()))?;
+            let grow = NewPartitions::new(&topic, total);
+            for result in self
+                .admin
+                .create_partitions([&grow], &Self::options())
+                .await
+                .map_err(kafka_failure)?
+            {
+                if let Err((_, code)) = result {
+                    return Err(admin_error(code));
+                }
+            }
+            // The log's cached count follows once the metadata shows the new partitions.
+            for _ in 0..50 {
+                if self.log.partitions(&spec.name).await? >= spec.partitions {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::info!(topic = %topic, partitions = spec.partitions, "kafka partitions added");
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, name: &StreamName) -> Result<(), TopicError> {
+        let topic = self.topic(name);
+        for result in self
+            .admin
+            .delete_topics(&[&topic], &Self::options())
+            .await
+            .map_err(kafka_failure)?
+        {
+            match result {
+                Ok(_) => tracing::info!(topic = %topic, "kafka topic deleted"),
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((_, code)) => return Err(admin_error(code)),
+            }
+        }
+        Ok(())
+    }
+}

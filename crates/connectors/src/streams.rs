@@ -40,10 +40,8 @@ use tributary_core::ports::{
 use tributary_core::{StreamName, Timestamp};
 
 use crate::kafka::KafkaConfig;
-use crate::postgres::{PostgresConfig, PostgresStore};
-use crate::registry::{AnalyticsConfig, LogConfig};
+use crate::registry::LogConfig;
 use crate::sql::{Backend, SqlStore};
-use crate::sqlite::SqliteStore;
 
 /// What the adapter finds wrong in a stored row or refuses to store.
 #[derive(Debug, thiserror::Error)]
@@ -91,26 +89,6 @@ impl<DB: Database> SqlStreamStore<DB> {
             pool: store.pool().clone(),
         }
     }
-}
-
-/// The stream store of the analytics database `config` names, on a pool of its own (opened
-/// as the analytics store opens it; at most two connections on PostgreSQL).
-///
-/// # Errors
-/// As the analytics store's `connect`.
-pub async fn connect(config: &AnalyticsConfig) -> Result<Arc<dyn StreamStore>, PortError> {
-    Ok(match config {
-        AnalyticsConfig::Sqlite(config) => {
-            Arc::new(SqlStreamStore::new(&SqliteStore::connect(config).await?))
-        }
-        AnalyticsConfig::Postgres(config) => {
-            let config = PostgresConfig {
-                max_connections: config.max_connections.min(2),
-                ..config.clone()
-            };
-            Arc::new(SqlStreamStore::new(&PostgresStore::connect(&config).await?))
-        }
-    })
 }
 
 fn sqlx_error<DB: Backend>(error: sqlx::Error) -> PortError {

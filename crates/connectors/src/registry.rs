@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tributary_core::ports::{
-    AnalyticsStore, Cache, DocumentStore, KeyStore, Log, PortError, Ports,
+    AnalyticsStore, Cache, DocumentStore, KeyStore, Log, PortError, Ports, StreamStore,
 };
 
 use crate::kafka::{KafkaConfig, KafkaLog};
@@ -19,6 +19,7 @@ use crate::postgres::{PostgresConfig, PostgresStore};
 use crate::redb::{RedbLog, RedbLogConfig};
 use crate::redis::{RedisCache, RedisConfig};
 use crate::sqlite::{SqliteConfig, SqliteStore};
+use crate::streams::SqlStreamStore;
 
 /// The event log.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -71,20 +72,29 @@ pub async fn build(
     documents: &DocumentsConfig,
     cache: &CacheConfig,
 ) -> Result<Ports, PortError> {
-    Ok(build_with_keys(log, analytics, documents, cache).await?.0)
+    Ok(build_with_stores(log, analytics, documents, cache).await?.0)
 }
 
-/// As [`build`], with the API key store, on the analytics store's connection pool (the
-/// keys live in the analytics database): a node opens one pool to that database.
+/// The stores a node keeps in its analytics database besides results and checkpoints.
+#[derive(Debug, Clone)]
+pub struct Catalogs {
+    /// The issued API keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// The streams' definitions.
+    pub streams: Arc<dyn StreamStore>,
+}
+
+/// As [`build`], with the API key and stream stores, on the analytics store's connection
+/// pool (they live in the analytics database): a node opens one pool to that database.
 ///
 /// # Errors
 /// The first adapter that cannot connect.
-pub async fn build_with_keys(
+pub async fn build_with_stores(
     log: &LogConfig,
     analytics: &AnalyticsConfig,
     documents: &DocumentsConfig,
     cache: &CacheConfig,
-) -> Result<(Ports, Arc<dyn KeyStore>), PortError> {
+) -> Result<(Ports, Catalogs), PortError> {
     let log: Arc<dyn Log> = match log {
         LogConfig::Embedded(config) => {
             let config = config.clone();
@@ -96,16 +106,22 @@ pub async fn build_with_keys(
         LogConfig::Kafka(config) => Arc::new(KafkaLog::connect(config).await?),
     };
     let mut sqlite: HashMap<PathBuf, Arc<SqliteStore>> = HashMap::new();
-    let (analytics, keys): (Arc<dyn AnalyticsStore>, Arc<dyn KeyStore>) = match analytics {
+    let (analytics, catalogs): (Arc<dyn AnalyticsStore>, Catalogs) = match analytics {
         AnalyticsConfig::Sqlite(config) => {
             let store = open_sqlite(&mut sqlite, config).await?;
-            let keys = Arc::new(SqlKeyStore::new(&store));
-            (store, keys)
+            let catalogs = Catalogs {
+                keys: Arc::new(SqlKeyStore::new(&store)),
+                streams: Arc::new(SqlStreamStore::new(&store)),
+            };
+            (store, catalogs)
         }
         AnalyticsConfig::Postgres(config) => {
             let store = Arc::new(PostgresStore::connect(config).await?);
-            let keys = Arc::new(SqlKeyStore::new(&store));
-            (store, keys)
+            let catalogs = Catalogs {
+                keys: Arc::new(SqlKeyStore::new(&store)),
+                streams: Arc::new(SqlStreamStore::new(&store)),
+            };
+            (store, catalogs)
         }
     };
     let documents: Arc<dyn DocumentStore> = match documents {
@@ -122,7 +138,7 @@ pub async fn build_with_keys(
         documents,
         cache,
     };
-    Ok((ports, keys))
+    Ok((ports, catalogs))
 }
 
 /// Connects the analytics store alone (for tools such as `tributary reset`).

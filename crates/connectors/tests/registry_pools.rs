@@ -1,5 +1,5 @@
-//! The adapters a node connects (`registry::build_with_keys`) open one connection pool to
-//! the analytics database: the API key store shares the analytics store's, against a real
+//! The adapters a node connects (`registry::build_with_stores`) open one connection pool to
+//! the analytics database: the API key and stream stores share the analytics store's, against a real
 //! PostgreSQL (`TRIBUTARY_POSTGRES_URL`; the test fails when it is missing or unreachable).
 
 #![allow(clippy::unwrap_used)]
@@ -13,11 +13,11 @@ use tributary_connectors::memory::MemoryCacheConfig;
 use tributary_connectors::postgres::PostgresConfig;
 use tributary_connectors::redb::RedbLogConfig;
 use tributary_connectors::registry::{
-    AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig, build_with_keys,
+    AnalyticsConfig, CacheConfig, DocumentsConfig, LogConfig, build_with_stores,
 };
 use tributary_connectors::sqlite::SqliteConfig;
-use tributary_core::Timestamp;
-use tributary_core::ports::{Scope, StoredKey};
+use tributary_core::ports::{Scope, StoredKey, StoredStream, StreamOrigin};
+use tributary_core::{StreamName, Timestamp};
 
 /// `url` naming `database` instead of its own.
 fn with_database(url: &str, database: &str) -> String {
@@ -36,7 +36,7 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_key_store_shares_the_analytics_pool() {
+async fn the_key_and_stream_stores_share_the_analytics_pool() {
     let url = common::service_env("TRIBUTARY_POSTGRES_URL");
     let database = format!("t_{}", uuid::Uuid::now_v7().simple());
     let mut admin = PgConnection::connect(&url)
@@ -47,12 +47,13 @@ async fn the_key_store_shares_the_analytics_pool() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // One connection at most: a key store on a pool of its own would open a second one.
+    // One connection at most: a key or stream store on a pool of its own would open a
+    // second one.
     let analytics = PostgresConfig {
         max_connections: 1,
         ..PostgresConfig::new(with_database(&url, &database))
     };
-    let (ports, keys) = build_with_keys(
+    let (ports, catalogs) = build_with_stores(
         &LogConfig::Embedded(RedbLogConfig {
             path: dir.path().join("log.redb"),
         }),
@@ -74,9 +75,27 @@ async fn the_key_store_shares_the_analytics_pool() {
         expires_at: None,
         revoked_at: None,
     };
+    let keys = &catalogs.keys;
     keys.create(&key).await.unwrap();
     ports.analytics.ping().await.unwrap();
     assert_eq!(keys.get("k1").await.unwrap(), Some(key));
+    let stream = StoredStream {
+        name: StreamName::new("s1").unwrap(),
+        tenant: "default".to_owned(),
+        partitions: 2,
+        replication_factor: None,
+        retention_ms: None,
+        schema: None,
+        description: None,
+        origin: StreamOrigin::Api,
+        created_at: Timestamp::from_millis(1_700_000_000_000),
+        updated_at: Timestamp::from_millis(1_700_000_000_000),
+    };
+    catalogs.streams.create(&stream).await.unwrap();
+    assert_eq!(
+        catalogs.streams.get(&stream.name).await.unwrap(),
+        Some(stream)
+    );
     ports.analytics.ping().await.unwrap();
     let connections: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
@@ -84,7 +103,7 @@ async fn the_key_store_shares_the_analytics_pool() {
             .fetch_one(&mut admin)
             .await
             .unwrap();
-    drop((ports, keys));
+    drop((ports, catalogs));
     sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .execute(&mut admin)
         .await

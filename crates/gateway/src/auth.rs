@@ -288,12 +288,16 @@ fn count_refusal(reason: &'static str) {
     metrics::counter!("tributary_auth_refused_total", "reason" => reason).increment(1);
 }
 
-/// The scope a route needs: `admin` for `/v1/keys` and below, `read` for other `GET`s (and
+/// The scope a route needs: `admin` for `/v1/keys` and below and for creating, changing
+/// and deleting streams (`/v1/streams` and `/v1/streams/{stream}`), `read` for other `GET`s (and
 /// `HEAD`s) and for `/graphql` (whose fields check their own scopes; its requests count
 /// against the `read` rate limit), `ingest` for the rest.
 #[must_use]
 pub fn required_scope(method: &Method, path: &str) -> Scope {
-    if path == "/v1/keys" || path.starts_with("/v1/keys/") {
+    let stream_admin = (path == "/v1/streams" || path == "/v1/streams/{stream}")
+        && *method != Method::GET
+        && *method != Method::HEAD;
+    if path == "/v1/keys" || path.starts_with("/v1/keys/") || stream_admin {
         Scope::Admin
     } else if method == Method::GET || method == Method::HEAD || path == "/graphql" {
         Scope::Read

@@ -20,6 +20,8 @@ use serde_json::{Map, Value, json};
 use tributary_core::parse::{InvalidEvents, ParseError};
 use tributary_core::ports::PortError;
 
+use crate::catalog::CatalogError;
+
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -166,6 +168,23 @@ pub enum ApiError {
     /// API keys cannot be issued: this node has no key store.
     #[error("this node has no key store")]
     NoKeyStore,
+    /// Streams cannot be created, changed or deleted: this node has no stream store.
+    #[error("this node has no stream store")]
+    NoStreamStore,
+    /// The stream change contradicts the stream's state (its name exists, a pipeline reads
+    /// it, the config file defines it, ...).
+    #[error("{reason}")]
+    StreamConflict {
+        /// Why, for a person to read.
+        reason: String,
+    },
+    /// The stream's definition is invalid (its schema, partitions, retention, or settings
+    /// the log refused).
+    #[error("invalid stream definition: {reason}")]
+    InvalidStream {
+        /// Why, for a person to read.
+        reason: String,
+    },
     /// A JSON request body that does not decode into what the endpoint reads (malformed,
     /// an unknown or missing field, a wrong type, no JSON content type).
     #[error("invalid JSON body")]
@@ -375,6 +394,18 @@ fn invalid_detail(invalid: &InvalidEvents) -> String {
     format!("{invalid}{listed}; no event of the request was accepted")
 }
 
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::NoStore => Self::NoStreamStore,
+            CatalogError::Unknown(name) => Self::UnknownStream { name },
+            CatalogError::Conflict(reason) => Self::StreamConflict { reason },
+            CatalogError::Invalid(reason) => Self::InvalidStream { reason },
+            CatalogError::Port(error) => Self::Dependency(error),
+        }
+    }
+}
+
 impl ApiError {
     /// The HTTP status this error is answered with.
     #[must_use]
@@ -409,6 +440,23 @@ impl ApiError {
                 "no-key-store",
                 "Not Implemented",
                 "API keys cannot be issued on this node: it has no key store".into(),
+            ),
+            Self::NoStreamStore => Problem::new(
+                S::NOT_IMPLEMENTED,
+                "no-stream-store",
+                "Not Implemented",
+                "streams cannot be created, changed or deleted on this node: it has no stream \
+                 store"
+                    .into(),
+            ),
+            Self::StreamConflict { .. } => {
+                Problem::new(S::CONFLICT, "stream-conflict", "Conflict", self.to_string())
+            }
+            Self::InvalidStream { .. } => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-stream",
+                "Invalid stream definition",
+                self.to_string(),
             ),
             Self::Json(rejection) => {
                 let status = rejection.status();

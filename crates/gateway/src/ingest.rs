@@ -5,7 +5,10 @@
 //! - Validation: [`IngestService::parse_batch`] reads a whole body all-or-nothing (the HTTP
 //!   contract, [`tributary_core::parse`]); [`IngestService::validate`] checks one record on
 //!   its own, for sources that refuse records one at a time. Both check an event's `ts`
-//!   against [`IngestService::arrival`]: at most `max_ts_ahead` after this node's clock.
+//!   against [`IngestService::arrival`]: at most `max_ts_ahead` after this node's clock;
+//!   and, when the service knows the streams ([`IngestService::with_streams`]) and the
+//!   stream has a JSON Schema, its `payload` against the schema (each violation a reason
+//!   of the `payload` field: `/payload/<pointer>: <reason>`).
 //! - [`IngestService::append`] appends valid events to the log and returns once
 //!   [`tributary_core::ports::Log::append`] returned: an event is accepted only once
 //!   durable. It counts `tributary_source_events_total{source,stream,outcome="accepted"}`.
@@ -22,13 +25,19 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 use tributary_core::parse::{
-    Arrival, BodyFormat, Limits, ParseError, event_from_json, parse_events_within,
+    Arrival, BodyFormat, EventError, InvalidEvents, Limits, ParseError, event_from_json,
+    parse_events_within,
 };
 use tributary_core::ports::{PortError, Ports};
 use tributary_core::{DeadLetter, Event, StreamName, Timestamp};
+
+use crate::catalog::StreamCatalog;
+use crate::stream_schema::StreamSchema;
 
 /// The largest body parsed on the async runtime's worker thread; larger ones are parsed on
 /// the blocking pool. Parsing and validating a body of typical events takes about 0.2 ms per
@@ -66,6 +75,7 @@ pub struct KeepError {
 pub struct IngestService {
     ports: Ports,
     max_ts_ahead: Duration,
+    streams: Option<StreamCatalog>,
 }
 
 impl IngestService {
@@ -75,7 +85,22 @@ impl IngestService {
         Self {
             ports,
             max_ts_ahead,
+            streams: None,
         }
+    }
+
+    /// Checking events against the schemas of `streams`' streams.
+    #[must_use]
+    pub fn with_streams(self, streams: StreamCatalog) -> Self {
+        Self {
+            streams: Some(streams),
+            ..self
+        }
+    }
+
+    /// The schema of `stream`, if the service knows it and it has one.
+    fn schema_of(&self, stream: &StreamName) -> Option<Arc<StreamSchema>> {
+        self.streams.as_ref()?.schema_of(stream)
     }
 
     /// Arriving now: the `ts` given to events without one, and the latest accepted.
@@ -97,14 +122,20 @@ impl IngestService {
         limits: Limits,
     ) -> Result<Vec<Event>, BatchError> {
         let arrival = self.arrival();
-        if body.len() <= INLINE_PARSE_MAX_BYTES {
-            return Ok(parse_events_within(&body, format, stream, arrival, limits)?);
+        let schema = self.schema_of(stream);
+        let inline = body.len() <= INLINE_PARSE_MAX_BYTES;
+        let parse = move |stream: &StreamName| {
+            let events = parse_events_within(&body, format, stream, arrival, limits)?;
+            if let Some(schema) = schema {
+                check_payloads(&events, &schema, limits)?;
+            }
+            Ok::<_, ParseError>(events)
+        };
+        if inline {
+            return Ok(parse(stream)?);
         }
         let stream = stream.clone();
-        let parsed = tokio::task::spawn_blocking(move || {
-            parse_events_within(&body, format, &stream, arrival, limits)
-        })
-        .await?;
+        let parsed = tokio::task::spawn_blocking(move || parse(&stream)).await?;
         Ok(parsed?)
     }
 
@@ -113,8 +144,13 @@ impl IngestService {
     ///
     /// # Errors
     /// The reasons it is not a valid event, on one line (`field: reason; ...`).
-    pub fn validate(value: Value, stream: &StreamName, arrival: Arrival) -> Result<Event, String> {
-        event_from_json(value, stream, arrival).map_err(|errors| {
+    pub fn validate(
+        &self,
+        value: Value,
+        stream: &StreamName,
+        arrival: Arrival,
+    ) -> Result<Event, String> {
+        let event = event_from_json(value, stream, arrival).map_err(|errors| {
             errors
                 .into_iter()
                 .map(|(field, reason)| {
@@ -126,7 +162,18 @@ impl IngestService {
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
-        })
+        })?;
+        match self.schema_of(stream) {
+            Some(schema) => {
+                let violations = schema.check_payload(&event.payload);
+                if violations.is_empty() {
+                    Ok(event)
+                } else {
+                    Err(format!("payload: {}", violations.join("; ")))
+                }
+            }
+            None => Ok(event),
+        }
     }
 
     /// Appends `events` (valid events of `stream`) to the log, counted for `source`;
@@ -188,5 +235,43 @@ impl IngestService {
             count: letters.len(),
             cause,
         })
+    }
+}
+
+/// Checks the payload of each of `events` (a parsed batch) against `schema`, all or
+/// nothing: the violations as the `payload` errors of the events, at most
+/// `limits.max_reported_errors` listed.
+fn check_payloads(
+    events: &[Event],
+    schema: &StreamSchema,
+    limits: Limits,
+) -> Result<(), ParseError> {
+    let mut invalid = InvalidEvents {
+        errors: Vec::new(),
+        invalid_events: 0,
+        error_count: 0,
+    };
+    for (index, event) in events.iter().enumerate() {
+        let violations = schema.check_payload(&event.payload);
+        if violations.is_empty() {
+            continue;
+        }
+        invalid.invalid_events += 1;
+        invalid.error_count += violations.len();
+        let room = limits
+            .max_reported_errors
+            .saturating_sub(invalid.errors.len());
+        invalid
+            .errors
+            .extend(violations.into_iter().take(room).map(|reason| EventError {
+                index,
+                field: "payload",
+                reason,
+            }));
+    }
+    if invalid.invalid_events == 0 {
+        Ok(())
+    } else {
+        Err(ParseError::Invalid(invalid))
     }
 }

@@ -32,6 +32,7 @@
 //! the listener) are the binary's business.
 
 mod auth;
+pub mod catalog;
 mod drain;
 pub mod edge;
 mod error;
@@ -47,7 +48,6 @@ mod tenancy;
 mod trace;
 mod ui;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +57,6 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{MethodFilter, MethodRouter, get, on, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::decompression::RequestDecompressionLayer;
-use tributary_core::StreamName;
 use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::Ports;
 
@@ -66,6 +65,7 @@ pub use auth::{
     ApiKeys, Credential, IssuedKeys, JwksSource, JwtSettings, JwtVerifier, NewKey, Principal,
     required_scope,
 };
+pub use catalog::StreamCatalog;
 pub use drain::Drain;
 pub use edge::{Edge, EdgeSettings, RequestContext};
 pub use error::{ApiError, CheckOutcome, LoggedError, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
@@ -100,8 +100,9 @@ pub struct AppState {
     /// analytics store, raw events from the document store, pipeline statuses (written by
     /// the engine) from the cache.
     pub ports: Ports,
-    /// The configured streams; any other stream is answered 404.
-    pub streams: Arc<BTreeMap<StreamName, StreamInfo>>,
+    /// The streams (of the config file and created through the API, see [`catalog`]);
+    /// any other stream is answered 404.
+    pub streams: StreamCatalog,
     /// The configured pipelines; any other pipeline is answered 404.
     pub pipelines: Arc<Vec<PipelineSpec>>,
     /// The accepted credentials: configured admin keys, and issued keys and JWTs when
@@ -132,8 +133,8 @@ pub struct AppState {
 pub struct Surfaces {
     /// Ingestion: `POST /v1/streams/{stream}/events`.
     pub ingest: bool,
-    /// Queries: `GET /v1/streams`, `GET /v1/streams/{stream}/events`, `GET /v1/pipelines`,
-    /// `GET /v1/pipelines/{name}/results` and `GET /v1/dead-letters`.
+    /// Queries and administration: `/v1/streams` (but ingestion), `/v1/pipelines`,
+    /// `/v1/dead-letters`, `/v1/keys` and `/graphql`.
     pub query: bool,
 }
 
@@ -194,6 +195,25 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(Method::GET, "/metrics", Always, get(health::metrics)),
         endpoint(Method::GET, "/openapi.json", Always, get(openapi::serve)),
         endpoint(Method::GET, "/v1/streams", Query, get(streams::list)),
+        endpoint(Method::POST, "/v1/streams", Query, post(streams::create)),
+        endpoint(
+            Method::GET,
+            "/v1/streams/{stream}",
+            Query,
+            get(streams::describe),
+        ),
+        endpoint(
+            Method::PATCH,
+            "/v1/streams/{stream}",
+            Query,
+            axum::routing::patch(streams::update),
+        ),
+        endpoint(
+            Method::DELETE,
+            "/v1/streams/{stream}",
+            Query,
+            axum::routing::delete(streams::delete),
+        ),
         endpoint(
             Method::POST,
             "/v1/streams/{stream}/events",

@@ -48,6 +48,10 @@ use crate::error::PROBLEM_JSON;
         crate::routes::health::metrics,
         serve,
         crate::routes::streams::list,
+        crate::routes::streams::create,
+        crate::routes::streams::describe,
+        crate::routes::streams::update,
+        crate::routes::streams::delete,
         crate::routes::ingest::ingest,
         crate::routes::streams::recent_events,
         crate::routes::pipelines::list,
@@ -297,6 +301,24 @@ const SHARED: &[SharedResponse] = &[
         headers: &[],
     },
     SharedResponse {
+        name: "Conflict",
+        status: 409,
+        description: "The change contradicts the stream's state (type `urn:tributary:problem:stream-conflict`): its name exists (in any tenant), a pipeline reads it, or the config file defines what the change would alter.",
+        headers: &[],
+    },
+    SharedResponse {
+        name: "InvalidStream",
+        status: 422,
+        description: "The stream's definition is invalid (type `urn:tributary:problem:invalid-stream`): its name, schema, partitions or retention, or settings the log refused (such as more replicas than brokers), with the reason; or the body has an unknown member or a wrong type (`invalid-body`).",
+        headers: &[],
+    },
+    SharedResponse {
+        name: "NoStreamStore",
+        status: 501,
+        description: "This node has no stream store, so it cannot create, change or delete streams.",
+        headers: &[],
+    },
+    SharedResponse {
         name: "NoKeyStore",
         status: 501,
         description: "This node has no key store, so it cannot issue, list or revoke keys.",
@@ -383,6 +405,11 @@ error_set! {
     RequestTimeout = [RequestTimeout];
     /// A node without a key store (501).
     NoKeyStore = [NoKeyStore];
+    /// A stream change that contradicts its state (409), on a node that has no stream
+    /// store (501).
+    StreamChanges = [Conflict, NoStreamStore];
+    /// An invalid stream definition (422).
+    InvalidStream = [InvalidStream];
     /// A backing service down, or no room (503).
     Unavailable = [Unavailable];
 }
@@ -678,24 +705,6 @@ pub(crate) mod schemas {
         },
     }
 
-    /// The answer of `GET /v1/streams`.
-    #[derive(ToSchema)]
-    pub(crate) struct StreamList {
-        streams: Vec<StreamInfo>,
-    }
-
-    /// A configured stream.
-    #[derive(ToSchema)]
-    pub(crate) struct StreamInfo {
-        name: StreamName,
-        /// Its number of partitions in the log.
-        #[schema(minimum = 1)]
-        partitions: u32,
-        /// A description for people, from the config.
-        #[schema(required = true)]
-        description: Option<String>,
-    }
-
     /// A page of stored events (as `crate::routes::Listing` writes it).
     #[derive(ToSchema)]
     pub(crate) struct EventPage {
@@ -751,8 +760,11 @@ mod tests {
             "Readiness",
             "Results",
             "Scope",
+            "Stream",
             "StreamList",
             "StreamName",
+            "StreamPatch",
+            "StreamRequest",
             "TimeParam",
             "Timestamp",
             "WindowResult",

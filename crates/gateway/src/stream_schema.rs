@@ -17,8 +17,9 @@ use serde_json::Value;
 /// The most violations reported for one event.
 pub const MAX_VIOLATIONS: usize = 10;
 
-/// The longest reported violation, in bytes.
-pub const MAX_VIOLATION_BYTES: usize = 512;
+/// The longest reported violation, in bytes: that of any reason an invalid event is
+/// refused with.
+pub const MAX_VIOLATION_BYTES: usize = tributary_core::parse::MAX_REASON_BYTES;
 
 /// A compiled JSON Schema of a stream's payloads.
 #[derive(Debug)]
@@ -62,6 +63,13 @@ impl StreamSchema {
     #[must_use]
     pub fn document(&self) -> &Value {
         &self.document
+    }
+
+    /// The violations of an event's `payload`, empty when it matches.
+    #[must_use]
+    pub fn check_payload(&self, payload: &serde_json::Map<String, Value>) -> Vec<String> {
+        // The validator reads a `Value`; most payloads are small objects.
+        self.check(&Value::Object(payload.clone()))
     }
 
     /// The violations of `payload`, empty when it matches.

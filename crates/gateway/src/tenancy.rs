@@ -4,10 +4,11 @@
 //! `AppState::pipelines` filtered.
 //!
 //! Contract:
-//! - A stream belongs to the tenant of its config ([`StreamInfo::tenant`],
-//!   [`DEFAULT_TENANT`] unless given). A pipeline belongs to the tenant of its sources (the
+//! - A stream belongs to the tenant of its config ([`crate::StreamInfo::tenant`],
+//!   [`DEFAULT_TENANT`] unless given), or to that of the credential that created it through
+//!   `POST /v1/streams`. A pipeline belongs to the tenant of its sources (the
 //!   config refuses a pipeline whose sources, or whose declared tenant, disagree). A dead
-//!   letter belongs to the tenant of its stream; one whose stream is not configured (any
+//!   letter belongs to the tenant of its stream; one whose stream is not known (any
 //!   more) belongs to [`DEFAULT_TENANT`], the operator's tenant.
 //! - A principal sees only its own tenant's: listings hold only those, and a stream or
 //!   pipeline of another tenant is answered exactly as an unknown one (the same 404 problem,
@@ -15,36 +16,50 @@
 //! - Tenants are fully separate: the configured (bootstrap) keys are admins of
 //!   [`DEFAULT_TENANT`] only, and see no other tenant's data either.
 
+use std::sync::Arc;
+
 use tributary_core::pipeline::PipelineSpec;
 use tributary_core::ports::DEFAULT_TENANT;
 use tributary_core::{DeadLetter, StreamName};
 
+use crate::AppState;
+use crate::catalog::StreamEntry;
 use crate::error::ApiError;
-use crate::{AppState, StreamInfo};
 
 impl AppState {
     /// The streams of `tenant`, ordered by name.
-    pub(crate) fn streams_of<'a>(
-        &'a self,
-        tenant: &'a str,
-    ) -> impl Iterator<Item = (&'a StreamName, &'a StreamInfo)> + 'a {
+    pub(crate) fn streams_of(&self, tenant: &str) -> Vec<(StreamName, Arc<StreamEntry>)> {
         self.streams
+            .snapshot()
             .iter()
-            .filter(move |(_, info)| info.tenant == tenant)
+            .filter(|(_, entry)| entry.info.tenant == tenant)
+            .map(|(name, entry)| (name.clone(), Arc::clone(entry)))
+            .collect()
     }
 
-    /// The stream named `raw` of `tenant`; an invalid name, an unconfigured stream and
-    /// another tenant's are the same 404.
+    /// The stream named `raw` of `tenant`; an invalid name, an unknown stream and another
+    /// tenant's are the same 404.
     ///
     /// # Errors
     /// [`ApiError::UnknownStream`].
     pub(crate) fn stream_for(&self, tenant: &str, raw: &str) -> Result<StreamName, ApiError> {
+        self.stream_entry_for(tenant, raw).map(|(name, _)| name)
+    }
+
+    /// As [`AppState::stream_for`], with the stream's entry.
+    ///
+    /// # Errors
+    /// [`ApiError::UnknownStream`].
+    pub(crate) fn stream_entry_for(
+        &self,
+        tenant: &str,
+        raw: &str,
+    ) -> Result<(StreamName, Arc<StreamEntry>), ApiError> {
         StreamName::new(raw)
             .ok()
-            .filter(|name| {
-                self.streams
-                    .get(name)
-                    .is_some_and(|info| info.tenant == tenant)
+            .and_then(|name| {
+                let entry = self.streams.get(&name)?;
+                (entry.info.tenant == tenant).then_some((name, entry))
             })
             .ok_or_else(|| ApiError::UnknownStream {
                 name: raw.to_owned(),
@@ -52,19 +67,32 @@ impl AppState {
     }
 
     /// The tenant of the stream named `stream` ([`DEFAULT_TENANT`] when it is not
-    /// configured).
-    pub(crate) fn tenant_of_stream(&self, stream: &str) -> &str {
+    /// known).
+    pub(crate) fn tenant_of_stream(&self, stream: &str) -> String {
         StreamName::new(stream)
             .ok()
             .and_then(|name| self.streams.get(&name))
-            .map_or(DEFAULT_TENANT, |info| info.tenant.as_str())
+            .map_or_else(
+                || DEFAULT_TENANT.to_owned(),
+                |entry| entry.info.tenant.clone(),
+            )
+    }
+
+    /// The names of the pipelines reading `stream`.
+    pub(crate) fn readers_of(&self, stream: &StreamName) -> Vec<String> {
+        self.pipelines
+            .iter()
+            .filter(|spec| spec.sources.contains(stream))
+            .map(|spec| spec.name.clone())
+            .collect()
     }
 
     /// The tenant of `spec`: that of its first source (the config checks that all agree).
-    pub(crate) fn tenant_of_pipeline(&self, spec: &PipelineSpec) -> &str {
-        spec.sources.first().map_or(DEFAULT_TENANT, |source| {
-            self.tenant_of_stream(source.as_str())
-        })
+    pub(crate) fn tenant_of_pipeline(&self, spec: &PipelineSpec) -> String {
+        spec.sources.first().map_or_else(
+            || DEFAULT_TENANT.to_owned(),
+            |source| self.tenant_of_stream(source.as_str()),
+        )
     }
 
     /// The pipelines of `tenant`, in configuration order.

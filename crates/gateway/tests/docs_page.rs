@@ -161,6 +161,7 @@ async fn every_operation_lists_the_errors_it_can_answer() {
             "get /openapi.json",
             "get /v1/pipelines",
             "get /v1/streams",
+            "get /v1/streams/{stream}",
         ]
     );
 }

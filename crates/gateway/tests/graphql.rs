@@ -149,7 +149,10 @@ async fn queries_answer_what_the_rest_api_answers() {
     let got = data(
         &h.router,
         r#"{
-            streams { name partitions description }
+            streams {
+                name partitions description replication_factor retention_ms schema origin
+                created_at updated_at
+            }
             pipelines {
                 name sources filter key window aggregates lookups allowed_lateness_ms columns
                 aggregate status

@@ -46,9 +46,9 @@ impl Source for Feed {
         let stream = StreamName::new("t").unwrap();
         let arrival = ingest.arrival();
         let good = json!({"id": "feed-1", "key": "ключ", "payload": {"ünï": "🚀"}});
-        let event = IngestService::validate(good, &stream, arrival)?;
+        let event = ingest.validate(good, &stream, arrival)?;
         let bad = json!({"id": "feed-2", "payload": 7});
-        let reason = IngestService::validate(bad.clone(), &stream, arrival).unwrap_err();
+        let reason = ingest.validate(bad.clone(), &stream, arrival).unwrap_err();
         let letter = DeadLetter::file(
             &stream,
             ("feed.ndjson", "abc", 2),

@@ -28,11 +28,12 @@ use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tributary_connectors::keys::SqlKeyStore;
+use tributary_connectors::streams::SqlStreamStore;
 use tributary_core::Timestamp;
-use tributary_core::ports::{DocumentStore, KeyStore, Log, Scope, StoredKey};
+use tributary_core::ports::{DocumentStore, KeyStore, Log, Scope, StoredKey, StreamStore};
 use tributary_gateway::{ApiKeys, StreamInfo};
 
-use common::{Harness, KEY, body_json, harness, pipeline, stream};
+use common::{Harness, KEY, body_json, config_stream, harness, pipeline, stream};
 
 /// The other tenant.
 const BETA: &str = "beta";
@@ -52,7 +53,6 @@ fn beta_key() -> String {
 /// issued keys accepted.
 async fn two_tenants() -> Harness {
     let mut h = harness().await;
-    let mut streams = (*h.state.streams).clone();
     let info = StreamInfo {
         partitions: 1,
         description: Some("beta's secret stream".into()),
@@ -62,8 +62,11 @@ async fn two_tenants() -> Harness {
         .ensure_stream(&stream(B_STREAM), info.partitions)
         .await
         .unwrap();
-    streams.insert(stream(B_STREAM), info);
-    h.state.streams = Arc::new(streams);
+    SqlStreamStore::new(&h.store)
+        .upsert_config(&config_stream(&stream(B_STREAM), &info))
+        .await
+        .unwrap();
+    h.state.streams.refresh().await.unwrap();
     let mut pipelines = (*h.state.pipelines).clone();
     pipelines.push(pipeline(B_PIPELINE, B_STREAM));
     h.state.pipelines = Arc::new(pipelines);
@@ -318,6 +321,47 @@ async fn every_rest_route_hides_the_other_tenants_data() {
                     assert_eq!(names(&body, "streams", "name"), set(&[B_STREAM]), "{body}");
                 }
             }
+            ("POST", "/v1/streams") => {
+                // Beta's admin creates a stream of beta's: the other tenant does not see it.
+                let created = r#"{"name": "b-created", "partitions": 1}"#;
+                let (status, body) = json_of(&h, Method::POST, path, &b, Some(created)).await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                let (_, listed) = json_of(&h, Method::GET, "/v1/streams", &b, None).await;
+                assert_eq!(
+                    names(&listed, "streams", "name"),
+                    set(&[B_STREAM, "b-created"])
+                );
+                same_as_unknown(&h, Method::GET, "/v1/streams/NAME", "b-created", KEY, None).await;
+                // A name is one topic of the log: taken for every tenant.
+                let (status, body) = json_of(&h, Method::POST, path, KEY, Some(created)).await;
+                assert_eq!(status, StatusCode::CONFLICT, "{body}");
+                let response = send(&h, Method::DELETE, "/v1/streams/b-created", &b, None).await;
+                assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            }
+            ("GET", "/v1/streams/{stream}") => {
+                let template = "/v1/streams/NAME";
+                for a in &a_creds {
+                    same_as_unknown(&h, Method::GET, template, B_STREAM, a, None).await;
+                }
+                for bc in &b_creds {
+                    same_as_unknown(&h, Method::GET, template, "t", bc, None).await;
+                    let uri = format!("/v1/streams/{B_STREAM}");
+                    let (status, body) = json_of(&h, Method::GET, &uri, bc, None).await;
+                    assert_eq!(status, StatusCode::OK);
+                    assert_eq!(body["name"], B_STREAM);
+                }
+            }
+            ("PATCH", "/v1/streams/{stream}") => {
+                let template = "/v1/streams/NAME";
+                let patch = Some(r#"{"schema": {"type": "object"}}"#);
+                same_as_unknown(&h, Method::PATCH, template, B_STREAM, KEY, patch).await;
+                same_as_unknown(&h, Method::PATCH, template, "t", &b, patch).await;
+            }
+            ("DELETE", "/v1/streams/{stream}") => {
+                let template = "/v1/streams/NAME";
+                same_as_unknown(&h, Method::DELETE, template, B_STREAM, KEY, None).await;
+                same_as_unknown(&h, Method::DELETE, template, "t", &b, None).await;
+            }
             ("POST", "/v1/streams/{stream}/events") => {
                 let template = "/v1/streams/NAME/events";
                 for a in &a_creds {
@@ -496,7 +540,7 @@ async fn every_rest_route_hides_the_other_tenants_data() {
         }
         covered.push(format!("{method} {path}"));
     }
-    assert!(covered.len() >= 13, "{covered:?}");
+    assert!(covered.len() >= 17, "{covered:?}");
 }
 
 /// Runs `query` as `bearer`; the GraphQL response.

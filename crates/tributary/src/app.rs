@@ -2,7 +2,6 @@
 //! streams, the engine (pipelines and the raw-event archive), the HTTP gateway — and stops
 //! them together.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -13,9 +12,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
+use tributary_core::StreamName;
 use tributary_core::window::WindowOperator;
 use tributary_engine::{Engine, EngineConfig};
-use tributary_gateway::{ApiKeys, AppState, Drain, Edge, StreamInfo, Surfaces};
+use tributary_gateway::{ApiKeys, AppState, Drain, Edge, StreamCatalog, Surfaces};
 
 use crate::config::Config;
 use crate::server::{self, ConnectionLimits, DrainTimes};
@@ -107,7 +107,7 @@ pub async fn start_with_keys(
     let metrics = metrics_handle();
     crate::telemetry::register_counters(&config);
 
-    let (ports, key_store) = registry::build_with_keys(
+    let (ports, catalogs) = registry::build_with_stores(
         &config.log,
         &config.analytics,
         &config.documents,
@@ -115,24 +115,8 @@ pub async fn start_with_keys(
     )
     .await
     .context("cannot connect the adapters")?;
-    let keys = credentials(keys, key_store, &config).await?;
-
-    let mut streams = BTreeMap::new();
-    for (stream, declared) in checked.streams.iter().zip(&config.streams) {
-        let partitions = ports
-            .log
-            .ensure_stream(stream, declared.partitions)
-            .await
-            .with_context(|| format!("cannot create stream {stream}"))?;
-        streams.insert(
-            stream.clone(),
-            StreamInfo {
-                partitions,
-                description: declared.description.clone(),
-                tenant: declared.tenant.clone(),
-            },
-        );
-    }
+    let keys = credentials(keys, catalogs.keys, &config).await?;
+    let streams = crate::catalog::open(&config, &checked, &ports, catalogs.streams).await?;
 
     // Bound before any task starts: a processor that cannot serve its probes must not
     // take over a pipeline (its restore claims it, fencing the one running) and then stop.
@@ -148,7 +132,7 @@ pub async fn start_with_keys(
             EngineConfig {
                 pipelines: checked.pipelines.clone(),
                 archived_streams: if config.engine.archive_raw_events {
-                    checked.streams.clone()
+                    archived(&checked, &streams)
                 } else {
                     Vec::new()
                 },
@@ -165,7 +149,8 @@ pub async fn start_with_keys(
     // The configured sources (`[[sources]]`) feed streams as HTTP ingestion does.
     if has(Role::Ingest) && !config.sources.is_empty() {
         let ingest =
-            tributary_gateway::ingest::IngestService::new(ports.clone(), config.http.max_ts_ahead);
+            tributary_gateway::ingest::IngestService::new(ports.clone(), config.http.max_ts_ahead)
+                .with_streams(streams.clone());
         let mut running = sources.start(&ingest, &shutdown);
         tasks.spawn(async move {
             // A source that fails stops alone: `/readyz` shows it.
@@ -194,9 +179,13 @@ pub async fn start_with_keys(
             "no admin key configured: only keys issued before and JWTs are accepted"
         );
     }
+    if surfaces.ingest || surfaces.query {
+        // Streams created, changed or deleted on other nodes.
+        drop(streams.spawn_refresh(shutdown.clone()));
+    }
     let state = AppState {
         ports: ports.clone(),
-        streams: Arc::new(streams),
+        streams,
         pipelines: Arc::new(checked.pipelines.clone()),
         auth: keys,
         max_body_bytes: config.http.max_body_bytes,
@@ -234,6 +223,18 @@ pub async fn start_with_keys(
         tasks,
         shutdown,
     })
+}
+
+/// The streams whose raw events the archive keeps: the config's, in order, then the others
+/// stored when the node started (created through the API).
+fn archived(checked: &crate::config::Checked, streams: &StreamCatalog) -> Vec<StreamName> {
+    let mut archived = checked.streams.clone();
+    for name in streams.snapshot().keys() {
+        if !archived.contains(name) {
+            archived.push(name.clone());
+        }
+    }
+    archived
 }
 
 /// `keys` (the configured admin keys), accepting also the keys issued into `store` (the

@@ -2,6 +2,7 @@
 //! demo. `main.rs` only parses the command line.
 
 pub mod app;
+pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod health;

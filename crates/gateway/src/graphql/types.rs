@@ -8,7 +8,7 @@ use async_graphql::{Json, SimpleObject};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// A configured stream (`GET /v1/streams`).
+/// A stream (`GET /v1/streams`).
 #[derive(Debug, Deserialize, SimpleObject)]
 #[graphql(rename_fields = "snake_case")]
 pub(crate) struct Stream {
@@ -16,8 +16,21 @@ pub(crate) struct Stream {
     pub name: String,
     /// Its number of partitions in the log.
     pub partitions: u32,
-    /// A description for people, from the config.
+    /// A description for people.
     pub description: Option<String>,
+    /// How many copies of each partition the log keeps (null on the embedded log).
+    pub replication_factor: Option<i32>,
+    /// How long the log keeps its records, in milliseconds (`-1`: forever; null: the
+    /// log's default).
+    pub retention_ms: Option<i64>,
+    /// The JSON Schema its events' payloads must match.
+    pub schema: Option<Json<Value>>,
+    /// `config` or `api`.
+    pub origin: String,
+    /// When it was created (RFC 3339).
+    pub created_at: Option<String>,
+    /// When it was last changed (RFC 3339).
+    pub updated_at: Option<String>,
 }
 
 /// A stored raw event (an item of `GET /v1/streams/{stream}/events`).

@@ -96,8 +96,9 @@ fn selection(state: &AppState, tenant: &str) -> StreamSelection {
     let of_tenant = |wanted: bool| {
         state
             .streams
+            .snapshot()
             .iter()
-            .filter(|(_, info)| (info.tenant == tenant) == wanted)
+            .filter(|(_, entry)| (entry.info.tenant == tenant) == wanted)
             .map(|(name, _)| name.as_str().to_owned())
             .collect()
     };

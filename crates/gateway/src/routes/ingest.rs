@@ -206,7 +206,8 @@ async fn accept(
         }
         (_, Err((error, body))) => return Err(Refusal { error, body }),
     };
-    let service = IngestService::new(state.ports.clone(), state.max_ts_ahead);
+    let service = IngestService::new(state.ports.clone(), state.max_ts_ahead)
+        .with_streams(state.streams.clone());
     let limits = Limits {
         max_events: state.edge.settings().max_events_per_request,
         max_reported_errors: DEFAULT_MAX_REPORTED_ERRORS,

@@ -14,68 +14,23 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tributary_core::Timestamp;
-use tributary_core::json::{self, StrictError};
-use tributary_core::parse::ParseError;
 use tributary_core::ports::{Scope, StoredKey};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{IssuedKeys, NewKey, Principal};
 use crate::error::{ApiError, ProblemDetails};
-use crate::extract::ApiPath;
+use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::{BadRequest, BodyErrors, NoKeyStore, Unavailable, V1Errors, schemas};
 
 /// The longest description, in characters.
 pub(crate) const MAX_DESCRIPTION: usize = 200;
-
-/// A JSON body, rejected with [`ApiError::Json`]; one holding a key twice in an object is
-/// refused as the ingestion edge refuses it (a 400 naming the key, see
-/// [`tributary_core::json`]), where serde would keep the last of the two.
-#[derive(Debug)]
-pub(crate) struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = request.into_parts();
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-            .await
-            .map_err(|rejection| ApiError::Json(JsonRejection::from(rejection)))?;
-        // Only a JSON body is checked here: another is Json's 415.
-        let json_body = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
-        let checked = json_body.then(|| json::from_slice(&bytes));
-        if let Some(Err(StrictError::DuplicateKey { key, line, column })) = checked {
-            return Err(ApiError::Events(ParseError::DuplicateKey {
-                key,
-                line,
-                column,
-            }));
-        }
-        let request = Request::from_parts(parts, Body::from(bytes));
-        Json::<T>::from_request(request, state)
-            .await
-            .map(|Json(value)| Self(value))
-            .map_err(ApiError::Json)
-    }
-}
 
 /// The body of `POST /v1/keys`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -308,8 +263,12 @@ pub(crate) async fn revoke(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use axum::body::Body;
+    use axum::extract::{FromRequest, Request};
     use serde_json::{Value, json};
+    use tributary_core::parse::ParseError;
+
+    use super::*;
 
     fn body(json: Value) -> Result<CreateKey, serde_json::Error> {
         serde_json::from_value(json)

@@ -19,13 +19,17 @@ use tower::ServiceExt;
 use tributary_connectors::memory::{MemoryCache, MemoryCacheConfig};
 use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_connectors::sqlite::{SqliteConfig, SqliteStore};
+use tributary_connectors::streams::{EmbeddedTopics, SqlStreamStore};
 use tributary_core::dead_letter::DeadLetter;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
-use tributary_core::ports::{DEFAULT_TENANT, Log, PartitionOffset, Ports};
+use tributary_core::ports::{
+    DEFAULT_TENANT, Log, PartitionOffset, Ports, StoredStream, StreamOrigin, StreamStore,
+};
 use tributary_core::{Event, EventId, StreamName, Timestamp};
+use tributary_gateway::catalog::CatalogStore;
 use tributary_gateway::{
     ApiKeys, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TS_AHEAD, Drain, Edge, EdgeSettings,
-    StreamInfo, Surfaces,
+    StreamCatalog, StreamInfo, Surfaces,
 };
 
 pub const KEY: &str = "test-admin-key";
@@ -118,9 +122,21 @@ pub async fn harness_of(
             },
         );
     }
+    // The streams as a node keeps them: in the stream store, as the config file's.
+    let stream_store = Arc::new(SqlStreamStore::new(&store));
     for (name, info) in &streams {
         log.ensure_stream(name, info.partitions).await.unwrap();
+        stream_store
+            .upsert_config(&config_stream(name, info))
+            .await
+            .unwrap();
     }
+    let catalog = StreamCatalog::load(CatalogStore {
+        store: stream_store,
+        topics: Arc::new(EmbeddedTopics::new(log.clone())),
+    })
+    .await
+    .unwrap();
     let state = AppState {
         ports: Ports {
             log: log.clone(),
@@ -128,7 +144,7 @@ pub async fn harness_of(
             documents: store.clone(),
             cache: cache.clone(),
         },
-        streams: Arc::new(streams),
+        streams: catalog,
         pipelines: Arc::new(vec![
             pipeline("clicks-per-minute", "t"),
             pipeline("orders-per-minute", "orders"),
@@ -149,6 +165,22 @@ pub async fn harness_of(
         log,
         store,
         cache,
+    }
+}
+
+/// The stored form of a stream of the config file.
+pub fn config_stream(name: &StreamName, info: &StreamInfo) -> StoredStream {
+    StoredStream {
+        name: name.clone(),
+        tenant: info.tenant.clone(),
+        partitions: info.partitions,
+        replication_factor: None,
+        retention_ms: None,
+        schema: None,
+        description: info.description.clone(),
+        origin: StreamOrigin::Config,
+        created_at: Timestamp::from_millis(1_700_000_000_000),
+        updated_at: Timestamp::from_millis(1_700_000_000_000),
     }
 }
 

@@ -433,7 +433,7 @@ impl Reader {
             }
             let validated = record
                 .value
-                .and_then(|value| IngestService::validate(value, &self.stream, arrival));
+                .and_then(|value| self.ingest.validate(value, &self.stream, arrival));
             match validated {
                 Ok(event) => batch.events.push(event),
                 Err(reason) => batch.letters.push(DeadLetter::file(

@@ -114,7 +114,7 @@ impl KafkaSource {
         for r in records {
             let derived = || format!("kafka:{}:{}:{}", r.topic, r.partition, r.offset);
             let event = mapping::to_event_shape(&r.value, &self.fields, self.ts_format, derived)
-                .and_then(|value| IngestService::validate(value, &self.stream, arrival));
+                .and_then(|value| ingest.validate(value, &self.stream, arrival));
             match event {
                 Ok(event) => checked.events.push(event),
                 Err(reason) => checked.letters.push(DeadLetter::kafka(

@@ -189,7 +189,7 @@ impl MqttSource {
             let digest = payload_digest(&m.payload);
             let derived = || format!("mqtt:{}:{digest}", m.topic);
             let event = mapping::to_event_shape(&m.payload, &self.fields, self.ts_format, derived)
-                .and_then(|value| IngestService::validate(value, &self.stream, arrival));
+                .and_then(|value| ingest.validate(value, &self.stream, arrival));
             match event {
                 Ok(event) => checked.events.push(event),
                 Err(reason) => checked.letters.push(DeadLetter::mqtt(

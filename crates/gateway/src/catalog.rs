@@ -1,0 +1,591 @@
+//! The stream catalog: every stream a node knows (those of the config file and those
+//! created through the admin API), each with its compiled JSON Schema.
+//!
+//! Contract:
+//! - Reads never wait on a store: the catalog is a snapshot (a map behind an `Arc`),
+//!   replaced whole by each change, so a request sees one consistent catalog.
+//! - A catalog over a store ([`StreamCatalog::load`]) is read from the
+//!   [`StreamStore`] at start, and again by [`StreamCatalog::refresh`]: every
+//!   [`REFRESH_INTERVAL`] in the task of [`StreamCatalog::spawn_refresh`], which is how a
+//!   node learns of streams created, changed or deleted on another one (within that
+//!   interval). A schema is compiled once per document, not at each refresh.
+//! - The admin operations ([`StreamCatalog::create`], [`StreamCatalog::update`],
+//!   [`StreamCatalog::delete`]) write the store and the log's side (the Kafka topic,
+//!   [`StreamTopics`]), then this node's snapshot at once. A name is unique across tenants
+//!   (it is a topic of the log): creating one that exists is refused whoever owns it. A
+//!   stream is created in the store before its topic, and its record is removed again when
+//!   the log refuses the topic, so the store arbitrates between nodes creating one name.
+//! - A stream of the config file keeps the config's partitions and description (change
+//!   them there) and cannot be deleted through the API (the next start would create it
+//!   again); its schema and retention can be set through the API, and are kept across
+//!   starts. A stream that a pipeline reads cannot be deleted, nor its partitions grown
+//!   (the pipeline's shards follow its partitions).
+//! - A catalog without a store (`From<BTreeMap<..>>`, for tests and tools) is fixed: the
+//!   admin operations fail with [`CatalogError::NoStore`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tributary_core::ports::{
+    PortError, StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicError, TopicSpec,
+};
+use tributary_core::{StreamName, Timestamp};
+
+use crate::StreamInfo;
+use crate::stream_schema::StreamSchema;
+
+/// How often [`StreamCatalog::spawn_refresh`] reads the store again: the longest a node
+/// takes to see a stream created, changed or deleted on another node.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 1000;
+
+/// A stream as the catalog holds it.
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    /// What the routes and tenancy read.
+    pub info: StreamInfo,
+    /// Its payloads' schema, compiled.
+    pub schema: Option<Arc<StreamSchema>>,
+    /// Its stored definition; `None` in a catalog without a store.
+    pub stored: Option<StoredStream>,
+}
+
+impl StreamEntry {
+    fn of(stored: StoredStream, schema: Option<Arc<StreamSchema>>) -> Self {
+        Self {
+            info: StreamInfo {
+                partitions: stored.partitions,
+                description: stored.description.clone(),
+                tenant: stored.tenant.clone(),
+            },
+            schema,
+            stored: Some(stored),
+        }
+    }
+}
+
+/// The streams, by name.
+pub type Streams = Arc<BTreeMap<StreamName, Arc<StreamEntry>>>;
+
+/// Where a catalog's streams are kept, and the log's side of them.
+#[derive(Debug, Clone)]
+pub struct CatalogStore {
+    /// The definitions.
+    pub store: Arc<dyn StreamStore>,
+    /// The topics.
+    pub topics: Arc<dyn StreamTopics>,
+}
+
+/// The streams a node knows. Cheap to clone: clones share one catalog.
+#[derive(Debug, Clone)]
+pub struct StreamCatalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    streams: RwLock<Streams>,
+    backing: Option<CatalogStore>,
+    /// Held by each change and refresh, so that a refresh read before a change on this node
+    /// cannot replace it.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// Why an admin operation on a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// This node has no stream store.
+    #[error("streams cannot be changed on this node: it has no stream store")]
+    NoStore,
+    /// No stream of the caller's tenant has this name.
+    #[error("no stream named {0:?}")]
+    Unknown(String),
+    /// The operation contradicts the stream's state (it exists, a pipeline reads it, it is
+    /// the config file's, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The definition is invalid (a schema, a partition count, a retention the log
+    /// refuses), with the reason.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store or the log failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+impl From<TopicError> for CatalogError {
+    fn from(error: TopicError) -> Self {
+        match error {
+            TopicError::Invalid(reason) => Self::Invalid(reason),
+            TopicError::Port(error) => Self::Port(error),
+        }
+    }
+}
+
+/// A stream to create.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    /// Its name.
+    pub name: StreamName,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its partitions.
+    pub partitions: u32,
+    /// Its replication factor; `None` for the log's default.
+    pub replication_factor: Option<i32>,
+    /// Its retention in milliseconds (`-1` forever); `None` for the log's default.
+    pub retention_ms: Option<i64>,
+    /// The JSON Schema of its payloads.
+    pub schema: Option<Value>,
+    /// For people.
+    pub description: Option<String>,
+}
+
+/// A change to a stream: `None` keeps a member; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct StreamChange {
+    /// More partitions (never fewer).
+    pub partitions: Option<u32>,
+    /// Another retention, or the log's default.
+    pub retention_ms: Option<Option<i64>>,
+    /// Another schema, or none.
+    pub schema: Option<Option<Value>>,
+    /// Another description, or none.
+    pub description: Option<Option<String>>,
+}
+
+impl From<BTreeMap<StreamName, StreamInfo>> for StreamCatalog {
+    /// A fixed catalog of `streams`, without schemas or store.
+    fn from(streams: BTreeMap<StreamName, StreamInfo>) -> Self {
+        let streams = streams
+            .into_iter()
+            .map(|(name, info)| {
+                let entry = StreamEntry {
+                    info,
+                    schema: None,
+                    stored: None,
+                };
+                (name, Arc::new(entry))
+            })
+            .collect();
+        Self::new(streams, None)
+    }
+}
+
+impl StreamCatalog {
+    fn new(streams: BTreeMap<StreamName, Arc<StreamEntry>>, backing: Option<CatalogStore>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                streams: RwLock::new(Arc::new(streams)),
+                backing,
+                writes: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The catalog of the streams in `backing`'s store.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn load(backing: CatalogStore) -> Result<Self, PortError> {
+        let catalog = Self::new(BTreeMap::new(), Some(backing));
+        catalog.refresh().await?;
+        Ok(catalog)
+    }
+
+    /// Every stream, by name.
+    #[must_use]
+    pub fn snapshot(&self) -> Streams {
+        Arc::clone(
+            &self
+                .inner
+                .streams
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The stream named `name`.
+    #[must_use]
+    pub fn get(&self, name: &StreamName) -> Option<Arc<StreamEntry>> {
+        self.snapshot().get(name).cloned()
+    }
+
+    /// The schema of the stream named `name`, if it has one.
+    #[must_use]
+    pub fn schema_of(&self, name: &StreamName) -> Option<Arc<StreamSchema>> {
+        self.get(name).and_then(|entry| entry.schema.clone())
+    }
+
+    /// Whether streams can be created, changed and deleted here.
+    #[must_use]
+    pub fn is_writable(&self) -> bool {
+        self.inner.backing.is_some()
+    }
+
+    fn replace(&self, change: impl FnOnce(&mut BTreeMap<StreamName, Arc<StreamEntry>>)) {
+        let mut streams = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = (**streams).clone();
+        change(&mut next);
+        *streams = Arc::new(next);
+    }
+
+    /// Reads the store again (nothing without one). A stored schema that no longer
+    /// compiles (it was valid when stored) is logged, and the stream is kept without it.
+    ///
+    /// # Errors
+    /// When the store fails; the catalog is then unchanged.
+    pub async fn refresh(&self) -> Result<(), PortError> {
+        let Some(backing) = &self.inner.backing else {
+            return Ok(());
+        };
+        let _write = self.inner.writes.lock().await;
+        let stored = backing.store.list().await?;
+        let known = self.snapshot();
+        let streams = stored
+            .into_iter()
+            .map(|stream| {
+                let unchanged = known.get(&stream.name).and_then(|entry| {
+                    let same = entry.stored.as_ref()?.schema == stream.schema;
+                    same.then(|| entry.schema.clone())
+                });
+                let schema = unchanged.unwrap_or_else(|| compile_stored(&stream));
+                (
+                    stream.name.clone(),
+                    Arc::new(StreamEntry::of(stream, schema)),
+                )
+            })
+            .collect();
+        *self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(streams);
+        Ok(())
+    }
+
+    /// Refreshes the catalog every [`REFRESH_INTERVAL`] until `shutdown`; a failed refresh
+    /// is logged and the catalog kept.
+    pub fn spawn_refresh(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(REFRESH_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                if let Err(error) = catalog.refresh().await {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "cannot refresh the stream catalog; keeping the last one"
+                    );
+                }
+            }
+        })
+    }
+
+    fn backing(&self) -> Result<&CatalogStore, CatalogError> {
+        self.inner.backing.as_ref().ok_or(CatalogError::NoStore)
+    }
+
+    /// Creates a stream: its record, then its topic.
+    ///
+    /// # Errors
+    /// [`CatalogError::Conflict`] when the name exists (in any tenant);
+    /// [`CatalogError::Invalid`] for a definition the catalog or the log refuses.
+    pub async fn create(&self, new: NewStream) -> Result<Arc<StreamEntry>, CatalogError> {
+        let backing = self.backing()?;
+        let capabilities = backing.topics.capabilities();
+        check_partitions(new.partitions)?;
+        check_retention(new.retention_ms, capabilities.retention)?;
+        check_description(new.description.as_deref())?;
+        if new.replication_factor.is_some() && !capabilities.replication {
+            return Err(CatalogError::Invalid(
+                "replication_factor: this log keeps one copy of each partition".to_owned(),
+            ));
+        }
+        if let Some(replicas) = new.replication_factor
+            && replicas < 1
+        {
+            return Err(CatalogError::Invalid(
+                "replication_factor: must be at least 1".to_owned(),
+            ));
+        }
+        let schema = compile(new.schema.clone())?;
+        let _write = self.inner.writes.lock().await;
+        let exists = || CatalogError::Conflict(format!("a stream named {:?} exists", new.name));
+        if self.get(&new.name).is_some() {
+            return Err(exists());
+        }
+        let now = Timestamp::now();
+        let mut stored = StoredStream {
+            name: new.name.clone(),
+            tenant: new.tenant,
+            partitions: new.partitions,
+            replication_factor: new
+                .replication_factor
+                .or_else(|| backing.topics.default_replication_factor()),
+            retention_ms: new.retention_ms,
+            schema: new.schema,
+            description: new.description,
+            origin: StreamOrigin::Api,
+            created_at: now,
+            updated_at: now,
+        };
+        match backing.store.create(&stored).await {
+            Err(PortError::Refused { .. }) => return Err(exists()),
+            other => other?,
+        }
+        let spec = TopicSpec {
+            name: stored.name.clone(),
+            partitions: stored.partitions,
+            replication_factor: stored.replication_factor,
+            retention_ms: stored.retention_ms,
+        };
+        let partitions = match backing.topics.create(&spec).await {
+            Ok(partitions) => partitions,
+            Err(error) => {
+                if let Err(undo) = backing.store.delete(&stored.name).await {
+                    tracing::error!(
+                        stream = %stored.name,
+                        error = &undo as &dyn std::error::Error,
+                        "the log refused a new stream, and its record could not be removed"
+                    );
+                }
+                return Err(error.into());
+            }
+        };
+        // A topic that existed already (or an embedded stream created before) keeps its
+        // partitions: the record says what the log has.
+        if partitions != stored.partitions {
+            stored.partitions = partitions;
+            backing.store.update(&stored).await?;
+        }
+        tracing::info!(stream = %stored.name, tenant = stored.tenant, partitions, "stream created");
+        let entry = Arc::new(StreamEntry::of(stored, schema));
+        self.replace(|streams| {
+            streams.insert(new.name.clone(), Arc::clone(&entry));
+        });
+        Ok(entry)
+    }
+
+    /// The stream named `name` of `tenant`.
+    fn owned(&self, name: &StreamName, tenant: &str) -> Result<Arc<StreamEntry>, CatalogError> {
+        self.get(name)
+            .filter(|entry| entry.info.tenant == tenant)
+            .ok_or_else(|| CatalogError::Unknown(name.to_string()))
+    }
+
+    /// Applies `change` to the stream named `name` of `tenant`, which the pipelines
+    /// `readers` read.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unknown`] for another tenant's or no stream;
+    /// [`CatalogError::Conflict`] for fewer partitions, more on a log that cannot add them
+    /// or of a stream pipelines read, and a change of what the config file defines;
+    /// [`CatalogError::Invalid`] for an invalid schema or retention.
+    pub async fn update(
+        &self,
+        name: &StreamName,
+        tenant: &str,
+        change: StreamChange,
+        readers: &[String],
+    ) -> Result<Arc<StreamEntry>, CatalogError> {
+        let backing = self.backing()?;
+        let capabilities = backing.topics.capabilities();
+        let _write = self.inner.writes.lock().await;
+        let entry = self.owned(name, tenant)?;
+        let Some(mut stored) = entry.stored.clone() else {
+            return Err(CatalogError::NoStore);
+        };
+        let from_config = stored.origin == StreamOrigin::Config;
+        let mut alter = false;
+        if let Some(partitions) = change.partitions
+            && partitions != stored.partitions
+        {
+            check_partitions(partitions)?;
+            let refusal = if from_config {
+                Some("it is defined in the config file: change its partitions there".to_owned())
+            } else if partitions < stored.partitions {
+                Some(format!(
+                    "partitions can only grow (it has {})",
+                    stored.partitions
+                ))
+            } else if !capabilities.add_partitions {
+                Some("this log cannot add partitions to a stream".to_owned())
+            } else if !readers.is_empty() {
+                Some(format!(
+                    "pipelines read it ({}): their shards follow its partitions",
+                    readers.join(", ")
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                return Err(CatalogError::Conflict(format!(
+                    "the partitions of {name:?} cannot change: {reason}"
+                )));
+            }
+            stored.partitions = partitions;
+            alter = true;
+        }
+        if let Some(retention_ms) = change.retention_ms
+            && retention_ms != stored.retention_ms
+        {
+            check_retention(retention_ms, capabilities.retention)?;
+            stored.retention_ms = retention_ms;
+            alter = true;
+        }
+        let mut schema = entry.schema.clone();
+        if let Some(document) = change.schema {
+            schema = compile(document.clone())?;
+            stored.schema = document;
+        }
+        if let Some(description) = change.description
+            && description != stored.description
+        {
+            if from_config {
+                return Err(CatalogError::Conflict(format!(
+                    "the description of {name:?} cannot change: it is defined in the config \
+                     file: change it there"
+                )));
+            }
+            check_description(description.as_deref())?;
+            stored.description = description;
+        }
+        if alter {
+            let spec = TopicSpec {
+                name: name.clone(),
+                partitions: stored.partitions,
+                replication_factor: stored.replication_factor,
+                retention_ms: stored.retention_ms,
+            };
+            backing.topics.alter(&spec).await?;
+        }
+        stored.updated_at = Timestamp::now();
+        if !backing.store.update(&stored).await? {
+            self.replace(|streams| {
+                streams.remove(name);
+            });
+            return Err(CatalogError::Unknown(name.to_string()));
+        }
+        let entry = Arc::new(StreamEntry::of(stored, schema));
+        self.replace(|streams| {
+            streams.insert(name.clone(), Arc::clone(&entry));
+        });
+        Ok(entry)
+    }
+
+    /// Deletes the stream named `name` of `tenant`: its topic, then its record.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unknown`] for another tenant's or no stream;
+    /// [`CatalogError::Conflict`] for a stream of the config file or that the pipelines
+    /// `readers` read.
+    pub async fn delete(
+        &self,
+        name: &StreamName,
+        tenant: &str,
+        readers: &[String],
+    ) -> Result<(), CatalogError> {
+        let backing = self.backing()?;
+        let _write = self.inner.writes.lock().await;
+        let entry = self.owned(name, tenant)?;
+        let refusal = match &entry.stored {
+            None => return Err(CatalogError::NoStore),
+            Some(stored) if stored.origin == StreamOrigin::Config => {
+                Some("it is defined in the config file: remove it there".to_owned())
+            }
+            Some(_) if !readers.is_empty() => {
+                Some(format!("pipelines read it ({})", readers.join(", ")))
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = refusal {
+            return Err(CatalogError::Conflict(format!(
+                "{name:?} cannot be deleted: {reason}"
+            )));
+        }
+        backing.topics.delete(name).await?;
+        backing.store.delete(name).await?;
+        tracing::info!(stream = %name, tenant, "stream deleted");
+        self.replace(|streams| {
+            streams.remove(name);
+        });
+        Ok(())
+    }
+}
+
+/// The schema of a stored stream, compiled; `None` (logged) if it no longer compiles.
+fn compile_stored(stream: &StoredStream) -> Option<Arc<StreamSchema>> {
+    let document = stream.schema.clone()?;
+    match StreamSchema::compile(document) {
+        Ok(schema) => Some(Arc::new(schema)),
+        Err(error) => {
+            tracing::error!(
+                stream = %stream.name,
+                error = &error as &dyn std::error::Error,
+                "the stored schema of a stream does not compile; its events are not checked"
+            );
+            None
+        }
+    }
+}
+
+fn compile(document: Option<Value>) -> Result<Option<Arc<StreamSchema>>, CatalogError> {
+    document
+        .map(|document| {
+            StreamSchema::compile(document)
+                .map(Arc::new)
+                .map_err(|error| CatalogError::Invalid(format!("schema: {}", error.0)))
+        })
+        .transpose()
+}
+
+fn check_partitions(partitions: u32) -> Result<(), CatalogError> {
+    if (1..=MAX_PARTITIONS).contains(&partitions) {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "partitions: must be between 1 and {MAX_PARTITIONS}, got {partitions}"
+        )))
+    }
+}
+
+fn check_retention(retention_ms: Option<i64>, applied: bool) -> Result<(), CatalogError> {
+    match retention_ms {
+        None => Ok(()),
+        Some(_) if !applied => Err(CatalogError::Invalid(
+            "retention_ms: this log keeps every record; it has no retention".to_owned(),
+        )),
+        Some(-1) => Ok(()),
+        Some(ms) if ms >= 1 => Ok(()),
+        Some(ms) => Err(CatalogError::Invalid(format!(
+            "retention_ms: must be -1 (forever) or at least 1, got {ms}"
+        ))),
+    }
+}
+
+fn check_description(description: Option<&str>) -> Result<(), CatalogError> {
+    match description {
+        Some(text) if text.chars().count() > MAX_DESCRIPTION => Err(CatalogError::Invalid(
+            format!("description: at most {MAX_DESCRIPTION} characters"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! Contract:
 //! - Reads never wait on a store: the catalog is a snapshot (a map behind an `Arc`),
-//!   replaced whole by each change, so a request sees one consistent catalog.
+//!   replaced whole by each change, so a request sees one consistent catalog; a
+//!   [`StreamCatalog::subscribe`]r sees each new snapshot (a refresh that finds nothing new
+//!   makes none).
 //! - A catalog over a store ([`StreamCatalog::load`]) is read from the
 //!   [`StreamStore`] at start, and again by [`StreamCatalog::refresh`]: every
 //!   [`REFRESH_INTERVAL`] in the task of [`StreamCatalog::spawn_refresh`], which is how a
@@ -24,10 +26,11 @@
 //!   admin operations fail with [`CatalogError::NoStore`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tributary_core::ports::{
     PortError, StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicError, TopicSpec,
@@ -92,7 +95,8 @@ pub struct StreamCatalog {
 
 #[derive(Debug)]
 struct Inner {
-    streams: RwLock<Streams>,
+    /// The snapshot, and whoever follows its changes ([`StreamCatalog::subscribe`]).
+    streams: watch::Sender<Streams>,
     backing: Option<CatalogStore>,
     /// Held by each change and refresh, so that a refresh read before a change on this node
     /// cannot replace it.
@@ -184,7 +188,7 @@ impl StreamCatalog {
     fn new(streams: BTreeMap<StreamName, Arc<StreamEntry>>, backing: Option<CatalogStore>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                streams: RwLock::new(Arc::new(streams)),
+                streams: watch::Sender::new(Arc::new(streams)),
                 backing,
                 writes: tokio::sync::Mutex::new(()),
             }),
@@ -204,13 +208,14 @@ impl StreamCatalog {
     /// Every stream, by name.
     #[must_use]
     pub fn snapshot(&self) -> Streams {
-        Arc::clone(
-            &self
-                .inner
-                .streams
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        Arc::clone(&self.inner.streams.borrow())
+    }
+
+    /// Follows the catalog: the receiver sees each snapshot that differs from the one
+    /// before.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Streams> {
+        self.inner.streams.subscribe()
     }
 
     /// The stream named `name`.
@@ -232,14 +237,11 @@ impl StreamCatalog {
     }
 
     fn replace(&self, change: impl FnOnce(&mut BTreeMap<StreamName, Arc<StreamEntry>>)) {
-        let mut streams = self
-            .inner
-            .streams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut next = (**streams).clone();
-        change(&mut next);
-        *streams = Arc::new(next);
+        self.inner.streams.send_modify(|streams| {
+            let mut next = (**streams).clone();
+            change(&mut next);
+            *streams = Arc::new(next);
+        });
     }
 
     /// Reads the store again (nothing without one). A stored schema that no longer
@@ -254,7 +256,7 @@ impl StreamCatalog {
         let _write = self.inner.writes.lock().await;
         let stored = backing.store.list().await?;
         let known = self.snapshot();
-        let streams = stored
+        let streams: BTreeMap<_, _> = stored
             .into_iter()
             .map(|stream| {
                 let unchanged = known.get(&stream.name).and_then(|entry| {
@@ -268,11 +270,17 @@ impl StreamCatalog {
                 )
             })
             .collect();
-        *self
-            .inner
-            .streams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(streams);
+        self.inner.streams.send_if_modified(|current| {
+            let same = current.len() == streams.len()
+                && current
+                    .iter()
+                    .zip(&streams)
+                    .all(|((a, x), (b, y))| a == b && x.stored == y.stored && x.info == y.info);
+            if !same {
+                *current = Arc::new(streams);
+            }
+            !same
+        });
         Ok(())
     }
 

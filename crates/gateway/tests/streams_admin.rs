@@ -379,6 +379,10 @@ async fn another_node_sees_a_change_at_its_next_refresh() {
     .await
     .unwrap();
     assert!(other.get(&stream("late")).is_none());
+    // A refresh that finds nothing new makes no new snapshot for followers.
+    let mut changes = other.subscribe();
+    other.refresh().await.unwrap();
+    assert!(!changes.has_changed().unwrap());
     let (status, _) = send(
         &h,
         Method::POST,
@@ -389,6 +393,8 @@ async fn another_node_sees_a_change_at_its_next_refresh() {
     assert_eq!(status, StatusCode::CREATED);
     assert!(other.get(&stream("late")).is_none());
     other.refresh().await.unwrap();
+    assert!(changes.has_changed().unwrap());
+    assert!(changes.borrow_and_update().contains_key(&stream("late")));
     let entry = other.get(&stream("late")).unwrap();
     assert_eq!(entry.info.partitions, 3);
     let schema = entry.schema.as_ref().expect("its schema, compiled");

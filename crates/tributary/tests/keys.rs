@@ -18,17 +18,7 @@ async fn call(
     bearer: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = node
-        .client
-        .request(method, format!("{}{path}", node.base))
-        .bearer_auth(bearer);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    node.call(method, path, bearer, body).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,17 +20,7 @@ use common::distributed::{distributed_config, events_in_topic, service};
 use common::{KEY, Node};
 
 async fn call(node: &Node, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = node
-        .client
-        .request(method, format!("{}{path}", node.base))
-        .bearer_auth(KEY);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    node.call(method, path, KEY, body).await
 }
 
 /// The topic's partition count and `retention.ms`; `None` when it does not exist.

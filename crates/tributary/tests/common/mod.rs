@@ -331,6 +331,28 @@ impl Node {
         .await
     }
 
+    /// Sends `method path` with `bearer` and `body` (as JSON); the status and the answer
+    /// as JSON (`null` when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(bearer);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Sends events as one JSON array and asserts they were accepted.
     pub async fn send(&self, events: &[Value]) {
         let response = self

@@ -102,6 +102,10 @@ pub struct EdgeSettings {
     pub cors_allowed_origins: Vec<String>,
     /// How long a browser may cache a preflight's answer.
     pub cors_max_age: Duration,
+    /// How long a pipeline's results, once read from the analytics store, answer the same
+    /// query again from memory (`GET /v1/pipelines/{name}/results`): results may be this
+    /// much older than the last checkpoint. Zero: every query reads the store.
+    pub results_cache_ttl: Duration,
 }
 
 impl Default for EdgeSettings {
@@ -113,6 +117,7 @@ impl Default for EdgeSettings {
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             cors_allowed_origins: Vec::new(),
             cors_max_age: DEFAULT_CORS_MAX_AGE,
+            results_cache_ttl: DEFAULT_RESULTS_CACHE_TTL,
         }
     }
 }
@@ -176,12 +181,21 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The default of [`EdgeSettings::results_cache_ttl`]: a fifth of a second, well below
+/// the default checkpoint interval (1 s).
+pub const DEFAULT_RESULTS_CACHE_TTL: Duration = Duration::from_millis(200);
+
+/// The most bytes of answers the results cache holds; the least used go first.
+const RESULTS_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The edge's settings and its room for request bodies. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Edge {
     settings: Arc<EdgeSettings>,
     /// The room: permits of one KiB each, [`EdgeSettings::max_bytes_in_flight`] in all.
     room: Arc<Semaphore>,
+    /// Answers of the results endpoint, by query, for [`EdgeSettings::results_cache_ttl`].
+    results: Option<moka::future::Cache<String, Bytes>>,
 }
 
 impl Default for Edge {
@@ -195,10 +209,25 @@ impl Edge {
     #[must_use]
     pub fn new(settings: EdgeSettings) -> Self {
         let permits = kib(settings.max_bytes_in_flight);
+        let results = (!settings.results_cache_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(RESULTS_CACHE_BYTES)
+                .weigher(|key: &String, answer: &Bytes| {
+                    u32::try_from(key.len() + answer.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(settings.results_cache_ttl)
+                .build()
+        });
         Self {
             settings: Arc::new(settings),
             room: Arc::new(Semaphore::new(permits)),
+            results,
         }
+    }
+
+    /// The cache of the results endpoint's answers, unless switched off.
+    pub(crate) fn results_cache(&self) -> Option<&moka::future::Cache<String, Bytes>> {
+        self.results.as_ref()
     }
 
     /// Its settings.

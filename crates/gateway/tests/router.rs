@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -19,11 +20,11 @@ use tributary_core::ports::{AnalyticsStore, Cache, Checkpoint, DocumentStore, St
 use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
 use tributary_core::value::Value as Scalar;
 use tributary_core::{Event, Timestamp};
-use tributary_gateway::{DEFAULT_MAX_BODY_BYTES, Surfaces};
+use tributary_gateway::{DEFAULT_MAX_BODY_BYTES, EdgeSettings, Surfaces};
 
 use common::{
     Harness, KEY, PARTITIONS, authed, body_json, body_text, dead_letters, event, harness,
-    harness_with, ids_of, pipeline, problem,
+    harness_of, harness_with, ids_of, pipeline, problem,
 };
 
 #[tokio::test]
@@ -335,6 +336,92 @@ async fn valid_objects_arrays_and_ndjson_are_appended_before_202() {
     assert!(orders.iter().all(|e| e.stream.as_str() == "orders"));
 }
 
+/// Commits `rows` as the first checkpoint of pipeline `clicks-per-minute`, at `watermark`.
+async fn commit_results(h: &Harness, rows: &[ResultRow], watermark: Timestamp) {
+    let checkpoint = Checkpoint {
+        pipeline: "clicks-per-minute".into(),
+        epoch: 1,
+        offsets: vec![],
+        state: json!({}),
+        watermark,
+    };
+    let schema = pipeline("clicks-per-minute", "t").schema();
+    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
+    h.store.prepare_results(&schema).await.unwrap();
+    let owner = h.store.claim("clicks-per-minute").await.unwrap();
+    let write = ResultWrite {
+        schema: &schema,
+        changes: &changes,
+    };
+    h.store
+        .commit_checkpoint(
+            owner.generation,
+            &checkpoint,
+            Some(write),
+            &StateDelta::default(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn results_are_answered_from_memory_for_their_ttl() {
+    let settings = EdgeSettings {
+        results_cache_ttl: Duration::from_millis(500),
+        ..EdgeSettings::default()
+    };
+    let h = harness_of(DEFAULT_MAX_BODY_BYTES, None, settings).await;
+    let uri = "/v1/pipelines/clicks-per-minute/results";
+    let read = |uri: String| {
+        let h = &h;
+        async move {
+            let response = h.get(&uri).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            body_json(response).await["results"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(read(uri.to_owned()).await, 0);
+    let minute = 60_000;
+    let row = |key: &str, count: i64| ResultRow {
+        pipeline: "clicks-per-minute".into(),
+        window_start: Timestamp::from_millis(0),
+        window_end: Timestamp::from_millis(minute),
+        key: key.into(),
+        keys: vec![Scalar::Str(key.to_owned().into())],
+        values: vec![Scalar::Int(count)],
+        partials: vec![Vec::new()],
+        revision: 1,
+        closed: true,
+        updated_at: None,
+    };
+    let started = std::time::Instant::now();
+    commit_results(&h, &[row("a", 1)], Timestamp::from_millis(minute)).await;
+    // The same query within the TTL: the answer read before the commit.
+    if started.elapsed() < Duration::from_millis(400) {
+        assert_eq!(read(uri.to_owned()).await, 0);
+    }
+    // Another query reads the store.
+    assert_eq!(read(format!("{uri}?limit=5")).await, 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(read(uri.to_owned()).await, 1);
+
+    // Without a TTL every query reads the store.
+    let settings = EdgeSettings {
+        results_cache_ttl: Duration::ZERO,
+        ..EdgeSettings::default()
+    };
+    let h = harness_of(DEFAULT_MAX_BODY_BYTES, None, settings).await;
+    let before = body_json(h.get(uri).await).await;
+    assert_eq!(before["results"], json!([]));
+    commit_results(&h, &[row("b", 2)], Timestamp::from_millis(minute)).await;
+    let after = body_json(h.get(uri).await).await;
+    assert_eq!(after["results"].as_array().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn results_come_from_committed_checkpoints() {
     let h = harness().await;
@@ -358,30 +445,8 @@ async fn results_come_from_committed_checkpoints() {
         result(base + minute, "a", 5),
         result(base + 2 * minute, "a", 7),
     ];
-    let checkpoint = Checkpoint {
-        pipeline: "clicks-per-minute".into(),
-        epoch: 1,
-        offsets: vec![],
-        state: json!({}),
-        watermark: Timestamp::from_millis(base + 3 * minute),
-    };
+    commit_results(&h, &rows, Timestamp::from_millis(base + 3 * minute)).await;
     let schema = pipeline("clicks-per-minute", "t").schema();
-    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
-    h.store.prepare_results(&schema).await.unwrap();
-    let owner = h.store.claim("clicks-per-minute").await.unwrap();
-    let write = ResultWrite {
-        schema: &schema,
-        changes: &changes,
-    };
-    h.store
-        .commit_checkpoint(
-            owner.generation,
-            &checkpoint,
-            Some(write),
-            &StateDelta::default(),
-        )
-        .await
-        .unwrap();
     // Rows as the API shows them, but `updated_at`, which the store sets.
     let shown = |body: &Value| -> Vec<Value> {
         let rows = body["results"].as_array().unwrap();

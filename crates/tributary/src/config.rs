@@ -117,6 +117,11 @@ pub struct HttpConfig {
     /// How long browsers may cache the answer to a CORS preflight (such as `"1h"`).
     #[serde(with = "humantime_serde")]
     pub cors_max_age: Duration,
+    /// How long an answer of `GET /v1/pipelines/{name}/results` serves the same query
+    /// again from memory (such as `"200ms"`): results may be that much older than the last
+    /// checkpoint. `"0s"`: every query reads the analytics store.
+    #[serde(with = "humantime_serde")]
+    pub results_cache_ttl: Duration,
 }
 
 impl HttpConfig {
@@ -130,6 +135,7 @@ impl HttpConfig {
             max_page_bytes: self.max_page_bytes,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
             cors_max_age: self.cors_max_age,
+            results_cache_ttl: self.results_cache_ttl,
         }
     }
 }

@@ -31,7 +31,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tributary_core::event::check_key;
@@ -286,20 +289,51 @@ pub(crate) async fn results(
     Extension(principal): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
-) -> Result<Json<Results>, ApiError> {
-    query_results(&state, &principal.tenant, &name, query)
-        .await
-        .map(Json)
+) -> Result<Response, ApiError> {
+    let (spec, query) = checked_query(&state, &principal.tenant, &name, query)?;
+    let Some(cache) = state.edge.results_cache() else {
+        return Ok(Json(read_results(&state, spec, &query).await?).into_response());
+    };
+    // The pipeline's name is unique across tenants, and the caller may see it.
+    let key = format!(
+        "{}\0{:?}\0{:?}\0{:?}\0{}",
+        query.pipeline,
+        query.from.map(Timestamp::millis),
+        query.to.map(Timestamp::millis),
+        query.key,
+        query.limit
+    );
+    let body = match cache.get(&key).await {
+        Some(body) => body,
+        None => {
+            let results = read_results(&state, spec, &query).await?;
+            let body = Bytes::from(serde_json::to_vec(&results).map_err(ApiError::Encode)?);
+            cache.insert(key, body.clone()).await;
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The results of pipeline `name` (a pipeline of `tenant`) as
-/// `GET /v1/pipelines/{name}/results` answers them.
+/// `GET /v1/pipelines/{name}/results` answers them, read from the analytics store.
 pub(crate) async fn query_results(
     state: &AppState,
     tenant: &str,
     name: &str,
     query: ResultsQuery,
 ) -> Result<Results, ApiError> {
+    let (spec, query) = checked_query(state, tenant, name, query)?;
+    read_results(state, spec, &query).await
+}
+
+/// Pipeline `name` (of `tenant`) and the checked `query` of its results.
+fn checked_query<'a>(
+    state: &'a AppState,
+    tenant: &str,
+    name: &str,
+    query: ResultsQuery,
+) -> Result<(&'a PipelineSpec, ResultQuery), ApiError> {
     let spec = state.pipeline_for(tenant, name)?;
     let from = query
         .from
@@ -332,8 +366,17 @@ pub(crate) async fn query_results(
         key: query.key,
         limit: limit_param(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?,
     };
+    Ok((spec, query))
+}
+
+/// The rows of `query` (of pipeline `spec`) in the analytics store.
+async fn read_results(
+    state: &AppState,
+    spec: &PipelineSpec,
+    query: &ResultQuery,
+) -> Result<Results, ApiError> {
     let schema = spec.schema();
-    let rows = state.ports.analytics.query_results(&schema, &query).await?;
+    let rows = state.ports.analytics.query_results(&schema, query).await?;
     let results = rows.iter().map(|row| row.to_json(&schema)).collect();
     Ok(Results {
         pipeline: spec.name.clone(),

@@ -107,8 +107,11 @@ BIN="$TARGET_DIR/release"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# The sources suite is a script of its own (file and MQTT ingest against Kafka's console
+# producer and mosquitto_pub/mosquitto_sub).
+[[ $SUITE != sources ]] || exec "$ROOT/bench/sources.sh"
 [[ $SUITE == default || $SUITE == pipelines || $SUITE == peers || $SUITE == scale || $SUITE == gateway ]] ||
-  die "BENCH_SUITE must be default, pipelines, peers, scale or gateway"
+  die "BENCH_SUITE must be default, pipelines, peers, scale, gateway or sources"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
 

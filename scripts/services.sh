@@ -9,7 +9,9 @@
 #   the metrics test starts its own on a free port).
 #   Chromium (Debian package; installed only: the live page test runs it headless).
 #   Mosquitto (MQTT broker, Debian package; our own instance, not the system service)
-#   127.0.0.1:18830.
+#   127.0.0.1:18830, and a second instance requiring a user name and password on
+#   127.0.0.1:18831 (plain TCP) and 127.0.0.1:18832 (TLS, a certificate signed by a test CA
+#   made here with openssl); mosquitto_pub/mosquitto_sub (Debian's mosquitto-clients).
 #   OpenSearch 2.19 (single node, assembled from Maven Central by scripts/opensearch.sh)
 #   127.0.0.1:19200, and Debian's rsyslog with omelasticsearch (installed only: the log
 #   shipping test runs its own instance through scripts/log-shipper.sh).
@@ -39,6 +41,10 @@ HAPROXY_PORT=18080
 HAPROXY_NODE_PORTS=(18081 18082)   # deploy/haproxy/haproxy.cfg has two servers
 HAPROXY_STATS_PORT=18089
 MQTT_PORT=18830
+MQTT_AUTH_PORT=18831
+MQTT_TLS_PORT=18832
+MQTT_USER=tributary
+MQTT_PASSWORD=tributary-mqtt-test
 
 KAFKA_VERSION=4.4.0        # keep in sync with scripts/kafka/pom.xml
 FERRETDB_VERSION=v1.24.2
@@ -53,6 +59,7 @@ REDIS_DIR="$STATE/redis"
 HAPROXY_DIR="$STATE/haproxy"
 HAPROXY_CFG="$(dirname "$SCRIPT_DIR")/deploy/haproxy/haproxy.cfg"
 MQTT_DIR="$STATE/mosquitto"
+MQTT_SECURE_DIR="$STATE/mosquitto-secure"
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -69,6 +76,11 @@ export TRIBUTARY_HAPROXY_URL=http://$HOST:$HAPROXY_PORT
 export TRIBUTARY_HAPROXY_NODES=$HOST:${HAPROXY_NODE_PORTS[0]},$HOST:${HAPROXY_NODE_PORTS[1]}
 export TRIBUTARY_HAPROXY_STATS_URL=http://$HOST:$HAPROXY_STATS_PORT/
 export TRIBUTARY_MQTT_URL=mqtt://$HOST:$MQTT_PORT
+export TRIBUTARY_MQTT_AUTH_URL=mqtt://$HOST:$MQTT_AUTH_PORT
+export TRIBUTARY_MQTT_TLS_URL=mqtts://$HOST:$MQTT_TLS_PORT
+export TRIBUTARY_MQTT_CA_FILE=$MQTT_SECURE_DIR/ca.pem
+export TRIBUTARY_MQTT_USERNAME=$MQTT_USER
+export TRIBUTARY_MQTT_PASSWORD=$MQTT_PASSWORD
 EOF
   "$SCRIPT_DIR/opensearch.sh" env
 }
@@ -681,6 +693,88 @@ mosquitto_down() {
   stop_pid mosquitto "$MQTT_DIR/mosquitto.pid" mosquitto
 }
 
+# The second broker: no anonymous clients, one user ($MQTT_USER, password $MQTT_PASSWORD,
+# in a mosquitto_passwd file), a plain TCP listener and a TLS one (server certificate for
+# 127.0.0.1 and localhost, signed by a test CA), persistent sessions as the first one.
+mosquitto_secure_config() {
+  cat <<EOF
+per_listener_settings false
+allow_anonymous false
+password_file $MQTT_SECURE_DIR/passwd
+user $(id -un)
+persistence true
+persistence_location $MQTT_SECURE_DIR/data/
+autosave_interval 60
+max_inflight_messages 100
+max_queued_messages 0
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+listener $MQTT_AUTH_PORT $HOST
+listener $MQTT_TLS_PORT $HOST
+cafile $MQTT_SECURE_DIR/ca.pem
+certfile $MQTT_SECURE_DIR/server.pem
+keyfile $MQTT_SECURE_DIR/server.key
+EOF
+}
+
+mosquitto_secure_running() { port_open "$MQTT_AUTH_PORT" && port_open "$MQTT_TLS_PORT"; }
+
+# mosquitto_secure_files: the test CA, the server's key and certificate, and the password
+# file, each made once (kept in $MQTT_SECURE_DIR).
+mosquitto_secure_files() {
+  local d=$MQTT_SECURE_DIR
+  mkdir -p "$d/data"
+  if [[ ! -s $d/ca.pem || ! -s $d/ca.key ]]; then
+    log "mosquitto-secure: making a test CA"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout "$d/ca.key" -out "$d/ca.pem" \
+      -subj "/CN=Tributary test CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    rm -f "$d/server.pem"
+  fi
+  if [[ ! -s $d/server.pem || ! -s $d/server.key ]]; then
+    log "mosquitto-secure: making the server certificate (127.0.0.1, localhost)"
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" \
+      -subj "/CN=localhost" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth" >"$d/server.ext"
+    openssl x509 -req -days 3650 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+      -CAcreateserial -out "$d/server.pem" -extfile "$d/server.ext" 2>/dev/null
+  fi
+  if [[ ! -s $d/passwd ]]; then
+    mosquitto_passwd -c -b "$d/passwd" "$MQTT_USER" "$MQTT_PASSWORD" >&2
+  fi
+  chmod 600 "$d/ca.key" "$d/server.key" "$d/passwd"
+}
+
+# mosquitto_secure_up: the second broker (after mosquitto_up, which installs the package),
+# and the command-line clients (the sources benchmark publishes with mosquitto_pub).
+mosquitto_secure_up() {
+  apt_install mosquitto-clients
+  if mosquitto_secure_running; then
+    log "mosquitto-secure: already running on $HOST:$MQTT_AUTH_PORT and $HOST:$MQTT_TLS_PORT (TLS)"
+    return 0
+  fi
+  command -v openssl >/dev/null || apt_install openssl
+  mosquitto_secure_files
+  mkdir -p "$LOGS"
+  mosquitto_secure_config >"$MQTT_SECURE_DIR/mosquitto.conf"
+  log "mosquitto-secure: starting on $HOST:$MQTT_AUTH_PORT and $HOST:$MQTT_TLS_PORT (TLS)"
+  nohup setsid /usr/sbin/mosquitto -c "$MQTT_SECURE_DIR/mosquitto.conf" \
+    </dev/null >>"$LOGS/mosquitto-secure.log" 2>&1 &
+  echo $! >"$MQTT_SECURE_DIR/mosquitto.pid"
+  wait_started mosquitto-secure 10 "$MQTT_SECURE_DIR/mosquitto.pid" \
+    "$LOGS/mosquitto-secure.log" mosquitto_secure_running
+}
+
+mosquitto_secure_down() {
+  stop_pid mosquitto-secure "$MQTT_SECURE_DIR/mosquitto.pid" mosquitto
+}
+
 # ---------------------------------------------------------------- OpenSearch
 
 # A single OpenSearch 2.19 node assembled from Maven Central, and the rsyslog log shipper
@@ -692,7 +786,7 @@ opensearch_running() { "$SCRIPT_DIR/opensearch.sh" status; }
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up opensearch_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up mosquitto_secure_up opensearch_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"
@@ -703,6 +797,7 @@ cmd_up() {
 
 cmd_down() {
   opensearch_down
+  mosquitto_secure_down
   mosquitto_down
   haproxy_down
   ferretdb_down
@@ -728,6 +823,7 @@ cmd_status() {
   st ferretdb ferretdb_running "$HOST:$FERRET_PORT"
   st haproxy haproxy_running "$HOST:$HAPROXY_PORT"
   st mosquitto mosquitto_running "$HOST:$MQTT_PORT"
+  st mosquitto-secure mosquitto_secure_running "$HOST:$MQTT_AUTH_PORT,$MQTT_TLS_PORT"
   st opensearch opensearch_running "$("$SCRIPT_DIR/opensearch.sh" env | sed 's/.*=//')"
   printf 'state dir: %s\n' "$STATE"
   return $rc

@@ -2,6 +2,13 @@
 //! three sources — web clicks, orders and sensor readings — through the HTTP API, with the
 //! out-of-order timestamps, client retries (duplicate ids) and occasional late events of
 //! real sources.
+//!
+//! Before the node starts, the file source reads a sample export of sensor readings
+//! ([`SAMPLE_FILE`], written anew in the data directory at each start: [`SAMPLE_EVENTS`]
+//! lines, [`SAMPLE_BAD_LINES`] of them invalid) into the `sensors` stream, through the same
+//! code as `tributary ingest` ([`crate::ingest::run_with`]), and prints its summary: the
+//! invalid lines are dead letters (`origin.kind = "file"`). The Kafka and MQTT sources need
+//! a broker: the banner says where to read how to try them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +24,7 @@ use tributary_gateway::ApiKeys;
 
 use crate::app::{self, Role};
 use crate::config::Config;
+use crate::ingest::{FileArgs, Summary};
 
 /// Options of `tributary demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +55,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let key = demo_key(&args.data_dir, std::env::var(ApiKeys::BOOTSTRAP_ENV).ok())?;
     let config = Config::demo(&args.data_dir, args.listen)?;
     let shutdown = app::shutdown_on_signal();
+    // The embedded log opens in one process once: the file source reads before the node
+    // opens it.
+    let sample = write_sample(&args.data_dir, Timestamp::now().millis())?;
+    let summary = crate::ingest::run_with(
+        &config,
+        "the demo's config",
+        FileArgs::new(SAMPLE_STREAM, vec![sample.clone()]),
+        shutdown.clone(),
+    )
+    .await
+    .context("the file source could not read the demo's sample file")?;
     if let Some(seconds) = args.seconds {
         let token = shutdown.clone();
         tokio::spawn(async move {
@@ -63,6 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let addr = running.http_addr;
     banner(addr, &key);
+    eprintln!("{}", file_source_lines(&sample, &summary));
     let key = key.value;
 
     let client = reqwest::Client::new();
@@ -82,6 +102,77 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let result = running.wait().await;
     generators.shutdown().await;
     result
+}
+
+/// The sample export the file source reads at each start, in the data directory.
+pub const SAMPLE_FILE: &str = "samples/sensors-export.ndjson";
+/// The stream it goes to.
+pub const SAMPLE_STREAM: &str = "sensors";
+/// Its lines, the invalid ones included.
+pub const SAMPLE_EVENTS: u64 = 3000;
+/// Its invalid lines (each becomes a dead letter): malformed JSON, a time that is no time,
+/// a line that is no JSON object.
+pub const SAMPLE_BAD_LINES: [u64; 3] = [500, 1500, 2500];
+/// How far back its readings go: their times are spread over this span before `now`,
+/// oldest first.
+const SAMPLE_SPAN_MS: i64 = 20_000;
+
+/// Writes the sample export ([`SAMPLE_FILE`] in `data_dir`, replacing an earlier one and
+/// its progress): sensor readings without ids (the file source derives them from the file
+/// and the line), times over the [`SAMPLE_SPAN_MS`] before `now`, and the
+/// [`SAMPLE_BAD_LINES`]. Returns its path.
+fn write_sample(data_dir: &Path, now: i64) -> anyhow::Result<PathBuf> {
+    use std::fmt::Write as _;
+    let path = data_dir.join(SAMPLE_FILE);
+    let dir = path.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut rng = StdRng::from_entropy();
+    let mut text = String::new();
+    for line in 1..=SAMPLE_EVENTS {
+        let ts = now - SAMPLE_SPAN_MS
+            + SAMPLE_SPAN_MS * i64::try_from(line)? / i64::try_from(SAMPLE_EVENTS)?;
+        let sensor = format!("sensor-{}", rng.gen_range(1..7));
+        let reading = json!({
+            "ts": ts, "key": sensor,
+            "payload": {
+                "temperature_c": f64::from(rng.gen_range(150..300)) / 10.0,
+                "humidity": rng.gen_range(30..70),
+                "exported": true,
+            }
+        });
+        let written = match SAMPLE_BAD_LINES.iter().position(|&bad| bad == line) {
+            Some(0) => format!(
+                "{{\"ts\": {ts}, \"key\": \"{sensor}\", \"payload\": {{\"temperature_c\": 2"
+            ),
+            Some(1) => json!({"ts": "yesterday", "key": sensor, "payload": {}}).to_string(),
+            Some(_) => json!(["not", "an", "object"]).to_string(),
+            None => reading.to_string(),
+        };
+        writeln!(text, "{written}")?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut progress = path.clone().into_os_string();
+    progress.push(".ingest-progress.json");
+    match std::fs::remove_file(&progress) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).context("cannot remove the sample's old progress");
+        }
+        _ => {}
+    }
+    Ok(path)
+}
+
+/// What the file source did with the sample, and how to try the other sources.
+fn file_source_lines(sample: &Path, summary: &Summary) -> String {
+    let refused = summary.refused();
+    format!(
+        "File source: {} -> stream {SAMPLE_STREAM}: accepted {}, refused {refused} \
+         (dead letters {refused}, in /v1/dead-letters)\n\
+         Also: `tributary ingest` reads NDJSON/CSV files (.gz, .zst); the Kafka and MQTT \
+         sources need a broker: see docs/INGEST.md (scripts/services.sh up starts both).",
+        sample.display(),
+        summary.accepted(),
+    )
 }
 
 /// The file in the data directory holding the demo's admin key.

@@ -58,6 +58,14 @@ pub struct IngestArgs {
     /// The config file (TOML) naming the log, the document store and the stream.
     #[arg(long, short)]
     pub config: PathBuf,
+    /// What to read, and into which stream.
+    #[command(flatten)]
+    pub files: FileArgs,
+}
+
+/// The files to read and how, into which stream: `tributary ingest` without its config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileArgs {
     /// The stream to ingest into (configured in `[[streams]]`).
     #[arg(long)]
     pub stream: String,
@@ -85,6 +93,23 @@ pub struct IngestArgs {
     pub files: Vec<PathBuf>,
 }
 
+impl FileArgs {
+    /// NDJSON or CSV `files` into `stream`, with the defaults of `tributary ingest`.
+    #[must_use]
+    pub fn new(stream: &str, files: Vec<PathBuf>) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            format: None,
+            id_field: "id".to_owned(),
+            ts_field: "ts".to_owned(),
+            key_field: "key".to_owned(),
+            state: None,
+            batch_size: 1000,
+            files,
+        }
+    }
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone)]
 pub struct FileSummary {
@@ -106,6 +131,12 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Events appended from every file (totals over every run).
+    #[must_use]
+    pub fn accepted(&self) -> u64 {
+        self.files.iter().map(|f| f.progress.accepted).sum()
+    }
+
     /// Records refused in every file (totals over every run).
     #[must_use]
     pub fn refused(&self) -> u64 {
@@ -153,13 +184,26 @@ impl Summary {
 /// cannot be reached, a file cannot be read, or the log refuses a batch.
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let config = Config::load(Some(&args.config))?;
+    let origin = args.config.display().to_string();
+    run_with(&config, &origin, args.files, shutdown).await
+}
+
+/// As [`run`], with the config loaded already (`origin` names where it comes from, in
+/// messages): how `tributary demo` reads its sample file. The log must not be open in this
+/// process (an embedded log opens once).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config: &Config,
+    origin: &str,
+    args: FileArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Summary> {
     let checked = config.validate()?;
     let stream = StreamName::new(args.stream.clone())?;
     let Some(position) = checked.streams.iter().position(|s| *s == stream) else {
-        anyhow::bail!(
-            "stream {stream} is not configured in {} (see [[streams]])",
-            args.config.display()
-        );
+        anyhow::bail!("stream {stream} is not configured in {origin} (see [[streams]])");
     };
     let partitions = config.streams[position].partitions;
     let ports = registry::build(

@@ -43,8 +43,24 @@ pub enum SourceConfig {
 pub struct MqttSourceConfig {
     /// Its name: unique among the sources, a metric label.
     pub name: String,
-    /// The broker: `mqtt://host[:port]` (port 1883 by default; plain TCP).
+    /// The broker: `mqtt://host[:port]` (plain TCP, port 1883 by default) or
+    /// `mqtts://host[:port]` (TLS, port 8883 by default).
     pub url: String,
+    /// The user name presented to the broker; none by default (anonymous).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The environment variable holding the password of `username` (the password itself is
+    /// never written in the config, nor logged).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password of `username` (its first line), instead of
+    /// `password_env`.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// With `mqtts://`: a PEM file of the certificate authorities that sign the broker's
+    /// certificate; by default the Mozilla roots (`webpki-roots`).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The topic filters subscribed to (`+` and `#` wildcards allowed), at QoS 1.
     pub topics: Vec<String>,
     /// The client id naming its persistent session at the broker; by default
@@ -215,6 +231,22 @@ fn kafka_source(
 
 fn mqtt_source(config: &MqttSourceConfig, stream: StreamName) -> anyhow::Result<mqtt::MqttSource> {
     let broker = mqtt::broker_of(&config.url)?;
+    let tls = match (broker.tls, &config.ca_file) {
+        (true, ca_file) => Some(mqtt::tls_config(ca_file.as_deref())?),
+        (false, Some(_)) => bail!("ca_file needs a TLS url (mqtts://host[:port])"),
+        (false, None) => None,
+    };
+    let password = match (&config.password_env, &config.password_file) {
+        (Some(_), Some(_)) => bail!("set password_env or password_file, not both"),
+        (Some(name), None) => mqtt::PasswordFrom::Env(name),
+        (None, Some(path)) => mqtt::PasswordFrom::File(path),
+        (None, None) => mqtt::PasswordFrom::Nowhere,
+    };
+    let credentials = match (&config.username, password) {
+        (Some(username), from) => Some(mqtt::Credentials::new(username, from)?),
+        (None, mqtt::PasswordFrom::Nowhere) => None,
+        (None, _) => bail!("a password needs a username"),
+    };
     if config.topics.is_empty() || !config.topics.iter().all(|t| rumqttc::valid_filter(t)) {
         bail!("topics must name at least one valid topic filter");
     }
@@ -232,6 +264,8 @@ fn mqtt_source(config: &MqttSourceConfig, stream: StreamName) -> anyhow::Result<
         name: config.name.clone(),
         stream,
         broker,
+        tls,
+        credentials,
         client_id,
         topics: config.topics.clone(),
         fields: Fields {
@@ -332,7 +366,9 @@ mod tests {
         };
         let source = mqtt_source(config, streams[0].clone()).unwrap();
         assert_eq!(source.client_id, "tributary-sensors");
-        assert_eq!(source.broker, ("127.0.0.1".to_owned(), 18830));
+        assert_eq!(source.broker.host, "127.0.0.1");
+        assert_eq!((source.broker.port, source.broker.tls), (18830, false));
+        assert!(source.tls.is_none() && source.credentials.is_none());
         assert_eq!(source.batch_size, 500);
     }
 
@@ -343,6 +379,26 @@ mod tests {
             ("mqtt://127.0.0.1:18830", "https://broker", "url must be"),
             ("site/+/temperature", "site/#/x", "topic filter"),
             ("stream = \"clicks\"", "stream = \"views\"", "not declared"),
+            (
+                "name = \"sensors\"",
+                "name = \"sensors\"\nca_file = \"/ca.pem\"",
+                "needs a TLS url",
+            ),
+            (
+                "name = \"sensors\"",
+                "name = \"sensors\"\npassword_env = \"PATH\"",
+                "needs a username",
+            ),
+            (
+                "name = \"sensors\"",
+                "name = \"sensors\"\nusername = \"u\"\npassword_env = \"TRIBUTARY_TEST_UNSET_MQTT_PASSWORD\"",
+                "TRIBUTARY_TEST_UNSET_MQTT_PASSWORD is not set",
+            ),
+            (
+                "mqtt://127.0.0.1:18830",
+                "mqtts://127.0.0.1:18831\"\nca_file = \"/nonexistent/ca.pem",
+                "ca_file: cannot read",
+            ),
         ] {
             let text = MQTT.replace(from, to);
             let error =

@@ -23,6 +23,12 @@ use serde_json::{Value, json};
 /// Runs `tributary ingest --config .. --stream events <rest>` to its end: its exit code and
 /// stdout.
 async fn ingest(config: &Path, rest: &[&OsString]) -> (i32, String) {
+    ingest_into(STREAM, config, rest).await
+}
+
+/// Runs `tributary ingest --config .. --stream <stream> <rest>` to its end: its exit code
+/// and stdout.
+async fn ingest_into(stream: &str, config: &Path, rest: &[&OsString]) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tributary"));
     command
         .args([
@@ -30,7 +36,7 @@ async fn ingest(config: &Path, rest: &[&OsString]) -> (i32, String) {
             "--log-format",
             "json",
             "--stream",
-            STREAM,
+            stream,
             "--config",
         ])
         .arg(config)
@@ -138,6 +144,54 @@ async fn ndjson_with_bad_lines_keeps_them_as_dead_letters_with_their_positions()
         "{stdout}"
     );
     assert_eq!(events_in_topic(&config).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_created_through_the_api_takes_files_checked_against_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = distributed_config(dir.path()).await;
+    let node = Node::start(&config.path, &[], &dir.path().join("node.log")).await;
+    let schema = json!({
+        "type": "object",
+        "required": ["temperature"],
+        "properties": {"temperature": {"type": "number"}}
+    });
+    let (status, body) = node
+        .call(
+            reqwest::Method::POST,
+            "/v1/streams",
+            common::KEY,
+            Some(json!({"name": "readings", "partitions": 1, "schema": schema})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let file = dir.path().join("readings.ndjson");
+    std::fs::write(
+        &file,
+        "{\"id\":\"r1\",\"payload\":{\"temperature\":21.5}}\n\
+         {\"id\":\"r2\",\"payload\":{\"temperature\":\"warm\"}}\n",
+    )
+    .unwrap();
+    let (code, stdout) = ingest_into("readings", &config.path, &[&os(&file)]).await;
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stdout.contains("accepted 1, refused 1, dead letters 1"),
+        "{stdout}"
+    );
+    let topic = format!("{}readings", config.topic_prefix);
+    let events = distributed::events_in_topic(&service("TRIBUTARY_KAFKA_BROKERS"), &topic, 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], "r1");
+    let letters = node.wait_for_dead_letters(1).await;
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("payload: /payload/temperature: "),
+        "{reason}"
+    );
+    assert_eq!(letters[0]["origin"]["line"], 2);
+    // A stream nobody declared or created is refused before anything is read.
+    let (code, _) = ingest_into("nobody", &config.path, &[&os(&file)]).await;
+    assert_ne!(code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -66,7 +66,7 @@ pub struct IngestArgs {
 /// The files to read and how, into which stream: `tributary ingest` without its config.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FileArgs {
-    /// The stream to ingest into (configured in `[[streams]]`).
+    /// The stream to ingest into (configured in `[[streams]]` or created through the API).
     #[arg(long)]
     pub stream: String,
     /// The files' format; by default CSV for names ending in `.csv` (before `.gz` or
@@ -202,11 +202,7 @@ pub async fn run_with(
 ) -> anyhow::Result<Summary> {
     let checked = config.validate()?;
     let stream = StreamName::new(args.stream.clone())?;
-    let Some(position) = checked.streams.iter().position(|s| *s == stream) else {
-        anyhow::bail!("stream {stream} is not configured in {origin} (see [[streams]])");
-    };
-    let partitions = config.streams[position].partitions;
-    let ports = registry::build(
+    let (ports, catalogs) = registry::build_with_stores(
         &config.log,
         &config.analytics,
         &config.documents,
@@ -223,12 +219,15 @@ pub async fn run_with(
         ),
         LogConfig::Kafka(_) => "cannot connect the adapters".to_owned(),
     })?;
-    ports
-        .log
-        .ensure_stream(&stream, partitions)
-        .await
-        .with_context(|| format!("cannot create stream {stream}"))?;
-    let ingest = IngestService::new(ports, config.http.max_ts_ahead);
+    // The config's streams, and those created through the API, with their schemas.
+    let streams = crate::catalog::open(config, &checked, &ports, catalogs.streams).await?;
+    if streams.get(&stream).is_none() {
+        anyhow::bail!(
+            "stream {stream} is neither configured in {origin} (see [[streams]]) nor created \
+             through the API (POST /v1/streams)"
+        );
+    }
+    let ingest = IngestService::new(ports, config.http.max_ts_ahead).with_streams(streams);
 
     let summary = Arc::new(Mutex::new(Summary::default()));
     let source = FileSource {

@@ -9,11 +9,12 @@
 //! - An event without an id gets `{identity}:{line}` (see [`progress::identity`]), so that
 //!   a re-run over the same file appends the same ids, which the stream's consumers
 //!   de-duplicate.
-//! - Progress is committed after each batch the log acknowledged ([`progress`]), in the
-//!   file `--state` or, by default, `FILE.ingest-progress.json` next to each file: re-run
-//!   after a crash, it resumes after the last committed line. At most the one batch in
-//!   flight at the crash is appended again (same ids). A file read to its end is not read
-//!   again.
+//! - Up to [`APPENDS_IN_FLIGHT`] batches are appended at once. Progress is committed after
+//!   each batch the log acknowledged, in the file's order (a batch's progress once every
+//!   batch before it is in the log too; [`progress`]), in the file `--state` or, by
+//!   default, `FILE.ingest-progress.json` next to each file: re-run after a crash, it
+//!   resumes after the last committed line. At most the batches in flight at the crash are
+//!   appended again (same ids). A file read to its end is not read again.
 //! - The log is the configured one: Kafka in the distributed mode. In the embedded mode the
 //!   redb log file can be open in one process only: with a `tributary run` holding it, the
 //!   command stops with a message saying so (send the file over HTTP then, or stop the
@@ -22,7 +23,8 @@
 //!   events/s, ETA). At the end, stdout gets one summary line per file and one for all:
 //!   accepted, refused (each a dead letter). The command exits 0 when nothing was refused,
 //!   2 when some record was, 1 on an error (nothing committed past what is durable).
-//! - Ctrl-C (SIGINT/SIGTERM) stops after the batch in flight, with its progress committed.
+//! - Ctrl-C (SIGINT/SIGTERM) stops after the batches in flight, with their progress
+//!   committed.
 //! - A batch the log refuses as unavailable is retried with backoff ([`APPEND_ATTEMPTS`]
 //!   attempts); any other failure stops the command (exit 1), resumable.
 //!
@@ -40,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -358,39 +362,62 @@ impl FileSource {
 
         let started = Instant::now();
         let mut this_run = 0_u64;
+        // Batches being appended, in the file's order: a batch's progress is committed once
+        // it and every batch before it are in the log.
+        let mut in_flight = FuturesOrdered::new();
+        let mut read_all = false;
         loop {
-            let batch = tokio::select! {
-                () = cancel.cancelled() => break,
-                batch = received.recv() => batch,
-            };
-            let Some(batch) = batch else {
-                // The reader ended: at the end of the file, or on an error.
+            if read_all && in_flight.is_empty() {
+                // Read to its end (or on an error), and every batch appended.
                 reading.await??;
                 progress.done = true;
                 store.commit(self.stream.as_str(), &identity, progress.clone())?;
                 break;
-            };
-            ingest
-                .keep(FILE_SOURCE, &batch.letters)
-                .await
-                .context("cannot keep the refused records as dead letters")?;
-            append_retrying(ingest, &self.stream, &batch.events, cancel).await?;
-            progress.line = batch.last_line;
-            progress.accepted += batch.events.len() as u64;
-            progress.refused += batch.letters.len() as u64;
-            store.commit(self.stream.as_str(), &identity, progress.clone())?;
-            this_run += batch.events.len() as u64;
-            let rate = this_run as f64 / started.elapsed().as_secs_f64().max(0.001);
-            bar.set_position(read.load(Ordering::Relaxed));
-            bar.set_message(format!(
-                "{} events ({rate:.0}/s), {} refused",
-                progress.accepted, progress.refused
-            ));
+            }
+            if cancel.is_cancelled() && in_flight.is_empty() {
+                break;
+            }
+            let room = !read_all && !cancel.is_cancelled() && in_flight.len() < APPENDS_IN_FLIGHT;
+            tokio::select! {
+                () = cancel.cancelled(), if in_flight.is_empty() => break,
+                batch = received.recv(), if room => {
+                    let Some(batch) = batch else {
+                        read_all = true;
+                        continue;
+                    };
+                    in_flight.push_back(async move {
+                        ingest
+                            .keep(FILE_SOURCE, &batch.letters)
+                            .await
+                            .context("cannot keep the refused records as dead letters")?;
+                        append_retrying(ingest, &self.stream, &batch.events, cancel).await?;
+                        Ok::<_, anyhow::Error>(batch)
+                    });
+                }
+                Some(appended) = in_flight.next(), if !in_flight.is_empty() => {
+                    let batch = appended?;
+                    progress.line = batch.last_line;
+                    progress.accepted += batch.events.len() as u64;
+                    progress.refused += batch.letters.len() as u64;
+                    store.commit(self.stream.as_str(), &identity, progress.clone())?;
+                    this_run += batch.events.len() as u64;
+                    let rate = this_run as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_position(read.load(Ordering::Relaxed));
+                    bar.set_message(format!(
+                        "{} events ({rate:.0}/s), {} refused",
+                        progress.accepted, progress.refused
+                    ));
+                }
+            }
         }
         bar.finish_and_clear();
         Ok(summary(progress))
     }
 }
+
+/// The most batches being appended at once: the log's round trip (an acknowledgement of
+/// every replica) and the progress file's sync overlap the next batches' sending.
+const APPENDS_IN_FLIGHT: usize = 4;
 
 /// The most attempts at appending one batch while the log is unavailable.
 const APPEND_ATTEMPTS: u32 = 6;

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
@@ -34,6 +35,8 @@ pub const ARCHIVE_TASK: &str = "_raw_events";
 #[derive(Debug, Clone)]
 pub struct ArchiveTask {
     streams: Vec<StreamName>,
+    /// The streams as they change, when they may.
+    following: Option<watch::Receiver<Vec<StreamName>>>,
     ports: Ports,
     interval: Duration,
     batch_size: usize,
@@ -50,9 +53,20 @@ impl ArchiveTask {
     ) -> Self {
         Self {
             streams,
+            following: None,
             ports,
             interval,
             batch_size,
+        }
+    }
+
+    /// Archiving the streams `streams` holds, restarting over them at each change (after a
+    /// last checkpoint): a stream new to the archive is read from its beginning.
+    #[must_use]
+    pub fn following(self, streams: watch::Receiver<Vec<StreamName>>) -> Self {
+        Self {
+            following: Some(streams),
+            ..self
         }
     }
 }
@@ -169,6 +183,42 @@ impl Task for ArchiveTask {
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), EngineError> {
+        loop {
+            // Stopped when the streams change, as at a shutdown: a last checkpoint.
+            let run = shutdown.child_token();
+            let watcher = self.following.as_mut().map(|following| {
+                let streams = following.borrow_and_update().clone();
+                let mut changes = following.clone();
+                let stop = run.clone();
+                let watcher = tokio::spawn(async move {
+                    if changes.changed().await.is_ok() {
+                        stop.cancel();
+                    }
+                });
+                (streams, watcher)
+            });
+            if let Some((streams, _)) = &watcher {
+                self.streams.clone_from(streams);
+            }
+            let outcome = self.run_over_streams(&run).await;
+            if let Some((_, watcher)) = watcher {
+                watcher.abort();
+            }
+            outcome?;
+            if shutdown.is_cancelled() || self.following.is_none() {
+                return Ok(());
+            }
+            tracing::info!(
+                task = ARCHIVE_TASK,
+                "the archived streams changed: the archive restarts over them"
+            );
+        }
+    }
+}
+
+impl ArchiveTask {
+    /// One run over the current streams, until `shutdown`.
+    async fn run_over_streams(&self, shutdown: &CancellationToken) -> Result<(), EngineError> {
         let ports = self.ports.clone();
         let streams = self.streams.clone();
         let reading = Reading {

@@ -150,6 +150,9 @@ pub struct Engine {
     config: EngineConfig,
     prune_interval: Duration,
     references: References,
+    /// The archived streams as they change, if they do (see
+    /// [`Engine::with_archived_streams`]).
+    archived: Option<tokio::sync::watch::Receiver<Vec<StreamName>>>,
 }
 
 /// The source of each lookup's table, by (pipeline, lookup name).
@@ -164,6 +167,23 @@ impl Engine {
             config,
             prune_interval: PRUNE_INTERVAL,
             references: References::new(),
+            archived: None,
+        }
+    }
+
+    /// Archives the streams `archived` holds as they change (streams created or deleted
+    /// while the engine runs), instead of [`EngineConfig::archived_streams`] alone: at
+    /// each change the archive task commits a last checkpoint and restarts over the new
+    /// streams (and their partitions), a new stream read from its beginning. The archive
+    /// runs when the streams at the start are not empty.
+    #[must_use]
+    pub fn with_archived_streams(
+        self,
+        archived: tokio::sync::watch::Receiver<Vec<StreamName>>,
+    ) -> Self {
+        Self {
+            archived: Some(archived),
+            ..self
         }
     }
 
@@ -216,12 +236,15 @@ impl Engine {
             ));
         }
         if let Some(first) = self.config.archived_streams.first() {
-            let archive = archive::ArchiveTask::new(
+            let mut archive = archive::ArchiveTask::new(
                 self.config.archived_streams.clone(),
                 self.ports.clone(),
                 self.config.archive_checkpoint_interval,
                 self.config.batch_size,
             );
+            if let Some(archived) = self.archived {
+                archive = archive.following(archived);
+            }
             tasks.spawn(GroupTask::new(
                 archive::ARCHIVE_TASK,
                 Arc::clone(&self.ports.log),

@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_connectors::registry;
 use tributary_core::StreamName;
 use tributary_core::window::WindowOperator;
 use tributary_engine::{Engine, EngineConfig};
+use tributary_gateway::catalog::Streams;
 use tributary_gateway::{ApiKeys, AppState, Drain, Edge, StreamCatalog, Surfaces};
 
 use crate::config::Config;
@@ -126,22 +128,31 @@ pub async fn start_with_keys(
 
     let mut tasks = JoinSet::new();
     if has(Role::Process) {
+        // The streams created and deleted through the API while the node runs are
+        // archived (or no longer) as they change.
+        let archived = config
+            .engine
+            .archive_raw_events
+            .then(|| follow_archived(&checked, &streams, shutdown.clone()));
         check_stored_state(&ports, &checked.pipelines).await?;
         let engine = Engine::new(
             ports.clone(),
             EngineConfig {
                 pipelines: checked.pipelines.clone(),
-                archived_streams: if config.engine.archive_raw_events {
-                    archived(&checked, &streams)
-                } else {
-                    Vec::new()
-                },
+                archived_streams: archived
+                    .as_ref()
+                    .map(|a| a.borrow().clone())
+                    .unwrap_or_default(),
                 archive_checkpoint_interval: config.engine.archive_checkpoint_interval,
                 batch_size: config.engine.batch_size,
                 dead_letter_retention: checked.dead_letter_retention,
             },
         )
         .with_references(references(&checked.pipelines)?);
+        let engine = match archived {
+            Some(archived) => engine.with_archived_streams(archived),
+            None => engine,
+        };
         let token = shutdown.clone();
         tasks.spawn(async move { engine.run(token).await.context("engine failed") });
     }
@@ -179,10 +190,9 @@ pub async fn start_with_keys(
             "no admin key configured: only keys issued before and JWTs are accepted"
         );
     }
-    if surfaces.ingest || surfaces.query {
-        // Streams created, changed or deleted on other nodes.
-        drop(streams.spawn_refresh(shutdown.clone()));
-    }
+    // Streams created, changed or deleted on other nodes: served (ingest, queries) and
+    // archived (process) within the refresh interval.
+    drop(streams.spawn_refresh(shutdown.clone()));
     let state = AppState {
         ports: ports.clone(),
         streams,
@@ -225,16 +235,45 @@ pub async fn start_with_keys(
     })
 }
 
-/// The streams whose raw events the archive keeps: the config's, in order, then the others
-/// stored when the node started (created through the API).
-fn archived(checked: &crate::config::Checked, streams: &StreamCatalog) -> Vec<StreamName> {
-    let mut archived = checked.streams.clone();
-    for name in streams.snapshot().keys() {
-        if !archived.contains(name) {
-            archived.push(name.clone());
+/// The streams whose raw events the archive keeps, as the catalog `streams` changes: the
+/// config's, in order, then the others (created through the API), by name. A new value is
+/// sent when a stream comes or goes or its partitions change.
+fn follow_archived(
+    checked: &crate::config::Checked,
+    streams: &StreamCatalog,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Vec<StreamName>> {
+    let order = checked.streams.clone();
+    let shape = move |catalog: &Streams| -> Vec<(StreamName, u32)> {
+        let configured = order.iter().filter_map(|name| {
+            catalog
+                .get(name)
+                .map(|entry| (name.clone(), entry.info.partitions))
+        });
+        let created = catalog
+            .iter()
+            .filter(|(name, _)| !order.contains(name))
+            .map(|(name, entry)| (name.clone(), entry.info.partitions));
+        configured.chain(created).collect()
+    };
+    let names = |shape: &[(StreamName, u32)]| shape.iter().map(|(name, _)| name.clone()).collect();
+    let mut changes = streams.subscribe();
+    let mut last = shape(&changes.borrow_and_update());
+    let (archived, following) = watch::channel(names(&last));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let now = shape(&changes.borrow_and_update());
+            if now != last {
+                archived.send_replace(names(&now));
+                last = now;
+            }
         }
-    }
-    archived
+    });
+    following
 }
 
 /// `keys` (the configured admin keys), accepting also the keys issued into `store` (the

@@ -1,7 +1,8 @@
 //! Streams as objects on the real services, through the real binary: a stream created
 //! through the admin API of one node gets its Kafka topic (partitions, `retention.ms`), is
-//! known by a second node (an ingest node) within the catalog's refresh, checks events against its JSON
-//! Schema there, grows its partitions, and is deleted with its topic. (Kafka, PostgreSQL,
+//! known by a second node (an ingest node) within the catalog's refresh, checks events
+//! against its JSON Schema there, is archived by the first node's processor without a
+//! restart, grows its partitions, and is deleted with its topic. (Kafka, PostgreSQL,
 //! FerretDB and Redis from `scripts/services.sh`.)
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
@@ -151,6 +152,22 @@ async fn a_stream_created_on_one_node_is_served_by_another_with_its_schema() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["m-2", "m-4"]);
+
+    // The processor archives the new stream from its beginning, without a restart.
+    one.eventually(async || {
+        let (status, page) = call(&one, Method::GET, "/v1/streams/metrics/events", None).await;
+        let mut ids: Vec<&str> = page["events"]
+            .as_array()
+            .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        if status == StatusCode::OK && ids == ["m-2", "m-4"] {
+            Ok(())
+        } else {
+            Err(format!("{status}: {page}"))
+        }
+    })
+    .await;
 
     // Partitions grow and retention changes on the topic.
     let (status, changed) = call(

@@ -7,20 +7,22 @@
 #
 # CPU is the `pipeline` process's over the drain, read from outside (`benchctl
 # watch-drain`), with the Kafka broker's. Needs the services (scripts/services.sh up) and
-# a release build of benchctl. Everything it creates (bench_<id>...) is removed at the end.
+# a release build of benchctl (`BENCHCTL`, default target/release/benchctl). Everything it
+# creates (bench_<id>...) is removed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/services.sh env)"
 KAFKA_PID=$(cat "${TRIBUTARY_SERVICES_DIR:-$HOME/.cache/tributary/services}/kafka/kafka.pid")
+BENCHCTL=${BENCHCTL:-target/release/benchctl}
 REPS=$1 EVENTS=$2 WORKLOADS=$3
 shift 3
-PREFIX=$(target/release/benchctl prefix | jq -r .)
-trap 'target/release/benchctl cleanup --prefix "$PREFIX" >/dev/null 2>&1 || true' EXIT
+PREFIX=$("$BENCHCTL" prefix | jq -r .)
+trap '"$BENCHCTL" cleanup --prefix "$PREFIX" >/dev/null 2>&1 || true' EXIT
 for rep in $(seq 1 "$REPS"); do
   for workload in $WORKLOADS; do
     for variant in "$@"; do
       name=${variant%%=*} binary=${variant#*=}
-      out=$(setsid target/release/benchctl watch-drain --watch kafka="$KAFKA_PID" -- \
+      out=$(setsid "$BENCHCTL" watch-drain --watch kafka="$KAFKA_PID" -- \
         "$binary" --mode kafka --events "$EVENTS" --partitions 3 --checkpoint-interval-ms 1000 \
         --no-archive --prefix "${PREFIX}_${workload:0:1}$rep$(tr -dc a-z0-9 <<<"$name" | head -c 8)" \
         --label "$name" --workload "$workload" 2>/dev/null </dev/null)

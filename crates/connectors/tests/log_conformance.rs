@@ -21,7 +21,8 @@ use tributary_connectors::redb::{RedbLog, RedbLogConfig};
 use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::{Event, EventId, StreamName, Timestamp};
 use tributary_core::partition::partition_for;
-use tributary_core::ports::{Log, LogReader, LogRecord, PartitionOffset, PortError};
+use tributary_core::ports::{EncodedBatch, Log, LogReader, LogRecord, PartitionOffset, PortError};
+use tributary_core::repartition::{progress_records, route_keys, wrap, wrap_into};
 
 /// A log adapter under test, with the data of one test.
 #[async_trait]
@@ -221,6 +222,36 @@ async fn append_then_read_back_in_order(backend: &dyn Backend) {
         .unwrap();
     let records = common::read_exactly(reader.as_mut(), events.len()).await;
     assert_partitioned_in_order(&records, &events, 3);
+}
+
+/// Events appended already encoded (a repartition task's records) read back as if
+/// appended decoded: the same events, on `partition_for` their key, in order.
+async fn encoded_appends_read_back_as_the_events(backend: &dyn Backend) {
+    let log = backend.open().await;
+    let internal = stream("rp-0123456789abcdef");
+    assert_eq!(log.ensure_stream(&internal, 3).await.unwrap(), 3);
+    let source = stream("clicks");
+    let mut batch = EncodedBatch::default();
+    let mut wrapped = Vec::new();
+    for i in 0..40 {
+        let event = event(&source, &format!("e\"{i}"), (i % 3 > 0).then_some("k"), i);
+        let key = format!("campaign-{}", i % 7);
+        wrap_into(&mut batch, &event, 2, &key, &internal).unwrap();
+        wrapped.push(wrap(&event, 2, key, &internal).unwrap());
+    }
+    let routes = route_keys(3);
+    let progress = progress_records(&internal, &routes, &source, 2, Timestamp::from_millis(9));
+    for record in &progress {
+        batch.push_event(record);
+    }
+    wrapped.extend(progress);
+    log.append_encoded(&internal, &batch).await.unwrap();
+    let mut reader = log
+        .reader("conformance", &from_start(&internal, 3))
+        .await
+        .unwrap();
+    let records = common::read_exactly(reader.as_mut(), wrapped.len()).await;
+    assert_partitioned_in_order(&records, &wrapped, 3);
 }
 
 async fn unknown_stream_is_refused(backend: &dyn Backend) {
@@ -639,6 +670,7 @@ macro_rules! conformance {
 
 conformance!(
     append_then_read_back_in_order,
+    encoded_appends_read_back_as_the_events,
     unknown_stream_is_refused,
     end_offsets_count_appended_records,
     ensure_stream_is_idempotent_and_reports_partitions,

@@ -18,8 +18,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, StreamName, Timestamp, check_key};
 use crate::parse::check_event;
@@ -110,6 +111,23 @@ impl Node {
         }
     }
 
+    /// Orders the children of this level and every level below by name.
+    fn sort(&mut self) {
+        self.children.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (_, child) in &mut self.children {
+            child.sort();
+        }
+    }
+
+    /// Whether a path that ends at or below this level has a value in `slots`.
+    fn has_value(&self, slots: &[Value<'_>]) -> bool {
+        self.slot.is_some_and(|slot| !slots[slot].is_null())
+            || self
+                .children
+                .iter()
+                .any(|(_, child)| child.has_value(slots))
+    }
+
     fn child(&self, name: &str) -> Option<&Node> {
         self.children
             .iter()
@@ -141,6 +159,9 @@ impl Projection {
             }
             node.slot = Some(slot);
         }
+        // In name order, as a JSON map holds them: the encoder of projected payloads
+        // ([`ProjectedPayload`]) writes the fields in this order.
+        projection.root.sort();
         projection
     }
 
@@ -179,6 +200,72 @@ impl Projection {
     ) {
         for path in &self.paths {
             into.push(crate::expr::descend(payload, path));
+        }
+    }
+}
+
+/// The projected fields of a payload as a JSON object, written straight to a serializer:
+/// the fields that have a value, nested as in the event, each in name order — the bytes
+/// [`crate::expr::PayloadRef::to_json_map`]'s object encodes to, without building it.
+pub(crate) struct ProjectedPayload<'p, 'v> {
+    /// The projection.
+    pub(crate) projection: &'p Projection,
+    /// Its values, one per path.
+    pub(crate) slots: &'p [Value<'v>],
+}
+
+impl Serialize for ProjectedPayload<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ProjectedLevel {
+            node: &self.projection.root,
+            slots: self.slots,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// One object level of a [`ProjectedPayload`].
+struct ProjectedLevel<'p, 'v> {
+    node: &'p Node,
+    slots: &'p [Value<'v>],
+}
+
+impl Serialize for ProjectedLevel<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, child) in &self.node.children {
+            match child.slot.map(|slot| &self.slots[slot]) {
+                // A field with a value has no projected field below it with one.
+                Some(value) if !value.is_null() => {
+                    map.serialize_entry(&**name, &ScalarValue(value))?;
+                }
+                _ if child.has_value(self.slots) => map.serialize_entry(
+                    &**name,
+                    &ProjectedLevel {
+                        node: child,
+                        slots: self.slots,
+                    },
+                )?,
+                _ => {}
+            }
+        }
+        map.end()
+    }
+}
+
+/// A projected value as JSON, as `serde_json::Value` holds it (a float that is not finite
+/// as `null`).
+struct ScalarValue<'p, 'v>(&'p Value<'v>);
+
+impl Serialize for ScalarValue<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            Value::Float(_) => serializer.serialize_unit(),
+            Value::Str(s) => serializer.serialize_str(s),
         }
     }
 }
@@ -1068,6 +1155,46 @@ mod tests {
         #[test]
         fn the_wrapped_fast_path_agrees_with_the_whole_decoder(text in wrapped_record()) {
             agree_wrapped(text.as_bytes());
+        }
+
+        #[test]
+        fn wrapped_records_are_encoded_as_wrap_builds_them(
+            text in record(),
+            key in mostly(&["campaign-1", "q\"\\", ""], &["a\0b", "long"]),
+            partition in any::<u32>(),
+        ) {
+            use crate::expr::{EventRef, PayloadRef};
+            use crate::ports::EncodedBatch;
+            use crate::repartition::{partition_key, wrap, wrap_into};
+            let Ok(event) = decode_event(&clicks(), Some(text.as_bytes())) else {
+                return Ok(());
+            };
+            let long = "k".repeat(crate::event::MAX_KEY_LEN + 1);
+            let key = if key == "long" { long } else { key };
+            let bytes = event.to_json_bytes();
+            let projection = paths();
+            let mut slots = Vec::new();
+            let view = decode_view(&clicks(), &bytes, &projection, &mut slots);
+            let view = view.expect("decided on the fast path");
+            let projected = EventRef {
+                id: &view.id,
+                stream: &event.stream,
+                ts: view.ts,
+                key: view.key.as_deref(),
+                payload: PayloadRef::Projected { projection: &projection, slots: &slots },
+            };
+            let mut batch = EncodedBatch::default();
+            let mut expected = Vec::new();
+            for event in [projected, EventRef::from(&event)] {
+                let wrapped = wrap(event, partition, partition_key(&key), &internal()).unwrap();
+                expected.push((wrapped.partition_key().to_owned(), wrapped.to_json_bytes()));
+                wrap_into(&mut batch, event, partition, &key, &internal()).unwrap();
+            }
+            let written: Vec<(String, Vec<u8>)> = batch
+                .iter()
+                .map(|(key, value)| (key.to_owned(), value.to_vec()))
+                .collect();
+            prop_assert_eq!(written, expected);
         }
 
         #[test]

@@ -20,12 +20,18 @@
 //! event once. Its name holds the plan's fingerprint, so a changed definition starts a new
 //! internal stream instead of reading records keyed the old way.
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventId, InvalidStreamName, MAX_EVENT_BYTES, MAX_KEY_LEN, StreamName};
-use crate::expr::EventRef;
+use crate::event::{
+    Event, EventId, InvalidStreamName, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, MAX_KEY_LEN, StreamName,
+    Timestamp,
+};
+use crate::expr::{EventRef, PayloadRef};
 use crate::partition::stable_hash64;
 use crate::pipeline::PipelineSpec;
+use crate::ports::EncodedBatch;
+use crate::record::ProjectedPayload;
 
 /// The internal stream of `spec`: `rp-` and 16 hex digits of its name and fingerprint.
 ///
@@ -90,6 +96,92 @@ pub fn wrap<'e>(
         return Err(TooLarge(len));
     }
     Ok(wrapped)
+}
+
+/// Appends `event`, read from `partition` of its stream, to `batch` as a record of the
+/// internal stream `internal` with the key [`partition_key`] gives `key_text`: the bytes
+/// [`wrap`]'s event encodes to ([`Event::to_json_bytes`]), written straight from the
+/// borrowed event, without building it. On error the batch is left as it was.
+///
+/// # Errors
+/// [`TooLarge`] when the wrapped event would exceed [`MAX_EVENT_BYTES`].
+pub fn wrap_into<'e>(
+    batch: &mut EncodedBatch,
+    event: impl Into<EventRef<'e>>,
+    partition: u32,
+    key_text: &str,
+    internal: &StreamName,
+) -> Result<(), TooLarge> {
+    let event = event.into();
+    // The id was checked when the event was read; [`wrap`] checks it again.
+    if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_LEN {
+        return Err(TooLarge(event.id.len()));
+    }
+    let hashed;
+    let key = if key_text.len() <= MAX_KEY_LEN && !key_text.contains('\0') {
+        key_text
+    } else {
+        hashed = partition_key(key_text);
+        &hashed
+    };
+    let record = WrappedRecord {
+        id: event.id,
+        stream: internal.as_str(),
+        ts: event.ts,
+        key,
+        payload: Origin {
+            key: event.key,
+            partition,
+            payload: match event.payload {
+                PayloadRef::Json(map) => OriginPayload::Json(map),
+                PayloadRef::Projected { projection, slots } => {
+                    OriginPayload::Projected(ProjectedPayload { projection, slots })
+                }
+            },
+            stream: event.stream.as_str(),
+        },
+    };
+    batch
+        .push_with(key, |bytes| {
+            let start = bytes.len();
+            // Serializing strings, integers and JSON values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *bytes, &record);
+            let len = bytes.len() - start;
+            if len > MAX_EVENT_BYTES {
+                return Err(TooLarge(len));
+            }
+            Ok(())
+        })
+        .map(|_| ())
+}
+
+/// A record of an internal stream as [`wrap`] builds it, borrowed: [`Event`]'s fields in
+/// its order.
+#[derive(Serialize)]
+struct WrappedRecord<'a> {
+    id: &'a str,
+    stream: &'a str,
+    ts: Timestamp,
+    key: &'a str,
+    payload: Origin<'a>,
+}
+
+/// The payload of a wrapped event, its fields in name order as a JSON map holds them.
+#[derive(Serialize)]
+struct Origin<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    partition: u32,
+    payload: OriginPayload<'a>,
+    stream: &'a str,
+}
+
+/// The wrapped event's own payload: whole, or its projected fields.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OriginPayload<'a> {
+    Json(&'a Map<String, Value>),
+    Projected(ProjectedPayload<'a, 'a>),
 }
 
 /// The event a record of an internal stream wraps, and the partition of its stream it was
@@ -162,7 +254,7 @@ pub fn progress_records(
     routes: &[String],
     stream: &StreamName,
     partition: u32,
-    ts: crate::event::Timestamp,
+    ts: Timestamp,
 ) -> Vec<Event> {
     let mut origin = Map::new();
     origin.insert("stream".to_owned(), Value::from(stream.as_str()));
@@ -225,6 +317,36 @@ mod tests {
         keyless.key = None;
         let wrapped = wrap(&keyless, 0, partition_key(""), &internal).unwrap();
         assert_eq!(unwrap(wrapped), Ok((keyless, 0)));
+    }
+
+    #[test]
+    fn an_event_too_large_to_wrap_leaves_the_batch_as_it_was() {
+        let internal = StreamName::new("rp-0").unwrap();
+        let small = Event {
+            id: EventId::new("e1").unwrap(),
+            stream: StreamName::new("clicks").unwrap(),
+            ts: Timestamp::from_millis(42),
+            key: None,
+            payload: Map::new(),
+        };
+        let mut large = small.clone();
+        large.id = EventId::new("e2").unwrap();
+        large
+            .payload
+            .insert("blob".to_owned(), Value::from("x".repeat(MAX_EVENT_BYTES)));
+        let mut batch = EncodedBatch::default();
+        wrap_into(&mut batch, &small, 1, "k", &internal).unwrap();
+        let error = wrap_into(&mut batch, &large, 1, "k", &internal).unwrap_err();
+        assert!(error.0 > MAX_EVENT_BYTES, "{error}");
+        assert!(wrap(&large, 1, "k".to_owned(), &internal).is_err());
+        let expected = wrap(&small, 1, "k".to_owned(), &internal).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.to_events().unwrap(), vec![expected]);
+        let progress = progress_records(&internal, &["~0".to_owned()], &small.stream, 1, small.ts);
+        batch.push_event(&progress[0]);
+        let keys: Vec<&str> = batch.iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, ["k", "~0"]);
+        assert_eq!(batch.to_events().unwrap()[1], progress[0]);
     }
 
     #[test]

@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 use tributary_core::expr::Row;
 use tributary_core::pipeline::PipelineSpec;
-use tributary_core::ports::{Checkpoint, RawBatch, ReferenceSource};
+use tributary_core::ports::{Checkpoint, EncodedBatch, RawBatch, ReferenceSource};
 use tributary_core::record::Projection;
 use tributary_core::window::Counters;
 
 use tributary_core::Timestamp;
-use tributary_core::repartition::{partition_key, progress_records, route_keys, wrap};
-use tributary_core::{DeadLetter, Event, StreamName};
+use tributary_core::repartition::{progress_records, route_keys, wrap_into};
+use tributary_core::{DeadLetter, StreamName};
 
 use crate::checkpoint::{Checkpointer, Positions, commit_state};
 use crate::lookups::Lookups;
@@ -110,6 +110,7 @@ impl Task for RepartitionTask {
                     routes: route_keys(ports.log.partitions(&internal).await?),
                     internal,
                     key: String::new(),
+                    encoded: EncodedBatch::default(),
                     filtered,
                     counted: false,
                     part,
@@ -130,6 +131,8 @@ struct Repartitioner {
     internal: StreamName,
     lookups: Lookups,
     key: String,
+    /// The records appended for a batch, encoded (reused from batch to batch).
+    encoded: EncodedBatch,
     /// A key routed to each partition of the internal stream, for progress records.
     routes: Vec<String>,
     /// The payload fields the pipeline reads: all that is decoded and shipped of each
@@ -172,7 +175,8 @@ impl Stage for Repartitioner {
         let tables = self.lookups.tables();
         let mut enricher = tables.enricher();
         let views = records::Views::decode(batch, &self.projection, refused);
-        let mut wrapped: Vec<Event> = Vec::with_capacity(batch.len());
+        let wrapped = &mut self.encoded;
+        wrapped.clear();
         let mut progress: BTreeMap<(u32, u32), Timestamp> = BTreeMap::new();
         let mut filtered = 0;
         for (record, event) in views.events() {
@@ -205,38 +209,40 @@ impl Stage for Repartitioner {
                 continue;
             }
             self.spec.write_key(&row, &mut self.key);
-            match wrap(
-                event,
-                record.partition,
-                partition_key(&self.key),
-                &self.internal,
-            ) {
-                Ok(event) => wrapped.push(event),
-                Err(too_large) => refused.push(DeadLetter::log_record(
+            if let Err(too_large) =
+                wrap_into(wrapped, event, record.partition, &self.key, &self.internal)
+            {
+                refused.push(DeadLetter::log_record(
                     event.stream,
                     record.partition,
                     record.offset,
                     too_large.to_string(),
                     batch.value(record).unwrap_or_default(),
-                )),
+                ));
             }
         }
         // After the batch's events, so that a shard reads them before the progress.
         for ((stream, partition), ts) in progress {
-            wrapped.extend(progress_records(
+            let records = progress_records(
                 &self.internal,
                 &self.routes,
                 batch.stream_at(stream),
                 partition,
                 ts,
-            ));
+            );
+            for record in &records {
+                wrapped.push_event(record);
+            }
         }
         if filtered > 0 {
             self.filtered += filtered;
             self.counted = true;
         }
         if !wrapped.is_empty() {
-            self.ports.log.append(&self.internal, &wrapped).await?;
+            self.ports
+                .log
+                .append_encoded(&self.internal, &self.encoded)
+                .await?;
         }
         Ok(())
     }

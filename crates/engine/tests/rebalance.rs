@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::pipeline::{PipelineSpec, PipelineStatus, WindowSpec};
 use tributary_core::plan::{self, Definition, KeyDefinition};
 use tributary_core::ports::{
-    GroupChange, Log, LogReader, Membership, PartitionOffset, PortError, ResultQuery,
+    EncodedBatch, GroupChange, Log, LogReader, Membership, PartitionOffset, PortError, ResultQuery,
     StreamPartition,
 };
 use tributary_core::value::Value;
@@ -170,6 +170,14 @@ impl Log for ChaosLog {
 
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
         self.inner.append(stream, events).await
+    }
+
+    async fn append_encoded(
+        &self,
+        stream: &StreamName,
+        batch: &EncodedBatch,
+    ) -> Result<(), PortError> {
+        self.inner.append_encoded(stream, batch).await
     }
 
     async fn end_offsets(&self, stream: &StreamName) -> Result<Vec<u64>, PortError> {

@@ -13,15 +13,14 @@ use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::FutureProducer;
 use tributary_core::event::{Event, StreamName};
-use tributary_core::ports::{Log, LogReader, Membership, PartitionOffset, PortError};
+use tributary_core::ports::{EncodedBatch, Log, LogReader, Membership, PartitionOffset, PortError};
 
 use super::admin::PING_TIMEOUT;
 use super::config::KafkaConfig;
 use super::error::{SYSTEM, closed, kafka_error};
 use super::lost::LostRecords;
-use super::producer::new_producer;
+use super::producer::{Producer, new_producer};
 use super::reader::KafkaLogReader;
 use crate::breaker::Breaker;
 
@@ -74,7 +73,7 @@ pub(super) struct Inner {
 }
 
 pub(super) struct Clients {
-    pub(super) producer: FutureProducer,
+    pub(super) producer: Producer,
     pub(super) admin: AdminClient<DefaultClientContext>,
 }
 
@@ -160,6 +159,18 @@ impl Log for KafkaLog {
 
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError> {
         self.inner.appends.call(self.produce(stream, events)).await
+    }
+
+    /// Sends the encoded records' bytes as they are (`producer.rs`).
+    async fn append_encoded(
+        &self,
+        stream: &StreamName,
+        batch: &EncodedBatch,
+    ) -> Result<(), PortError> {
+        self.inner
+            .appends
+            .call(self.produce_encoded(stream, batch))
+            .await
     }
 
     /// Each partition's last stable offset, from its watermarks (`offsets.rs`).

@@ -138,6 +138,92 @@ impl RawBatch {
     }
 }
 
+/// Events encoded for the log, ready to append ([`Log::append_encoded`]): each record's
+/// partitioning key and its value, the bytes [`Event::to_json_bytes`] writes for an event
+/// of one stream whose [`Event::partition_key`] is that key. All of them share one buffer,
+/// so a batch allocates nothing per record and is reused from append to append
+/// ([`EncodedBatch::clear`]).
+///
+/// Only this crate's encoders fill it ([`EncodedBatch::push_event`],
+/// [`crate::repartition::wrap_into`]), so every record holds what its key says.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    /// The keys and values of all records, one after the other.
+    bytes: Vec<u8>,
+    /// Where each record's key starts, where its key ends and its value starts, and where
+    /// its value ends, in `bytes`.
+    records: Vec<(usize, usize, usize)>,
+}
+
+impl EncodedBatch {
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    /// How many records the batch holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Appends `event`, encoded as [`Event::to_json_bytes`] encodes it.
+    pub fn push_event(&mut self, event: &Event) {
+        // Serializing a struct of strings, integers and a JSON map into a Vec cannot fail.
+        let _ = self.push_with(event.partition_key(), |bytes| {
+            serde_json::to_writer(bytes, event).map_err(|_| ())
+        });
+    }
+
+    /// Appends a record with key `key` whose value `write` appends to the buffer it is
+    /// given; when `write` fails, the batch is left as it was. Returns the value's length.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        key: &str,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key.as_bytes());
+        let key_end = self.bytes.len();
+        match write(&mut self.bytes) {
+            Ok(()) => {
+                self.records.push((start, key_end, self.bytes.len()));
+                Ok(self.bytes.len() - key_end)
+            }
+            Err(error) => {
+                self.bytes.truncate(start);
+                Err(error)
+            }
+        }
+    }
+
+    /// Each record's key and value, in the order pushed.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> {
+        self.records.iter().map(|&(start, key_end, end)| {
+            // Keys are pushed from `&str` only, so always whole UTF-8.
+            let key = std::str::from_utf8(&self.bytes[start..key_end]).unwrap_or_default();
+            (key, &self.bytes[key_end..end])
+        })
+    }
+
+    /// The records decoded back into events.
+    ///
+    /// # Errors
+    /// When a value is not an event, which the encoders never write.
+    pub fn to_events(&self) -> Result<Vec<Event>, serde_json::Error> {
+        self.iter()
+            .map(|(_, value)| Event::from_json_bytes(value))
+            .collect()
+    }
+}
+
 /// A durable, partitioned log of events: Kafka, or the embedded log.
 ///
 /// Contract (checked by the conformance suite against every adapter):
@@ -162,6 +248,21 @@ pub trait Log: Send + Sync + Debug {
 
     /// Appends `events`, all of `stream`, and returns once all of them are durable.
     async fn append(&self, stream: &StreamName, events: &[Event]) -> Result<(), PortError>;
+
+    /// Appends the events `batch` holds already encoded, all of `stream`, as
+    /// [`Log::append`] appends them decoded: each to `partition_for(key, partitions)`, in
+    /// order, returning once all are durable. By default they are decoded and appended;
+    /// an adapter that stores the encoded bytes (Kafka) sends them as they are.
+    async fn append_encoded(
+        &self,
+        stream: &StreamName,
+        batch: &EncodedBatch,
+    ) -> Result<(), PortError> {
+        let events = batch
+            .to_events()
+            .map_err(|source| PortError::refused("log", source))?;
+        self.append(stream, &events).await
+    }
 
     /// The end of every partition of `stream`, indexed by partition: the offset the next
     /// appended record will get (Kafka's high watermark), so 0 for an empty partition. A

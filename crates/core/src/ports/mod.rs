@@ -38,7 +38,7 @@ pub use group::{GroupChange, Membership, SoleMember, StreamPartition};
 pub use keys::{
     DEFAULT_TENANT, KeyStore, Scope, StoredKey, UnknownScope, parse_scopes, scopes_to_string,
 };
-pub use log::{Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
+pub use log::{EncodedBatch, Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
 pub use rate_limit::{Decision, Quota, QuotaError, RateLimiter, gcra};
 pub use reference::ReferenceSource;
 pub use streams::{

@@ -50,6 +50,9 @@ pub enum Credential {
     IssuedKey,
     /// A JWT bearer token.
     Jwt,
+    /// No credential, on a node that lets anonymous requests through with some scopes
+    /// ([`ApiKeys::with_anonymous`]).
+    Anonymous,
 }
 
 /// Who made a request, and what it may do: put into the request's extensions by the
@@ -73,7 +76,7 @@ impl Principal {
     pub fn key_id(&self) -> Option<&str> {
         match self.credential {
             Credential::ConfiguredKey | Credential::IssuedKey => Some(&self.id),
-            Credential::Jwt => None,
+            Credential::Jwt | Credential::Anonymous => None,
         }
     }
 
@@ -111,6 +114,8 @@ pub struct ApiKeys {
     keys: Arc<[ConfiguredKey]>,
     issued: Option<IssuedKeys>,
     jwt: Option<Arc<JwtVerifier>>,
+    /// The scopes of a request without a credential; empty: such requests are refused.
+    anonymous: Arc<BTreeSet<Scope>>,
 }
 
 impl ApiKeys {
@@ -137,6 +142,7 @@ impl ApiKeys {
             keys: keys.into(),
             issued: None,
             jwt: None,
+            anonymous: Arc::default(),
         }
     }
 
@@ -159,6 +165,22 @@ impl ApiKeys {
     pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
         self.jwt = Some(Arc::new(verifier));
         self
+    }
+
+    /// Lets requests without a credential through with `scopes` (never `admin`, which is
+    /// dropped), as the principal `anonymous` of the [`DEFAULT_TENANT`]: for public
+    /// dashboards, or to measure what authentication costs. A credential that is sent is
+    /// still checked (a wrong one is a 401, not an anonymous request).
+    #[must_use]
+    pub fn with_anonymous(mut self, scopes: impl IntoIterator<Item = Scope>) -> Self {
+        self.anonymous = Arc::new(scopes.into_iter().filter(|s| *s != Scope::Admin).collect());
+        self
+    }
+
+    /// The scopes of requests without a credential (empty: refused).
+    #[must_use]
+    pub fn anonymous_scopes(&self) -> &BTreeSet<Scope> {
+        &self.anonymous
     }
 
     /// The issued keys, when a key store is configured.
@@ -263,7 +285,8 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The principal of the bearer credential of `headers`: any accepted credential
-/// (configured key, issued key, JWT).
+/// (configured key, issued key, JWT); without an `Authorization` field, the anonymous
+/// principal when anonymous requests are let through.
 ///
 /// # Errors
 /// [`ApiError::Unauthorized`] without an accepted credential; [`ApiError::Dependency`]
@@ -274,6 +297,15 @@ pub(crate) async fn authenticate_headers(
 ) -> Result<Principal, ApiError> {
     let outcome = match bearer_token(headers) {
         Some(token) => keys.authenticate(token).await,
+        // Only without any `Authorization`: a credential that does not parse is refused.
+        None if !keys.anonymous.is_empty() && !headers.contains_key(header::AUTHORIZATION) => {
+            Ok(Principal {
+                id: "anonymous".to_owned(),
+                credential: Credential::Anonymous,
+                scopes: (*keys.anonymous).clone(),
+                tenant: DEFAULT_TENANT.to_owned(),
+            })
+        }
         None => Err(ApiError::Unauthorized { presented: false }),
     };
     if let Err(ApiError::Unauthorized { presented }) = &outcome {

@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tributary_connectors::keys::SqlKeyStore;
+use tributary_core::ports::Scope;
 use tributary_gateway::{
     ApiKeys, Credential, JwksSource, JwtError, JwtSettings, JwtVerifier, Principal,
 };
@@ -696,4 +697,69 @@ async fn an_unreadable_jwks_file_is_an_error_and_an_unreachable_url_is_not() {
         verifier.verify(&token(&claims())).await,
         Err(JwtError::UnknownKey(_))
     ));
+}
+
+#[tokio::test]
+async fn anonymous_requests_pass_only_when_let_through_and_only_with_their_scopes() {
+    let mut h = harness().await;
+    let request = |method: Method, uri: &str, authorization: Option<&str>| {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"payload": {}}"#))
+            .unwrap()
+    };
+    // By default a request without a credential is a 401.
+    let response = h.send(request(Method::GET, "/v1/streams", None)).await;
+    problem(response, StatusCode::UNAUTHORIZED).await;
+
+    h.state.auth = ApiKeys::new([KEY]).with_anonymous([Scope::Read, Scope::Admin]);
+    assert_eq!(
+        h.state
+            .auth
+            .anonymous_scopes()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        [Scope::Read],
+        "admin is never anonymous"
+    );
+    h.router = tributary_gateway::router(h.state.clone());
+    let response = h.send(request(Method::GET, "/v1/streams", None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = h
+        .send(request(
+            Method::GET,
+            "/v1/pipelines/clicks-per-minute/results",
+            None,
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Beyond its scopes: 403.
+    let response = h
+        .send(request(Method::POST, "/v1/streams/t/events", None))
+        .await;
+    let body = problem(response, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["required_scope"], "ingest");
+    let response = h.send(request(Method::GET, "/v1/keys", None)).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    // A credential that is sent is checked: a wrong one, or one of another scheme, is a 401.
+    for wrong in ["Bearer not-a-key", "Basic dXNlcjpwYXNz", "Bearer"] {
+        let response = h
+            .send(request(Method::GET, "/v1/streams", Some(wrong)))
+            .await;
+        problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    // A valid one keeps its own scopes.
+    let response = h
+        .send(request(
+            Method::POST,
+            "/v1/streams/t/events",
+            Some(&format!("Bearer {KEY}")),
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
 }

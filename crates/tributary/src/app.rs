@@ -286,7 +286,15 @@ async fn credentials(
     store: Arc<dyn tributary_core::ports::KeyStore>,
     config: &Config,
 ) -> anyhow::Result<ApiKeys> {
-    let mut keys = keys.with_store(store, config.auth.key_cache_ttl);
+    let mut keys = keys
+        .with_store(store, config.auth.key_cache_ttl)
+        .with_anonymous(config.auth.anonymous_scopes.iter().copied());
+    if !keys.anonymous_scopes().is_empty() {
+        tracing::warn!(
+            scopes = ?keys.anonymous_scopes(),
+            "[auth] anonymous_scopes: requests without a credential are let through"
+        );
+    }
     if let Some(jwt) = &config.auth.jwt {
         let verifier = tributary_gateway::JwtVerifier::new(jwt.settings()?)
             .await

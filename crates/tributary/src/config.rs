@@ -26,6 +26,7 @@ use tributary_core::pipeline::{PipelineSpec, WindowSpec, millis};
 use tributary_core::plan::{
     self, Definition, KeyDefinition, LookupDefinition, PlanError, PostgresTable,
 };
+use tributary_core::ports::Scope;
 
 /// The built-in defaults.
 const DEFAULTS: &str = include_str!("../../../config/defaults.toml");
@@ -249,6 +250,12 @@ pub struct AuthConfig {
     /// JWT bearer tokens; absent: not accepted.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// The scopes of requests without any credential (`"read"`, `"ingest"`; never
+    /// `"admin"`), as the principal `anonymous` of the `default` tenant: for public
+    /// dashboards, or to measure what authentication costs. Empty (the default): such
+    /// requests are answered 401.
+    #[serde(default)]
+    pub anonymous_scopes: Vec<Scope>,
 }
 
 /// JWT bearer tokens, verified against a JWKS (`[auth.jwt]`).
@@ -903,6 +910,11 @@ impl Config {
     /// of a mistake in an expression or statement), a zero size or limit, or a
     /// dead-letter retention under a minute (but 0).
     pub fn validate(&self) -> anyhow::Result<Checked> {
+        if self.auth.anonymous_scopes.contains(&Scope::Admin) {
+            bail!(
+                "[auth] anonymous_scopes cannot hold \"admin\": anonymous requests never administer"
+            );
+        }
         if self.http.max_body_bytes == 0 {
             bail!("[http] max_body_bytes must be at least 1");
         }
@@ -1700,6 +1712,10 @@ mod tests {
                 "cors_allowed_origins",
             ),
             ("[engine]\nbatch_size = 0\n", "batch_size"),
+            (
+                "[auth]\nanonymous_scopes = [\"read\", \"admin\"]\n",
+                "anonymous_scopes",
+            ),
         ] {
             let err = Config::load_with_base(&format!("{EMBEDDED}\n{setting}"), None)
                 .unwrap()

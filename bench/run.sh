@@ -39,15 +39,17 @@
 # balanced), their CPU per event under a steady live load, and the time from a `kill -9`
 # of one of two processes until its shards' lag is back under 1 s; every result row is
 # checked against the ground truth, across the kill too.
-# The gateway suite (BENCH_SUITE=gateway) measures what the Redis rate limit costs a query:
-# `tributary run --role gateway` (config/local.toml) with the rate limit off (`[rate_limit]
-# enabled = false`) and on (Redis backend, quotas far above the load: every request is
-# checked twice, per key and per address, none refused), both with the bootstrap API key
-# (the gateway has no switch to turn authentication off), under the `gateway` load
-# generator: a closed loop (BENCH_GATEWAY_CONCURRENCY connections for BENCH_GATEWAY_SECONDS)
-# for the most requests/s, and an open loop at BENCH_GATEWAY_RATE requests/s for p99; for
-# two queries: a pipeline's results (PostgreSQL) and the pipeline list (statuses cached in
-# Redis).
+# The gateway suite (BENCH_SUITE=gateway) measures what authentication and the Redis rate
+# limit cost a query: `tributary run --role gateway` (config/local.toml) with both off
+# ("off": `[auth] anonymous_scopes = ["read"]`, requests without a credential, `[rate_limit]
+# enabled = false`), both on ("on": the bootstrap API key on every request, the rate limit
+# on the Redis backend with quotas far above the load: every request is checked twice, per
+# key and per address, none refused), and both on without the results cache ("on-nocache":
+# `[http] results_cache_ttl = "0s"`, every results query read from PostgreSQL), under the
+# `gateway` load generator: a closed loop (BENCH_GATEWAY_CONCURRENCY connections for
+# BENCH_GATEWAY_SECONDS) for the most requests/s, and an open loop at BENCH_GATEWAY_RATE
+# requests/s for p99; for two queries: a pipeline's results (answered from the results
+# cache within its TTL, else PostgreSQL) and the pipeline list (statuses cached in Redis).
 # Repetitions are interleaved (rep 1 of everything, then rep 2, ...) so that slow drift of
 # the machine hits every measurement alike.
 #
@@ -709,19 +711,23 @@ EOF
   log "done in $((SECONDS - STARTED)) s"
 }
 
-# gateway_run REP LIMITS: one gateway (rate limit LIMITS: off | on) on fresh names, both
-# queries under the `gateway` load generator.
+# gateway_run REP VARIANT: one gateway (VARIANT: off | on | on-nocache, see the header) on
+# fresh names, both queries under the `gateway` load generator.
 gateway_run() {
-  local rep=$1 limits=$2 tag url out query path
+  local rep=$1 limits=$2 tag url out query path key=$KEY
   local -a limit_env
-  tag="${PREFIX}_g${limits}$rep"
+  tag="${PREFIX}_g${limits//-/}$rep"
   url=$("$BIN/benchctl" create-db --name "$tag" | jq -r .)
-  if [[ $limits == on ]]; then
+  if [[ $limits == off ]]; then
+    limit_env=(TRIBUTARY__RATE_LIMIT__ENABLED=false 'TRIBUTARY__AUTH__ANONYMOUS_SCOPES=["read"]')
+    key=""
+  else
     limit_env=(TRIBUTARY__RATE_LIMIT__ENABLED=true TRIBUTARY__RATE_LIMIT__BACKEND=redis
       TRIBUTARY__RATE_LIMIT__READ__RATE=1000000 TRIBUTARY__RATE_LIMIT__READ__BURST=1000000
       TRIBUTARY__RATE_LIMIT__ADDRESS__RATE=1000000 TRIBUTARY__RATE_LIMIT__ADDRESS__BURST=1000000)
-  else
-    limit_env=(TRIBUTARY__RATE_LIMIT__ENABLED=false)
+  fi
+  if [[ $limits == on-nocache ]]; then
+    limit_env+=(TRIBUTARY__HTTP__RESULTS_CACHE_TTL=0s)
   fi
   start_tributary "gateway-$limits-$rep" config/local.toml gateway \
     TRIBUTARY__LOG__BROKERS="$TRIBUTARY_KAFKA_BROKERS" \
@@ -738,7 +744,7 @@ gateway_run() {
     else
       path="/v1/pipelines"
     fi
-    run_child "$WORK/out.json" - "$BIN/gateway" --url "$NODE_URL" --key "$KEY" --path "$path" \
+    run_child "$WORK/out.json" - "$BIN/gateway" --url "$NODE_URL" --key "$key" --path "$path" \
       --concurrency "$GATEWAY_CONCURRENCY" --seconds "$GATEWAY_SECONDS" --rate "$GATEWAY_RATE" \
       --label "$limits" --watch tributary="$NODE_PID"
     out=$(<"$WORK/out.json")
@@ -747,23 +753,25 @@ gateway_run() {
   stop_tributary
 }
 
-# gateway_suite: the cost of the rate limit on two queries; see the header.
+# gateway_suite: the cost of authentication and the rate limit on two queries, and what
+# the results cache saves; see the header.
 gateway_suite() {
-  local rep query limits name off on
+  local rep query limits name off on nocache
   for ((rep = 1; rep <= REPS; rep++)); do
     log "---- repetition $rep of $REPS"
     gateway_run "$rep" off
     gateway_run "$rep" on
+    gateway_run "$rep" on-nocache
   done
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   cat <<EOF
-Gateway queries, \`tributary run --role gateway\` (config/local.toml: PostgreSQL, Redis), $REPS runs each (interleaved: off then on), medians. Closed loop: $GATEWAY_CONCURRENCY connections for $GATEWAY_SECONDS s; open loop: $GATEWAY_RATE requests/s for $GATEWAY_SECONDS s (latency from when each request was due). Load generator and gateway on the same $(nproc)-core machine. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+Gateway queries, \`tributary run --role gateway\` (config/local.toml: PostgreSQL, Redis), $REPS runs each (interleaved: off, on, on-nocache), medians. off: no credential (\`[auth] anonymous_scopes = ["read"]\`) and no rate limit; on: API key and the Redis rate limit; on-nocache: as on, with \`results_cache_ttl = "0s"\`. Closed loop: $GATEWAY_CONCURRENCY connections for $GATEWAY_SECONDS s; open loop: $GATEWAY_RATE requests/s for $GATEWAY_SECONDS s (latency from when each request was due). Load generator and gateway on the same $(nproc)-core machine. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
 
-| query | rate limit | closed loop req/s | closed p99 ms | open loop req/s | open p50 ms | open p99 ms | open non-200 | runs (closed req/s) | runs (open p99 ms) |
+| query | auth and rate limit | closed loop req/s | closed p99 ms | open loop req/s | open p50 ms | open p99 ms | open non-200 | runs (closed req/s) | runs (open p99 ms) |
 |---|---|---:|---:|---:|---:|---:|---:|---|---|
 EOF
   for query in results pipelines; do
-    for limits in off on; do
+    for limits in off on on-nocache; do
       name="gateway-$query-$limits"
       printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$query" "$limits" \
         "$(median "$name" .closed.requests_per_sec)" "$(median "$name" .closed.latency_ms.p99)" \
@@ -775,13 +783,14 @@ EOF
   done
   cat <<EOF
 
-| ratio (medians, closed loop req/s) | on / off |
-|---|---:|
+| ratio (medians, closed loop req/s) | on / off | on / on-nocache |
+|---|---:|---:|
 EOF
   for query in results pipelines; do
     off=$(median "gateway-$query-off" .closed.requests_per_sec)
     on=$(median "gateway-$query-on" .closed.requests_per_sec)
-    printf '| %s | %s |\n' "$query" "$(ratio "$on" "$off")"
+    nocache=$(median "gateway-$query-on-nocache" .closed.requests_per_sec)
+    printf '| %s | %s | %s |\n' "$query" "$(ratio "$on" "$off")" "$(ratio "$on" "$nocache")"
   done
   log "done in $((SECONDS - STARTED)) s"
 }

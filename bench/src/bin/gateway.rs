@@ -1,7 +1,8 @@
 //! `gateway`: an HTTP load generator for one `GET` endpoint of a running `tributary`
 //! gateway, for the cost of authentication and rate limiting (bench/run.sh's gateway suite).
 //!
-//! Two phases against `--url` + `--path`, each request with `Authorization: Bearer --key`:
+//! Two phases against `--url` + `--path`, each request with `Authorization: Bearer --key`
+//! (none when `--key` is empty: for a gateway letting anonymous requests through):
 //! - **closed loop** (`--seconds`): `--concurrency` connections, each sending its next
 //!   request as soon as the previous one is answered: the most requests per second the
 //!   node serves;
@@ -42,7 +43,7 @@ struct Args {
     /// The path (and query) to get.
     #[arg(long, default_value = "/v1/pipelines/clicks_per_page/results?limit=10")]
     path: String,
-    /// API key (sent as `Authorization: Bearer`).
+    /// API key (sent as `Authorization: Bearer`); empty: no `Authorization` (anonymous).
     #[arg(long, env = "TRIBUTARY_BOOTSTRAP_API_KEY", hide_env_values = true)]
     key: String,
     /// Connections of the closed loop.
@@ -65,7 +66,13 @@ struct Args {
 /// One request: its status, 0 for no answer (any but 200 is counted as an error by the
 /// caller; a 429 fails the run, since the quotas were meant to be far above the load).
 async fn get(client: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<u16> {
-    let Ok(response) = client.get(url).bearer_auth(key).send().await else {
+    let request = client.get(url);
+    let request = if key.is_empty() {
+        request
+    } else {
+        request.bearer_auth(key)
+    };
+    let Ok(response) = request.send().await else {
         // No answer (a refused or reset connection): counted as status 0.
         return Ok(0);
     };

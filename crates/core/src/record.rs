@@ -1186,7 +1186,7 @@ mod tests {
             let mut batch = EncodedBatch::default();
             let mut expected = Vec::new();
             for event in [projected, EventRef::from(&event)] {
-                let wrapped = wrap(event, partition, partition_key(&key), &internal()).unwrap();
+                let wrapped = wrap(event, partition, partition_key(&key).into_owned(), &internal()).unwrap();
                 expected.push((wrapped.partition_key().to_owned(), wrapped.to_json_bytes()));
                 wrap_into(&mut batch, event, partition, &key, &internal()).unwrap();
             }

@@ -20,6 +20,8 @@
 //! event once. Its name holds the plan's fingerprint, so a changed definition starts a new
 //! internal stream instead of reading records keyed the old way.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -45,11 +47,11 @@ pub fn internal_stream(spec: &PipelineSpec) -> Result<StreamName, InvalidStreamN
 /// The partitioning key of an event whose key text is `key_text`: the text itself, or a
 /// hash of it when it is longer than an event key may be.
 #[must_use]
-pub fn partition_key(key_text: &str) -> String {
+pub fn partition_key(key_text: &str) -> Cow<'_, str> {
     if key_text.len() <= MAX_KEY_LEN && !key_text.contains('\0') {
-        key_text.to_owned()
+        Cow::Borrowed(key_text)
     } else {
-        format!("#{:016x}", stable_hash64(&[key_text.as_bytes()]))
+        Cow::Owned(format!("#{:016x}", stable_hash64(&[key_text.as_bytes()])))
     }
 }
 
@@ -117,13 +119,8 @@ pub fn wrap_into<'e>(
     if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_LEN {
         return Err(TooLarge(event.id.len()));
     }
-    let hashed;
-    let key = if key_text.len() <= MAX_KEY_LEN && !key_text.contains('\0') {
-        key_text
-    } else {
-        hashed = partition_key(key_text);
-        &hashed
-    };
+    let routed = partition_key(key_text);
+    let key: &str = &routed;
     let record = WrappedRecord {
         id: event.id,
         stream: internal.as_str(),
@@ -309,13 +306,13 @@ mod tests {
                 .unwrap(),
         };
         let internal = StreamName::new("rp-0").unwrap();
-        let wrapped = wrap(&event, 2, partition_key("u7"), &internal).unwrap();
+        let wrapped = wrap(&event, 2, partition_key("u7").into_owned(), &internal).unwrap();
         assert_eq!(wrapped.stream, internal);
         assert_eq!(wrapped.key.as_deref(), Some("u7"));
         assert_eq!(unwrap(wrapped), Ok((event.clone(), 2)));
         let mut keyless = event;
         keyless.key = None;
-        let wrapped = wrap(&keyless, 0, partition_key(""), &internal).unwrap();
+        let wrapped = wrap(&keyless, 0, partition_key("").into_owned(), &internal).unwrap();
         assert_eq!(unwrap(wrapped), Ok((keyless, 0)));
     }
 

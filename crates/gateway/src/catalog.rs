@@ -200,9 +200,17 @@ impl StreamCatalog {
     /// # Errors
     /// When the store fails.
     pub async fn load(backing: CatalogStore) -> Result<Self, PortError> {
+        let stored = backing.store.list().await?;
+        Ok(Self::of_stored(backing, stored))
+    }
+
+    /// The catalog of `stored`, the streams just read from `backing`'s store (kept up to
+    /// date from it by [`StreamCatalog::refresh`]).
+    #[must_use]
+    pub fn of_stored(backing: CatalogStore, stored: Vec<StoredStream>) -> Self {
         let catalog = Self::new(BTreeMap::new(), Some(backing));
-        catalog.refresh().await?;
-        Ok(catalog)
+        catalog.install(stored);
+        catalog
     }
 
     /// Every stream, by name.
@@ -255,6 +263,13 @@ impl StreamCatalog {
         };
         let _write = self.inner.writes.lock().await;
         let stored = backing.store.list().await?;
+        self.install(stored);
+        Ok(())
+    }
+
+    /// Makes `stored` the catalog, compiling only the schemas that changed; followers see
+    /// it only when it differs from the one before.
+    fn install(&self, stored: Vec<StoredStream>) {
         let known = self.snapshot();
         let streams: BTreeMap<_, _> = stored
             .into_iter()
@@ -281,7 +296,6 @@ impl StreamCatalog {
             }
             !same
         });
-        Ok(())
     }
 
     /// Refreshes the catalog every [`REFRESH_INTERVAL`] until `shutdown`; a failed refresh

@@ -55,22 +55,44 @@ pub async fn open(
             .await
             .with_context(|| format!("cannot store stream {name}"))?;
     }
-    for stale in store
+    let mut stored = store
         .list()
         .await
-        .context("cannot list the stored streams")?
-    {
-        if stale.origin == StreamOrigin::Config && !checked.streams.contains(&stale.name) {
+        .context("cannot list the stored streams")?;
+    let mut kept = Vec::with_capacity(stored.len());
+    for stream in stored.drain(..) {
+        if stream.origin == StreamOrigin::Config && !checked.streams.contains(&stream.name) {
             store
-                .delete(&stale.name)
+                .delete(&stream.name)
                 .await
-                .with_context(|| format!("cannot remove stream {}", stale.name))?;
+                .with_context(|| format!("cannot remove stream {}", stream.name))?;
             tracing::info!(
-                stream = %stale.name,
+                stream = %stream.name,
                 "stream no longer in the config file: no longer served (its records stay in the log)"
             );
+        } else {
+            kept.push(stream);
         }
     }
+    Ok(StreamCatalog::of_stored(
+        CatalogStore { store, topics },
+        kept,
+    ))
+}
+
+/// The catalog as the stream store holds it, for a tool (`tributary ingest`) that reads
+/// streams and writes none: unlike [`open`], nothing of the config is written, so a tool run
+/// with another config than the nodes' changes nothing of theirs.
+///
+/// # Errors
+/// When the store fails.
+pub async fn load(
+    config: &Config,
+    ports: &Ports,
+    store: Arc<dyn StreamStore>,
+) -> anyhow::Result<StreamCatalog> {
+    let topics = tributary_connectors::streams::topics(&config.log, Arc::clone(&ports.log))
+        .context("cannot reach the log's admin interface")?;
     StreamCatalog::load(CatalogStore { store, topics })
         .await
         .context("cannot load the stream catalog")

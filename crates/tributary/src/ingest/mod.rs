@@ -223,9 +223,17 @@ pub async fn run_with(
         ),
         LogConfig::Kafka(_) => "cannot connect the adapters".to_owned(),
     })?;
-    // The config's streams, and those created through the API, with their schemas.
-    let streams = crate::catalog::open(config, &checked, &ports, catalogs.streams).await?;
-    if streams.get(&stream).is_none() {
+    // The streams with their schemas, as the nodes keep them; this command writes none.
+    let streams = crate::catalog::load(config, &ports, catalogs.streams).await?;
+    let configured = checked.streams.iter().position(|s| *s == stream);
+    if let Some(position) = configured {
+        // A stream of the config that no node has created yet.
+        ports
+            .log
+            .ensure_stream(&stream, config.streams[position].partitions)
+            .await
+            .with_context(|| format!("cannot create stream {stream}"))?;
+    } else if streams.get(&stream).is_none() {
         anyhow::bail!(
             "stream {stream} is neither configured in {origin} (see [[streams]]) nor created \
              through the API (POST /v1/streams)"

@@ -193,10 +193,7 @@ pub(crate) async fn create(
         view: KeyView::of(&stored, now),
         key: minted.key,
     };
-    let mut response = (StatusCode::CREATED, Json(created)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/keys/{}", stored.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
+    let mut response = super::created(&format!("/v1/keys/{}", stored.id), created);
     // The key is shown once: no cache may keep it.
     response
         .headers_mut()

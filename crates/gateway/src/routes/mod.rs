@@ -12,7 +12,8 @@ pub(crate) mod streams;
 
 use std::future::Future;
 
-use axum::http::{HeaderValue, header};
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +37,16 @@ pub(crate) fn limit_param(
             reason: format!("must be between 1 and {max}, got {n}"),
         }),
     }
+}
+
+/// A `201 Created` answer: `body` as JSON, with a `Location` naming the new resource.
+pub(crate) fn created(location: &str, body: impl Serialize) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    // Locations are made of validated names and ids: always a valid header value.
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// Default page size of the newest-first listings (events, dead letters).

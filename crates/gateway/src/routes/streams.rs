@@ -31,8 +31,8 @@
 //!   an unknown stream is a 404.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -203,11 +203,10 @@ pub(crate) async fn create(
     };
     let entry = state.streams.create(new).await?;
     tracing::info!(stream = %name, by = %principal.id, "stream created through the API");
-    let mut response = (StatusCode::CREATED, Json(StreamView::of(&name, &entry))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/streams/{name}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(super::created(
+        &format!("/v1/streams/{name}"),
+        StreamView::of(&name, &entry),
+    ))
 }
 
 /// `GET /v1/streams/{stream}`.

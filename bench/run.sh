@@ -106,8 +106,8 @@ KEY="bench-$RANDOM$RANDOM"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # The sources suite is a script of its own (file and MQTT ingest against Kafka's console
 # producer and mosquitto_pub/mosquitto_sub).
@@ -190,66 +190,7 @@ run_child() {
   return "$rc"
 }
 
-# start_tributary NAME CONFIG ROLE [VAR=VALUE...]: starts `tributary run --role ROLE` in
-# the background with a free port and the bench API key; waits until /readyz says 200.
-start_tributary() {
-  local name=$1 config=$2 role=$3 port i
-  shift 3
-  port=$("$BIN/benchctl" free-port | jq -r .)
-  env "$@" TRIBUTARY_BOOTSTRAP_API_KEY="$KEY" TRIBUTARY__HTTP__LISTEN="127.0.0.1:$port" \
-    "$BIN/tributary" run --config "$config" --role "$role" --log-format json \
-    </dev/null >"$WORK/$name.log" 2>&1 &
-  NODE_PID=$!
-  NODE_URL="http://127.0.0.1:$port"
-  for ((i = 0; i < 300; i++)); do
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$NODE_URL/readyz" || true) == 200 ]]; then
-      return 0
-    fi
-    kill -0 "$NODE_PID" 2>/dev/null || {
-      tail -n 20 "$WORK/$name.log" >&2
-      NODE_PID=""
-      die "tributary ($name) exited during startup"
-    }
-    sleep 0.2
-  done
-  tail -n 20 "$WORK/$name.log" >&2
-  die "tributary ($name) not ready in 60 s"
-}
-
-# stop_tributary: SIGTERM (a last checkpoint), then SIGKILL after 60 s.
-stop_tributary() {
-  local pid=$NODE_PID i
-  NODE_PID=""
-  [[ -n $pid ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "tributary (pid $pid) did not stop in 60 s: killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-# record NAME JSON: keeps one measurement.
-record() {
-  jq -c --arg name "$1" '. + {name: $name}' <<<"$2" >>"$RAW"
-  log "$1: $(jq -c 'del(.name)' <<<"$2")"
-}
-
 # ---------------------------------------------------------------- reading the results
-
-# median NAME FILTER: the median of FILTER over the runs of NAME.
-median() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
-}
-# runs NAME FILTER: every run's value, in run order.
-runs() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2 | tostring] | join(\" / \")" "$RAW"
-}
-ratio() { jq -n --argjson a "$1" --argjson b "$2" 'if $b == 0 then 0 else ($a / $b * 100 | round) / 100 end'; }
 
 row() { # LABEL NAME: an ingest-like row (events/s, p50, p99)
   printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median "$2" .events_per_sec)" \
@@ -287,17 +228,11 @@ baseline() {
 
 # ingest_kafka REP ROLE: HTTP ingest into a tributary on the real services.
 ingest_kafka() {
-  local rep=$1 role=$2 tag url out
+  local rep=$1 role=$2 tag url out env
   tag="${PREFIX}_k${role}$rep"
   url=$("$BIN/benchctl" create-db --name "$tag" | jq -r .)
-  start_tributary "kafka-$role-$rep" config/local.toml "$role" \
-    TRIBUTARY__LOG__BROKERS="$TRIBUTARY_KAFKA_BROKERS" \
-    TRIBUTARY__LOG__TOPIC_PREFIX="$tag." \
-    TRIBUTARY__ANALYTICS__URL="$url" \
-    TRIBUTARY__DOCUMENTS__URL="$TRIBUTARY_MONGODB_URL" \
-    TRIBUTARY__DOCUMENTS__DATABASE="$tag" \
-    TRIBUTARY__CACHE__URL="$TRIBUTARY_REDIS_URL" \
-    TRIBUTARY__CACHE__KEY_PREFIX="$tag:"
+  mapfile -t env < <(env_for "$tag" "$url")
+  start_tributary "kafka-$role-$rep" config/local.toml "$role" "${env[@]}"
   run_child "$WORK/out.json" - "$BIN/ingest" --url "$NODE_URL" --key "$KEY" \
     --stream clicks --events "$EVENTS" --batch "$BATCH" --concurrency "$CONCURRENCY" \
     --seed "$rep" --watch tributary="$NODE_PID" --watch kafka="$KAFKA_PID" \
@@ -715,7 +650,7 @@ EOF
 # fresh names, both queries under the `gateway` load generator.
 gateway_run() {
   local rep=$1 limits=$2 tag url out query path key=$KEY
-  local -a limit_env
+  local -a limit_env env
   tag="${PREFIX}_g${limits//-/}$rep"
   url=$("$BIN/benchctl" create-db --name "$tag" | jq -r .)
   if [[ $limits == off ]]; then
@@ -729,15 +664,8 @@ gateway_run() {
   if [[ $limits == on-nocache ]]; then
     limit_env+=(TRIBUTARY__HTTP__RESULTS_CACHE_TTL=0s)
   fi
-  start_tributary "gateway-$limits-$rep" config/local.toml gateway \
-    TRIBUTARY__LOG__BROKERS="$TRIBUTARY_KAFKA_BROKERS" \
-    TRIBUTARY__LOG__TOPIC_PREFIX="$tag." \
-    TRIBUTARY__ANALYTICS__URL="$url" \
-    TRIBUTARY__DOCUMENTS__URL="$TRIBUTARY_MONGODB_URL" \
-    TRIBUTARY__DOCUMENTS__DATABASE="$tag" \
-    TRIBUTARY__CACHE__URL="$TRIBUTARY_REDIS_URL" \
-    TRIBUTARY__CACHE__KEY_PREFIX="$tag:" \
-    "${limit_env[@]}"
+  mapfile -t env < <(env_for "$tag" "$url")
+  start_tributary "gateway-$limits-$rep" config/local.toml gateway "${env[@]}" "${limit_env[@]}"
   for query in results pipelines; do
     if [[ $query == results ]]; then
       path="/v1/pipelines/clicks_per_page/results?limit=10"

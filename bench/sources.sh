@@ -43,8 +43,8 @@ PARTITIONS=3
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 command -v curl >/dev/null || die "curl is required"
@@ -55,7 +55,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "starting the services"
 eval "$(scripts/services.sh up)"
-command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null ||
+{ command -v mosquitto_pub && command -v mosquitto_sub; } >/dev/null ||
   die "mosquitto_pub/mosquitto_sub missing (scripts/services.sh up installs mosquitto-clients)"
 MQTT_HOST_PORT=${TRIBUTARY_MQTT_URL#mqtt://}
 MQTT_HOST=${MQTT_HOST_PORT%:*}
@@ -98,12 +98,6 @@ trap 'exit 130' INT TERM
 now() { date +%s.%N; }
 # seconds START END
 elapsed() { jq -n --argjson a "$1" --argjson b "$2" '$b - $a'; }
-
-# record NAME JSON: keeps one measurement.
-record() {
-  jq -c --arg name "$1" '. + {name: $name}' <<<"$2" >>"$RAW"
-  log "$1: $(jq -c 'del(.name)' <<<"$2")"
-}
 
 # topic_records TOPIC: the sum of the topic's end offsets.
 topic_records() {
@@ -163,55 +157,6 @@ rates() {
 }
 
 # ---------------------------------------------------------------- tributary processes
-
-# env_for TAG DB-URL: the environment overrides giving a node fresh names on the services.
-env_for() {
-  printf '%s\n' \
-    "TRIBUTARY__LOG__BROKERS=$TRIBUTARY_KAFKA_BROKERS" \
-    "TRIBUTARY__LOG__TOPIC_PREFIX=$1." \
-    "TRIBUTARY__ANALYTICS__URL=$2" \
-    "TRIBUTARY__DOCUMENTS__URL=$TRIBUTARY_MONGODB_URL" \
-    "TRIBUTARY__DOCUMENTS__DATABASE=$1" \
-    "TRIBUTARY__CACHE__URL=$TRIBUTARY_REDIS_URL" \
-    "TRIBUTARY__CACHE__KEY_PREFIX=$1:"
-}
-
-# start_tributary NAME CONFIG ROLE VAR=VALUE...: `tributary run` in the background; waits
-# until /readyz says 200.
-start_tributary() {
-  local name=$1 config=$2 role=$3 port i
-  shift 3
-  port=$("$BIN/benchctl" free-port | jq -r .)
-  env "$@" TRIBUTARY_BOOTSTRAP_API_KEY="$KEY" TRIBUTARY__HTTP__LISTEN="127.0.0.1:$port" \
-    "$BIN/tributary" run --config "$config" --role "$role" --log-format json \
-    </dev/null >"$WORK/$name.log" 2>&1 &
-  NODE_PID=$!
-  NODE_URL="http://127.0.0.1:$port"
-  for ((i = 0; i < 300; i++)); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$NODE_URL/readyz" || true) == 200 ]] && return 0
-    kill -0 "$NODE_PID" 2>/dev/null || {
-      tail -n 20 "$WORK/$name.log" >&2
-      NODE_PID=""
-      die "tributary ($name) exited during startup"
-    }
-    sleep 0.2
-  done
-  tail -n 20 "$WORK/$name.log" >&2
-  die "tributary ($name) not ready in 60 s"
-}
-
-stop_tributary() {
-  local pid=$NODE_PID i
-  NODE_PID=""
-  [[ -n $pid ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 # accepted SOURCE: the node's count of events the source appended.
 accepted() {
@@ -340,13 +285,6 @@ done
 
 # ---------------------------------------------------------------- the table
 
-median() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2] | sort | .[(length - 1) / 2 | floor]" "$RAW"
-}
-runs() {
-  jq -rs --arg n "$1" "[.[] | select(.name == \$n) | $2 | tostring] | join(\" / \")" "$RAW"
-}
-ratio() { jq -n --argjson a "$1" --argjson b "$2" 'if $b == 0 then 0 else ($a / $b * 100 | round) / 100 end'; }
 row() {
   printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median "$2" .events_per_sec)" \
     "$(median "$2" .mb_per_sec)" "$(median "$2" .seconds)" "$(runs "$2" .events_per_sec)"

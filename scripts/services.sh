@@ -646,9 +646,17 @@ mosquitto_config() {
   cat <<EOF
 listener $MQTT_PORT $HOST
 allow_anonymous true
+EOF
+  mosquitto_common "$MQTT_DIR"
+}
+
+# mosquitto_common DIR: what both brokers' configs hold: sessions persisted in DIR/data,
+# every QoS 1 message queued for a session that is away, logs on stdout.
+mosquitto_common() {
+  cat <<EOF
 user $(id -un)
 persistence true
-persistence_location $MQTT_DIR/data/
+persistence_location $1/data/
 autosave_interval 60
 max_inflight_messages 100
 max_queued_messages 0
@@ -701,18 +709,9 @@ mosquitto_secure_config() {
 per_listener_settings false
 allow_anonymous false
 password_file $MQTT_SECURE_DIR/passwd
-user $(id -un)
-persistence true
-persistence_location $MQTT_SECURE_DIR/data/
-autosave_interval 60
-max_inflight_messages 100
-max_queued_messages 0
-log_dest stdout
-log_type error
-log_type warning
-log_type notice
-log_type information
-connection_messages true
+EOF
+  mosquitto_common "$MQTT_SECURE_DIR"
+  cat <<EOF
 listener $MQTT_AUTH_PORT $HOST
 listener $MQTT_TLS_PORT $HOST
 cafile $MQTT_SECURE_DIR/ca.pem

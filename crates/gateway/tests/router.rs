@@ -336,6 +336,23 @@ async fn valid_objects_arrays_and_ndjson_are_appended_before_202() {
     assert!(orders.iter().all(|e| e.stream.as_str() == "orders"));
 }
 
+/// A final result of pipeline `clicks-per-minute`: `count` events of `key` in the minute
+/// from `start`.
+fn count_row(start: i64, key: &str, count: i64) -> ResultRow {
+    ResultRow {
+        pipeline: "clicks-per-minute".into(),
+        window_start: Timestamp::from_millis(start),
+        window_end: Timestamp::from_millis(start + 60_000),
+        key: key.into(),
+        keys: vec![Scalar::Str(key.to_owned().into())],
+        values: vec![Scalar::Int(count)],
+        partials: vec![Vec::new()],
+        revision: 1,
+        closed: true,
+        updated_at: None,
+    }
+}
+
 /// Commits `rows` as the first checkpoint of pipeline `clicks-per-minute`, at `watermark`.
 async fn commit_results(h: &Harness, rows: &[ResultRow], watermark: Timestamp) {
     let checkpoint = Checkpoint {
@@ -386,18 +403,7 @@ async fn results_are_answered_from_memory_for_their_ttl() {
     };
     assert_eq!(read(uri.to_owned()).await, 0);
     let minute = 60_000;
-    let row = |key: &str, count: i64| ResultRow {
-        pipeline: "clicks-per-minute".into(),
-        window_start: Timestamp::from_millis(0),
-        window_end: Timestamp::from_millis(minute),
-        key: key.into(),
-        keys: vec![Scalar::Str(key.to_owned().into())],
-        values: vec![Scalar::Int(count)],
-        partials: vec![Vec::new()],
-        revision: 1,
-        closed: true,
-        updated_at: None,
-    };
+    let row = |key: &str, count: i64| count_row(0, key, count);
     let started = std::time::Instant::now();
     commit_results(&h, &[row("a", 1)], Timestamp::from_millis(minute)).await;
     // The same query within the TTL: the answer read before the commit.
@@ -427,23 +433,11 @@ async fn results_come_from_committed_checkpoints() {
     let h = harness().await;
     let minute = 60_000;
     let base = 1_700_000_040_000 - 1_700_000_040_000 % minute;
-    let result = |start: i64, key: &str, count: i64| ResultRow {
-        pipeline: "clicks-per-minute".into(),
-        window_start: Timestamp::from_millis(start),
-        window_end: Timestamp::from_millis(start + minute),
-        key: key.into(),
-        keys: vec![Scalar::Str(key.to_owned().into())],
-        values: vec![Scalar::Int(count)],
-        partials: vec![Vec::new()],
-        revision: 1,
-        closed: true,
-        updated_at: None,
-    };
     let rows = [
-        result(base, "a", 3),
-        result(base, "b", 1),
-        result(base + minute, "a", 5),
-        result(base + 2 * minute, "a", 7),
+        count_row(base, "a", 3),
+        count_row(base, "b", 1),
+        count_row(base + minute, "a", 5),
+        count_row(base + 2 * minute, "a", 7),
     ];
     commit_results(&h, &rows, Timestamp::from_millis(base + 3 * minute)).await;
     let schema = pipeline("clicks-per-minute", "t").schema();

@@ -3,8 +3,8 @@
 //!
 //! Contract:
 //! - Validation: [`IngestService::parse_batch`] reads a whole body all-or-nothing (the HTTP
-//!   contract, [`tributary_core::parse`]); [`IngestService::validate`] checks one record on
-//!   its own, for sources that refuse records one at a time. Both check an event's `ts`
+//!   contract, [`tributary_core::parse`]); an [`EventCheck`] ([`IngestService::checker`])
+//!   checks one record on its own, for sources that refuse records one at a time. Both check an event's `ts`
 //!   against [`IngestService::arrival`]: at most `max_ts_ahead` after this node's clock;
 //!   and, when the service knows the streams ([`IngestService::with_streams`]) and the
 //!   stream has a JSON Schema, its `payload` against the schema (each violation a reason
@@ -139,40 +139,15 @@ impl IngestService {
         Ok(parsed?)
     }
 
-    /// Checks one record, a JSON value in the event's shape, as an event of `stream`
-    /// arriving at `arrival`.
-    ///
-    /// # Errors
-    /// The reasons it is not a valid event, on one line (`field: reason; ...`).
-    pub fn validate(
-        &self,
-        value: Value,
-        stream: &StreamName,
-        arrival: Arrival,
-    ) -> Result<Event, String> {
-        let event = event_from_json(value, stream, arrival).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|(field, reason)| {
-                    if field.is_empty() {
-                        reason
-                    } else {
-                        format!("{field}: {reason}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
-        match self.schema_of(stream) {
-            Some(schema) => {
-                let violations = schema.check_payload(&event.payload);
-                if violations.is_empty() {
-                    Ok(event)
-                } else {
-                    Err(format!("payload: {}", violations.join("; ")))
-                }
-            }
-            None => Ok(event),
+    /// The check of records arriving now as events of `stream`, with its schema as the
+    /// service knows it now: made once per batch of a source, so that a batch is checked
+    /// against one arrival time and one schema.
+    #[must_use]
+    pub fn checker(&self, stream: &StreamName) -> EventCheck {
+        EventCheck {
+            stream: stream.clone(),
+            arrival: self.arrival(),
+            schema: self.schema_of(stream),
         }
     }
 
@@ -235,6 +210,48 @@ impl IngestService {
             count: letters.len(),
             cause,
         })
+    }
+}
+
+/// Checks records one at a time as events of one stream ([`IngestService::checker`]), for
+/// sources that refuse records one at a time.
+#[derive(Debug, Clone)]
+pub struct EventCheck {
+    stream: StreamName,
+    arrival: Arrival,
+    schema: Option<Arc<StreamSchema>>,
+}
+
+impl EventCheck {
+    /// Checks one record, a JSON value in the event's shape: its fields, its `ts` against
+    /// the arrival time, and its payload against the stream's schema.
+    ///
+    /// # Errors
+    /// The reasons it is not a valid event, on one line (`field: reason; ...`).
+    pub fn check(&self, value: Value) -> Result<Event, String> {
+        let event = event_from_json(value, &self.stream, self.arrival).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(field, reason)| {
+                    if field.is_empty() {
+                        reason
+                    } else {
+                        format!("{field}: {reason}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let violations = self
+            .schema
+            .as_ref()
+            .map(|schema| schema.check_payload(&event.payload))
+            .unwrap_or_default();
+        if violations.is_empty() {
+            Ok(event)
+        } else {
+            Err(format!("payload: {}", violations.join("; ")))
+        }
     }
 }
 

@@ -44,11 +44,11 @@ impl Source for Feed {
             return Err("the broker refused the subscription".into());
         }
         let stream = StreamName::new("t").unwrap();
-        let arrival = ingest.arrival();
+        let check = ingest.checker(&stream);
         let good = json!({"id": "feed-1", "key": "ключ", "payload": {"ünï": "🚀"}});
-        let event = ingest.validate(good, &stream, arrival)?;
+        let event = check.check(good)?;
         let bad = json!({"id": "feed-2", "payload": 7});
-        let reason = ingest.validate(bad.clone(), &stream, arrival).unwrap_err();
+        let reason = check.check(bad.clone()).unwrap_err();
         let letter = DeadLetter::file(
             &stream,
             ("feed.ndjson", "abc", 2),

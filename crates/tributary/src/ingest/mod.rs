@@ -503,15 +503,13 @@ impl Reader {
         });
         let path = self.path.display().to_string();
         let mut batch = Batch::default();
-        let mut arrival = self.ingest_arrival();
+        let mut check = self.ingest.checker(&self.stream);
         for record in records {
             let record = record.with_context(|| format!("cannot read {path}"))?;
             if record.line <= self.after {
                 continue;
             }
-            let validated = record
-                .value
-                .and_then(|value| self.ingest.validate(value, &self.stream, arrival));
+            let validated = record.value.and_then(|value| check.check(value));
             match validated {
                 Ok(event) => batch.events.push(event),
                 Err(reason) => batch.letters.push(DeadLetter::file(
@@ -526,7 +524,7 @@ impl Reader {
                 if batches.blocking_send(std::mem::take(&mut batch)).is_err() {
                     return Ok(());
                 }
-                arrival = self.ingest_arrival();
+                check = self.ingest.checker(&self.stream);
             }
         }
         if batch.last_line > 0 {
@@ -534,9 +532,5 @@ impl Reader {
             let _ = batches.blocking_send(batch);
         }
         Ok(())
-    }
-
-    fn ingest_arrival(&self) -> tributary_core::parse::Arrival {
-        self.ingest.arrival()
     }
 }

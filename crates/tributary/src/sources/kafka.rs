@@ -109,12 +109,12 @@ impl Source for KafkaSource {
 impl KafkaSource {
     /// Maps and validates each record.
     fn check(&self, records: &[SourceRecord], ingest: &IngestService) -> Checked {
-        let arrival = ingest.arrival();
+        let check = ingest.checker(&self.stream);
         let mut checked = Checked::default();
         for r in records {
             let derived = || format!("kafka:{}:{}:{}", r.topic, r.partition, r.offset);
             let event = mapping::to_event_shape(&r.value, &self.fields, self.ts_format, derived)
-                .and_then(|value| ingest.validate(value, &self.stream, arrival));
+                .and_then(|value| check.check(value));
             match event {
                 Ok(event) => checked.events.push(event),
                 Err(reason) => checked.letters.push(DeadLetter::kafka(

@@ -339,13 +339,13 @@ impl MqttSource {
 
     /// Maps and validates each message.
     fn check(&self, messages: &[Publish], ingest: &IngestService) -> Checked {
-        let arrival = ingest.arrival();
+        let check = ingest.checker(&self.stream);
         let mut checked = Checked::default();
         for m in messages {
             let digest = payload_digest(&m.payload);
             let derived = || format!("mqtt:{}:{digest}", m.topic);
             let event = mapping::to_event_shape(&m.payload, &self.fields, self.ts_format, derived)
-                .and_then(|value| ingest.validate(value, &self.stream, arrival));
+                .and_then(|value| check.check(value));
             match event {
                 Ok(event) => checked.events.push(event),
                 Err(reason) => checked.letters.push(DeadLetter::mqtt(

@@ -397,21 +397,35 @@ fn parse_tokens(text: &str, tokens: Vec<TokenWithSpan>) -> Result<sqlparser::ast
     Ok(expr)
 }
 
-/// `token`, its quoted string (if it is one) changed so that sqlparser's `Display` prints
-/// the literal that reads back as the original string.
+/// `token`, a string literal in any quoting turned into a plain single-quoted string that
+/// sqlparser's `Display` prints as the literal reading back as the same text.
 ///
-/// sqlparser prints a quote in a string doubled, except one that follows a backslash or
-/// another quote, which it takes for already escaped (it cannot tell whether the tokenizer
-/// unescaped the string): the string `a''` would print as `'a'''`, which reads back as
-/// `a'`, and `a\'` as `'a\''`, which does not read back at all (a backslash escapes
-/// nothing in this dialect). With every quote doubled beforehand, each one prints doubled,
-/// which is how this dialect escapes it.
+/// Every quoting (`N'…'`, `E'…'`, `U&'…'`, `R'…'`, triple quotes, `$$…$$`) means the same
+/// string to an expression, and the tokenizer has already decoded it; printed in its own
+/// quoting it may not read back (a raw string is printed as it is, without doubling its
+/// quotes: `R'a''b'` is read as `a'b` and would print as `R'a'b'`, which does not read
+/// back).
+/// sqlparser prints a quote in a plain string doubled, except one that follows a backslash
+/// or another quote, which it takes for already escaped (it cannot tell whether the
+/// tokenizer unescaped the string): the string `a''` would print as `'a'''`, which reads
+/// back as `a'`, and `a\'` as `'a\''`, which does not read back at all (a backslash
+/// escapes nothing in this dialect). With every quote doubled beforehand, each one prints
+/// doubled, which is how this dialect escapes it.
 fn printable_token(token: TokenWithSpan) -> TokenWithSpan {
-    let double = |s: String, quote: &str| s.replace(quote, &quote.repeat(2));
+    let plain = |s: String| Token::SingleQuotedString(s.replace('\'', "''"));
     let printable = match token.token {
-        Token::SingleQuotedString(s) => Token::SingleQuotedString(double(s, "'")),
-        Token::NationalStringLiteral(s) => Token::NationalStringLiteral(double(s, "'")),
-        Token::DoubleQuotedString(s) => Token::DoubleQuotedString(double(s, "\"")),
+        Token::SingleQuotedString(s)
+        | Token::NationalStringLiteral(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::UnicodeStringLiteral(s)
+        | Token::TripleSingleQuotedString(s)
+        | Token::TripleDoubleQuotedString(s)
+        | Token::SingleQuotedRawStringLiteral(s)
+        | Token::DoubleQuotedRawStringLiteral(s)
+        | Token::TripleSingleQuotedRawStringLiteral(s)
+        | Token::TripleDoubleQuotedRawStringLiteral(s) => plain(s),
+        Token::DollarQuotedString(s) => plain(s.value),
+        Token::DoubleQuotedString(s) => Token::DoubleQuotedString(s.replace('"', "\"\"")),
         other => other,
     };
     TokenWithSpan {
@@ -540,14 +554,27 @@ mod tests {
             (r"'\\'", r"\\"),
             (r"'it''s'", r"it's"),
             (r"''''", r"'"),
+            // Other quotings mean the same string and print as a plain one (a raw string
+            // printed raw read back as another string).
+            (r"R'R''.''''''~''''.'", r"R'.'''~''."),
+            (r"R'a\'", r"a\"),
+            (r"N'it''s'", r"it's"),
+            (r"$$a''b$$", r"a''b"),
         ] {
             let expr = Expr::compile(text, &scope()).unwrap();
             let again = Expr::compile(expr.canonical(), &scope()).unwrap();
             assert_eq!(again.canonical(), expr.canonical(), "{text}");
             assert_eq!(eval(text), Value::Str(Cow::Borrowed(value)), "{text}");
             assert_eq!(eval(expr.canonical()), eval(text), "{text}");
-            if let Some(other) = seen.insert(expr.canonical().to_owned(), text) {
-                panic!("{text} and {other} share {}", expr.canonical());
+            if let Some((other, other_value)) =
+                seen.insert(expr.canonical().to_owned(), (text, value))
+            {
+                assert_eq!(
+                    value,
+                    other_value,
+                    "{text} and {other} share {}",
+                    expr.canonical()
+                );
             }
         }
         // Quoted names too.

@@ -356,7 +356,7 @@ fn position(expr: &ast::Expr, parent: Location) -> Location {
 }
 
 /// The text of a string literal, in any of its quotings.
-fn string_literal(value: &ast::Value) -> Option<&str> {
+pub(super) fn string_literal(value: &ast::Value) -> Option<&str> {
     use ast::Value as V;
     match value {
         V::SingleQuotedString(s)

@@ -25,9 +25,12 @@ mod compile;
 mod like;
 mod ops;
 
+use std::convert::Infallible;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use sqlparser::ast::{Value as SqlValue, ValueWithSpan, VisitMut, VisitorMut};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
@@ -225,11 +228,9 @@ impl Expr {
     /// When the text is not one SQL expression, or names an unknown field or function, or
     /// has a type error; the error points at the offending position.
     pub fn compile(text: &str, scope: &Scope) -> Result<Expr, ExprError> {
-        let tokens = tokenize(text)?;
-        let mut expr = Self::from_ast(&parse_tokens(text, tokens.clone())?, text, scope)?;
-        // The same tokens, their quoted strings made printable, give the canonical text.
-        let printable = tokens.into_iter().map(printable_token).collect();
-        expr.canonical = parse_tokens(text, printable)?.to_string();
+        let mut ast = parse_tokens(text, tokenize(text)?)?;
+        let mut expr = Self::compile_ast(&ast, text, scope)?;
+        expr.canonical = canonical_text(&mut ast);
         Ok(expr)
     }
 
@@ -246,6 +247,21 @@ impl Expr {
         source: &str,
         scope: &Scope,
     ) -> Result<Expr, ExprError> {
+        let mut expr = Self::compile_ast(ast, source, scope)?;
+        // A derived `Clone` recurses once per level of the tree, with large frames in debug
+        // builds: a chain of a few hundred operators (the compiler allows 256 levels) would
+        // overflow a 2 MiB thread stack, so the copy gets a stack of its own.
+        let mut printable = stacker::grow(CLONE_STACK, || ast.clone());
+        expr.canonical = canonical_text(&mut printable);
+        Ok(expr)
+    }
+
+    /// [`Expr::from_ast`] without its canonical text (left empty).
+    fn compile_ast(
+        ast: &sqlparser::ast::Expr,
+        source: &str,
+        scope: &Scope,
+    ) -> Result<Expr, ExprError> {
         let mut compiler = compile::Compiler::new(scope);
         let node = compiler.compile(ast, start_of_text(source))?;
         let (column_name, is_event_key) = match node.field {
@@ -255,7 +271,7 @@ impl Expr {
         Ok(Expr {
             eval: node.eval,
             ty: node.ty.column_type(),
-            canonical: ast.to_string(),
+            canonical: String::new(),
             column_name,
             is_event_key,
             payload_paths: compiler.paths.into(),
@@ -397,41 +413,36 @@ fn parse_tokens(text: &str, tokens: Vec<TokenWithSpan>) -> Result<sqlparser::ast
     Ok(expr)
 }
 
-/// `token`, a string literal in any quoting turned into a plain single-quoted string that
-/// sqlparser's `Display` prints as the literal reading back as the same text.
+/// The stack on which [`Expr::from_ast`] copies a syntax tree (allocated lazily).
+const CLONE_STACK: usize = 64 << 20;
+
+/// The canonical text of `ast`: sqlparser's `Display` of it, every string literal first
+/// made a plain single-quoted string that prints as the literal reading back as the same
+/// text.
 ///
 /// Every quoting (`N'…'`, `E'…'`, `U&'…'`, `R'…'`, triple quotes, `$$…$$`) means the same
 /// string to an expression, and the tokenizer has already decoded it; printed in its own
 /// quoting it may not read back (a raw string is printed as it is, without doubling its
 /// quotes: `R'a''b'` is read as `a'b` and would print as `R'a'b'`, which does not read
-/// back).
-/// sqlparser prints a quote in a plain string doubled, except one that follows a backslash
-/// or another quote, which it takes for already escaped (it cannot tell whether the
-/// tokenizer unescaped the string): the string `a''` would print as `'a'''`, which reads
-/// back as `a'`, and `a\'` as `'a\''`, which does not read back at all (a backslash
+/// back). sqlparser prints a quote in a plain string doubled, except one that follows a
+/// backslash or another quote, which it takes for already escaped (it cannot tell whether
+/// the tokenizer unescaped the string): the string `a''` would print as `'a'''`, which
+/// reads back as `a'`, and `a\'` as `'a\''`, which does not read back at all (a backslash
 /// escapes nothing in this dialect). With every quote doubled beforehand, each one prints
 /// doubled, which is how this dialect escapes it.
-fn printable_token(token: TokenWithSpan) -> TokenWithSpan {
-    let plain = |s: String| Token::SingleQuotedString(s.replace('\'', "''"));
-    let printable = match token.token {
-        Token::SingleQuotedString(s)
-        | Token::NationalStringLiteral(s)
-        | Token::EscapedStringLiteral(s)
-        | Token::UnicodeStringLiteral(s)
-        | Token::TripleSingleQuotedString(s)
-        | Token::TripleDoubleQuotedString(s)
-        | Token::SingleQuotedRawStringLiteral(s)
-        | Token::DoubleQuotedRawStringLiteral(s)
-        | Token::TripleSingleQuotedRawStringLiteral(s)
-        | Token::TripleDoubleQuotedRawStringLiteral(s) => plain(s),
-        Token::DollarQuotedString(s) => plain(s.value),
-        Token::DoubleQuotedString(s) => Token::DoubleQuotedString(s.replace('"', "\"\"")),
-        other => other,
-    };
-    TokenWithSpan {
-        token: printable,
-        span: token.span,
+fn canonical_text(ast: &mut sqlparser::ast::Expr) -> String {
+    struct PlainStrings;
+    impl VisitorMut for PlainStrings {
+        type Break = Infallible;
+        fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<Infallible> {
+            if let Some(text) = compile::string_literal(&value.value) {
+                value.value = SqlValue::SingleQuotedString(text.replace('\'', "''"));
+            }
+            ControlFlow::Continue(())
+        }
     }
+    let ControlFlow::Continue(()) = ast.visit(&mut PlainStrings);
+    ast.to_string()
 }
 
 /// A parser error as an [`ExprError`]: sqlparser appends the position to its message
@@ -1273,6 +1284,8 @@ mod tests {
         assert!(Expr::compile(&deep(20), &scope()).is_ok());
         assert!(err(&deep(200)).message.contains("nested too deeply"));
         assert!(Expr::compile(&chain(250), &scope()).is_ok());
+        let parsed = parse_tokens(&chain(250), tokenize(&chain(250)).unwrap()).unwrap();
+        assert!(Expr::from_ast(&parsed, &chain(250), &scope()).is_ok());
         assert!(err(&chain(300)).message.contains("nested too deeply"));
         let e = err(&"payload.x = 1 OR ".repeat(MAX_TOKENS / 4 + 1));
         assert!(e.message.contains("too long"), "{e}");

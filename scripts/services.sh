@@ -784,6 +784,13 @@ opensearch_running() { "$SCRIPT_DIR/opensearch.sh" status; }
 
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
+  # One `up` at a time: tests and benchmarks may call it together, and two builds of the
+  # same service (FerretDB's source copy, Kafka's jars) would trip over each other. The
+  # services started inherit the descriptor, so the lock is released explicitly on exit
+  # (which releases it for them too) rather than when the descriptor closes.
+  exec 9>"$STATE/up.lock"
+  flock -w 900 9 || die "another 'services.sh up' has held $STATE/up.lock for 15 min"
+  trap 'flock -u 9' EXIT
   local t0=$SECONDS t step
   for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up mosquitto_secure_up opensearch_up; do
     t=$SECONDS

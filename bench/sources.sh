@@ -16,7 +16,8 @@
 #      enable.idempotence=true, timed likewise (JVM start included, about a second);
 #   3. MQTT → Kafka: `tributary run --role ingest` with an MQTT source (QoS 1, a persistent
 #      session created beforehand) on the local Mosquitto; the first BENCH_MQTT_EVENTS lines
-#      of the file published at QoS 1 by `mosquitto_pub -l`; timed from the publisher's
+#      of the file published at QoS 1 by `mosquitto_pub -l` (50,000 lines per connection,
+#      one connection after the other: see publish); timed from the publisher's
 #      start until the node's `tributary_source_events_total{outcome="accepted"}` counts
 #      them all (each appended to Kafka);
 #   4. the same messages published the same way to the same broker and received by
@@ -145,6 +146,8 @@ FILE_BYTES=$(stat -c %s "$FILE")
 head -n "$MQTT_EVENTS" "$FILE" >"$MQTT_FILE"
 MQTT_EVENTS=$(wc -l <"$MQTT_FILE")
 MQTT_BYTES=$(stat -c %s "$MQTT_FILE")
+PUBLISH_PART=50000 # at most 65535: see publish
+split -l "$PUBLISH_PART" -d -a 3 "$MQTT_FILE" "$WORK/mqtt-part."
 log "$FILE_EVENTS events, $FILE_BYTES bytes; MQTT: $MQTT_EVENTS messages, $MQTT_BYTES bytes"
 
 # rates EVENTS BYTES SECONDS [EXTRA-JSON]: the JSON of one measurement.
@@ -209,9 +212,17 @@ session() {
   mosquitto_sub -h "$MQTT_HOST" -p "$MQTT_PORT" -c -i "$1" -q 1 -t "$2" -E
 }
 
-# publish TOPIC: the MQTT messages at QoS 1, one per line.
+# publish TOPIC: the MQTT messages at QoS 1, one per line, by one `mosquitto_pub -l` per
+# part of the file (PUBLISH_PART lines each, one after the other). Not one for them all:
+# once stdin is read, mosquitto_pub (2.0.11) disconnects when the broker acknowledges a
+# message whose packet id is the last line's, and ids wrap after 65535, so with more lines
+# it stops at an earlier message of that id and exits 0 with the rest never sent (with
+# 200,000 lines it sent 68,936 or 3,396, depending on how far ahead of the broker it ran).
 publish() {
-  mosquitto_pub -h "$MQTT_HOST" -p "$MQTT_PORT" -q 1 -t "$1" -l <"$MQTT_FILE"
+  local part
+  for part in "$WORK"/mqtt-part.*; do
+    mosquitto_pub -h "$MQTT_HOST" -p "$MQTT_PORT" -q 1 -t "$1" -l <"$part"
+  done
 }
 
 # mqtt_tributary REP: `tributary run --role ingest` with an MQTT source.

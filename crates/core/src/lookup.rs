@@ -11,6 +11,11 @@
 //! - A table is built from rows ([`LookupTable::build`]): when two rows have the same key,
 //!   the last one wins (and is counted); a row whose key is `NULL`, missing, an object or
 //!   an array is left out (and counted).
+//! - A table keeps of each row only the columns its pipeline's expressions may read
+//!   ([`Columns`], from [`crate::pipeline::PipelineSpec::lookup_columns`]), so that they
+//!   read the same fields while a row is smaller: with one column, reading it compares its
+//!   name once instead of hashing it (a row is a `serde_json::Map`, an `IndexMap` hashed
+//!   with SipHash once it holds two entries).
 //! - The rows of a file are parsed here, from its bytes, with no I/O: CSV ([`parse_csv`]:
 //!   a header line naming the columns, then one row per line; a cell written as a JSON
 //!   number, such as `42`, `-1.5` or `1e3`, becomes a number, an empty cell is `NULL`,
@@ -19,6 +24,7 @@
 //! - A table has at most [`MAX_ROWS`] rows, and a file at most [`MAX_FILE_BYTES`] bytes.
 
 use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -342,6 +348,28 @@ pub fn parse_json_row(line: u64, text: &[u8]) -> Result<ReferenceRow, TableError
     serde_json::from_slice(text).map_err(|source| TableError::Json { line, source })
 }
 
+/// The columns of its reference rows a pipeline may read: all that a table keeps of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Columns {
+    /// Every column.
+    All,
+    /// These columns only.
+    Named(BTreeSet<String>),
+}
+
+impl Columns {
+    /// `row` with only these columns, in its order.
+    fn keep(&self, row: ReferenceRow) -> ReferenceRow {
+        match self {
+            Self::All => row,
+            Self::Named(names) => row
+                .into_iter()
+                .filter(|(column, _)| names.contains(column))
+                .collect(),
+        }
+    }
+}
+
 /// A reference table, indexed by the text of its key column.
 #[derive(Debug, Default)]
 pub struct LookupTable {
@@ -351,11 +379,11 @@ pub struct LookupTable {
 }
 
 impl LookupTable {
-    /// Indexes `rows` by the text of their `key_column`: of two rows with the same key,
-    /// the last wins; a row whose key is `NULL`, missing, an object or an array is left
-    /// out.
+    /// Indexes `rows` by the text of their `key_column`, keeping of each only `columns`:
+    /// of two rows with the same key, the last wins; a row whose key is `NULL`, missing,
+    /// an object or an array is left out.
     #[must_use]
-    pub fn build(rows: Vec<ReferenceRow>, key_column: &str) -> Self {
+    pub fn build(rows: Vec<ReferenceRow>, key_column: &str, columns: &Columns) -> Self {
         let mut table = Self {
             rows: HashMap::with_capacity(rows.len()),
             ..Self::default()
@@ -369,7 +397,7 @@ impl LookupTable {
                 table.without_key += 1;
                 continue;
             };
-            if table.rows.insert(key, row).is_some() {
+            if table.rows.insert(key, columns.keep(row)).is_some() {
                 table.duplicates += 1;
             }
         }
@@ -588,7 +616,7 @@ mod tests {
             row(json!({"ad": [1], "campaign": "f"})),
             row(json!({"ad": 2.5, "campaign": "g"})),
         ];
-        let table = LookupTable::build(rows, "ad");
+        let table = LookupTable::build(rows, "ad", &Columns::All);
         assert_eq!(table.len(), 3);
         assert_eq!(table.duplicates(), 1);
         assert_eq!(table.without_key(), 3);
@@ -596,6 +624,22 @@ mod tests {
         assert_eq!(table.get("2").unwrap()["campaign"], "b");
         assert_eq!(table.get("2.5").unwrap()["campaign"], "g");
         assert!(table.get("3").is_none());
+    }
+
+    #[test]
+    fn tables_keep_only_the_columns_read_but_key_rows_by_the_whole_row() {
+        let rows = vec![
+            row(json!({"ad": 1, "campaign": "a", "geo": {"country": "fr"}, "note": "x"})),
+            row(json!({"note": "y", "ad": 2})),
+        ];
+        let read = Columns::Named(["campaign", "geo", "other"].map(str::to_owned).into());
+        let table = LookupTable::build(rows, "ad", &read);
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            table.get("1").unwrap(),
+            &row(json!({"campaign": "a", "geo": {"country": "fr"}}))
+        );
+        assert!(table.get("2").unwrap().is_empty());
     }
 
     #[test]
@@ -616,6 +660,7 @@ mod tests {
                 row(json!({"ad": "x", "campaign": "b"})),
             ],
             "ad",
+            &Columns::All,
         ));
         let tables = LookupTables::new(
             vec![spec("payload.ad"), spec("key")].into(),

@@ -9,14 +9,18 @@
 //! out-of-orderness, intervals) or where a lookup's table is read from, so those may be
 //! changed over stored state and the rest may not.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
+
+use sqlparser::ast::{Ident, ValueWithSpan, Visit, Visitor};
 
 use crate::aggregate::AggregateFunction;
 use crate::event::StreamName;
 use crate::expr::Expr;
-use crate::lookup::LookupSpec;
+use crate::lookup::{Columns, LookupSpec};
 use crate::partition::stable_hash64;
 use crate::record::Projection;
 use crate::results::{Column, ResultSchema};
@@ -83,14 +87,37 @@ impl PipelineSpec {
     /// the pipeline needs decoded of an event's payload.
     #[must_use]
     pub fn projection(&self) -> Projection {
-        let exprs = self
-            .lookups
-            .iter()
-            .map(|l| &l.on)
-            .chain(&self.filter)
-            .chain(self.keys.iter().map(|k| &k.expr))
-            .chain(self.aggregates.iter().filter_map(|a| a.argument.as_ref()));
+        let exprs = self.lookups.iter().map(|l| &l.on).chain(self.expressions());
         Projection::new(exprs.flat_map(Expr::payload_paths).map(|path| &**path))
+    }
+
+    /// The columns of its lookups' rows that its expressions may read (filter, keys,
+    /// aggregates; a lookup's `on` reads the event): all a lookup table keeps of them.
+    ///
+    /// A superset: every name the expressions write, each segment of a field and each
+    /// string, as their canonical text reads back ([`Expr::canonical`]), so that a field
+    /// read as `ads.campaign_id`, `ADS."Campaign"` or `ads['odd name']` is kept whichever
+    /// of those names the expression compiler resolves to a lookup. Every column when a
+    /// canonical text does not read back.
+    #[must_use]
+    pub fn lookup_columns(&self) -> Columns {
+        let mut names = Names::default();
+        for expr in self.expressions() {
+            let Ok(ast) = crate::expr::parse(expr.canonical()) else {
+                return Columns::All;
+            };
+            let ControlFlow::Continue(()) = ast.visit(&mut names);
+        }
+        Columns::Named(names.0)
+    }
+
+    /// The expressions evaluated per event, which may read the lookups: the filter, the
+    /// keys and the aggregates' arguments.
+    pub(crate) fn expressions(&self) -> impl Iterator<Item = &Expr> {
+        self.filter
+            .iter()
+            .chain(self.keys.iter().map(|k| &k.expr))
+            .chain(self.aggregates.iter().filter_map(|a| a.argument.as_ref()))
     }
 
     /// The plan of a pipeline as Tributary ran every one before aggregates could be
@@ -241,6 +268,24 @@ impl PipelineSpec {
     #[must_use]
     pub fn keyed_like_the_log(&self) -> bool {
         self.keys.len() == 1 && self.keys[0].expr.is_event_key()
+    }
+}
+
+/// The names a syntax tree writes: its identifiers and its strings.
+#[derive(Default)]
+struct Names(BTreeSet<String>);
+
+impl Visitor for Names {
+    type Break = std::convert::Infallible;
+
+    fn pre_visit_ident(&mut self, ident: &Ident) -> ControlFlow<Self::Break> {
+        self.0.insert(ident.value.clone());
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_value(&mut self, value: &ValueWithSpan) -> ControlFlow<Self::Break> {
+        self.0.extend(value.clone().into_string());
+        ControlFlow::Continue(())
     }
 }
 

@@ -2340,6 +2340,87 @@ mod tests {
     }
 
     #[test]
+    fn lookup_tables_keep_the_columns_the_expressions_read() {
+        let spec = plan(&views_per_campaign(vec![ads()])).unwrap();
+        let lookup::Columns::Named(names) = spec.lookup_columns() else {
+            panic!("every column kept");
+        };
+        assert!(names.contains("campaign_id"));
+        // The key column is not read: the row is found by it before it is pruned.
+        assert!(!names.contains("ad_id"));
+    }
+
+    /// The rows of the property below: columns of several spellings, scalars and objects.
+    fn reference_rows() -> impl proptest::strategy::Strategy<Value = Vec<lookup::ReferenceRow>> {
+        use proptest::prelude::*;
+        const COLUMNS: [&str; 8] = ["a", "b c", "Mixed", "mixed", "n", "o", "p", "zz"];
+        let value = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i32>().prop_map(serde_json::Value::from),
+            Just(serde_json::json!("x")),
+            Just(serde_json::json!(2.5)),
+            any::<i32>().prop_map(|p| serde_json::json!({ "p": p, "q": "y" })),
+        ];
+        let row =
+            proptest::collection::btree_map(proptest::sample::select(&COLUMNS[..]), value, 0..8);
+        proptest::collection::vec(row, 1..6).prop_map(|rows| {
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let mut row: lookup::ReferenceRow = row
+                        .into_iter()
+                        .map(|(column, value)| (column.to_owned(), value))
+                        .collect();
+                    row.insert("ad".to_owned(), serde_json::Value::from(format!("k{i}")));
+                    row
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        /// Every expression reads the same of a row kept whole and of the row keeping
+        /// only [`PipelineSpec::lookup_columns`], whichever way it names the fields.
+        #[test]
+        fn pruned_rows_read_as_whole_ones(rows in reference_rows()) {
+            use crate::expr::Row;
+            use crate::lookup::{Columns, LookupTable};
+            let definition = Definition {
+                filter: Some(
+                    "ads.a IS NOT NULL OR ads['b c'] = 'x' OR ADS.\"Mixed\" > 1".to_owned(),
+                ),
+                key: Some(vec![KeyDefinition::from("ads.o.p")]),
+                aggregates: Some(vec![("total".to_owned(), "sum(ads.n)".to_owned())]),
+                lookups: vec![LookupDefinition {
+                    key: "ad".to_owned(),
+                    ..ads()
+                }],
+                ..definition(MINUTE)
+            };
+            let spec = plan(&definition).unwrap();
+            let whole = LookupTable::build(rows.clone(), "ad", &Columns::All);
+            let pruned = LookupTable::build(rows.clone(), "ad", &spec.lookup_columns());
+            for i in 0..rows.len() {
+                let key = format!("k{i}");
+                let event = crate::Event {
+                    id: crate::EventId::new("e").unwrap(),
+                    stream: StreamName::new("s").unwrap(),
+                    ts: crate::Timestamp::from_millis(0),
+                    key: None,
+                    payload: serde_json::json!({ "ad_id": key }).as_object().unwrap().clone(),
+                };
+                let (whole, pruned) = ([whole.get(&key)], [pruned.get(&key)]);
+                let pruned_row = pruned[0].unwrap();
+                proptest::prop_assert!(pruned_row.keys().all(|c| !["zz", "mixed", "ad"].contains(&c.as_str())));
+                for expr in spec.expressions() {
+                    let read = expr.eval(&Row::new(&event, &whole));
+                    proptest::prop_assert_eq!(read, expr.eval(&Row::new(&event, &pruned)));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bad_lookups_are_refused_naming_the_field() {
         // A lookup that is not declared is an unknown field, where it is read.
         let err = error(&views_per_campaign(vec![]));

@@ -2,7 +2,8 @@
 //!
 //! The contract:
 //!
-//! - [`Lookups::load`] reads every table of the pipeline before it processes an event; a
+//! - [`Lookups::load`] reads every table of the pipeline before it processes an event,
+//!   keeping of each row only the columns the pipeline may read; a
 //!   table that cannot be read fails the task's start with the source's error (unavailable:
 //!   the task restarts with backoff; refused, such as a missing file or a malformed line:
 //!   it restarts too, logged at error level), naming the lookup and the pipeline.
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tributary_core::lookup::{LookupSpec, LookupTable, LookupTables};
+use tributary_core::lookup::{Columns, LookupSpec, LookupTable, LookupTables};
 use tributary_core::ports::{BoxError, PortError, ReferenceSource};
 
 use crate::EngineError;
@@ -30,6 +31,8 @@ use crate::EngineError;
 pub(crate) struct Lookups {
     pipeline: String,
     specs: Arc<[LookupSpec]>,
+    /// The columns its tables keep.
+    columns: Arc<Columns>,
     entries: Vec<Entry>,
 }
 
@@ -51,7 +54,8 @@ struct Reload {
 }
 
 impl Lookups {
-    /// Loads the table of each of `specs` from its source in `sources` (in the same order).
+    /// Loads the table of each of `specs` from its source in `sources` (in the same order),
+    /// keeping `columns` of its rows.
     ///
     /// # Errors
     /// The first table that cannot be read ([`EngineError::Port`], its cause naming the
@@ -59,12 +63,14 @@ impl Lookups {
     pub(crate) async fn load(
         pipeline: &str,
         specs: &[LookupSpec],
+        columns: Columns,
         sources: &[Arc<dyn ReferenceSource>],
     ) -> Result<Self, EngineError> {
         debug_assert_eq!(specs.len(), sources.len(), "one source per lookup");
+        let columns = Arc::new(columns);
         let mut entries = Vec::with_capacity(specs.len());
         for (spec, source) in specs.iter().zip(sources) {
-            let table = load_table(pipeline, spec, source.as_ref()).await?;
+            let table = load_table(pipeline, spec, &columns, source.as_ref()).await?;
             loaded(pipeline, spec, &table, false);
             entries.push(Entry {
                 source: Arc::clone(source),
@@ -76,6 +82,7 @@ impl Lookups {
         Ok(Self {
             pipeline: pipeline.to_owned(),
             specs: specs.into(),
+            columns,
             entries,
         })
     }
@@ -114,7 +121,7 @@ impl Lookups {
                 }
             } else if entry.due.is_some_and(|due| now >= due) {
                 entry.due = None;
-                entry.reload = Some(reload(&self.pipeline, spec, &entry.source));
+                entry.reload = Some(reload(&self.pipeline, spec, &self.columns, &entry.source));
             }
         }
     }
@@ -158,11 +165,17 @@ fn next_refresh(spec: &LookupSpec) -> Option<Instant> {
 }
 
 /// Starts reloading `spec`'s table from `source` on a task of its own.
-fn reload(pipeline: &str, spec: &LookupSpec, source: &Arc<dyn ReferenceSource>) -> Reload {
+fn reload(
+    pipeline: &str,
+    spec: &LookupSpec,
+    columns: &Arc<Columns>,
+    source: &Arc<dyn ReferenceSource>,
+) -> Reload {
     let (sender, outcome) = oneshot::channel();
-    let (pipeline, spec, source) = (pipeline.to_owned(), spec.clone(), Arc::clone(source));
+    let (pipeline, spec) = (pipeline.to_owned(), spec.clone());
+    let (columns, source) = (Arc::clone(columns), Arc::clone(source));
     let task = tokio::spawn(async move {
-        let table = load_table(&pipeline, &spec, source.as_ref()).await;
+        let table = load_table(&pipeline, &spec, &columns, source.as_ref()).await;
         // The pipeline's run may have ended meanwhile: nobody waits any more.
         let _ = sender.send(table);
     });
@@ -172,19 +185,20 @@ fn reload(pipeline: &str, spec: &LookupSpec, source: &Arc<dyn ReferenceSource>) 
     }
 }
 
-/// Reads `spec`'s table from `source` and indexes it (on a blocking thread: a large table
-/// takes longer than an await may).
+/// Reads `spec`'s table from `source` and indexes it, keeping `columns` (on a blocking
+/// thread: a large table takes longer than an await may).
 async fn load_table(
     pipeline: &str,
     spec: &LookupSpec,
+    columns: &Arc<Columns>,
     source: &dyn ReferenceSource,
 ) -> Result<LookupTable, EngineError> {
     let rows = source
         .load()
         .await
         .map_err(|err| in_lookup(err, pipeline, &spec.name))?;
-    let key_column = spec.key_column.clone();
-    tokio::task::spawn_blocking(move || LookupTable::build(rows, &key_column))
+    let (key_column, columns) = (spec.key_column.clone(), Arc::clone(columns));
+    tokio::task::spawn_blocking(move || LookupTable::build(rows, &key_column, &columns))
         .await
         .map_err(|source| EngineError::Panicked {
             task: pipeline.to_owned(),
@@ -309,7 +323,9 @@ mod tests {
             Ok("c2"),
         ]);
         let specs = [spec(Duration::from_secs(60))];
-        let mut lookups = Lookups::load("p", &specs, &[source]).await.unwrap();
+        let mut lookups = Lookups::load("p", &specs, Columns::All, &[source])
+            .await
+            .unwrap();
         assert_eq!(campaign(&lookups).as_deref(), Some("c1"));
         // Not due yet.
         lookups.maybe_refresh();
@@ -326,7 +342,9 @@ mod tests {
     async fn a_table_without_refresh_is_never_reloaded() {
         let source = Scripted::source(vec![Ok("c1")]);
         let specs = [spec(Duration::ZERO)];
-        let mut lookups = Lookups::load("p", &specs, &[source]).await.unwrap();
+        let mut lookups = Lookups::load("p", &specs, Columns::All, &[source])
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(3600)).await;
         lookups.maybe_refresh();
         assert!(lookups.entries[0].reload.is_none());
@@ -336,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_load_that_fails_fails_naming_the_lookup() {
         let source = Scripted::source(vec![Err(PortError::refused("file", "no such file"))]);
-        let err = Lookups::load("p", &[spec(Duration::ZERO)], &[source])
+        let err = Lookups::load("p", &[spec(Duration::ZERO)], Columns::All, &[source])
             .await
             .unwrap_err();
         let EngineError::Port(err @ PortError::Refused { .. }) = err else {
@@ -346,7 +364,7 @@ mod tests {
         assert_eq!(cause.to_string(), "lookup ads of pipeline p");
         assert_eq!(cause.source().unwrap().to_string(), "no such file");
         let source = Scripted::source(vec![Err(PortError::unavailable("postgres", "down"))]);
-        let err = Lookups::load("p", &[spec(Duration::ZERO)], &[source])
+        let err = Lookups::load("p", &[spec(Duration::ZERO)], Columns::All, &[source])
             .await
             .unwrap_err();
         assert!(err.is_restartable());

@@ -103,7 +103,13 @@ impl Task for RepartitionTask {
                 .unwrap_or(0);
             async move {
                 let repartitioner = Repartitioner {
-                    lookups: Lookups::load(&spec.name, &spec.lookups, references).await?,
+                    lookups: Lookups::load(
+                        &spec.name,
+                        &spec.lookups,
+                        spec.lookup_columns(),
+                        references,
+                    )
+                    .await?,
                     projection: spec.projection(),
                     spec: spec.clone(),
                     ports: ports.clone(),

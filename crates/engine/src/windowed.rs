@@ -241,7 +241,8 @@ impl Pipeline {
         watermarks: Arc<Watermarks>,
         references: &[Arc<dyn ReferenceSource>],
     ) -> Result<Self, EngineError> {
-        let lookups = Lookups::load(&spec.name, &spec.lookups, references).await?;
+        let lookups =
+            Lookups::load(&spec.name, &spec.lookups, spec.lookup_columns(), references).await?;
         let schema = spec.schema();
         ports.analytics.prepare_results(&schema).await?;
         let epoch = claim.checkpoint.as_ref().map_or(0, |cp| cp.epoch);

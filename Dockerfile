@@ -4,6 +4,9 @@
 #   docker build -t tributary .            (or: podman build / buildah bud -t tributary .)
 #   docker run --rm -p 8080:8080 tributary demo --listen 0.0.0.0:8080
 #   docker compose up                      (the distributed system: compose.yaml)
+#   docker build --build-arg FEATURE_FLAGS="--no-default-features --features jemalloc" \
+#       -t tributary:embedded .            (embedded only: no Kafka, PostgreSQL, MongoDB,
+#                                           Redis nor MQTT, and no librdkafka to build)
 #
 # Stage 1 builds the release binary with the Rust toolchain of the official image; stage 2
 # is distroless: glibc and libgcc (all the binary links: librdkafka, zlib and jemalloc are
@@ -14,6 +17,8 @@
 ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS builder
+# Cargo's feature flags for the binary; none: every connector (docs/DEPLOY.md, "Builds").
+ARG FEATURE_FLAGS=""
 # librdkafka's and jemalloc's builds need a C/C++ toolchain, make, perl and zlib's source
 # (built in through libz-static).
 RUN apt-get update \
@@ -23,7 +28,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p tributary \
+    cargo build --release --locked -p tributary ${FEATURE_FLAGS} \
     && install -D -m 0755 target/release/tributary /out/tributary
 
 FROM gcr.io/distroless/cc-debian12:nonroot

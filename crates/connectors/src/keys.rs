@@ -20,6 +20,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Pool, QueryBuilder, Row, Type}
 use tributary_core::Timestamp;
 use tributary_core::ports::{KeyStore, PortError, StoredKey, parse_scopes, scopes_to_string};
 
+#[cfg(feature = "postgres")]
 use crate::postgres::{PostgresConfig, PostgresStore};
 use crate::registry::AnalyticsConfig;
 use crate::sql::{Backend, SqlStore};
@@ -71,18 +72,23 @@ impl<DB: Database> SqlKeyStore<DB> {
 /// as the analytics store opens it; at most two connections on PostgreSQL).
 ///
 /// # Errors
-/// As the analytics store's `connect`.
+/// As the analytics store's `connect`; refused for PostgreSQL in a build without it.
 pub async fn connect(config: &AnalyticsConfig) -> Result<Arc<dyn KeyStore>, PortError> {
     Ok(match config {
         AnalyticsConfig::Sqlite(config) => {
             Arc::new(SqlKeyStore::new(&SqliteStore::connect(config).await?))
         }
+        #[cfg(feature = "postgres")]
         AnalyticsConfig::Postgres(config) => {
             let config = PostgresConfig {
                 max_connections: config.max_connections.min(2),
                 ..config.clone()
             };
             Arc::new(SqlKeyStore::new(&PostgresStore::connect(&config).await?))
+        }
+        #[cfg(not(feature = "postgres"))]
+        AnalyticsConfig::Postgres(_) => {
+            return Err(crate::registry::LeftOut::new("postgres").refused());
         }
     })
 }

@@ -1,8 +1,10 @@
 //! The `RateLimiter` port's conformance suite: every scenario is written once, against
-//! `&dyn RateLimiter`, and runs against the in-process limiter (`memory::*`) and against
+//! `&dyn RateLimiter`, and runs against the in-process limiter (`memory::*`), against
 //! Redis (`redis::*`, the server named by `TRIBUTARY_REDIS_URL`, with a unique key prefix
-//! per test). Then the checks only Redis has (two limiters sharing counts, as two gateways
-//! do) and the fallback when Redis is unreachable.
+//! per test), and against one limiter deciding in process on its view of Redis
+//! (`synced::*`: alone, it decides as Redis does). Then the checks only Redis has (two
+//! limiters sharing counts, as two gateways do, exactly or within the synced limiter's
+//! bound) and the fallback when Redis is unreachable.
 //!
 //! Run: `eval "$(scripts/services.sh env)"; cargo test -p tributary-connectors --test rate_limit_conformance`
 
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tributary_connectors::memory::MemoryRateLimiter;
-use tributary_connectors::rate_limit::FallbackRateLimiter;
-use tributary_connectors::redis::{RedisConfig, RedisRateLimiter};
+use tributary_connectors::rate_limit::{FallbackRateLimiter, SyncSettings};
+use tributary_connectors::redis::{RedisConfig, RedisRateLimiter, SyncedRateLimiter};
 use tributary_core::ports::{PortError, Quota, RateLimiter};
 
 /// How far a measured wait may be from the computed one: a check's round trip and the
@@ -41,6 +43,20 @@ fn redis_config() -> RedisConfig {
 
 fn redis() -> Arc<dyn RateLimiter> {
     Arc::new(RedisRateLimiter::new(&redis_config()).unwrap())
+}
+
+/// How the synced limiters of these tests report.
+const SYNC: SyncSettings = SyncSettings {
+    interval: Duration::from_millis(50),
+    local_share_percent: 10,
+};
+
+fn synced_on(config: &RedisConfig) -> SyncedRateLimiter {
+    SyncedRateLimiter::new(RedisRateLimiter::new(config).unwrap(), SYNC, 1000)
+}
+
+fn synced() -> Arc<dyn RateLimiter> {
+    Arc::new(synced_on(&redis_config()))
 }
 
 /// Checks `key` `n` times and returns how many were allowed.
@@ -192,6 +208,16 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        /// The scenarios against one limiter deciding on its view of Redis.
+        mod synced {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&*super::synced()).await;
+                }
+            )*
+        }
     };
 }
 
@@ -226,6 +252,77 @@ async fn redis_limiters_share_counts() {
     // Another prefix is another set of counts.
     let other = RedisRateLimiter::new(&redis_config()).unwrap();
     assert!(other.check("shared", q).await.unwrap().allowed);
+}
+
+/// Two synced limiters on one prefix (two gateways deciding in process) admit together at
+/// most the burst plus one local share (`(gateways − 1) × share`); what they admitted past
+/// it is counted on Redis, so once both have reported, each refuses with the wait that
+/// Redis itself gives, over-admission paid back.
+#[tokio::test]
+async fn synced_limiters_admit_within_one_share_of_the_burst() {
+    let config = redis_config();
+    let one = synced_on(&config);
+    let two = synced_on(&config);
+    // 100 at once, no refill during the test; a share of 10% is 10 requests.
+    let q = quota(1, Duration::from_secs(100), 100);
+    assert_eq!(SYNC.local_share(q), 10);
+    let (first, second) = tokio::join!(
+        allowed(&one, "shared", q, 100),
+        allowed(&two, "shared", q, 100)
+    );
+    let admitted = first + second;
+    assert!(
+        (100..=110).contains(&admitted),
+        "admitted {admitted} ({first} + {second}): burst 100, one share 10"
+    );
+    one.sync().await;
+    two.sync().await;
+    let exact = RedisRateLimiter::new(&config).unwrap();
+    let by_redis = exact.check("shared", q).await.unwrap();
+    assert!(!by_redis.allowed);
+    // Admitted n of a burst of 100 at one interval each, from about when the test began:
+    // the next one in n − 99 intervals, less the test's time so far.
+    let expected = Duration::from_secs(100 * u64::from(admitted - 99));
+    assert!(
+        by_redis.retry_after <= expected
+            && by_redis.retry_after >= expected - Duration::from_secs(2),
+        "Redis's retry_after {:?}, {admitted} admitted",
+        by_redis.retry_after
+    );
+    // A view read before the other limiter's report refuses with a Retry-After that is
+    // short by what it has not seen yet (never longer than Redis's); once it has reported
+    // again, its view is Redis's.
+    for limiter in [&one, &two] {
+        let refused = limiter.check("shared", q).await.unwrap();
+        assert!(!refused.allowed);
+        assert!(refused.retry_after <= by_redis.retry_after + TOLERANCE);
+        limiter.sync().await;
+        let refused = limiter.check("shared", q).await.unwrap();
+        assert!(!refused.allowed);
+        assert_near(refused.retry_after, by_redis.retry_after, "retry_after");
+        assert_eq!(refused.remaining, 0);
+    }
+}
+
+/// A synced limiter on a Redis that does not answer fails `Unavailable` once a report has
+/// failed (so that the fallback limits in process), and the counts it admitted meanwhile
+/// are kept for Redis.
+#[tokio::test]
+async fn synced_limiter_hands_over_to_the_fallback_when_reports_fail() {
+    let config = RedisConfig::new(format!("redis://127.0.0.1:{}/", common::closed_port()));
+    let synced = Arc::new(synced_on(&config));
+    let q = quota(1, Duration::from_secs(10), 3);
+    assert!(
+        synced.check("k", q).await.unwrap().allowed,
+        "decided in process"
+    );
+    synced.sync().await;
+    match synced.check("k", q).await {
+        Err(PortError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let limiter = FallbackRateLimiter::new(synced, memory());
+    assert_eq!(allowed(&limiter, "k", q, 5).await, 3, "limited in process");
 }
 
 /// The script survives `SCRIPT FLUSH` (a restarted server): `NOSCRIPT` loads it again.

@@ -1,5 +1,5 @@
 //! Rate limits of the `/v1` routes, per credential and per client address, through the
-//! [`RateLimiter`] port (Redis shared by every gateway, or in process).
+//! [`RateLimiter`] port (counts on Redis shared by every gateway, or in process).
 //!
 //! Contract:
 //! - Every request that passed authentication is checked twice, at once: its credential
@@ -9,7 +9,9 @@
 //!   under `addr:{ip}`. A request refused by either is answered 429 (problem+json, type
 //!   `urn:tributary:problem:rate-limited`) with `Retry-After` (whole seconds, rounded up)
 //!   and never reaches its handler. Both checks count the request, also when the other
-//!   refuses it (they are one call, `RateLimiter::check_all`: one round trip to Redis).
+//!   refuses it (they are one call, `RateLimiter::check_all`: at most one round trip to
+//!   Redis, none while a gateway decides on its view of the counts, `[rate_limit]
+//!   sync_interval`).
 //! - The client address is the TCP peer's ([`ConnectInfo`]); only when the peer is one of
 //!   the configured trusted proxies (HAProxy in front, `deploy/haproxy`, adds
 //!   `X-Forwarded-For`) is it the right-most address of `X-Forwarded-For` that is not a
@@ -147,7 +149,7 @@ pub(crate) async fn limit(
         .map(|p| format!("key:{}:{}:{}", scope.as_str(), p.tenant, p.id));
     let address =
         client_address(&request, &inner.settings.trusted_proxies).map(|ip| format!("addr:{ip}"));
-    // The policies that apply, checked in one call (one round trip to Redis).
+    // The policies that apply, checked in one call (at most one round trip to Redis).
     let mut policies = Vec::with_capacity(2);
     let mut checks = Vec::with_capacity(2);
     if let Some(key) = &credential {

@@ -1,8 +1,8 @@
 //! Rate limits of the `/v1` routes, through the router: 429 with `Retry-After` and the
 //! `RateLimit` fields past a burst, quotas per credential and scope apart from the quota
 //! per client address, `X-Forwarded-For` from a trusted proxy, counts shared by two
-//! gateways through Redis (`TRIBUTARY_REDIS_URL`), and the in-process fallback when Redis
-//! is unreachable.
+//! gateways through Redis (`TRIBUTARY_REDIS_URL`), exactly or each deciding in process
+//! within one local share, and the in-process fallback when Redis is unreachable.
 //!
 //! Run: `eval "$(scripts/services.sh env)"; cargo test -p tributary-gateway --test rate_limit`
 
@@ -23,6 +23,7 @@ use axum::response::Response;
 use common::{Harness, KEY, body_json, harness};
 use tower::ServiceExt;
 use tributary_connectors::memory::MemoryRateLimiter;
+use tributary_connectors::rate_limit::{SharedCounts, SyncSettings, build};
 use tributary_connectors::redis::RedisConfig;
 use tributary_core::ports::{Quota, RateLimiter};
 use tributary_gateway::{ApiKeys, PROBLEM_JSON, RateLimit, RateLimitSettings};
@@ -193,11 +194,23 @@ fn redis_config(prefix: &str) -> RedisConfig {
     }
 }
 
+/// A gateway's limiter on the Redis of `config`, sharing its counts as `sync` says.
+fn on_redis(config: &RedisConfig, sync: SyncSettings) -> Arc<dyn RateLimiter> {
+    build(
+        Some(SharedCounts {
+            redis: config,
+            sync,
+        }),
+        1000,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn two_gateways_share_their_counts_through_redis() {
     let config = redis_config(&format!("tributary-test-{}:", uuid::Uuid::now_v7()));
-    let one = tributary_connectors::rate_limit::build(Some(&config), 1000).unwrap();
-    let two = tributary_connectors::rate_limit::build(Some(&config), 1000).unwrap();
+    let one = on_redis(&config, SyncSettings::EXACT);
+    let two = on_redis(&config, SyncSettings::EXACT);
     let (_h1, gateway_one) = limited(one, settings(3, 100)).await;
     let (_h2, gateway_two) = limited(two, settings(3, 100)).await;
     let peer = "192.0.2.1:4000";
@@ -218,6 +231,43 @@ async fn two_gateways_share_their_counts_through_redis() {
     );
 }
 
+/// Two gateways deciding in process (a report every 50 ms, a share of 10% of the burst:
+/// 2 of 20) admit together at most the burst plus one share; once both have reported, each
+/// refuses with the `Retry-After` of every request they admitted, the ones past the burst
+/// included.
+#[tokio::test]
+async fn two_synced_gateways_admit_within_one_share_and_agree_on_retry_after() {
+    let config = redis_config(&format!("tributary-test-{}:", uuid::Uuid::now_v7()));
+    let sync = SyncSettings {
+        interval: Duration::from_millis(50),
+        local_share_percent: 10,
+    };
+    let (_h1, gateway_one) = limited(on_redis(&config, sync), settings(20, 1000)).await;
+    let (_h2, gateway_two) = limited(on_redis(&config, sync), settings(20, 1000)).await;
+    let peer = "192.0.2.1:4000";
+    let mut admitted = 0_u64;
+    for _ in 0..20 {
+        for gateway in [&gateway_one, &gateway_two] {
+            if get(gateway, KEY, peer, None).await.status() == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+    }
+    assert!(
+        (20..=22).contains(&admitted),
+        "admitted {admitted}: burst 20, one share 2"
+    );
+    // Both have reported: n admitted at one per 10 s, the next one in (n − 19) × 10 s.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let expected = ((admitted - 19) * 10).to_string();
+    for gateway in [&gateway_one, &gateway_two] {
+        let refused = get(gateway, KEY, peer, None).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header_of(&refused, "retry-after"), expected);
+        assert!(header_of(&refused, "ratelimit").starts_with(r#""read";r=0;"#));
+    }
+}
+
 #[tokio::test]
 async fn with_redis_unreachable_requests_are_limited_in_process_never_failed() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -226,7 +276,7 @@ async fn with_redis_unreachable_requests_are_limited_in_process_never_failed() {
         .unwrap()
         .port();
     let config = RedisConfig::new(format!("redis://127.0.0.1:{closed}/"));
-    let limiter = tributary_connectors::rate_limit::build(Some(&config), 1000).unwrap();
+    let limiter = on_redis(&config, SyncSettings::EXACT);
     let (_h, router) = limited(limiter, settings(3, 100)).await;
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();

@@ -157,6 +157,17 @@ pub struct RateLimitConfig {
     /// The most keys (credentials and addresses) counted in process; past it, the least
     /// used are forgotten.
     pub max_keys: u64,
+    /// With Redis: how often each gateway reports the requests it admitted on its own
+    /// (such as `"50ms"`), deciding in process meanwhile on its view of the counts;
+    /// `"0s"`: every request is one round trip to Redis, exactly. See
+    /// `local_share_percent` for what a gateway may admit beyond the quota.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// With a `sync_interval`: the percentage (1 to 100) of a quota's burst a gateway may
+    /// admit on a key before Redis has counted it (rounded up, at least 1 request). With
+    /// `g` gateways, a key may get up to `(g - 1) ×` that share more than its quota
+    /// allows, which it then pays back.
+    pub local_share_percent: u32,
     /// Addresses of the load balancers in front (such as HAProxy's), whose
     /// `X-Forwarded-For` names the client; a request from any other peer is counted
     /// against the peer's address.
@@ -215,25 +226,35 @@ impl RateLimitConfig {
         })
     }
 
-    /// The Redis server the counts live in, `None` to count in process.
+    /// The Redis server the counts live in and how they are shared, `None` to count in
+    /// process.
     ///
     /// # Errors
-    /// `backend = "redis"` without `[cache] type = "redis"`.
+    /// `backend = "redis"` without `[cache] type = "redis"`, or a `local_share_percent`
+    /// out of 1 to 100.
     pub fn redis<'a>(
         &self,
         cache: &'a CacheConfig,
-    ) -> anyhow::Result<Option<&'a tributary_connectors::redis::RedisConfig>> {
-        match (self.backend, cache) {
+    ) -> anyhow::Result<Option<tributary_connectors::rate_limit::SharedCounts<'a>>> {
+        if !(1..=100).contains(&self.local_share_percent) {
+            bail!("[rate_limit] local_share_percent must be between 1 and 100");
+        }
+        let redis = match (self.backend, cache) {
             (RateLimitBackend::Memory, _) | (RateLimitBackend::Auto, CacheConfig::Memory(_)) => {
-                Ok(None)
+                return Ok(None);
             }
-            (RateLimitBackend::Auto | RateLimitBackend::Redis, CacheConfig::Redis(redis)) => {
-                Ok(Some(redis))
-            }
+            (RateLimitBackend::Auto | RateLimitBackend::Redis, CacheConfig::Redis(redis)) => redis,
             (RateLimitBackend::Redis, CacheConfig::Memory(_)) => bail!(
                 "[rate_limit] backend = \"redis\" needs [cache] type = \"redis\" (its server keeps the counts)"
             ),
-        }
+        };
+        Ok(Some(tributary_connectors::rate_limit::SharedCounts {
+            redis,
+            sync: tributary_connectors::rate_limit::SyncSettings {
+                interval: self.sync_interval,
+                local_share_percent: self.local_share_percent,
+            },
+        }))
     }
 }
 
@@ -1679,6 +1700,8 @@ mod tests {
                 "[rate_limit] read",
             ),
             ("backend = \"disk\"", "unknown variant"),
+            ("local_share_percent = 0", "between 1 and 100"),
+            ("sync_interval = \"soon\"", "sync_interval"),
             (
                 "admin = { rate = 1, period = \"1s\", burst = 1, brust = 2 }",
                 "brust",

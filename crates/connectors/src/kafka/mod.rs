@@ -43,18 +43,34 @@
 //! The partition count of a stream is cached after the first lookup: adding partitions to a
 //! live topic would move keys anyway, which Tributary does not support.
 
+#[cfg(feature = "kafka")]
 mod admin;
 mod config;
+#[cfg(feature = "kafka")]
 mod error;
+#[cfg(feature = "kafka")]
 mod group;
+#[cfg(feature = "kafka")]
 mod log;
+#[cfg(feature = "kafka")]
 mod lost;
+#[cfg(feature = "kafka")]
 mod offsets;
+#[cfg(feature = "kafka")]
 mod producer;
+#[cfg(feature = "kafka")]
 mod reader;
+#[cfg(feature = "kafka")]
 pub mod source;
+#[cfg(feature = "kafka")]
+mod topics;
 
 pub use config::KafkaConfig;
+#[cfg(feature = "kafka")]
 pub use group::KafkaMembership;
+#[cfg(feature = "kafka")]
 pub use log::KafkaLog;
+#[cfg(feature = "kafka")]
 pub use reader::KafkaLogReader;
+#[cfg(feature = "kafka")]
+pub use topics::KafkaTopics;

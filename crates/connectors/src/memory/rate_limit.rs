@@ -115,11 +115,6 @@ impl RateLimiter for MemoryRateLimiter {
             })
             .await;
         // The closure always runs; were it not to, refusing would be the safe answer.
-        Ok(decided.unwrap_or(Decision::from_backlog(
-            quota,
-            false,
-            quota.span_micros(),
-            quota.interval_micros(),
-        )))
+        Ok(decided.unwrap_or_else(|| Decision::exhausted(quota)))
     }
 }

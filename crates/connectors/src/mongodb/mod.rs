@@ -49,9 +49,13 @@
 //! as they were written; FerretDB turns `-0.0` into `0.0`, which compares equal.
 
 mod config;
+#[cfg(feature = "mongodb")]
 mod convert;
+#[cfg(feature = "mongodb")]
 mod document;
+#[cfg(feature = "mongodb")]
 mod error;
 
 pub use config::MongoConfig;
+#[cfg(feature = "mongodb")]
 pub use document::MongoStore;

@@ -47,11 +47,16 @@
 //!   store's circuit breaker (`crate::breaker`), so it fails at once for `cool_down` after
 //!   the server failed one; the engine's calls are not guarded.
 
+#[cfg(feature = "postgres")]
 mod analytics;
 mod config;
+#[cfg(feature = "postgres")]
 mod error;
+#[cfg(feature = "postgres")]
 pub mod reference;
 
+#[cfg(feature = "postgres")]
 pub use analytics::PostgresStore;
 pub use config::PostgresConfig;
+#[cfg(feature = "postgres")]
 pub use reference::PostgresReference;

@@ -15,10 +15,14 @@
 //! [`RedisRateLimiter`]: the [`RateLimiter`](tributary_core::ports::RateLimiter) port on
 //! Redis, one atomic GCRA script per check, shared by every gateway (see its module).
 
+#[cfg(feature = "redis")]
 mod cache;
 mod config;
+#[cfg(feature = "redis")]
 mod rate_limit;
 
+#[cfg(feature = "redis")]
 pub use cache::RedisCache;
 pub use config::RedisConfig;
-pub use rate_limit::{GCRA_SCRIPT, RedisRateLimiter};
+#[cfg(feature = "redis")]
+pub use rate_limit::{GCRA_SCRIPT, KeyReport, RedisRateLimiter, SyncedRateLimiter};

@@ -39,7 +39,7 @@ pub use keys::{
     DEFAULT_TENANT, KeyStore, Scope, StoredKey, UnknownScope, parse_scopes, scopes_to_string,
 };
 pub use log::{EncodedBatch, Log, LogReader, LogRecord, PartitionOffset, RawBatch, RawRecord};
-pub use rate_limit::{Decision, Quota, QuotaError, RateLimiter, gcra};
+pub use rate_limit::{Decision, Quota, QuotaError, RateLimiter, check_one, gcra};
 pub use reference::ReferenceSource;
 pub use streams::{
     StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicCapabilities, TopicError,

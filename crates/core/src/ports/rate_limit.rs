@@ -148,6 +148,15 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// A refusal as if the key's whole burst were taken: the safe answer where an adapter
+    /// has none to give (a decision missing from its own answer).
+    #[must_use]
+    pub fn exhausted(quota: Quota) -> Self {
+        Self::from_backlog(quota, false, quota.span_micros(), quota.interval_micros())
+    }
+}
+
 /// One step of the GCRA (see the module's contract) at `now`, for a key whose stored TAT
 /// is `tat` (`None` for a key never seen, or expired): the decision and, when allowed, the
 /// TAT to store (it may be forgotten `new TAT - now` after `now`, when it no longer
@@ -172,7 +181,10 @@ pub fn gcra(quota: Quota, now: u64, tat: Option<u64>) -> (Decision, Option<u64>)
 ///
 /// Contract: [`gcra`] per key, atomically (concurrent checks of one key never both take
 /// its last request); keys are independent; a key's state may be forgotten once its TAT
-/// has passed (it would decide the same without it).
+/// has passed (it would decide the same without it). A limiter whose counts several
+/// processes share may relax atomicity *between* processes to spare a round trip per
+/// check, if it states a bound on what they admit together past the quota and counts that
+/// excess against the key (`tributary-connectors`' synced Redis limiter).
 #[async_trait]
 pub trait RateLimiter: Send + Sync + Debug {
     /// Counts one request of `key` against `quota`, and decides.
@@ -189,6 +201,22 @@ pub trait RateLimiter: Send + Sync + Debug {
         }
         Ok(decisions)
     }
+}
+
+/// [`RateLimiter::check`] for an adapter whose [`RateLimiter::check_all`] is the primitive:
+/// one check through it.
+///
+/// # Errors
+/// As the adapter's `check_all`.
+pub async fn check_one<L: RateLimiter + ?Sized>(
+    limiter: &L,
+    key: &str,
+    quota: Quota,
+) -> Result<Decision, PortError> {
+    let mut decisions = limiter.check_all(&[(key, quota)]).await?;
+    Ok(decisions
+        .pop()
+        .unwrap_or_else(|| Decision::exhausted(quota)))
 }
 
 #[cfg(test)]

@@ -9,10 +9,16 @@
 //! - Every source names a stream declared in `[[streams]]`, and has a unique name;
 //!   [`register`] refuses the config otherwise, before anything runs.
 //! - Sources run on nodes with the ingest role.
+//! - Each kind is behind the cargo feature of its name (`kafka`, `mqtt`; on by default): in
+//!   a build without it, a config naming it fails to load, naming the feature
+//!   ([`LeftOut`](tributary_connectors::registry::LeftOut)).
 
+#[cfg(any(feature = "kafka", feature = "mqtt"))]
 pub mod batch;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mapping;
+#[cfg(feature = "mqtt")]
 pub mod mqtt;
 
 use std::collections::BTreeSet;
@@ -22,8 +28,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tributary_connectors::registry::LogConfig;
 use tributary_core::StreamName;
-use tributary_gateway::sources::Sources;
+use tributary_gateway::sources::{Source, Sources};
 
+#[cfg(any(feature = "kafka", feature = "mqtt"))]
 use crate::ingest::records::Fields;
 use mapping::TsFormat;
 
@@ -32,9 +39,23 @@ use mapping::TsFormat;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// Topics of a Kafka cluster.
+    #[cfg_attr(not(feature = "kafka"), serde(deserialize_with = "without_kafka"))]
     Kafka(KafkaSourceConfig),
     /// Topic filters of an MQTT broker.
+    #[cfg_attr(not(feature = "mqtt"), serde(deserialize_with = "without_mqtt"))]
     Mqtt(MqttSourceConfig),
+}
+
+/// Fails to read a Kafka source, in a build without it.
+#[cfg(not(feature = "kafka"))]
+fn without_kafka<'de, D: serde::Deserializer<'de>, T>(_: D) -> Result<T, D::Error> {
+    Err(tributary_connectors::registry::LeftOut::new("kafka").de_error())
+}
+
+/// Fails to read an MQTT source, in a build without it.
+#[cfg(not(feature = "mqtt"))]
+fn without_mqtt<'de, D: serde::Deserializer<'de>, T>(_: D) -> Result<T, D::Error> {
+    Err(tributary_connectors::registry::LeftOut::new("mqtt").de_error())
 }
 
 /// An MQTT source: `kind = "mqtt"`.
@@ -144,13 +165,21 @@ impl SourceConfig {
             Self::Mqtt(mqtt) => &mqtt.name,
         }
     }
+
+    fn stream(&self) -> &str {
+        match self {
+            Self::Kafka(kafka) => &kafka.stream,
+            Self::Mqtt(mqtt) => &mqtt.stream,
+        }
+    }
 }
 
 /// Registers the configured `sources` in `registry`, each feeding one of `streams`.
 ///
 /// # Errors
-/// When two sources share a name, a source names a stream not in `streams`, or a setting
-/// is invalid (a Kafka source without brokers, topics or batch size).
+/// When two sources share a name, a source names a stream not in `streams`, a setting is
+/// invalid (a Kafka source without brokers, topics or batch size), or a kind is left out
+/// of this build.
 pub fn register(
     registry: &Sources,
     sources: &[SourceConfig],
@@ -164,18 +193,9 @@ pub fn register(
         if name.is_empty() || !names.insert(name.to_owned()) {
             bail!("[[sources]]: every source needs a name of its own ({name:?})");
         }
-        match source {
-            SourceConfig::Kafka(config) => {
-                let stream = stream_of(&config.stream, streams).with_context(context)?;
-                let source = kafka_source(config, stream, log).with_context(context)?;
-                registry.register(Arc::new(source)).with_context(context)?;
-            }
-            SourceConfig::Mqtt(config) => {
-                let stream = stream_of(&config.stream, streams).with_context(context)?;
-                let source = mqtt_source(config, stream).with_context(context)?;
-                registry.register(Arc::new(source)).with_context(context)?;
-            }
-        }
+        let stream = stream_of(source.stream(), streams).with_context(context)?;
+        let source = build(source, stream, log).with_context(context)?;
+        registry.register(source).with_context(context)?;
     }
     Ok(())
 }
@@ -189,6 +209,33 @@ fn stream_of(name: &str, streams: &[StreamName]) -> anyhow::Result<StreamName> {
     Ok(stream)
 }
 
+/// The source `config` describes, feeding `stream`.
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "mqtt")),
+    expect(clippy::needless_pass_by_value)
+)]
+fn build(
+    config: &SourceConfig,
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "mqtt")),
+        expect(unused_variables)
+    )]
+    stream: StreamName,
+    #[cfg_attr(not(feature = "kafka"), expect(unused_variables))] log: &LogConfig,
+) -> anyhow::Result<Arc<dyn Source>> {
+    Ok(match config {
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(config) => Arc::new(kafka_source(config, stream, log)?),
+        #[cfg(feature = "mqtt")]
+        SourceConfig::Mqtt(config) => Arc::new(mqtt_source(config, stream)?),
+        #[cfg(not(feature = "kafka"))]
+        SourceConfig::Kafka(_) => Err(tributary_connectors::registry::LeftOut::new("kafka"))?,
+        #[cfg(not(feature = "mqtt"))]
+        SourceConfig::Mqtt(_) => Err(tributary_connectors::registry::LeftOut::new("mqtt"))?,
+    })
+}
+
+#[cfg(feature = "kafka")]
 fn kafka_source(
     config: &KafkaSourceConfig,
     stream: StreamName,
@@ -229,6 +276,7 @@ fn kafka_source(
     })
 }
 
+#[cfg(feature = "mqtt")]
 fn mqtt_source(config: &MqttSourceConfig, stream: StreamName) -> anyhow::Result<mqtt::MqttSource> {
     let broker = mqtt::broker_of(&config.url)?;
     let tls = match (broker.tls, &config.ca_file) {
@@ -282,8 +330,6 @@ fn mqtt_source(config: &MqttSourceConfig, stream: StreamName) -> anyhow::Result<
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tributary_connectors::kafka::KafkaConfig;
-
     use super::*;
 
     #[derive(Deserialize)]
@@ -291,6 +337,7 @@ mod tests {
         sources: Vec<SourceConfig>,
     }
 
+    #[cfg(any(feature = "kafka", feature = "mqtt"))]
     fn sources(toml_text: &str) -> Vec<SourceConfig> {
         toml::from_str::<Doc>(toml_text).unwrap().sources
     }
@@ -304,11 +351,32 @@ mod tests {
         ts_format = "epoch_s"
     "#;
 
+    #[cfg(any(feature = "kafka", feature = "mqtt"))]
     fn kafka_log() -> LogConfig {
-        LogConfig::Kafka(KafkaConfig::new("127.0.0.1:9092"))
+        LogConfig::Kafka(tributary_connectors::kafka::KafkaConfig::new(
+            "127.0.0.1:9092",
+        ))
     }
 
     #[test]
+    fn a_kind_left_out_of_the_build_is_refused_naming_its_feature() {
+        for (text, feature, compiled) in [
+            (ONE, "kafka", cfg!(feature = "kafka")),
+            (MQTT, "mqtt", cfg!(feature = "mqtt")),
+        ] {
+            let read = toml::from_str::<Doc>(text);
+            if compiled {
+                assert_eq!(read.unwrap().sources.len(), 1, "{feature}");
+            } else {
+                let error = read.err().unwrap().to_string();
+                let expected = format!("build it with the cargo feature `{feature}`");
+                assert!(error.contains(&expected), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "kafka")]
     fn a_kafka_source_is_registered_with_defaults() {
         let registry = Sources::default();
         let streams = [StreamName::new("clicks".to_owned()).unwrap()];
@@ -322,6 +390,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka")]
     fn invalid_sources_are_refused() {
         let streams = [StreamName::new("clicks".to_owned()).unwrap()];
         let other = [StreamName::new("views".to_owned()).unwrap()];
@@ -356,6 +425,7 @@ mod tests {
     "#;
 
     #[test]
+    #[cfg(feature = "mqtt")]
     fn an_mqtt_source_is_registered_with_defaults() {
         let registry = Sources::default();
         let streams = [StreamName::new("clicks".to_owned()).unwrap()];
@@ -373,6 +443,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "mqtt")]
     fn invalid_mqtt_sources_are_refused() {
         let streams = [StreamName::new("clicks".to_owned()).unwrap()];
         for (from, to, expected) in [

@@ -244,6 +244,18 @@ struct Cluster {
 
 impl Cluster {
     async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
+        let (status, answer) = self.try_request(method.clone(), path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {answer}");
+        answer
+    }
+
+    /// `request`, its status and answer whatever the status.
+    async fn try_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (reqwest::StatusCode, Value) {
         let mut request = self
             .client
             .request(method.clone(), format!("{}/{path}", self.url));
@@ -255,22 +267,31 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| panic!("OpenSearch at {} is unreachable: {e}", self.url));
         let status = response.status();
-        let answer: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {answer}");
-        answer
+        (status, response.json().await.unwrap())
     }
 
-    /// The hits of `query` over the test's indexes (refreshed first).
+    /// The hits of `query` over the test's indexes (refreshed first); none while an index
+    /// the shipper has just created has no started shard yet (OpenSearch answers 503, "all
+    /// shards failed", until its primary is allocated).
     async fn search(&self, index: &str, query: Value) -> Vec<Value> {
-        self.request(reqwest::Method::POST, &format!("{index}/_refresh"), None)
+        let (status, answer) = self
+            .try_request(reqwest::Method::POST, &format!("{index}/_refresh"), None)
             .await;
-        let answer = self
-            .request(
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Vec::new();
+        }
+        assert!(status.is_success(), "refresh {index}: {status} {answer}");
+        let (status, answer) = self
+            .try_request(
                 reqwest::Method::POST,
                 &format!("{index}/_search"),
                 Some(&json!({ "query": query, "size": 100 })),
             )
             .await;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Vec::new();
+        }
+        assert!(status.is_success(), "search {index}: {status} {answer}");
         answer["hits"]["hits"]
             .as_array()
             .unwrap()

@@ -9,11 +9,18 @@
 //! are stored one at a time, in the order they were read (of two events with the same id,
 //! the first one read is kept, as before), and a checkpoint covers only stored events.
 //!
+//! A run remembers the ids of the last [`RECENT_IDS`] events it stored, and stores an event
+//! seen among them no more: a client's retry (the same event sent again) is read soon
+//! after the first copy, and the store would only ignore it. That spares the store a
+//! duplicate in the batch, which some handle slowly (FerretDB falls back to a transaction
+//! per document for a whole batch holding one). A restored run starts with none.
+//!
 //! What cannot be archived is kept as a dead letter, also before the checkpoint: a raw event
 //! the document store refuses on its own, and a log record that holds no event of its
 //! stream (skipped by the reader, see
 //! [`LogReader::take_rejected`](tributary_core::ports::LogReader::take_rejected)).
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -21,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_core::dead_letter::error_chain;
 use tributary_core::ports::{Checkpoint, PortError, RawBatch};
-use tributary_core::{DeadLetter, Event, StreamName};
+use tributary_core::{DeadLetter, Event, EventId, StreamName};
 
 use crate::checkpoint::{Checkpointer, Positions, commit_offsets};
 use crate::task_loop::{self, Reading, Stage};
@@ -30,6 +37,9 @@ use crate::{EngineError, Ports, Task, dead_letters, records};
 /// The archive task's checkpoint name. Pipeline names start with a letter or digit, so it
 /// cannot collide with one.
 pub const ARCHIVE_TASK: &str = "_raw_events";
+
+/// How many of the ids it stored last a run remembers (a few MiB at most).
+const RECENT_IDS: usize = 16_384;
 
 /// Copies raw events from the log to the document store.
 #[derive(Debug, Clone)]
@@ -79,6 +89,42 @@ struct Archiver {
     /// The store of the last batch, if not awaited yet: its result is the number of
     /// events stored.
     storing: Option<JoinHandle<Result<usize, EngineError>>>,
+    /// The ids of the events this run stored last.
+    recent: RecentIds,
+}
+
+/// The last ids stored, at most `capacity`, the oldest forgotten first.
+#[derive(Debug)]
+struct RecentIds {
+    ids: HashSet<(StreamName, EventId)>,
+    order: VecDeque<(StreamName, EventId)>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Whether `event`'s id is new here; if so, it is remembered.
+    fn remember(&mut self, event: &Event) -> bool {
+        let id = (event.stream.clone(), event.id.clone());
+        if self.ids.contains(&id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(id.clone());
+        self.order.push_back(id);
+        true
+    }
 }
 
 impl Archiver {
@@ -152,10 +198,24 @@ impl Stage for Archiver {
         if events.is_empty() {
             return Ok(());
         }
+        // The batch before is stored (or this run ends with its error, forgetting the ids
+        // remembered here): an id remembered is stored.
         self.stored().await?;
+        let read = events.len();
+        let new: Vec<Event> = events
+            .into_iter()
+            .filter(|event| self.recent.remember(event))
+            .collect();
+        if read > new.len() {
+            tracing::debug!(
+                task = ARCHIVE_TASK,
+                skipped = read - new.len(),
+                "events stored earlier by this run skipped"
+            );
+        }
         let ports = self.ports.clone();
         self.storing = Some(tokio::spawn(async move {
-            store(&ports, &events).await.map(|()| events.len())
+            store(&ports, &new).await.map(|()| read)
         }));
         Ok(())
     }
@@ -232,8 +292,40 @@ impl ArchiveTask {
             Ok(Archiver {
                 ports: ports.clone(),
                 storing: None,
+                recent: RecentIds::new(RECENT_IDS),
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::Timestamp;
+
+    use super::*;
+
+    fn event(stream: &str, id: &str) -> Event {
+        Event {
+            id: EventId::new(id).unwrap(),
+            stream: StreamName::new(stream).unwrap(),
+            ts: Timestamp::from_millis(1),
+            key: None,
+            payload: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn an_id_is_new_once_per_stream_until_forgotten() {
+        let mut recent = RecentIds::new(2);
+        assert!(recent.remember(&event("a", "1")));
+        assert!(!recent.remember(&event("a", "1")));
+        assert!(recent.remember(&event("b", "1")), "another stream's id");
+        // A third id forgets the oldest one.
+        assert!(recent.remember(&event("a", "2")));
+        assert!(recent.remember(&event("a", "1")));
+        assert!(!recent.remember(&event("a", "2")));
+        assert_eq!(recent.ids.len(), 2);
+        assert_eq!(recent.order.len(), 2);
     }
 }

@@ -130,6 +130,10 @@ pub(crate) struct NotReadyProblem {
     problem: ProblemDetails,
     /// The outcome of each check (absent when the node drains).
     checks: Option<Checks>,
+    /// Each source's health, by name (absent without sources besides HTTP, and when the
+    /// node drains).
+    #[schema(value_type = Option<BTreeMap<String, crate::routes::health::SourceHealth>>)]
+    sources: Option<BTreeMap<String, String>>,
 }
 
 impl CheckOutcome {
@@ -293,6 +297,8 @@ pub enum ApiError {
     NotReady {
         /// Each dependency's outcome, by name.
         checks: BTreeMap<&'static str, CheckOutcome>,
+        /// Each source's health, by name, when there are sources.
+        sources: Option<BTreeMap<String, &'static str>>,
         /// The failures, for the server log only.
         causes: Vec<String>,
     },
@@ -645,7 +651,9 @@ impl ApiError {
                 | PortError::Corrupt { .. } => Problem::internal(),
             },
             Self::TaskFailed(_) => Problem::internal(),
-            Self::NotReady { checks, .. } => {
+            Self::NotReady {
+                checks, sources, ..
+            } => {
                 let failed: Vec<&str> = checks
                     .iter()
                     .filter(|(_, outcome)| **outcome != CheckOutcome::Ok)
@@ -655,13 +663,17 @@ impl ApiError {
                     .iter()
                     .map(|(name, outcome)| ((*name).to_owned(), json!(outcome.as_str())))
                     .collect();
-                Problem::new(
+                let problem = Problem::new(
                     S::SERVICE_UNAVAILABLE,
                     "not-ready",
                     "Service Unavailable",
                     format!("not ready: {} did not answer", failed.join(", ")),
                 )
-                .with("checks", Value::Object(shown))
+                .with("checks", Value::Object(shown));
+                match sources {
+                    Some(sources) => problem.with("sources", json!(sources)),
+                    None => problem,
+                }
             }
             Self::ShuttingDown => Problem::new(
                 S::SERVICE_UNAVAILABLE,

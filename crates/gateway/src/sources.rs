@@ -8,7 +8,9 @@
 //! - [`Sources::start`] runs every registered source on its own task; [`Sources::stop`]
 //!   (or the cancellation token given to `start`) asks them all to stop, and the join set
 //!   returned by `start` ends when they have. A source that fails does not stop the others.
-//! - Each source's health is `starting`, `running`, `done`, `stopped` or `failed`, as
+//! - Each source's health is `starting`, `running`, `paused` (it read a batch it cannot
+//!   store yet, the log or the document store being unavailable: it waits, acknowledging
+//!   nothing to its broker, and tries again), `done`, `stopped` or `failed`, as
 //!   [`Sources::health`] returns and `/readyz` shows under `sources`; a failed source makes
 //!   the node not ready. It also sets the gauge `tributary_source_up{source}` (1 while
 //!   running, 0 otherwise).
@@ -33,6 +35,8 @@ pub enum Health {
     Starting,
     /// Reading.
     Running,
+    /// Holding a batch it cannot store yet (why), trying again.
+    Paused(String),
     /// It read everything it had to (a file at its end).
     Done,
     /// Stopped when asked to.
@@ -48,6 +52,7 @@ impl Health {
         match self {
             Self::Starting => "starting",
             Self::Running => "running",
+            Self::Paused(_) => "paused",
             Self::Done => "done",
             Self::Stopped => "stopped",
             Self::Failed(_) => "failed",

@@ -13,6 +13,9 @@
 //!   `[log] append_timeout` (plus a margin), a 202 or a 503 with `Retry-After`; ingest
 //!   resumes by itself once the broker is back; every event that got a 202 is in the topic
 //!   exactly once.
+//! - With that broker killed, the Kafka and MQTT sources (reading the shared Kafka and
+//!   Mosquitto) pause: `/readyz` shows them `paused`, and they acknowledge nothing to their
+//!   brokers; they resume by themselves once it is back, every message in the stream once.
 //!
 //! The measured times are printed (`cargo test -p tributary --test outages -- --nocapture`).
 
@@ -27,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::distributed::{distributed_config, ids_in_topic, service};
+use common::distributed::{Distributed, distributed_config, ids_in_topic, service};
 use common::proxy::Proxy;
 use common::{COUNTS, KEY, Node, PARTITIONS, STREAM, free_port, workload};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -421,6 +424,20 @@ impl Drop for Broker {
     }
 }
 
+/// A private broker with its data in `dir/broker`, and a config in `dir` whose log is that
+/// broker (the stores shared).
+async fn on_private_broker(dir: &Path) -> (Broker, Distributed) {
+    let broker_dir = dir.join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let broker = Broker::start(&broker_dir).await;
+    let config = distributed_config(dir).await;
+    let shared = service("TRIBUTARY_KAFKA_BROKERS");
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    assert!(text.contains(&shared));
+    std::fs::write(&config.path, text.replace(&shared, &broker.address())).unwrap();
+    (broker, config)
+}
+
 /// One ingest request of the steady load: one event, its answer.
 #[derive(Debug)]
 struct Sent {
@@ -432,14 +449,7 @@ struct Sent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_fails_fast_while_kafka_is_down_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let broker_dir = dir.path().join("broker");
-    std::fs::create_dir(&broker_dir).unwrap();
-    let mut broker = Broker::start(&broker_dir).await;
-    let config = distributed_config(dir.path()).await;
-    let shared = service("TRIBUTARY_KAFKA_BROKERS");
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    assert!(text.contains(&shared));
-    std::fs::write(&config.path, text.replace(&shared, &broker.address())).unwrap();
+    let (mut broker, config) = on_private_broker(dir.path()).await;
     let env = settings(&[
         ("LOG__APPEND_TIMEOUT", APPEND_TIMEOUT),
         ("LOG__COOL_DOWN", Duration::from_secs(1)),
@@ -587,4 +597,317 @@ async fn ingest_fails_fast_while_kafka_is_down_and_resumes() {
         back - restarting,
         first_client_accept,
     );
+}
+
+// ---------------------------------------------------------------------------- Sources
+
+/// The Kafka and MQTT sources' names in [`sources_pause_while_the_log_is_down_and_resume`].
+const KAFKA_SOURCE: &str = "kafka-in";
+const MQTT_SOURCE: &str = "mqtt-in";
+/// Messages each source gets before the log goes down, and while it is down.
+const BEFORE: u32 = 40;
+const DURING: u32 = 30;
+
+/// The Kafka and MQTT sources read from the shared broker and Mosquitto into a stream whose
+/// log is the private broker. With the log killed they read a batch they cannot store:
+/// `/readyz` shows them `paused`, `tributary_source_up` is 0, and neither acknowledges
+/// anything to its broker (the Kafka source's group commits nothing more); once the log is
+/// back they resume by themselves, and every message is in the stream exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_pause_while_the_log_is_down_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, config) = on_private_broker(dir.path()).await;
+    let shared = service("TRIBUTARY_KAFKA_BROKERS");
+    let mqtt = service("TRIBUTARY_MQTT_URL");
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let (input, group) = (format!("e2e-pause-{run}"), format!("e2e-pause-group-{run}"));
+    let (filter, client_id) = (format!("e2e/pause/{run}/#"), format!("e2e-pause-{run}"));
+    let text = std::fs::read_to_string(&config.path).unwrap()
+        + &format!(
+            r#"
+[[sources]]
+kind = "kafka"
+name = "{KAFKA_SOURCE}"
+brokers = "{shared}"
+topics = ["{input}"]
+group_id = "{group}"
+stream = "{STREAM}"
+ts_format = "epoch_ms"
+batch_size = 10
+
+[[sources]]
+kind = "mqtt"
+name = "{MQTT_SOURCE}"
+url = "{mqtt}"
+topics = ["{filter}"]
+client_id = "{client_id}"
+stream = "{STREAM}"
+ts_format = "epoch_ms"
+batch_size = 10
+"#
+        );
+    std::fs::write(&config.path, text).unwrap();
+    sources::create_topic(&shared, &input).await;
+    sources::create_session(&mqtt, &client_id, &filter).await;
+    let env = settings(&[
+        ("LOG__APPEND_TIMEOUT", APPEND_TIMEOUT),
+        ("LOG__COOL_DOWN", Duration::from_secs(1)),
+    ]);
+    let log = dir.path().join("node.log");
+    let node = Node::start_roles(&config.path, "ingest", &env, &log).await;
+    let stream_topic = format!("{}{STREAM}", config.topic_prefix);
+    let mqtt_topic = format!("e2e/pause/{run}/sensor");
+
+    let mut sent = sources::produce(&shared, &input, "k", 0..BEFORE).await;
+    sent.extend(sources::publish(&mqtt, &mqtt_topic, "m", 0..BEFORE).await);
+    let in_stream = async |broker: &Broker| {
+        let ids = ids_in_topic(&broker.address(), &stream_topic, PARTITIONS).await;
+        let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+        for id in ids {
+            *copies.entry(id).or_default() += 1;
+        }
+        copies
+    };
+    node.eventually(async || {
+        let copies = in_stream(&broker).await;
+        let missing = sent.iter().filter(|id| !copies.contains_key(*id)).count();
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!("{missing} of {} not in the stream yet", sent.len()))
+        }
+    })
+    .await;
+    let committed_before = sources::committed(&shared, &group, &input).await;
+    assert_eq!(committed_before, i64::from(BEFORE), "committed offsets");
+
+    broker.kill9();
+    let killed = Instant::now();
+    sent.extend(sources::produce(&shared, &input, "k", BEFORE..BEFORE + DURING).await);
+    sent.extend(sources::publish(&mqtt, &mqtt_topic, "m", BEFORE..BEFORE + DURING).await);
+    let paused = node
+        .eventually(async || {
+            let answer = answer(node.client.get(format!("{}/readyz", node.base))).await;
+            let shown = &answer.body["sources"];
+            if answer.status == 503
+                && shown[KAFKA_SOURCE] == "paused"
+                && shown[MQTT_SOURCE] == "paused"
+            {
+                Ok(killed.elapsed())
+            } else {
+                Err(format!("/readyz: {} {}", answer.status, answer.body))
+            }
+        })
+        .await;
+    let metrics = node.get_text("/metrics").await;
+    for source in [KAFKA_SOURCE, MQTT_SOURCE] {
+        let up = format!("tributary_source_up{{source=\"{source}\"}} 0");
+        assert!(metrics.contains(&up), "no `{up}` in /metrics:\n{metrics}");
+    }
+    // Held, not acknowledged: the group's offsets stay where the log had everything.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sources::committed(&shared, &group, &input).await,
+        committed_before,
+        "the Kafka source committed offsets the log does not have"
+    );
+
+    broker.restart().await;
+    let back = Instant::now();
+    let resumed = node
+        .eventually(async || {
+            let copies = in_stream(&broker).await;
+            let missing = sent.iter().filter(|id| !copies.contains_key(*id)).count();
+            if missing == 0 {
+                Ok(back.elapsed())
+            } else {
+                Err(format!("{missing} of {} not in the stream yet", sent.len()))
+            }
+        })
+        .await;
+    let copies = in_stream(&broker).await;
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the stream more than once: {twice:?}");
+    assert_eq!(copies.len(), sent.len(), "{copies:?}");
+    node.eventually(async || {
+        let ready = answer(node.client.get(format!("{}/readyz", node.base))).await;
+        let shown = &ready.body["sources"];
+        if ready.status == 200
+            && shown[KAFKA_SOURCE] == "running"
+            && shown[MQTT_SOURCE] == "running"
+        {
+            Ok(())
+        } else {
+            Err(format!("/readyz: {} {}", ready.status, ready.body))
+        }
+    })
+    .await;
+    node.eventually(async || {
+        let committed = sources::committed(&shared, &group, &input).await;
+        if committed == i64::from(BEFORE + DURING) {
+            Ok(())
+        } else {
+            Err(format!("committed {committed} of {}", BEFORE + DURING))
+        }
+    })
+    .await;
+    println!(
+        "sources: both paused {paused:?} after the log's broker was killed; every message in \
+         the stream once {resumed:?} after it was back"
+    );
+}
+
+/// The sources' brokers, as a foreign producer and the tests see them.
+mod sources {
+    use std::time::Duration;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use serde_json::json;
+
+    use super::common::T0;
+
+    /// Partitions of the Kafka source's topic.
+    const PARTITIONS: i32 = 2;
+
+    pub async fn create_topic(brokers: &str, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+        for result in admin
+            .create_topics([&new], &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            result.unwrap();
+        }
+    }
+
+    /// The value of message `i`, with the id `{prefix}-{i}`.
+    fn value(prefix: &str, i: u32) -> String {
+        json!({"id": format!("{prefix}-{i}"), "ts": T0 + i64::from(i), "payload": {"n": i}})
+            .to_string()
+    }
+
+    /// Produces messages `range` to `topic`; their ids.
+    pub async fn produce(
+        brokers: &str,
+        topic: &str,
+        prefix: &str,
+        range: std::ops::Range<u32>,
+    ) -> Vec<String> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .create()
+            .unwrap();
+        for i in range.clone() {
+            let (key, value) = (format!("k{i}"), value(prefix, i));
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("cannot produce: {e}"));
+        }
+        range.map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    /// The sum of `group`'s committed offsets on `topic`'s partitions.
+    pub async fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+        let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .create()
+                .unwrap();
+            let mut partitions = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                partitions.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(partitions, Duration::from_secs(10))
+                .unwrap();
+            committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(n) => n,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A client of the MQTT broker at `url` (`mqtt://host:port`).
+    fn connect(url: &str, client_id: &str, clean: bool) -> (AsyncClient, rumqttc::EventLoop) {
+        let (host, port) = url
+            .strip_prefix("mqtt://")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .unwrap_or_else(|| panic!("not mqtt://host:port: {url}"));
+        let mut options = MqttOptions::new(client_id, host, port.parse().unwrap());
+        options.set_clean_session(clean);
+        AsyncClient::new(options, 100)
+    }
+
+    /// Polls `events` until `done`; fails after 30 s.
+    async fn drive(events: &mut rumqttc::EventLoop, mut done: impl FnMut(&Event) -> bool) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if done(&events.poll().await.unwrap()) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the MQTT broker answers");
+    }
+
+    /// Creates the source's persistent session, subscribed at QoS 1, so that the broker
+    /// keeps what is published before the node connects.
+    pub async fn create_session(url: &str, client_id: &str, filter: &str) {
+        let (client, mut events) = connect(url, client_id, false);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        drive(&mut events, |e| {
+            matches!(e, Event::Incoming(Packet::SubAck(_)))
+        })
+        .await;
+        client.disconnect().await.unwrap();
+    }
+
+    /// Publishes messages `range` to `topic` at QoS 1, returning once the broker
+    /// acknowledged each; their ids.
+    pub async fn publish(
+        url: &str,
+        topic: &str,
+        prefix: &str,
+        range: std::ops::Range<u32>,
+    ) -> Vec<String> {
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let (client, mut events) = connect(url, &format!("e2e-publisher-{run}"), true);
+        for i in range.clone() {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, value(prefix, i))
+                .await
+                .unwrap();
+        }
+        let (mut acked, n) = (0, range.len());
+        drive(&mut events, |e| {
+            acked += usize::from(matches!(e, Event::Incoming(Packet::PubAck(_))));
+            acked == n
+        })
+        .await;
+        client.disconnect().await.unwrap();
+        range.map(|i| format!("{prefix}-{i}")).collect()
+    }
 }

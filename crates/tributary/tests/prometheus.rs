@@ -143,15 +143,7 @@ async fn prometheus_scrapes_histograms_zero_counters_and_process_metrics() {
     node.send(&common::workload(60)).await;
 
     // The exposition itself.
-    let text = node
-        .client
-        .get(format!("{}/metrics", node.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.get_text("/metrics").await;
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(

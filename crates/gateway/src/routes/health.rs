@@ -10,8 +10,9 @@
 //!   causes go to the server log only. Once the node drains ([`crate::Drain`]), it answers
 //!   a 503 problem (`shutting-down`) at once, without pinging anything.
 //! - With sources registered ([`crate::sources`]), `/readyz` also gives each one's health
-//!   (`starting`, `running`, `done`, `stopped`, `failed`) in a `sources` member of its 200
-//!   body, and counts them as one check, `sources`, which fails when one has failed.
+//!   (`starting`, `running`, `paused`, `done`, `stopped`, `failed`) in a `sources` member of
+//!   its body (the 503 problem's too), and counts them as one check, `sources`, which fails
+//!   when one has failed (a paused source waits for a dependency the other checks name).
 //! - `/metrics` renders the Prometheus registry, `text/plain; version=0.0.4`.
 
 use std::collections::BTreeMap;
@@ -70,9 +71,10 @@ enum ReadyStatus {
 #[derive(ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
-enum SourceHealth {
+pub(crate) enum SourceHealth {
     Starting,
     Running,
+    Paused,
     Done,
     Stopped,
     Failed,
@@ -153,6 +155,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
             causes.push(format!("{name}: {cause}"));
         }
     }
+    let shown_sources = (!sources.is_empty()).then(|| {
+        sources
+            .iter()
+            .map(|(name, health)| (name.clone(), health.as_str()))
+            .collect()
+    });
     if causes.is_empty() {
         let outcome = |name| checks.get(name).copied().unwrap_or(CheckOutcome::Ok);
         let body = Readiness {
@@ -164,16 +172,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
                 cache: outcome("cache"),
                 sources: checks.get("sources").copied(),
             },
-            sources: (!sources.is_empty()).then(|| {
-                sources
-                    .iter()
-                    .map(|(name, health)| (name.clone(), health.as_str()))
-                    .collect()
-            }),
+            sources: shown_sources,
         };
         Ok(Json(body))
     } else {
-        Err(ApiError::NotReady { checks, causes })
+        Err(ApiError::NotReady {
+            checks,
+            sources: shown_sources,
+            causes,
+        })
     }
 }
 

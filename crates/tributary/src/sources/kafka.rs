@@ -60,10 +60,16 @@ impl Source for KafkaSource {
     async fn run(
         &self,
         ingest: IngestService,
-        _health: HealthReporter,
+        health: HealthReporter,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
         let consumer = KafkaSourceConsumer::subscribe(&self.consumer)?;
+        let sink = batch::Sink {
+            ingest: &ingest,
+            source: &self.name,
+            stream: &self.stream,
+            health: &health,
+        };
         tracing::info!(
             source = self.name,
             topics = ?self.consumer.topics,
@@ -91,7 +97,7 @@ impl Source for KafkaSource {
                 }
             };
             let checked = self.check(&records, &ingest);
-            if !batch::store(&ingest, &self.name, &self.stream, &checked, &cancel).await? {
+            if !sink.store(&checked, &cancel).await? {
                 return Ok(());
             }
             if let Err(error) = consumer.commit(&records).await {

@@ -286,9 +286,15 @@ impl Source for MqttSource {
             sender,
             stop.clone(),
             self.name.clone(),
-            health,
+            health.clone(),
         ));
         let stop_poller = stop.drop_guard();
+        let sink = batch::Sink {
+            ingest: &ingest,
+            source: &self.name,
+            stream: &self.stream,
+            health: &health,
+        };
         tracing::info!(
             source = self.name,
             broker = format!("{}:{}", self.broker.host, self.broker.port),
@@ -308,7 +314,7 @@ impl Source for MqttSource {
                 break; // The poller ended: only when cancelled.
             }
             let checked = self.check(&batch, &ingest);
-            if !batch::store(&ingest, &self.name, &self.stream, &checked, &cancel).await? {
+            if !sink.store(&checked, &cancel).await? {
                 break;
             }
             for publish in &batch {

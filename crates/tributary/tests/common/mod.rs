@@ -440,6 +440,18 @@ impl Node {
             .as_u16()
     }
 
+    /// The text of an open endpoint (`/metrics`), asserting a 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let response = self
             .client

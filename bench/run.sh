@@ -44,7 +44,9 @@
 # ("off": `[auth] anonymous_scopes = ["read"]`, requests without a credential, `[rate_limit]
 # enabled = false`), both on ("on": the bootstrap API key on every request, the rate limit
 # on the Redis backend with quotas far above the load: every request is checked twice, per
-# key and per address, none refused), and both on without the results cache ("on-nocache":
+# key and per address, none refused; synced with Redis every 50 ms, the default), the same
+# with a Redis round trip per check ("on-exact": `[rate_limit] sync_interval = "0s"`), and
+# both on without the results cache ("on-nocache":
 # `[http] results_cache_ttl = "0s"`, every results query read from PostgreSQL), under the
 # `gateway` load generator: a closed loop (BENCH_GATEWAY_CONCURRENCY connections for
 # BENCH_GATEWAY_SECONDS) for the most requests/s, and an open loop at BENCH_GATEWAY_RATE
@@ -646,7 +648,7 @@ EOF
   log "done in $((SECONDS - STARTED)) s"
 }
 
-# gateway_run REP VARIANT: one gateway (VARIANT: off | on | on-nocache, see the header) on
+# gateway_run REP VARIANT: one gateway (VARIANT: off | on | on-exact | on-nocache, see the header) on
 # fresh names, both queries under the `gateway` load generator.
 gateway_run() {
   local rep=$1 limits=$2 tag url out query path key=$KEY
@@ -663,6 +665,9 @@ gateway_run() {
   fi
   if [[ $limits == on-nocache ]]; then
     limit_env+=(TRIBUTARY__HTTP__RESULTS_CACHE_TTL=0s)
+  fi
+  if [[ $limits == on-exact ]]; then
+    limit_env+=(TRIBUTARY__RATE_LIMIT__SYNC_INTERVAL=0s)
   fi
   mapfile -t env < <(env_for "$tag" "$url")
   start_tributary "gateway-$limits-$rep" config/local.toml gateway "${env[@]}" "${limit_env[@]}"
@@ -684,22 +689,23 @@ gateway_run() {
 # gateway_suite: the cost of authentication and the rate limit on two queries, and what
 # the results cache saves; see the header.
 gateway_suite() {
-  local rep query limits name off on nocache
+  local rep query limits name off on exact nocache
   for ((rep = 1; rep <= REPS; rep++)); do
     log "---- repetition $rep of $REPS"
     gateway_run "$rep" off
     gateway_run "$rep" on
+    gateway_run "$rep" on-exact
     gateway_run "$rep" on-nocache
   done
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   cat <<EOF
-Gateway queries, \`tributary run --role gateway\` (config/local.toml: PostgreSQL, Redis), $REPS runs each (interleaved: off, on, on-nocache), medians. off: no credential (\`[auth] anonymous_scopes = ["read"]\`) and no rate limit; on: API key and the Redis rate limit; on-nocache: as on, with \`results_cache_ttl = "0s"\`. Closed loop: $GATEWAY_CONCURRENCY connections for $GATEWAY_SECONDS s; open loop: $GATEWAY_RATE requests/s for $GATEWAY_SECONDS s (latency from when each request was due). Load generator and gateway on the same $(nproc)-core machine. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
+Gateway queries, \`tributary run --role gateway\` (config/local.toml: PostgreSQL, Redis), $REPS runs each (interleaved: off, on, on-exact, on-nocache), medians. off: no credential (\`[auth] anonymous_scopes = ["read"]\`) and no rate limit; on: API key and the Redis rate limit (synced every 50 ms, the default); on-exact: as on, with \`[rate_limit] sync_interval = "0s"\` (a Redis round trip per check); on-nocache: as on, with \`results_cache_ttl = "0s"\`. Closed loop: $GATEWAY_CONCURRENCY connections for $GATEWAY_SECONDS s; open loop: $GATEWAY_RATE requests/s for $GATEWAY_SECONDS s (latency from when each request was due). Load generator and gateway on the same $(nproc)-core machine. Load average before/after: $LOAD_BEFORE / $LOAD_AFTER. Took $((SECONDS - STARTED)) s.
 
 | query | auth and rate limit | closed loop req/s | closed p99 ms | open loop req/s | open p50 ms | open p99 ms | open non-200 | runs (closed req/s) | runs (open p99 ms) |
 |---|---|---:|---:|---:|---:|---:|---:|---|---|
 EOF
   for query in results pipelines; do
-    for limits in off on on-nocache; do
+    for limits in off on on-exact on-nocache; do
       name="gateway-$query-$limits"
       printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$query" "$limits" \
         "$(median "$name" .closed.requests_per_sec)" "$(median "$name" .closed.latency_ms.p99)" \
@@ -711,14 +717,16 @@ EOF
   done
   cat <<EOF
 
-| ratio (medians, closed loop req/s) | on / off | on / on-nocache |
-|---|---:|---:|
+| ratio (medians, closed loop req/s) | on / off | on / on-exact | on / on-nocache |
+|---|---:|---:|---:|
 EOF
   for query in results pipelines; do
     off=$(median "gateway-$query-off" .closed.requests_per_sec)
     on=$(median "gateway-$query-on" .closed.requests_per_sec)
+    exact=$(median "gateway-$query-on-exact" .closed.requests_per_sec)
     nocache=$(median "gateway-$query-on-nocache" .closed.requests_per_sec)
-    printf '| %s | %s | %s |\n' "$query" "$(ratio "$on" "$off")" "$(ratio "$on" "$nocache")"
+    printf '| %s | %s | %s | %s |\n' "$query" "$(ratio "$on" "$off")" "$(ratio "$on" "$exact")" \
+      "$(ratio "$on" "$nocache")"
   done
   log "done in $((SECONDS - STARTED)) s"
 }

@@ -590,19 +590,16 @@ impl Node {
         }
     }
 
-    /// Every raw event of the stream, read back page by page through the API.
+    /// Every raw event of the stream, read back page by page through the API (37 to a
+    /// page, so that the pages of a few hundred events end mid-way).
     pub async fn all_raw_ids(&self) -> BTreeSet<String> {
-        self.all_raw_ids_by(37).await
-    }
-
-    /// [`Node::all_raw_ids`], `limit` events per page (at most 1000).
-    pub async fn all_raw_ids_by(&self, limit: usize) -> BTreeSet<String> {
+        const LIMIT: usize = 37;
         let mut ids = BTreeSet::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/v1/streams/{STREAM}/events?limit={limit}&cursor={c}"),
-                None => format!("/v1/streams/{STREAM}/events?limit={limit}"),
+                Some(c) => format!("/v1/streams/{STREAM}/events?limit={LIMIT}&cursor={c}"),
+                None => format!("/v1/streams/{STREAM}/events?limit={LIMIT}"),
             };
             let page = self.get(&path).await;
             for event in page["events"].as_array().unwrap() {
@@ -620,18 +617,8 @@ impl Node {
 
     /// Waits until every id of `expected` can be read back.
     pub async fn wait_for_raw(&self, expected: &BTreeSet<String>) {
-        self.wait_for_raw_by(expected, 37, EVENTUALLY).await;
-    }
-
-    /// [`Node::wait_for_raw`], reading `limit` events per page and failing after `within`.
-    pub async fn wait_for_raw_by(
-        &self,
-        expected: &BTreeSet<String>,
-        limit: usize,
-        within: Duration,
-    ) {
-        self.eventually_within(within, async || {
-            let got = self.all_raw_ids_by(limit).await;
+        self.eventually(async || {
+            let got = self.all_raw_ids().await;
             if &got == expected {
                 Ok(())
             } else {

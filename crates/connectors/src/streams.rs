@@ -6,6 +6,10 @@
 //!
 //! Contract (checked by `tests/streams_conformance.rs` against both databases, and by the
 //! distributed end-to-end test against Kafka):
+//! - a row's `name` is the stream's identity, unique across tenants, stored as given: a
+//!   stream that a tenant other than `default` created through the API is identified by its
+//!   name and its tenant's tag, which the gateway adds and removes (`tributary_gateway::
+//!   catalog`, "Names"); the tenant's namespaces need no column of their own;
 //! - `create` inserts with `ON CONFLICT (name) DO NOTHING ... RETURNING name`: a name
 //!   already stored is [`PortError::Refused`] and changes nothing;
 //! - `upsert_config` inserts, or updates only the config's fields (`ON CONFLICT DO UPDATE`);

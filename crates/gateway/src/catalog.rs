@@ -13,10 +13,11 @@
 //!   interval). A schema is compiled once per document, not at each refresh.
 //! - The admin operations ([`StreamCatalog::create`], [`StreamCatalog::update`],
 //!   [`StreamCatalog::delete`]) write the store and the log's side (the Kafka topic,
-//!   [`StreamTopics`]), then this node's snapshot at once. A name is unique across tenants
-//!   (it is a topic of the log): creating one that exists is refused whoever owns it. A
-//!   stream is created in the store before its topic, and its record is removed again when
-//!   the log refuses the topic, so the store arbitrates between nodes creating one name.
+//!   [`StreamTopics`]), then this node's snapshot at once. A stream is created in the
+//!   store before its topic, and its record is removed again when the log refuses the
+//!   topic, so the store arbitrates between nodes creating one name.
+//! - Each tenant names its streams in a namespace of its own (see [Names](#names)): creating
+//!   a name the tenant has is refused; another tenant's names are never in the way.
 //! - A stream of the config file keeps the config's partitions and description (change
 //!   them there) and cannot be deleted through the API (the next start would create it
 //!   again); its schema and retention can be set through the API, and are kept across
@@ -24,16 +25,41 @@
 //!   (the pipeline's shards follow its partitions).
 //! - A catalog without a store (`From<BTreeMap<..>>`, for tests and tools) is fixed: the
 //!   admin operations fail with [`CatalogError::NoStore`].
+//!
+//! # Names
+//!
+//! A stream has one identity inside Tributary: the [`StreamName`] of its topic in the log,
+//! of its raw events and dead letters in the document store, of its checkpoints and of its
+//! pipelines' sources. Its tenant knows it by its name ([`StreamEntry::name`]), which the
+//! API takes and shows. Identity and name are the same but for a stream that a tenant
+//! other than [`DEFAULT_TENANT`] created through the API: its identity is its name followed
+//! by its tenant's tag, `__` and the first 12 hexadecimal digits of the SHA-256 of the
+//! tenant ([`stream_id`]; `clicks` of tenant `acme` is `clicks__` and 12 hex digits). So:
+//! - the default tenant's streams, and the config file's (of any tenant), are named as they
+//!   are identified, as before tenants had namespaces: nothing stored moves;
+//! - a name given to the API never takes another tenant's identity: a name that ends like
+//!   a tag is refused to every tenant, and a tag is added only to its own tenant's names.
+//!   What stays shared is the default tenant's namespace with the config file's streams
+//!   of other tenants (both are the operator's), and, for two tenants whose tags agree (one
+//!   chance in 2^48 for a pair), the identities of the names both create: the second
+//!   creation is refused (409);
+//! - a name of such a tenant is at most [`MAX_TAGGED_NAME_LEN`] characters (the tag takes
+//!   the rest of a [`StreamName`]'s 64);
+//! - the mapping is computed, not stored: the store keeps the identity and the tenant, and
+//!   the name follows from both ([`shown_name`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tributary_core::event::MAX_STREAM_NAME_LEN;
 use tributary_core::ports::{
-    PortError, StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicError, TopicSpec,
+    DEFAULT_TENANT, PortError, StoredStream, StreamOrigin, StreamStore, StreamTopics, TopicError,
+    TopicSpec,
 };
 use tributary_core::{StreamName, Timestamp};
 
@@ -50,9 +76,79 @@ pub const MAX_PARTITIONS: u32 = 1024;
 /// The longest description, in characters.
 pub const MAX_DESCRIPTION: usize = 1000;
 
-/// A stream as the catalog holds it.
+/// The hexadecimal digits of a tenant's tag.
+const TAG_DIGITS: usize = 12;
+
+/// The characters of a tenant's tag: `__` and [`TAG_DIGITS`] digits.
+const TAG_LEN: usize = 2 + TAG_DIGITS;
+
+/// The longest name of a stream that a tenant other than [`DEFAULT_TENANT`] creates
+/// through the API: its identity adds the tenant's tag (see [Names](self#names)).
+pub const MAX_TAGGED_NAME_LEN: usize = MAX_STREAM_NAME_LEN - TAG_LEN;
+
+/// The tag of `tenant`: `__` and the first [`TAG_DIGITS`] hexadecimal digits of its
+/// SHA-256.
+fn tag(tenant: &str) -> String {
+    let digest = hex::encode(Sha256::digest(tenant.as_bytes()));
+    format!("__{}", &digest[..TAG_DIGITS])
+}
+
+/// `name` followed by the tag of `tenant`, when that is a stream name (not too long).
+fn with_tag(tenant: &str, name: &StreamName) -> Option<StreamName> {
+    StreamName::new(format!("{name}{}", tag(tenant))).ok()
+}
+
+/// Whether `name` ends like a tenant's tag, which no name given to the API may.
+fn ends_like_a_tag(name: &str) -> bool {
+    name.len() > TAG_LEN && {
+        let (_, end) = name.split_at(name.len() - TAG_LEN);
+        end.starts_with("__")
+            && end[2..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+/// The identity of the stream that `tenant` creates through the API as `name` (see
+/// [Names](self#names)).
+///
+/// # Errors
+/// [`CatalogError::Invalid`] for a name that ends like a tag, or one too long for its
+/// tenant's tag.
+pub fn stream_id(tenant: &str, name: &StreamName) -> Result<StreamName, CatalogError> {
+    if ends_like_a_tag(name.as_str()) {
+        return Err(CatalogError::Invalid(format!(
+            "name: a name may not end with '__' and {TAG_DIGITS} hexadecimal digits \
+             (reserved for the names of other tenants' streams)"
+        )));
+    }
+    if tenant == DEFAULT_TENANT {
+        return Ok(name.clone());
+    }
+    with_tag(tenant, name).ok_or_else(|| {
+        CatalogError::Invalid(format!(
+            "name: must be at most {MAX_TAGGED_NAME_LEN} characters"
+        ))
+    })
+}
+
+/// The name by which `tenant` knows its stream `id`: `id` without the tenant's tag.
+#[must_use]
+pub fn shown_name(tenant: &str, id: &StreamName) -> StreamName {
+    if tenant == DEFAULT_TENANT {
+        return id.clone();
+    }
+    id.as_str()
+        .strip_suffix(tag(tenant).as_str())
+        .and_then(|name| StreamName::new(name).ok())
+        .unwrap_or_else(|| id.clone())
+}
+
+/// A stream as the catalog holds it (by its identity).
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
+    /// The name its tenant knows it by (see [Names](self#names)).
+    pub name: StreamName,
     /// What the routes and tenancy read.
     pub info: StreamInfo,
     /// Its payloads' schema, compiled.
@@ -64,6 +160,7 @@ pub struct StreamEntry {
 impl StreamEntry {
     fn of(stored: StoredStream, schema: Option<Arc<StreamSchema>>) -> Self {
         Self {
+            name: shown_name(&stored.tenant, &stored.name),
             info: StreamInfo {
                 partitions: stored.partitions,
                 description: stored.description.clone(),
@@ -75,7 +172,7 @@ impl StreamEntry {
     }
 }
 
-/// The streams, by name.
+/// The streams, by identity.
 pub type Streams = Arc<BTreeMap<StreamName, Arc<StreamEntry>>>;
 
 /// Where a catalog's streams are kept, and the log's side of them.
@@ -137,7 +234,7 @@ impl From<TopicError> for CatalogError {
 /// A stream to create.
 #[derive(Debug, Clone)]
 pub struct NewStream {
-    /// Its name.
+    /// Its name, in its tenant's namespace.
     pub name: StreamName,
     /// The tenant it belongs to.
     pub tenant: String,
@@ -173,6 +270,7 @@ impl From<BTreeMap<StreamName, StreamInfo>> for StreamCatalog {
             .into_iter()
             .map(|(name, info)| {
                 let entry = StreamEntry {
+                    name: shown_name(&info.tenant, &name),
                     info,
                     schema: None,
                     stored: None,
@@ -226,10 +324,29 @@ impl StreamCatalog {
         self.inner.streams.subscribe()
     }
 
-    /// The stream named `name`.
+    /// The stream whose identity is `id`.
     #[must_use]
-    pub fn get(&self, name: &StreamName) -> Option<Arc<StreamEntry>> {
-        self.snapshot().get(name).cloned()
+    pub fn get(&self, id: &StreamName) -> Option<Arc<StreamEntry>> {
+        self.snapshot().get(id).cloned()
+    }
+
+    /// The stream that `tenant` names `name`, with its identity: a stream named as it is
+    /// identified (the default tenant's, the config file's), else one created through the
+    /// API with the tenant's tag.
+    #[must_use]
+    pub fn find(&self, tenant: &str, name: &str) -> Option<(StreamName, Arc<StreamEntry>)> {
+        let name = StreamName::new(name).ok()?;
+        let streams = self.snapshot();
+        let tagged = (tenant != DEFAULT_TENANT)
+            .then(|| with_tag(tenant, &name))
+            .flatten();
+        [Some(name.clone()), tagged]
+            .into_iter()
+            .flatten()
+            .find_map(|id| {
+                let entry = streams.get(&id)?;
+                (entry.info.tenant == tenant && entry.name == name).then(|| (id, Arc::clone(entry)))
+            })
     }
 
     /// The schema of the stream named `name`, if it has one.
@@ -325,10 +442,12 @@ impl StreamCatalog {
         self.inner.backing.as_ref().ok_or(CatalogError::NoStore)
     }
 
-    /// Creates a stream: its record, then its topic.
+    /// Creates a stream of `new.tenant`: its record, then its topic, under its identity
+    /// ([`stream_id`]).
     ///
     /// # Errors
-    /// [`CatalogError::Conflict`] when the name exists (in any tenant);
+    /// [`CatalogError::Conflict`] when the tenant has a stream of this name (or, see
+    /// [Names](self#names), when its identity is taken);
     /// [`CatalogError::Invalid`] for a definition the catalog or the log refuses.
     pub async fn create(&self, new: NewStream) -> Result<Arc<StreamEntry>, CatalogError> {
         let backing = self.backing()?;
@@ -348,15 +467,16 @@ impl StreamCatalog {
                 "replication_factor: must be at least 1".to_owned(),
             ));
         }
+        let id = stream_id(&new.tenant, &new.name)?;
         let schema = compile(new.schema.clone())?;
         let _write = self.inner.writes.lock().await;
         let exists = || CatalogError::Conflict(format!("a stream named {:?} exists", new.name));
-        if self.get(&new.name).is_some() {
+        if self.get(&id).is_some() || self.find(&new.tenant, new.name.as_str()).is_some() {
             return Err(exists());
         }
         let now = Timestamp::now();
         let mut stored = StoredStream {
-            name: new.name.clone(),
+            name: id.clone(),
             tenant: new.tenant,
             partitions: new.partitions,
             replication_factor: new
@@ -401,20 +521,20 @@ impl StreamCatalog {
         tracing::info!(stream = %stored.name, tenant = stored.tenant, partitions, "stream created");
         let entry = Arc::new(StreamEntry::of(stored, schema));
         self.replace(|streams| {
-            streams.insert(new.name.clone(), Arc::clone(&entry));
+            streams.insert(id, Arc::clone(&entry));
         });
         Ok(entry)
     }
 
-    /// The stream named `name` of `tenant`.
-    fn owned(&self, name: &StreamName, tenant: &str) -> Result<Arc<StreamEntry>, CatalogError> {
-        self.get(name)
+    /// The stream of `tenant` whose identity is `id`.
+    fn owned(&self, id: &StreamName, tenant: &str) -> Result<Arc<StreamEntry>, CatalogError> {
+        self.get(id)
             .filter(|entry| entry.info.tenant == tenant)
-            .ok_or_else(|| CatalogError::Unknown(name.to_string()))
+            .ok_or_else(|| CatalogError::Unknown(shown_name(tenant, id).to_string()))
     }
 
-    /// Applies `change` to the stream named `name` of `tenant`, which the pipelines
-    /// `readers` read.
+    /// Applies `change` to the stream of `tenant` whose identity is `name`, which the
+    /// pipelines `readers` read.
     ///
     /// # Errors
     /// [`CatalogError::Unknown`] for another tenant's or no stream;
@@ -460,7 +580,8 @@ impl StreamCatalog {
             };
             if let Some(reason) = refusal {
                 return Err(CatalogError::Conflict(format!(
-                    "the partitions of {name:?} cannot change: {reason}"
+                    "the partitions of {:?} cannot change: {reason}",
+                    entry.name
                 )));
             }
             stored.partitions = partitions;
@@ -483,8 +604,9 @@ impl StreamCatalog {
         {
             if from_config {
                 return Err(CatalogError::Conflict(format!(
-                    "the description of {name:?} cannot change: it is defined in the config \
-                     file: change it there"
+                    "the description of {:?} cannot change: it is defined in the config \
+                     file: change it there",
+                    entry.name
                 )));
             }
             check_description(description.as_deref())?;
@@ -504,7 +626,7 @@ impl StreamCatalog {
             self.replace(|streams| {
                 streams.remove(name);
             });
-            return Err(CatalogError::Unknown(name.to_string()));
+            return Err(CatalogError::Unknown(entry.name.to_string()));
         }
         let entry = Arc::new(StreamEntry::of(stored, schema));
         self.replace(|streams| {
@@ -513,7 +635,7 @@ impl StreamCatalog {
         Ok(entry)
     }
 
-    /// Deletes the stream named `name` of `tenant`: its topic, then its record.
+    /// Deletes the stream of `tenant` whose identity is `name`: its topic, then its record.
     ///
     /// # Errors
     /// [`CatalogError::Unknown`] for another tenant's or no stream;
@@ -540,7 +662,8 @@ impl StreamCatalog {
         };
         if let Some(reason) = refusal {
             return Err(CatalogError::Conflict(format!(
-                "{name:?} cannot be deleted: {reason}"
+                "{:?} cannot be deleted: {reason}",
+                entry.name
             )));
         }
         backing.topics.delete(name).await?;
@@ -609,5 +732,66 @@ fn check_description(description: Option<&str>) -> Result<(), CatalogError> {
             format!("description: at most {MAX_DESCRIPTION} characters"),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> StreamName {
+        StreamName::new(text).unwrap()
+    }
+
+    #[test]
+    fn the_default_tenants_streams_are_identified_by_their_names() {
+        let clicks = name("clicks");
+        assert_eq!(stream_id(DEFAULT_TENANT, &clicks).unwrap(), clicks);
+        assert_eq!(shown_name(DEFAULT_TENANT, &clicks), clicks);
+        let longest = name(&"x".repeat(MAX_STREAM_NAME_LEN));
+        assert_eq!(stream_id(DEFAULT_TENANT, &longest).unwrap(), longest);
+    }
+
+    #[test]
+    fn another_tenants_identities_add_its_tag_and_drop_it_again() {
+        let clicks = name("clicks");
+        let acme = stream_id("acme", &clicks).unwrap();
+        let globex = stream_id("globex", &clicks).unwrap();
+        assert_ne!(acme, globex);
+        assert_eq!(acme.as_str().len(), "clicks".len() + TAG_LEN);
+        assert!(acme.as_str().starts_with("clicks__"), "{acme}");
+        assert_eq!(shown_name("acme", &acme), clicks);
+        // Not the tenant's tag: shown as it is.
+        assert_eq!(shown_name("globex", &acme), acme);
+        assert_eq!(shown_name("acme", &clicks), clicks);
+        // Any tenant name, also one that is not a valid stream name.
+        assert!(stream_id("Ünïcode tenant/1", &clicks).is_ok());
+    }
+
+    #[test]
+    fn names_ending_like_a_tag_and_names_too_long_for_a_tag_are_refused() {
+        let tagged = stream_id("acme", &name("clicks")).unwrap();
+        for tenant in [DEFAULT_TENANT, "acme", "globex"] {
+            assert!(
+                matches!(stream_id(tenant, &tagged), Err(CatalogError::Invalid(_))),
+                "{tenant}"
+            );
+        }
+        for allowed in [
+            "my__clicks",
+            "a__0123456789a",
+            "a__0123456789abc",
+            "a-_0123456789ab",
+        ] {
+            assert!(stream_id("acme", &name(allowed)).is_ok(), "{allowed}");
+        }
+        assert!(stream_id("acme", &name("a__0123456789ab")).is_err());
+        let longest = name(&"x".repeat(MAX_TAGGED_NAME_LEN));
+        assert!(stream_id("acme", &longest).is_ok());
+        let too_long = name(&"x".repeat(MAX_TAGGED_NAME_LEN + 1));
+        assert!(matches!(
+            stream_id("acme", &too_long),
+            Err(CatalogError::Invalid(reason)) if reason.contains("50")
+        ));
     }
 }

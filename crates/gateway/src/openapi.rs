@@ -303,7 +303,7 @@ const SHARED: &[SharedResponse] = &[
     SharedResponse {
         name: "Conflict",
         status: 409,
-        description: "The change contradicts the stream's state (type `urn:tributary:problem:stream-conflict`): its name exists (in any tenant), a pipeline reads it, or the config file defines what the change would alter.",
+        description: "The change contradicts the stream's state (type `urn:tributary:problem:stream-conflict`): the caller's tenant has a stream of its name (another tenant's names are never in the way), a pipeline reads it, or the config file defines what the change would alter.",
         headers: &[],
     },
     SharedResponse {

@@ -13,6 +13,15 @@
 //! - A principal sees only its own tenant's: listings hold only those, and a stream or
 //!   pipeline of another tenant is answered exactly as an unknown one (the same 404 problem,
 //!   never a 403), so that a credential cannot learn whether another tenant's exists.
+//! - Each tenant names its streams in a namespace of its own: `acme` and `globex` may both
+//!   have a stream `clicks`, each its own topic, events, raw events, dead letters and
+//!   pipeline results, and creating a stream answers 409 only for a name of the caller's
+//!   tenant. Inside Tributary (the log, the stores, the engine) a stream is its identity
+//!   (see [Names](crate::catalog#names)); at this edge every name coming in is resolved
+//!   from (tenant, name) to that identity ([`AppState::stream_for`]), and every name going
+//!   out (streams, events' `stream`, dead letters' `stream`, pipelines' `sources`) is shown
+//!   as its tenant's name ([`AppState::shown_stream`]). Pipelines are the config file's:
+//!   their names are the operator's one namespace (no tenant creates or names one).
 //! - Tenants are fully separate: the configured (bootstrap) keys are admins of
 //!   [`DEFAULT_TENANT`] only, and see no other tenant's data either.
 
@@ -27,18 +36,21 @@ use crate::catalog::StreamEntry;
 use crate::error::ApiError;
 
 impl AppState {
-    /// The streams of `tenant`, ordered by name.
-    pub(crate) fn streams_of(&self, tenant: &str) -> Vec<(StreamName, Arc<StreamEntry>)> {
-        self.streams
+    /// The streams of `tenant`, ordered by their name.
+    pub(crate) fn streams_of(&self, tenant: &str) -> Vec<Arc<StreamEntry>> {
+        let mut streams: Vec<_> = self
+            .streams
             .snapshot()
-            .iter()
-            .filter(|(_, entry)| entry.info.tenant == tenant)
-            .map(|(name, entry)| (name.clone(), Arc::clone(entry)))
-            .collect()
+            .values()
+            .filter(|entry| entry.info.tenant == tenant)
+            .cloned()
+            .collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        streams
     }
 
-    /// The stream named `raw` of `tenant`; an invalid name, an unknown stream and another
-    /// tenant's are the same 404.
+    /// The identity of the stream that `tenant` names `raw`; an invalid name, an unknown
+    /// stream and another tenant's are the same 404.
     ///
     /// # Errors
     /// [`ApiError::UnknownStream`].
@@ -55,19 +67,22 @@ impl AppState {
         tenant: &str,
         raw: &str,
     ) -> Result<(StreamName, Arc<StreamEntry>), ApiError> {
-        StreamName::new(raw)
-            .ok()
-            .and_then(|name| {
-                let entry = self.streams.get(&name)?;
-                (entry.info.tenant == tenant).then_some((name, entry))
-            })
+        self.streams
+            .find(tenant, raw)
             .ok_or_else(|| ApiError::UnknownStream {
                 name: raw.to_owned(),
             })
     }
 
-    /// The tenant of the stream named `stream` ([`DEFAULT_TENANT`] when it is not
-    /// known).
+    /// The name by which its tenant knows the stream whose identity is `stream`, when it
+    /// is known.
+    pub(crate) fn shown_stream(&self, stream: &str) -> Option<StreamName> {
+        let id = StreamName::new(stream).ok()?;
+        self.streams.get(&id).map(|entry| entry.name.clone())
+    }
+
+    /// The tenant of the stream whose identity is `stream` ([`DEFAULT_TENANT`] when it is
+    /// not known).
     pub(crate) fn tenant_of_stream(&self, stream: &str) -> String {
         StreamName::new(stream)
             .ok()

@@ -1,8 +1,10 @@
 //! Tenants: a credential of one tenant never reads, writes, lists or learns of another
 //! tenant's streams, events, pipelines, results, dead letters or keys, through any `/v1`
-//! route or GraphQL field. Both tests walk the whole surface (the routes of
+//! route or GraphQL field. Two tests walk the whole surface (the routes of
 //! [`tributary_gateway::routes`], the fields of the schema's introspection): a route or
-//! field added later fails them until it is covered here.
+//! field added later fails them until it is covered here. The others check that each
+//! tenant names its streams in a namespace of its own ([`tributary_gateway::catalog`],
+//! "Names").
 //!
 //! Two tenants over the harness's real embedded adapters: `default` (streams `t` and
 //! `orders`, pipelines `clicks-per-minute` and `orders-per-minute`, the configured admin
@@ -30,7 +32,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tributary_connectors::keys::SqlKeyStore;
 use tributary_connectors::streams::SqlStreamStore;
 use tributary_core::Timestamp;
-use tributary_core::ports::{DocumentStore, KeyStore, Log, Scope, StoredKey, StreamStore};
+use tributary_core::ports::{
+    AnalyticsStore, Checkpoint, DocumentStore, KeyStore, Log, Scope, StateDelta, StoredKey,
+    StoredStream, StreamOrigin, StreamStore,
+};
+use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
+use tributary_core::value::Value as Scalar;
+use tributary_gateway::catalog::{MAX_TAGGED_NAME_LEN, stream_id};
 use tributary_gateway::{ApiKeys, StreamInfo};
 
 use common::{Harness, KEY, body_json, config_stream, harness, pipeline, stream};
@@ -332,11 +340,14 @@ async fn every_rest_route_hides_the_other_tenants_data() {
                     set(&[B_STREAM, "b-created"])
                 );
                 same_as_unknown(&h, Method::GET, "/v1/streams/NAME", "b-created", KEY, None).await;
-                // A name is one topic of the log: taken for every tenant.
+                // Each tenant names its streams: the name is still free for the other.
                 let (status, body) = json_of(&h, Method::POST, path, KEY, Some(created)).await;
-                assert_eq!(status, StatusCode::CONFLICT, "{body}");
-                let response = send(&h, Method::DELETE, "/v1/streams/b-created", &b, None).await;
-                assert_eq!(response.status(), StatusCode::NO_CONTENT);
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                for bearer in [KEY, b.as_str()] {
+                    let uri = "/v1/streams/b-created";
+                    let response = send(&h, Method::DELETE, uri, bearer, None).await;
+                    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+                }
             }
             ("GET", "/v1/streams/{stream}") => {
                 let template = "/v1/streams/NAME";
@@ -541,6 +552,275 @@ async fn every_rest_route_hides_the_other_tenants_data() {
         covered.push(format!("{method} {path}"));
     }
     assert!(covered.len() >= 17, "{covered:?}");
+}
+
+/// Commits one result row of `pipeline` (counting per minute over `source`, a stream's
+/// identity): `count` events of `key` in the first minute of 2026-12-01.
+async fn commit_result(h: &Harness, pipeline: &str, source: &str, key: &str, count: i64) {
+    let start = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+    let row = ResultRow {
+        pipeline: pipeline.into(),
+        window_start: start,
+        window_end: Timestamp::from_millis(start.millis() + 60_000),
+        key: key.into(),
+        keys: vec![Scalar::Str(key.to_owned().into())],
+        values: vec![Scalar::Int(count)],
+        partials: vec![Vec::new()],
+        revision: 1,
+        closed: true,
+        updated_at: None,
+    };
+    let checkpoint = Checkpoint {
+        pipeline: pipeline.into(),
+        epoch: 1,
+        offsets: vec![],
+        state: json!({}),
+        watermark: row.window_end,
+    };
+    let schema = common::pipeline(pipeline, source).schema();
+    h.store.prepare_results(&schema).await.unwrap();
+    let owner = h.store.claim(pipeline).await.unwrap();
+    let changes = [ResultChange::Upsert(row)];
+    let write = ResultWrite {
+        schema: &schema,
+        changes: &changes,
+    };
+    h.store
+        .commit_checkpoint(
+            owner.generation,
+            &checkpoint,
+            Some(write),
+            &StateDelta::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// `default` and `beta` each create a stream `clicks` and a pipeline over it, ingest into
+/// it, and see only their own: over REST and GraphQL, the stream, its events, its raw
+/// events, its dead letters and its pipeline's results, always under the name `clicks`.
+#[tokio::test]
+async fn each_tenant_names_its_streams() {
+    let mut h = two_tenants().await;
+    let b = beta_key();
+    let both = [(KEY.to_owned(), "default"), (b.clone(), BETA)];
+    let clicks = r#"{"name": "clicks", "partitions": 1}"#;
+    for (bearer, _) in &both {
+        let response = send(&h, Method::POST, "/v1/streams", bearer, Some(clicks)).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()[header::LOCATION], "/v1/streams/clicks");
+        assert_eq!(body_json(response).await["name"], "clicks");
+    }
+    // A 409 only ever concerns the caller's own names.
+    for (bearer, _) in &both {
+        let (status, body) = json_of(&h, Method::POST, "/v1/streams", bearer, Some(clicks)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+    // The default tenant's stream is identified by its name (its topic, its raw events and
+    // dead letters are named as before tenants had namespaces); beta's by its name and
+    // beta's tag.
+    let store = SqlStreamStore::new(&h.store);
+    let a_id = stream("clicks");
+    let b_id = stream_id(BETA, &a_id).unwrap();
+    assert_eq!(stream_id("default", &a_id).unwrap(), a_id);
+    assert!(b_id.as_str().starts_with("clicks__"), "{b_id}");
+    for (id, tenant) in [(&a_id, "default"), (&b_id, BETA)] {
+        let stored = store.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.tenant, tenant);
+    }
+
+    // Each ingests its own event, and a body it refuses (a dead letter).
+    let mut ids = Vec::new();
+    for (bearer, tenant) in &both {
+        let event = json!({"key": tenant, "payload": {"who": tenant}}).to_string();
+        let (status, body) = ingest(&h, "clicks", bearer, &event).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["ids"][0].as_str().unwrap().to_owned());
+        let junk = format!("{{junk of {tenant}");
+        assert_eq!(
+            ingest(&h, "clicks", bearer, &junk).await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    // Into two topics, archived as the engine does.
+    let mut archived = Vec::new();
+    for (id, event_id) in [(&a_id, &ids[0]), (&b_id, &ids[1])] {
+        let events = h.events_in_log(id.as_str(), 1, 1).await;
+        assert_eq!(events.len(), 1, "{id}");
+        assert_eq!(&events[0].id.as_str(), event_id);
+        archived.extend(events);
+    }
+    h.store.put_events(&archived).await.unwrap();
+
+    // Pipelines over each one's `clicks`, with a result each.
+    let mut pipelines = (*h.state.pipelines).clone();
+    pipelines.push(pipeline("a-clicks", a_id.as_str()));
+    pipelines.push(pipeline("b-clicks", b_id.as_str()));
+    h.state.pipelines = Arc::new(pipelines);
+    h.router = tributary_gateway::router(h.state.clone());
+    commit_result(&h, "a-clicks", a_id.as_str(), "default", 1).await;
+    commit_result(&h, "b-clicks", b_id.as_str(), BETA, 2).await;
+
+    for ((bearer, tenant), (own_id, pipeline)) in both
+        .iter()
+        .zip([(&ids[0], "a-clicks"), (&ids[1], "b-clicks")])
+    {
+        let (_, listed) = json_of(&h, Method::GET, "/v1/streams", bearer, None).await;
+        assert!(
+            names(&listed, "streams", "name").contains("clicks"),
+            "{listed}"
+        );
+        let uri = "/v1/streams/clicks/events";
+        let (status, page) = json_of(&h, Method::GET, uri, bearer, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(names(&page, "events", "id"), set(&[own_id]));
+        assert_eq!(names(&page, "events", "stream"), set(&["clicks"]));
+        let letters = dead_letters_seen(&h, bearer).await;
+        assert_eq!(
+            letters,
+            [("clicks".to_owned(), format!("{{junk of {tenant}"))]
+        );
+        let (_, listed) = json_of(&h, Method::GET, "/v1/pipelines", bearer, None).await;
+        let own = listed["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pipeline)
+            .unwrap_or_else(|| panic!("{tenant} does not see {pipeline}: {listed}"));
+        assert_eq!(own["sources"], json!(["clicks"]));
+        let uri = format!("/v1/pipelines/{pipeline}/results");
+        let (status, results) = json_of(&h, Method::GET, &uri, bearer, None).await;
+        assert_eq!(status, StatusCode::OK, "{results}");
+        assert_eq!(names(&results, "results", "key"), set(&[tenant]));
+
+        let query = format!(
+            "{{ streams {{ name }} events(stream: \"clicks\") {{ events {{ id stream }} }} \
+             deadLetters {{ dead_letters {{ stream raw }} }} pipelines {{ name sources }} \
+             pipelineResults(pipeline: \"{pipeline}\") {{ results }} }}"
+        );
+        let data = &graphql(&h, bearer, &query).await["data"];
+        assert!(names(data, "streams", "name").contains("clicks"), "{data}");
+        assert_eq!(names(&data["events"], "events", "id"), set(&[own_id]));
+        assert_eq!(names(&data["events"], "events", "stream"), set(&["clicks"]));
+        assert_eq!(
+            names(&data["deadLetters"], "dead_letters", "raw"),
+            set(&[&format!("{{junk of {tenant}")])
+        );
+        assert!(
+            data["pipelines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == pipeline && p["sources"] == json!(["clicks"])),
+            "{data}"
+        );
+        assert_eq!(
+            data["pipelineResults"]["results"][0]["key"], *tenant,
+            "{data}"
+        );
+    }
+    // The other tenant's pipeline over its `clicks` is unknown.
+    same_as_unknown(
+        &h,
+        Method::GET,
+        "/v1/pipelines/NAME/results",
+        "b-clicks",
+        KEY,
+        None,
+    )
+    .await;
+    same_as_unknown(
+        &h,
+        Method::GET,
+        "/v1/pipelines/NAME/results",
+        "a-clicks",
+        &b,
+        None,
+    )
+    .await;
+
+    // Beta's changes are to beta's `clicks` only; its identity is no name of its own.
+    let patch = Some(r#"{"description": "beta's clicks"}"#);
+    let (status, _) = json_of(&h, Method::PATCH, "/v1/streams/clicks", &b, patch).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, own) = json_of(&h, Method::GET, "/v1/streams/clicks", KEY, None).await;
+    assert_eq!(own["description"], Value::Null);
+    same_as_unknown(&h, Method::GET, "/v1/streams/NAME", b_id.as_str(), &b, None).await;
+    same_as_unknown(
+        &h,
+        Method::GET,
+        "/v1/streams/NAME",
+        b_id.as_str(),
+        KEY,
+        None,
+    )
+    .await;
+}
+
+/// A stream that a tenant other than `default` created through the API before tenants had
+/// namespaces is stored under its bare name: it loads as it was, under its name.
+#[tokio::test]
+async fn a_stream_stored_before_namespaces_keeps_its_name() {
+    let h = two_tenants().await;
+    let b = beta_key();
+    let info = StreamInfo {
+        partitions: 1,
+        description: None,
+        tenant: BETA.into(),
+    };
+    let legacy = StoredStream {
+        origin: StreamOrigin::Api,
+        ..config_stream(&stream("legacy"), &info)
+    };
+    h.log.ensure_stream(&legacy.name, 1).await.unwrap();
+    SqlStreamStore::new(&h.store).create(&legacy).await.unwrap();
+    h.state.streams.refresh().await.unwrap();
+
+    let (status, shown) = json_of(&h, Method::GET, "/v1/streams/legacy", &b, None).await;
+    assert_eq!((status, &shown["name"]), (StatusCode::OK, &json!("legacy")));
+    let (status, body) = ingest(&h, "legacy", &b, r#"{"payload": {"old": true}}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(h.events_in_log("legacy", 1, 1).await.len(), 1);
+    // Still beta's name: taken for beta, unknown to the other tenant.
+    let again = Some(r#"{"name": "legacy"}"#);
+    let (status, _) = json_of(&h, Method::POST, "/v1/streams", &b, again).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    same_as_unknown(&h, Method::GET, "/v1/streams/NAME", "legacy", KEY, None).await;
+}
+
+/// A name that ends like a tenant's tag is refused to every tenant, so that none can take
+/// another's identity; a tenant with a tag has names of at most [`MAX_TAGGED_NAME_LEN`]
+/// characters.
+#[tokio::test]
+async fn names_cannot_take_another_tenants_identity() {
+    let h = two_tenants().await;
+    let b = beta_key();
+    let beta_clicks = stream_id(BETA, &stream("clicks")).unwrap();
+    for (bearer, name) in [
+        (KEY.to_owned(), beta_clicks.to_string()),
+        (b.clone(), beta_clicks.to_string()),
+        (b.clone(), "x".repeat(MAX_TAGGED_NAME_LEN + 1)),
+    ] {
+        let body = json!({"name": name}).to_string();
+        let (status, problem) =
+            json_of(&h, Method::POST, "/v1/streams", &bearer, Some(&body)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {problem}"
+        );
+    }
+    for (bearer, name) in [
+        (KEY.to_owned(), "x".repeat(MAX_TAGGED_NAME_LEN + 1)),
+        (b.clone(), "x".repeat(MAX_TAGGED_NAME_LEN)),
+        (KEY.to_owned(), "my__clicks".to_owned()),
+    ] {
+        let body = json!({"name": name, "partitions": 1}).to_string();
+        let (status, created) =
+            json_of(&h, Method::POST, "/v1/streams", &bearer, Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {created}");
+        assert_eq!(created["name"], name.as_str());
+    }
 }
 
 /// Runs `query` as `bearer`; the GraphQL response.

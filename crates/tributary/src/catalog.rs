@@ -4,7 +4,9 @@
 //! Contract:
 //! - A config stream's topic is created (or found) with the config's partitions, and its
 //!   record written with what the config says (partitions as the log has them,
-//!   description, tenant), keeping what the API set on it (schema, retention).
+//!   description, tenant), keeping what the API set on it (schema, retention). It is
+//!   identified by its name, whatever its tenant (`tributary_gateway::catalog`, "Names"):
+//!   its topic and stored records are where they were before tenants had namespaces.
 //! - A stored config stream no longer in the config file loses its record (it is no longer
 //!   served); its topic and records stay in the log.
 //! - Every node does this at its start; it is idempotent, so nodes starting together agree.

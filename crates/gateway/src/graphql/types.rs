@@ -12,7 +12,7 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, SimpleObject)]
 #[graphql(rename_fields = "snake_case")]
 pub(crate) struct Stream {
-    /// Its name.
+    /// Its name, unique in the caller's tenant.
     pub name: String,
     /// Its number of partitions in the log.
     pub partitions: u32,
@@ -39,7 +39,7 @@ pub(crate) struct Stream {
 pub(crate) struct Event {
     /// Its id, unique in its stream.
     pub id: String,
-    /// Its stream.
+    /// Its stream (its name in the caller's tenant).
     pub stream: String,
     /// Its event time, RFC 3339.
     pub ts: String,
@@ -68,7 +68,7 @@ pub(crate) struct DeadLetter {
     pub id: String,
     /// When it was refused, RFC 3339.
     pub at: String,
-    /// The stream it was meant for.
+    /// The stream it was meant for (its name in the caller's tenant).
     pub stream: String,
     /// Where it was refused: an object tagged by `kind` (`ingest`, `log`, `late`,
     /// `archive`).

@@ -8,7 +8,7 @@
 //!   `late`, `archive`). `limit` and `cursor` follow the rules of
 //!   `GET /v1/streams/{stream}/events` (default 100, within 1..=1000; at most
 //!   `[http] max_page_bytes` of letters, at least one; an opaque cursor; a 400 for either
-//!   when invalid).
+//!   when invalid). A letter's `stream` is the stream's name in the caller's tenant.
 //! - A caller sees only the dead letters of its tenant: those whose stream is one of its
 //!   tenant's; those of a stream that is not configured are the `default` tenant's (see
 //!   [`crate::tenancy`]). The store selects them ([`StreamSelection`]): it reads no other
@@ -81,6 +81,11 @@ pub(crate) async fn page(
                 // The store selected them; this only keeps a store that did not from
                 // showing another tenant's letters.
                 letters.retain(|l| state.sees_dead_letter(tenant, l));
+                for letter in &mut letters {
+                    if let Some(shown) = state.shown_stream(&letter.stream) {
+                        letter.stream = shown.to_string();
+                    }
+                }
                 Ok(letters)
             }
         },

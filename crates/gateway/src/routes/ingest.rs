@@ -2,7 +2,9 @@
 //!
 //! Contract:
 //! - The stream must be configured, and be of the caller's tenant (404 otherwise, also for
-//!   an invalid name or another tenant's stream, see [`crate::tenancy`]).
+//!   an invalid name or another tenant's stream, see [`crate::tenancy`]). The path names it
+//!   in the caller's tenant; the events, their dead letters and the metrics carry its
+//!   identity (see [Names](crate::catalog#names)).
 //! - The body is `application/json` (an object or an array of objects) or NDJSON
 //!   (`application/x-ndjson`, `application/ndjson` or `application/jsonl`); a `charset`
 //!   parameter, if any, must be UTF-8. Anything else, or no content type, is a 415.
@@ -137,13 +139,15 @@ pub(crate) async fn ingest(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let tenant = principal.tenant.as_str();
-    let label = if state.stream_for(tenant, &stream).is_ok() {
-        stream.clone()
-    } else {
-        UNKNOWN_STREAM_LABEL.to_owned()
+    let stream = state.stream_for(&principal.tenant, &stream);
+    let label = stream
+        .as_ref()
+        .map_or_else(|_| UNKNOWN_STREAM_LABEL.to_owned(), ToString::to_string);
+    let accepted = match stream {
+        Ok(stream) => accept(&state, &stream, request).await,
+        Err(error) => Err(error.into()),
     };
-    let (response, accepted) = match accept(&state, tenant, &stream, request).await {
+    let (response, accepted) = match accepted {
         Ok(ids) => {
             let accepted = ids.len();
             let body = Json(Accepted { accepted, ids });
@@ -151,7 +155,8 @@ pub(crate) async fn ingest(
         }
         Err(refusal) => {
             // The room of the body is given back once its letter is stored.
-            let (error, letter, _room) = refusal.into_dead_letter(&stream);
+            // Only a request for a known stream is kept: `label` is its identity.
+            let (error, letter, _room) = refusal.into_dead_letter(&label);
             if let Some(letter) = letter {
                 dead_letters::keep(&state, letter).await;
             }
@@ -182,15 +187,13 @@ impl From<ApiError> for Refusal {
     }
 }
 
-/// Checks, parses and appends the request's events (to a stream of `tenant`); returns their
-/// ids once durable.
+/// Checks, parses and appends the request's events (to the stream whose identity is
+/// `stream`); returns their ids once durable.
 async fn accept(
     state: &AppState,
-    tenant: &str,
-    stream: &str,
+    stream: &tributary_core::StreamName,
     request: Request,
 ) -> Result<Vec<String>, Refusal> {
-    let stream = state.stream_for(tenant, stream)?;
     let format = body_format(request.headers());
     // Its room is held until the events are appended (or the refusal is kept).
     let body = edge::read_body(state, request).await;
@@ -213,7 +216,7 @@ async fn accept(
         max_reported_errors: DEFAULT_MAX_REPORTED_ERRORS,
     };
     let parsed = service
-        .parse_batch(body.bytes.clone(), format, &stream, limits)
+        .parse_batch(body.bytes.clone(), format, stream, limits)
         .await;
     let events = match parsed {
         Ok(events) => events,
@@ -229,7 +232,7 @@ async fn accept(
         }
     };
     service
-        .append(HTTP_SOURCE, &stream, &events)
+        .append(HTTP_SOURCE, stream, &events)
         .await
         .map_err(ApiError::from)?;
     drop(body);

@@ -8,8 +8,8 @@
 //!   "slide_ms" | "gap_ms"}, "aggregates": {name: call}, "lookups": [{"name", "on", "key"}],
 //!   "allowed_lateness_ms", "columns",
 //!   "status"}]}` (a pipeline counting events per key, as all did before aggregates could be
-//!   declared, also shows `"aggregate": "count"`). `columns` are the typed columns of its
-//!   results. `status` is the [`PipelineStatus`] the engine last wrote to the cache (at
+//!   declared, also shows `"aggregate": "count"`). `sources` are the streams' names in the
+//!   caller's tenant. `columns` are the typed columns of its results. `status` is the [`PipelineStatus`] the engine last wrote to the cache (at
 //!   each checkpoint and when the pipeline is restored), or `null` when there is none. The cache is derived data: when it
 //!   fails or holds an undecodable value, `status` is `null` and a warning is logged, and the
 //!   listing still answers 200 — quickly, also while Redis is down: its commands fail within
@@ -168,12 +168,26 @@ pub(crate) async fn describe_all(state: &AppState, tenant: &str) -> Vec<Pipeline
     let mut pipelines = Vec::new();
     for spec in state.pipelines_of(tenant) {
         let status = cached_status(state, &spec.name).await;
-        pipelines.push(describe(spec, status));
+        let sources = spec
+            .sources
+            .iter()
+            .map(|id| {
+                state
+                    .shown_stream(id.as_str())
+                    .unwrap_or_else(|| id.clone())
+            })
+            .collect();
+        pipelines.push(describe(spec, sources, status));
     }
     pipelines
 }
 
-fn describe(spec: &PipelineSpec, status: Option<PipelineStatus>) -> PipelineView {
+/// `spec` as listed, reading `sources` (its sources' names in its tenant's namespace).
+fn describe(
+    spec: &PipelineSpec,
+    sources: Vec<StreamName>,
+    status: Option<PipelineStatus>,
+) -> PipelineView {
     let window = match spec.window {
         WindowSpec::Tumbling { size_ms } => WindowView::Tumbling { size_ms },
         WindowSpec::Hopping { size_ms, slide_ms } => WindowView::Hopping { size_ms, slide_ms },
@@ -199,7 +213,7 @@ fn describe(spec: &PipelineSpec, status: Option<PipelineStatus>) -> PipelineView
         .collect();
     PipelineView {
         name: spec.name.clone(),
-        sources: spec.sources.clone(),
+        sources,
         filter: spec.filter.as_ref().map(|f| f.canonical().to_owned()),
         key: spec
             .keys
@@ -294,7 +308,8 @@ pub(crate) async fn results(
     let Some(cache) = state.edge.results_cache() else {
         return Ok(Json(read_results(&state, spec, &query).await?).into_response());
     };
-    // The pipeline's name is unique across tenants, and the caller may see it.
+    // A pipeline's name is unique (the config file's, across tenants), and the caller may
+    // see it.
     let key = format!(
         "{}\0{:?}\0{:?}\0{:?}\0{}",
         query.pipeline,
@@ -370,6 +385,7 @@ fn checked_query<'a>(
 }
 
 /// The rows of `query` (of pipeline `spec`) in the analytics store.
+#[tracing::instrument(level = "debug", name = "query", skip_all, fields(pipeline = %spec.name, limit = query.limit))]
 async fn read_results(
     state: &AppState,
     spec: &PipelineSpec,

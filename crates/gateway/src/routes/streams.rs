@@ -3,7 +3,9 @@
 //!
 //! Contract:
 //! - Every route sees only the streams of the caller's tenant ([`crate::tenancy`]): another
-//!   tenant's stream is a 404, as an unknown one.
+//!   tenant's stream is a 404, as an unknown one. Names are the tenant's own: another
+//!   tenant may have a stream of the same name, and every name shown (a stream's, an
+//!   event's `stream`) is the caller's.
 //! - `GET /v1/streams` lists the streams, ordered by name: `{"streams": [Stream...]}`, a
 //!   [`StreamView`] each (`name`, `partitions`, `description`, and the stored definition:
 //!   `replication_factor`, `retention_ms`, `schema`, `origin`, `created_at`,
@@ -11,9 +13,12 @@
 //! - `POST /v1/streams` (admin scope) creates a stream of the caller's tenant, with its
 //!   Kafka topic (partitions, replication factor, `retention.ms`) and an optional JSON
 //!   Schema its events' payloads must match: 201 with the stream and a `Location`. Unknown
-//!   members are refused (422), as is a key given twice (400); a name that exists, in any
-//!   tenant, is a 409; an invalid schema, partition count or retention, or settings the
-//!   log refuses (such as more replicas than brokers), a 422 with the reason.
+//!   members are refused (422), as is a key given twice (400); a name the caller's tenant
+//!   has is a 409 (another tenant's names are not in the way); an invalid name (one ending
+//!   with `__` and 12 hexadecimal digits is reserved; a tenant other than `default` has
+//!   names of at most 50 characters, see [Names](crate::catalog#names)), schema, partition
+//!   count or retention, or settings the log refuses (such as more replicas than brokers),
+//!   a 422 with the reason.
 //! - `PATCH /v1/streams/{stream}` (admin scope; JSON merge patch: a member absent is kept,
 //!   `null` clears it) changes `partitions` (more only, and not of a stream a pipeline
 //!   reads), `retention_ms`, `schema` and `description`: 200 with the stream. A stream of
@@ -87,10 +92,10 @@ pub(crate) struct StreamView {
 }
 
 impl StreamView {
-    fn of(name: &StreamName, entry: &StreamEntry) -> Self {
+    fn of(entry: &StreamEntry) -> Self {
         let stored = entry.stored.as_ref();
         Self {
-            name: name.clone(),
+            name: entry.name.clone(),
             partitions: entry.info.partitions,
             description: entry.info.description.clone(),
             replication_factor: stored.and_then(|s| s.replication_factor),
@@ -114,7 +119,8 @@ pub(crate) struct StreamList {
 #[serde(deny_unknown_fields)]
 #[schema(as = StreamRequest)]
 pub(crate) struct CreateStream {
-    /// Its name: unique across tenants.
+    /// Its name: unique in the caller's tenant (other tenants may have streams of the same
+    /// name).
     #[schema(value_type = schemas::StreamName)]
     name: String,
     /// Its partitions (default 3).
@@ -177,7 +183,7 @@ where
     tag = "streams",
     operation_id = "createStream",
     summary = "Creates a stream of the caller's tenant, with its Kafka topic (admin scope).",
-    description = "The name is unique across tenants (it names the log's topic). Other nodes know the stream within 2 s. A `schema` (JSON Schema, any draft; no remote `$ref`) is applied to each event's `payload` at ingestion: an event that fails it is refused (422) with the JSON pointer and reason of each violation, and kept as a dead letter.",
+    description = "The name is unique in the caller's tenant: each tenant names its streams in a namespace of its own, and a 409 only ever concerns the caller's tenant's names. A name ending with `__` and 12 hexadecimal digits is reserved; a tenant other than `default` has names of at most 50 characters. Other nodes know the stream within 2 s. A `schema` (JSON Schema, any draft; no remote `$ref`) is applied to each event's `payload` at ingestion: an event that fails it is refused (422) with the JSON pointer and reason of each violation, and kept as a dead letter.",
     request_body = CreateStream,
     responses(
         (status = 201, description = "Created.", body = StreamView, headers(("Location" = String, description = "`/v1/streams/{name}`."))),
@@ -205,7 +211,7 @@ pub(crate) async fn create(
     tracing::info!(stream = %name, by = %principal.id, "stream created through the API");
     Ok(super::created(
         &format!("/v1/streams/{name}"),
-        StreamView::of(&name, &entry),
+        StreamView::of(&entry),
     ))
 }
 
@@ -227,8 +233,8 @@ pub(crate) async fn describe(
     Extension(principal): Extension<Principal>,
     ApiPath(stream): ApiPath<String>,
 ) -> Result<Json<StreamView>, ApiError> {
-    let (name, entry) = state.stream_entry_for(&principal.tenant, &stream)?;
-    Ok(Json(StreamView::of(&name, &entry)))
+    let (_, entry) = state.stream_entry_for(&principal.tenant, &stream)?;
+    Ok(Json(StreamView::of(&entry)))
 }
 
 /// `PATCH /v1/streams/{stream}`.
@@ -265,7 +271,7 @@ pub(crate) async fn update(
         .update(&name, &principal.tenant, change, &readers)
         .await?;
     tracing::info!(stream = %name, by = %principal.id, "stream changed through the API");
-    Ok(Json(StreamView::of(&name, &entry)))
+    Ok(Json(StreamView::of(&entry)))
 }
 
 /// `DELETE /v1/streams/{stream}`.
@@ -320,7 +326,7 @@ pub(crate) fn describe_all(state: &AppState, tenant: &str) -> Vec<StreamView> {
     state
         .streams_of(tenant)
         .iter()
-        .map(|(name, entry)| StreamView::of(name, entry))
+        .map(|entry| StreamView::of(entry))
         .collect()
 }
 
@@ -358,7 +364,8 @@ pub(crate) async fn page(
     query: &PageQuery,
     since: Option<Timestamp>,
 ) -> Result<Response, ApiError> {
-    let stream = state.stream_for(tenant, stream)?;
+    let (stream, entry) = state.stream_entry_for(tenant, stream)?;
+    let shown = (entry.name != stream).then(|| entry.name.clone());
     let (limit, after) = query.checked()?;
     if let Some((_, id)) = &after {
         EventId::new(id.clone()).map_err(|_| invalid_cursor())?;
@@ -372,7 +379,7 @@ pub(crate) async fn page(
     .read(
         &state.edge,
         |limit, after| {
-            let stream = &stream;
+            let (stream, shown) = (&stream, &shown);
             async move {
                 let after = after
                     .map(|(ts, id)| {
@@ -386,6 +393,11 @@ pub(crate) async fn page(
                     // Newest first: the events from the first older one on are older too.
                     let kept = events.iter().take_while(|e| e.ts >= since).count();
                     events.truncate(kept);
+                }
+                if let Some(shown) = shown {
+                    for event in &mut events {
+                        event.stream = shown.clone();
+                    }
                 }
                 Ok(events)
             }

@@ -13,7 +13,9 @@
 //!   (strings are copied only when they hold escapes). It allocates nothing per event.
 //!   Where it cannot decide cheaply (a large record, anything it would refuse) it answers
 //!   `None`, and the caller asks [`decode_event`]: so both decoders always agree (a
-//!   property test holds them to it).
+//!   property test holds them to it). It reads a record first with a scan of its bytes
+//!   (`scan`: strings without escapes, short integers, nothing it would refuse), and
+//!   through serde_json only what the scan leaves undecided.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, MAX_EVENT_BYTES, MAX_EVENT_ID_LEN, StreamName, Timestamp, check_key};
 use crate::parse::check_event;
 use crate::value::Value;
+
+mod scan;
 
 /// Why a record read from a stream's partition holds no event of that stream.
 #[derive(Debug, thiserror::Error)]
@@ -371,21 +375,39 @@ fn decode<'a>(
     let text = std::str::from_utf8(value).ok()?;
     let base = slots.len();
     slots.resize(base + projection.len(), Value::Null);
+    if let Some(decoded) = scan::record(stream, text, projection, &mut slots[base..], wrapped) {
+        return Some(decoded);
+    }
+    // Undecided: serde reads it again, from empty slots.
+    slots[base..].fill(Value::Null);
+    let decoded = decode_with_serde(stream, text, projection, &mut slots[base..], wrapped);
+    if decoded.is_none() {
+        slots.truncate(base);
+    }
+    decoded
+}
+
+/// The fast path through serde_json, which decides every record the scan leaves
+/// undecided: `None` refuses it (then `slots` is in any state).
+fn decode_with_serde<'a>(
+    stream: &StreamName,
+    text: &'a str,
+    projection: &Projection,
+    slots: &mut [Value<'a>],
+    wrapped: bool,
+) -> Option<(EventView<'a>, Option<Wrapper<'a>>)> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let decoded = RecordSeed {
         stream,
         projection,
-        slots: &mut slots[base..],
+        slots,
         wrapped,
     }
     .deserialize(&mut deserializer)
     .and_then(|view| deserializer.end().map(|()| view));
     match decoded {
         Ok((view, wrapper)) if wrapped == wrapper.is_some() => Some((view, wrapper)),
-        _ => {
-            slots.truncate(base);
-            None
-        }
+        _ => None,
     }
 }
 
@@ -522,6 +544,7 @@ impl<'a> Visitor<'a> for RecordSeed<'_, '_, 'a> {
 
 /// What the payload of a record of an internal stream holds besides the wrapped event's
 /// own payload.
+#[derive(Debug, PartialEq)]
 enum Wrapper<'a> {
     /// A wrapped event: its source partition and its own key.
     Event {
@@ -1010,6 +1033,52 @@ mod tests {
         })
     }
 
+    /// The scan and serde on `text`, a record of `stream`: whatever the scan decides, serde
+    /// decides the same; whether the scan decided.
+    fn scan_agrees_on(stream: &StreamName, text: &str, wrapped: bool) -> bool {
+        let projection = paths();
+        let mut scanned = vec![Value::Null; projection.len()];
+        let Some(decided) = scan::record(stream, text, &projection, &mut scanned, wrapped) else {
+            return false;
+        };
+        let mut read = vec![Value::Null; projection.len()];
+        let expected = decode_with_serde(stream, text, &projection, &mut read, wrapped)
+            .unwrap_or_else(|| panic!("the scan accepted what serde refuses: {text}"));
+        assert_eq!(decided, expected, "{text}");
+        assert_eq!(scanned, read, "{text}");
+        true
+    }
+
+    fn scan_agrees(text: &str) -> bool {
+        scan_agrees_on(&clicks(), text, false)
+    }
+
+    #[test]
+    fn events_as_tributary_writes_them_take_the_scan() {
+        let text = r#"{"id":"r-1","stream":"clicks","ts":"2026-11-25T18:00:00.250Z","key":"/docs","payload":{"a":{"b":"x","a":-2,"c":[1,{"d":[]}]},"b":1.5,"n":null,"user_agent":"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"}}"#;
+        assert!(scan_agrees(text));
+        let spaced = " { \"id\" : \"r-1\" ,\n\"stream\":\"clicks\",\t\"ts\":1700000000000,\"key\":null,\"payload\":{ \"n\" : [ ] } } ";
+        assert!(scan_agrees(spaced));
+    }
+
+    #[test]
+    fn the_scan_leaves_what_it_does_not_take_to_serde() {
+        let undecided = [
+            // An escape, a long integer, -0 (a float to serde_json), a deep array.
+            r#"{"id":"e\"1","stream":"clicks","ts":1,"payload":{}}"#,
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":1234567890123456789}}"#,
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":-0}}"#,
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":[[1]]}}"#,
+            // Refused: a leading zero, an overflowing float, a trailing comma.
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":01}}"#,
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":1e400}}"#,
+            r#"{"id":"e1","stream":"clicks","ts":1,"payload":{"a":1,}}"#,
+        ];
+        for text in undecided {
+            assert!(!scan_agrees(text), "{text}");
+        }
+    }
+
     fn internal() -> StreamName {
         StreamName::new("rp-0123456789abcdef").unwrap()
     }
@@ -1147,6 +1216,19 @@ mod tests {
         let source = event.to_json_bytes();
         assert!(agree_wrapped(&source).is_none());
         assert!(agree(&bytes).is_none());
+        // Without escapes, the scan decides them.
+        let plain = Event {
+            id: EventId::new("e1").unwrap(),
+            key: Some("k1".to_owned()),
+            ..event
+        };
+        let wrapped = wrap(&plain, 7, "campaign-1".to_owned(), &internal()).unwrap();
+        let text = String::from_utf8(wrapped.to_json_bytes()).unwrap();
+        assert!(scan_agrees_on(&internal(), &text, true), "{text}");
+        for record in progress_records(&internal(), &["~0".to_owned()], &clicks(), 3, plain.ts) {
+            let text = String::from_utf8(record.to_json_bytes()).unwrap();
+            assert!(scan_agrees_on(&internal(), &text, true), "{text}");
+        }
     }
 
     proptest! {
@@ -1155,6 +1237,11 @@ mod tests {
         #[test]
         fn the_wrapped_fast_path_agrees_with_the_whole_decoder(text in wrapped_record()) {
             agree_wrapped(text.as_bytes());
+        }
+
+        #[test]
+        fn the_scan_agrees_with_serde_on_wrapped_records(text in wrapped_record()) {
+            scan_agrees_on(&internal(), &text, true);
         }
 
         #[test]
@@ -1209,6 +1296,35 @@ mod tests {
         #[test]
         fn the_fast_path_agrees_with_the_whole_decoder(text in record()) {
             agree(text.as_bytes());
+        }
+
+        #[test]
+        fn the_scan_agrees_with_serde(text in record()) {
+            scan_agrees(&text);
+        }
+
+        #[test]
+        fn the_scan_takes_no_broken_record(
+            text in record(),
+            at in any::<prop::sample::Index>(),
+            byte in prop_oneof![
+                prop::sample::select(b" ,:\"\\{}[]0-.eE+tn".to_vec()),
+                any::<u8>(),
+            ],
+            edit in 0_u8..3,
+        ) {
+            let mut bytes = text.into_bytes();
+            let i = at.index(bytes.len() + 1);
+            match edit {
+                0 => bytes.insert(i, byte),
+                1 if i < bytes.len() => { bytes.remove(i); }
+                _ if i < bytes.len() => bytes[i] = byte,
+                _ => bytes.push(byte),
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                scan_agrees(&text);
+                agree(text.as_bytes());
+            }
         }
 
         #[test]

@@ -15,6 +15,9 @@
 #   OpenSearch 2.19 (single node, assembled from Maven Central by scripts/opensearch.sh)
 #   127.0.0.1:19200, and Debian's rsyslog with omelasticsearch (installed only: the log
 #   shipping test runs its own instance through scripts/log-shipper.sh).
+#   An OpenTelemetry Collector (deploy/otelcol/, built from the Go module proxy by
+#   scripts/otelcol.sh): OTLP/HTTP on 127.0.0.1:14318, the traces it receives written as
+#   JSON lines to a file (TRIBUTARY_OTLP_TRACES_FILE).
 #
 # Usage: scripts/services.sh up|down|status|env|kafka-tool MAIN-CLASS [ARGS...]
 #        scripts/services.sh kafka-instance DIR PORT CONTROLLER-PORT   (a private broker)
@@ -83,6 +86,7 @@ export TRIBUTARY_MQTT_USERNAME=$MQTT_USER
 export TRIBUTARY_MQTT_PASSWORD=$MQTT_PASSWORD
 EOF
   "$SCRIPT_DIR/opensearch.sh" env
+  "$SCRIPT_DIR/otelcol.sh" env
 }
 
 # ---------------------------------------------------------------- helpers
@@ -782,6 +786,13 @@ opensearch_up() { "$SCRIPT_DIR/opensearch.sh" up; }
 opensearch_down() { "$SCRIPT_DIR/opensearch.sh" down; }
 opensearch_running() { "$SCRIPT_DIR/opensearch.sh" status; }
 
+# ---------------------------------------------------------------- OpenTelemetry Collector
+
+# The OTLP receiver and the file exporter, for the tracing test (scripts/otelcol.sh).
+otelcol_up() { "$SCRIPT_DIR/otelcol.sh" up; }
+otelcol_down() { "$SCRIPT_DIR/otelcol.sh" down; }
+otelcol_running() { "$SCRIPT_DIR/otelcol.sh" status; }
+
 cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   # One `up` at a time: tests and benchmarks may call it together, and two builds of the
@@ -792,7 +803,7 @@ cmd_up() {
   flock -w 900 9 || die "another 'services.sh up' has held $STATE/up.lock for 15 min"
   trap 'flock -u 9' EXIT
   local t0=$SECONDS t step
-  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up mosquitto_secure_up opensearch_up; do
+  for step in postgres_up redis_up ferretdb_up kafka_up haproxy_up prometheus_up chromium_up mosquitto_up mosquitto_secure_up opensearch_up otelcol_up; do
     t=$SECONDS
     "$step"
     log "${step%_up}: ok ($((SECONDS - t)) s)"
@@ -802,6 +813,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  otelcol_down
   opensearch_down
   mosquitto_secure_down
   mosquitto_down
@@ -831,6 +843,7 @@ cmd_status() {
   st mosquitto mosquitto_running "$HOST:$MQTT_PORT"
   st mosquitto-secure mosquitto_secure_running "$HOST:$MQTT_AUTH_PORT,$MQTT_TLS_PORT"
   st opensearch opensearch_running "$("$SCRIPT_DIR/opensearch.sh" env | sed 's/.*=//')"
+  st otelcol otelcol_running "$("$SCRIPT_DIR/otelcol.sh" env | sed -n 's/.*ENDPOINT=//p')"
   printf 'state dir: %s\n' "$STATE"
   return $rc
 }

@@ -221,6 +221,7 @@ impl Checkpointer {
     ///
     /// On any error the task must restart from its last checkpoint: `results` and `delta`
     /// were taken from its operator, which no longer holds them.
+    #[tracing::instrument(level = "debug", name = "checkpoint", skip_all, fields(task = %self.task, epoch = self.epoch + 1))]
     pub(crate) async fn commit(
         &mut self,
         analytics: &dyn AnalyticsStore,

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use tributary_core::ports::{Checkpoint, Claim, RawBatch};
 use tributary_core::{DeadLetter, StreamName, Timestamp};
 
@@ -130,8 +131,11 @@ where
         // On a failure the task restarts from its last checkpoint, and no checkpoint is
         // taken before the batch is handled.
         positions.advance(&batch);
-        stage.process(&batch, &mut refused).await?;
-        dead_letters::keep(ports.documents.as_ref(), &refused).await?;
+        let handled = async {
+            stage.process(&batch, &mut refused).await?;
+            dead_letters::keep(ports.documents.as_ref(), &refused).await
+        };
+        handled.instrument(poll_span(task, &batch)).await?;
         if checkpointer.due(interval) && (stage.has_changes() || positions.moved()) {
             commit(
                 &mut stage,
@@ -152,6 +156,16 @@ where
     .await?;
     tracing::info!(task, "task stopped after a final checkpoint");
     Ok(())
+}
+
+/// The span of one batch a task handles (none for a poll that read nothing, which an idle
+/// task makes every [`POLL_TIMEOUT`]): per batch, never per record.
+fn poll_span(task: &str, batch: &RawBatch) -> tracing::Span {
+    if batch.is_empty() {
+        tracing::Span::none()
+    } else {
+        tracing::debug_span!("pipeline.poll", task, records = batch.len())
+    }
 }
 
 /// Commits a checkpoint, then reports its offsets to the log (best effort: the offsets

@@ -308,6 +308,8 @@ pub struct RequestContext {
     pub trace_id: String,
     /// The id of this request's span in the gateway (16 lowercase hex digits).
     pub span_id: String,
+    /// The client's span id, the parent of this request's span: from a valid `traceparent`.
+    pub parent_id: Option<String>,
     /// The trace flags (2 hex digits): the client's, or `00` for a new trace.
     pub flags: String,
 }
@@ -325,15 +327,19 @@ impl RequestContext {
             .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
-        let (trace_id, flags) = parent.unwrap_or_else(|| {
-            let id: u128 = rand::random::<u128>().max(1);
-            (format!("{id:032x}"), "00".to_owned())
-        });
+        let (trace_id, parent_id, flags) = match parent {
+            Some((trace, parent, flags)) => (trace, Some(parent), flags),
+            None => {
+                let id: u128 = rand::random::<u128>().max(1);
+                (format!("{id:032x}"), None, "00".to_owned())
+            }
+        };
         let span: u64 = rand::random::<u64>().max(1);
         Self {
             request_id,
             trace_id,
             span_id: format!("{span:016x}"),
+            parent_id,
             flags,
         }
     }
@@ -351,10 +357,10 @@ fn valid_request_id(id: &str) -> bool {
     (1..=MAX_REQUEST_ID_BYTES).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The trace id and flags of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`; a later
-/// version may append `-...`), or `None` when it is not valid (the trace then restarts, as
-/// the recommendation says).
-fn parse_traceparent(text: &str) -> Option<(String, String)> {
+/// The trace id, parent id and flags of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2
+/// hex>`; a later version may append `-...`), or `None` when it is not valid (the trace then
+/// restarts, as the recommendation says).
+fn parse_traceparent(text: &str) -> Option<(String, String, String)> {
     let text = text.trim();
     let bytes = text.as_bytes();
     if bytes.len() < 55 {
@@ -382,7 +388,7 @@ fn parse_traceparent(text: &str) -> Option<(String, String)> {
         } else {
             rest.is_empty() || rest.starts_with('-')
         };
-    valid.then(|| (trace.to_owned(), flags.to_owned()))
+    valid.then(|| (trace.to_owned(), parent.to_owned(), flags.to_owned()))
 }
 
 /// The outermost middleware: gives the request its [`RequestContext`] (an extension, read
@@ -559,7 +565,11 @@ mod tests {
         let ok = format!("00-{trace}-00f067aa0ba902b7-01");
         assert_eq!(
             parse_traceparent(&ok),
-            Some((trace.to_owned(), "01".to_owned()))
+            Some((
+                trace.to_owned(),
+                "00f067aa0ba902b7".to_owned(),
+                "01".to_owned()
+            ))
         );
         // A later version may carry more, after a dash.
         assert!(parse_traceparent(&format!("cc-{trace}-00f067aa0ba902b7-09-what")).is_some());
@@ -589,13 +599,14 @@ mod tests {
         assert_eq!(context.request_id, "req-42");
         assert_eq!(context.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(context.span_id, "00f067aa0ba902b7");
+        assert_eq!(context.parent_id.as_deref(), Some("00f067aa0ba902b7"));
         let echoed = context.traceparent();
         assert!(
             echoed.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && echoed.ends_with("-01"),
             "{echoed}"
         );
         assert_eq!(
-            parse_traceparent(&echoed).map(|(t, _)| t),
+            parse_traceparent(&echoed).map(|(t, _, _)| t),
             Some(context.trace_id)
         );
 
@@ -606,6 +617,7 @@ mod tests {
         assert_eq!(fresh.trace_id.len(), 32);
         assert_ne!(fresh.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(fresh.flags, "00");
+        assert_eq!(fresh.parent_id, None);
         let long = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
         assert!(!valid_request_id(&long));
         assert!(valid_request_id(&long[1..]));

@@ -73,6 +73,7 @@ pub use graphql::GraphqlSettings;
 pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 pub use openapi::openapi_json;
 pub use rate_limit::{RateLimit, RateLimitSettings};
+pub use trace::{RequestSpanHook, on_request_span};
 
 /// The default of [`AppState::max_body_bytes`]: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;

@@ -9,8 +9,13 @@
 //! `error.type` (the problem type's slug). Server faults (5xx) are logged at `ERROR`,
 //! everything else at `INFO`. Nothing else in the gateway logs a failed request, so each
 //! error is logged exactly once.
+//!
+//! The binary may also export the spans (OTLP): [`on_request_span`] lets it continue the
+//! client's W3C trace in each request's span, with the ids the log line and the response's
+//! `traceparent` name.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -37,6 +42,21 @@ pub(crate) fn layer() -> GatewayTraceLayer {
         .on_failure(())
 }
 
+/// What is done with each request's span and context as soon as the span is made,
+/// before it is entered.
+pub type RequestSpanHook = fn(&Span, &RequestContext);
+
+/// The hook [`on_request_span`] set.
+static REQUEST_SPAN_HOOK: OnceLock<RequestSpanHook> = OnceLock::new();
+
+/// Calls `hook` with every request's `http_request` span and [`RequestContext`] from now
+/// on: the binary's span export makes the span continue the client's trace. Process-wide,
+/// like the subscriber the spans go to; only the first call counts.
+pub fn on_request_span(hook: RequestSpanHook) {
+    // A second exporter in one process is not a case to serve.
+    let _ = REQUEST_SPAN_HOOK.set(hook);
+}
+
 /// Opens the `http_request` span with the method, path, ids and client address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestSpan;
@@ -48,7 +68,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| *addr);
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "http_request",
             http.request.method = %request.method(),
             url.path = %request.uri().path(),
@@ -57,7 +77,11 @@ impl<B> MakeSpan<B> for RequestSpan {
             span.id = context.map(|c| c.span_id.as_str()),
             client.ip = client.map(|addr| tracing::field::display(addr.ip())),
             client.port = client.map(|addr| addr.port()),
-        )
+        );
+        if let (Some(hook), Some(context)) = (REQUEST_SPAN_HOOK.get(), context) {
+            hook(&span, context);
+        }
+        span
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// Credentials: issued API keys and JWT bearer tokens.
     pub auth: AuthConfig,
+    /// Spans exported over OTLP.
+    pub tracing: TracingConfig,
     /// The streams events can be sent to.
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
@@ -138,6 +140,71 @@ impl HttpConfig {
             cors_max_age: self.cors_max_age,
             results_cache_ttl: self.results_cache_ttl,
         }
+    }
+}
+
+/// Spans exported over OTLP/HTTP (`crate::logging`): each HTTP request's (continuing its
+/// W3C `traceparent`), and those of ingestion, log appends, pipeline batches, checkpoints
+/// and queries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (such as `"http://127.0.0.1:4318"`; spans go to
+    /// its `/v1/traces`). Unset: `OTEL_EXPORTER_OTLP_ENDPOINT` when that is set, else no
+    /// export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans and of the JSON log lines.
+    pub service_name: String,
+    /// The share of new traces exported, from 0.0 to 1.0; a request continuing a trace
+    /// follows its caller's decision (the `traceparent`'s sampled flag).
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    /// No endpoint, the service `tributary`, every trace: what a command that reads no
+    /// config file uses (with `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "tributary".to_owned(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// The `[tracing]` section of `file` as [`Config::load`] would read it, for logging,
+    /// which starts before the whole file is loaded and checked; the defaults when the
+    /// section does not load (the whole file then fails to load, and says why).
+    #[must_use]
+    pub fn of_file(file: &Path) -> Self {
+        with_env(Figment::from(Toml::string(DEFAULTS)).merge(Toml::file(file)))
+            .extract_inner("tracing")
+            .unwrap_or_default()
+    }
+
+    /// Checks the endpoint and the ratio.
+    fn check(&self) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            bail!(
+                "[tracing] sampling_ratio must be between 0.0 and 1.0, not {}",
+                self.sampling_ratio
+            );
+        }
+        if self.service_name.is_empty() {
+            bail!("[tracing] service_name must not be empty");
+        }
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(());
+        };
+        if !cfg!(feature = "otlp") {
+            bail!("[tracing] otlp_endpoint needs the `otlp` feature, which this build leaves out");
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!("[tracing] otlp_endpoint must be an http:// or https:// URL, not {endpoint:?}");
+        }
+        Ok(())
     }
 }
 
@@ -827,6 +894,11 @@ fn in_statement(error: &PlanError) -> bool {
         .any(|part| error.field.starts_with(part))
 }
 
+/// `figment`, then the `TRIBUTARY__SECTION__KEY` environment variables.
+fn with_env(figment: Figment) -> Figment {
+    figment.merge(Env::prefixed("TRIBUTARY__").split("__"))
+}
+
 impl Config {
     /// Loads the defaults, then `file` (TOML), then `TRIBUTARY__*` environment variables.
     ///
@@ -884,8 +956,7 @@ impl Config {
             // figment reads it too, and reports what cannot be read.
             texts.extend(std::fs::read_to_string(path).ok());
         }
-        let mut config: Self = figment
-            .merge(Env::prefixed("TRIBUTARY__").split("__"))
+        let mut config: Self = with_env(figment)
             .extract()
             .context("invalid configuration")?;
         config.restore_aggregate_order(&texts);
@@ -955,6 +1026,7 @@ impl Config {
         if self.engine.batch_size == 0 {
             bail!("[engine] batch_size must be at least 1");
         }
+        self.tracing.check()?;
         let dead_letter_retention = match self.engine.dead_letter_retention {
             Duration::ZERO => None,
             short if short < MIN_DEAD_LETTER_RETENTION => bail!(
@@ -1086,6 +1158,48 @@ mod tests {
                 .validate()
                 .unwrap_or_else(|e| panic!("{file}: {e:#}"));
         }
+    }
+
+    #[test]
+    fn tracing_defaults_are_the_built_in_ones() {
+        let config = Config::load_with_base(EMBEDDED, None).unwrap();
+        assert_eq!(config.tracing, TracingConfig::default());
+    }
+
+    #[test]
+    fn tracing_is_read_from_a_file_that_does_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tributary.toml");
+        let tracing =
+            "[tracing]\notlp_endpoint = \"http://collector:4318\"\nsampling_ratio = 0.5\n";
+        std::fs::write(&path, format!("{tracing}[nonsense]\nkey = 1\n")).unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+        let read = TracingConfig::of_file(&path);
+        assert_eq!(read.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+        assert!((read.sampling_ratio - 0.5).abs() < f64::EPSILON);
+        std::fs::write(&path, "[tracing]\nsampling_ratio = \"all\"\n").unwrap();
+        assert_eq!(TracingConfig::of_file(&path), TracingConfig::default());
+    }
+
+    #[test]
+    fn tracing_settings_are_checked() {
+        for (section, error) in [
+            (
+                "sampling_ratio = 1.5",
+                "sampling_ratio must be between 0.0 and 1.0",
+            ),
+            ("service_name = \"\"", "service_name must not be empty"),
+            (
+                "otlp_endpoint = \"collector:4318\"",
+                "must be an http:// or https:// URL",
+            ),
+        ] {
+            let config = format!("{EMBEDDED}\n[tracing]\n{section}\n");
+            let err = plans(&config).unwrap_err();
+            assert!(err.contains(error), "{section}: {err}");
+        }
+        let config = format!("{EMBEDDED}\n[tracing]\notlp_endpoint = \"http://collector:4318\"\n");
+        assert!(plans(&config).is_ok());
     }
 
     /// `EMBEDDED` with an `orders` stream and `pipeline` (TOML) instead of its pipeline.

@@ -9,6 +9,8 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod logging;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod server;
 pub mod sources;
 pub mod telemetry;

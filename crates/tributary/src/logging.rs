@@ -15,14 +15,19 @@
 //! that ECS reserves for an object (`group`, `url`, `source`...) goes under `tributary.`.
 //! The fields the request log writes are listed in `tributary_gateway`'s `trace` module;
 //! `deploy/opensearch/` holds an index template for all of them.
+//!
+//! Spans are also exported over OTLP when `[tracing]` or `OTEL_EXPORTER_OTLP_ENDPOINT` says
+//! so (feature `otlp`, see `crate::otlp`); `RUST_LOG` filters the logs, not the export.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::TracingConfig;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,11 +110,34 @@ pub fn ecs_field(name: Cow<'static, str>) -> Cow<'static, str> {
     }
 }
 
-/// Installs the global subscriber; `default_filter` applies when `RUST_LOG` is not set.
+/// What [`init`] started besides the logs: the span export, if any.
+#[derive(Debug)]
+pub struct Spans {
+    #[cfg(feature = "otlp")]
+    export: Option<crate::otlp::Export>,
+}
+
+impl Spans {
+    /// Sends the spans not exported yet: when the process stops.
+    pub async fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(export) = self.export {
+            export.shutdown().await;
+        }
+    }
+}
+
+/// Installs the global subscriber: the logs, filtered by `RUST_LOG` (`default_filter` when
+/// it is not set), and the span export `tracing` asks for. Within a Tokio runtime (the
+/// export sends its requests on it).
 ///
 /// # Errors
-/// When a subscriber is already installed.
-pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
+/// When a subscriber is already installed, or the export cannot be set up.
+pub fn init(
+    format: LogFormat,
+    default_filter: &str,
+    tracing: &TracingConfig,
+) -> anyhow::Result<Spans> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
@@ -117,23 +145,32 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        let ecs = tracing_ecs::ECSLayerBuilder::default()
+    let logs = if json {
+        tracing_ecs::ECSLayerBuilder::default()
             .with_extra_fields(serde_json::json!({
                 "ecs": { "version": ECS_VERSION },
-                "service": { "name": "tributary", "version": env!("CARGO_PKG_VERSION") },
+                "service": { "name": tracing.service_name, "version": env!("CARGO_PKG_VERSION") },
                 "process": { "pid": std::process::id() },
             }))?
             .with_attribute_mapper(|_span: &str, name: Cow<'static, str>| ecs_field(name))
-            .stdout();
-        registry.with(ecs).try_init()?;
+            .stdout()
+            .boxed()
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
-            .try_init()?;
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
+    };
+    // A filter per layer: the spans only the export wants (DEBUG) are not made for the logs.
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    #[cfg(feature = "otlp")]
+    {
+        let (spans, export) = crate::otlp::layer(tracing)?.unzip();
+        registry.with(spans).try_init()?;
+        Ok(Spans { export })
     }
-    Ok(())
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.try_init()?;
+        Ok(Spans {})
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use tributary::app::Role;
+use tributary::config::TracingConfig;
 use tributary::logging::{self, LogFormat};
 
 /// jemalloc: a quarter less CPU per event than the system allocator on the event path
@@ -82,7 +83,15 @@ async fn main() -> anyhow::Result<()> {
             logging::DEFAULT_FILTER
         }
     };
-    logging::init(cli.log_format, filter)?;
+    // A config file's [tracing] section is read before the file is loaded and checked:
+    // logging, which reports that, starts first.
+    let tracing_config = match &cli.command {
+        Command::Run { config, .. } | Command::Reset { config, .. } => {
+            TracingConfig::of_file(config)
+        }
+        _ => TracingConfig::default(),
+    };
+    let spans = logging::init(cli.log_format, filter, &tracing_config)?;
     let result = match cli.command {
         Command::Demo(args) => tributary::demo::run(args).await,
         Command::Run { config, role } => {
@@ -112,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             "tributary stopped on an error"
         );
     }
+    spans.shutdown().await;
     result
 }
 

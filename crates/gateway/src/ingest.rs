@@ -114,6 +114,7 @@ impl IngestService {
     ///
     /// # Errors
     /// See [`ParseError`]; or the parsing task failed.
+    #[tracing::instrument(level = "debug", name = "ingest", skip_all, fields(%stream, bytes = body.len()))]
     pub async fn parse_batch(
         &self,
         body: Bytes,
@@ -156,6 +157,7 @@ impl IngestService {
     ///
     /// # Errors
     /// The log's; nothing is counted then, and the caller may retry the whole batch.
+    #[tracing::instrument(level = "debug", name = "log.append", skip_all, fields(%stream, events = events.len()))]
     pub async fn append(
         &self,
         source: &str,

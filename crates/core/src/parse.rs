@@ -14,7 +14,8 @@
 //! An event is valid when its fields have the right types, its `id` and `key` pass
 //! [`EventId::new`] and [`check_key`], its `ts` is within [`Timestamp::MIN_VALID`]`..=`
 //! [`Timestamp::MAX_VALID`] and not later than [`Arrival::latest`], its payload passes
-//! [`check_payload`], and the whole event takes at most [`MAX_EVENT_BYTES`] encoded as JSON.
+//! [`check_payload`], its `stream`, if present, names the stream ([`Target`]), and the whole
+//! event takes at most [`MAX_EVENT_BYTES`] encoded as JSON.
 //! Every store and both modes accept exactly such events. No object of the body, at any
 //! depth, may hold a key twice ([`crate::json`]).
 
@@ -61,6 +62,34 @@ impl Arrival {
                 self.latest, self.now
             ))
         }
+    }
+}
+
+/// The stream a body's events go to: as it is identified (the [`Event::stream`] of the
+/// events returned, where they are stored) and as the client sending them knows it (what an
+/// event may repeat in its `"stream"` member, and what error messages name). The two differ
+/// only for a stream whose tenant has a namespace of its own (see `tributary_gateway::catalog`,
+/// Names); every other stream is known by its identity ([`Target::from`] a [`StreamName`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// Its identity.
+    pub id: &'a StreamName,
+    /// The name the client knows it by.
+    pub name: &'a StreamName,
+}
+
+impl<'a> From<&'a StreamName> for Target<'a> {
+    /// The stream `id`, known by its identity.
+    fn from(id: &'a StreamName) -> Self {
+        Self { id, name: id }
+    }
+}
+
+impl Target<'_> {
+    /// Whether an event's `"stream"` member names this stream: its name, or its identity
+    /// (what a client that once saw the identity may send).
+    fn is_named(self, sent: &str) -> bool {
+        sent == self.name.as_str() || sent == self.id.as_str()
     }
 }
 
@@ -173,16 +202,17 @@ pub enum ParseError {
     Invalid(InvalidEvents),
 }
 
-/// Parses `body` into events of `stream`, arriving at `arrival`, within the default
-/// [`Limits`]. Events without an `id` get a UUIDv7; events without a `ts` get
-/// [`Arrival::now`] (ingestion time).
+/// Parses `body` into events of `stream` (a [`Target`], or a [`StreamName`] known by its
+/// identity), arriving at `arrival`, within the default [`Limits`]. Events without an `id`
+/// get a UUIDv7; events without a `ts` get [`Arrival::now`] (ingestion time); an event's
+/// `"stream"`, when present, must name the stream ([`Target`]).
 ///
 /// # Errors
 /// See [`ParseError`]; on error nothing of the body is returned.
-pub fn parse_events(
+pub fn parse_events<'a>(
     body: &[u8],
     format: BodyFormat,
-    stream: &StreamName,
+    stream: impl Into<Target<'a>>,
     arrival: Arrival,
 ) -> Result<Vec<Event>, ParseError> {
     parse_events_within(body, format, stream, arrival, Limits::default())
@@ -194,15 +224,15 @@ pub fn parse_events(
 /// See [`ParseError`]; on error nothing of the body is returned. Malformed JSON and a
 /// repeated key win over invalid events (the body is read to its end to find them), too
 /// many events over both (the body is not read further).
-pub fn parse_events_within(
+pub fn parse_events_within<'a>(
     body: &[u8],
     format: BodyFormat,
-    stream: &StreamName,
+    stream: impl Into<Target<'a>>,
     arrival: Arrival,
     limits: Limits,
 ) -> Result<Vec<Event>, ParseError> {
     let mut batch = Batch {
-        stream,
+        stream: stream.into(),
         arrival,
         limits,
         count: 0,
@@ -222,7 +252,7 @@ pub fn parse_events_within(
 
 /// The events read so far, or what is wrong with them.
 struct Batch<'a> {
-    stream: &'a StreamName,
+    stream: Target<'a>,
     arrival: Arrival,
     limits: Limits,
     /// Events read so far, valid or not.
@@ -414,23 +444,24 @@ fn read_ndjson(body: &[u8], batch: &mut Batch<'_>) -> Result<(), ParseError> {
 
 type FieldErrors = Vec<(&'static str, String)>;
 
-/// Validates one event given as a JSON value (`{"id"?, "ts"?, "key"?, "payload"}`) the way
-/// [`parse_events`] validates each event of a body: what a source reading records one at a
-/// time (a file, a broker) uses, refusing each invalid record on its own.
+/// Validates one event given as a JSON value (`{"id"?, "ts"?, "key"?, "stream"?,
+/// "payload"}`) of `stream` the way [`parse_events`] validates each event of a body: what a
+/// source reading records one at a time (a file, a broker) uses, refusing each invalid
+/// record on its own.
 ///
 /// # Errors
 /// Every failing field, with its reason (`""` for the event as a whole).
-pub fn event_from_json(
+pub fn event_from_json<'a>(
     value: Value,
-    stream: &StreamName,
+    stream: impl Into<Target<'a>>,
     arrival: Arrival,
 ) -> Result<Event, Vec<(&'static str, String)>> {
-    event_from_value(value, stream, arrival)
+    event_from_value(value, stream.into(), arrival)
 }
 
 fn event_from_value(
     value: Value,
-    stream: &StreamName,
+    stream: Target<'_>,
     arrival: Arrival,
 ) -> Result<Event, FieldErrors> {
     let Value::Object(mut object) = value else {
@@ -503,8 +534,11 @@ fn event_from_value(
     };
     match object.remove("stream") {
         None => {}
-        Some(Value::String(s)) if s == stream.as_str() => {}
-        Some(_) => errors.push(("stream", format!("must be absent or equal to {stream:?}"))),
+        Some(Value::String(s)) if stream.is_named(&s) => {}
+        Some(_) => errors.push((
+            "stream",
+            format!("must be absent or equal to {:?}", stream.name.as_str()),
+        )),
     }
     for unknown in object.keys() {
         errors.push((
@@ -521,7 +555,7 @@ fn event_from_value(
     }
     let event = Event {
         id,
-        stream: stream.clone(),
+        stream: stream.id.clone(),
         ts,
         key,
         payload,
@@ -974,5 +1008,43 @@ mod tests {
         assert!(parse_events(ok, BodyFormat::Json, &stream(), NOW).is_ok());
         let bad = br#"{"stream":"orders","payload":{}}"#;
         assert!(parse_events(bad, BodyFormat::Json, &stream(), NOW).is_err());
+    }
+
+    /// A stream known by a name other than its identity: an event may name it either way,
+    /// is stored under its identity, and an error names what the client knows.
+    #[test]
+    fn a_stream_field_may_be_the_name_the_client_knows() {
+        let id = StreamName::new("clicks__0123456789ab").unwrap();
+        let target = Target {
+            id: &id,
+            name: &stream(),
+        };
+        let single = r#"{"stream":"clicks","payload":{}}"#;
+        let array =
+            r#"[{"stream":"clicks","payload":{}},{"stream":"clicks__0123456789ab","payload":{}}]"#;
+        let ndjson = "{\"stream\":\"clicks\",\"payload\":{}}\n{\"payload\":{}}\n";
+        for (body, format, count) in [
+            (single, BodyFormat::Json, 1),
+            (array, BodyFormat::Json, 2),
+            (ndjson, BodyFormat::Ndjson, 2),
+        ] {
+            let events = parse_events(body.as_bytes(), format, target, NOW)
+                .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(events.len(), count, "{body}");
+            assert!(events.iter().all(|e| e.stream == id), "{events:?}");
+        }
+        for other in ["orders", "clicks__ba9876543210", "Clicks"] {
+            let body =
+                serde_json::json!([{"payload": {}}, {"stream": other, "payload": {}}]).to_string();
+            let Err(ParseError::Invalid(InvalidEvents { errors, .. })) =
+                parse_events(body.as_bytes(), BodyFormat::Json, target, NOW)
+            else {
+                panic!("{other} accepted")
+            };
+            assert_eq!((errors[0].index, errors[0].field), (1, "stream"));
+            assert_eq!(errors[0].reason, r#"must be absent or equal to "clicks""#);
+        }
+        let one = serde_json::json!({"stream": "clicks", "payload": {}});
+        assert_eq!(event_from_json(one, target, NOW).unwrap().stream, id);
     }
 }

@@ -3,7 +3,9 @@
 //! which pipeline filters and projections go through). They stand in for `cargo fuzz`
 //! targets in CI (see `crates/core/fuzz/`, which needs a nightly toolchain): arbitrary
 //! bytes and structured, nearly valid inputs must never panic, and must give either a
-//! result or an error value; valid generated batches parse back to the same events.
+//! result or an error value; valid generated batches parse back to the same events. The
+//! stream is known by a name other than its identity (as a tenant's own stream is), and
+//! generated events name it either way, or not at all.
 //!
 //! Bounded: a fixed number of cases per property (a few seconds in a debug build).
 
@@ -16,7 +18,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tributary_core::expr::{Expr, Row, Scope};
 use tributary_core::parse::{
-    Arrival, BodyFormat, Limits, ParseError, check_event, parse_events_within,
+    Arrival, BodyFormat, Limits, ParseError, Target, check_event, parse_events_within,
 };
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 
@@ -31,8 +33,15 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// The stream's name, as its client knows it.
 fn stream() -> StreamName {
     StreamName::new("fuzz").unwrap()
+}
+
+/// The stream's identity: it differs from its name, as for a stream that a tenant other
+/// than the default one created, so that both ways an event may name it are exercised.
+fn identity() -> StreamName {
+    StreamName::new("fuzz__0123456789ab").unwrap()
 }
 
 fn arrival() -> Arrival {
@@ -47,7 +56,12 @@ fn limits() -> Limits {
 }
 
 fn parse(body: &[u8], format: BodyFormat) -> Result<Vec<Event>, ParseError> {
-    parse_events_within(body, format, &stream(), arrival(), limits())
+    let (id, name) = (identity(), stream());
+    let target = Target {
+        id: &id,
+        name: &name,
+    };
+    parse_events_within(body, format, target, arrival(), limits())
 }
 
 /// What any outcome of the parser must satisfy: accepted events are valid and bounded,
@@ -58,6 +72,7 @@ fn check_outcome(outcome: &Result<Vec<Event>, ParseError>) {
             assert!(!events.is_empty() && events.len() <= limits().max_events);
             for event in events {
                 assert_eq!(check_event(event), Ok(()), "{event:?}");
+                assert_eq!(event.stream, identity());
                 assert!(event.ts <= Timestamp::from_millis(NOW + 300_000));
             }
         }
@@ -72,6 +87,14 @@ fn check_outcome(outcome: &Result<Vec<Event>, ParseError>) {
             assert!(invalid.errors.len() <= limits().max_reported_errors);
             assert!(invalid.error_count >= invalid.errors.len());
             assert!(invalid.invalid_events >= 1 && invalid.invalid_events <= limits().max_events);
+            // The stream is named as the client knows it, never by its identity.
+            let named = format!("must be absent or equal to {:?}", stream().as_str());
+            for error in &invalid.errors {
+                assert!(
+                    error.field != "stream" || error.reason == named,
+                    "{error:?}"
+                );
+            }
         }
         Err(ParseError::TooManyEvents { limit }) => assert_eq!(*limit, limits().max_events),
         Err(ParseError::WrongShape | ParseError::Empty) => {}
@@ -110,29 +133,42 @@ fn payload() -> impl Strategy<Value = Map<String, Value>> {
         .prop_map(|m| m.into_iter().collect())
 }
 
-/// A valid event, and whether to send its `ts` as RFC 3339 text (else epoch milliseconds).
-fn event() -> impl Strategy<Value = (Event, bool)> {
+/// How a generated event is sent: its `ts` as RFC 3339 text (else epoch milliseconds), and
+/// its `stream` member (`None`: absent).
+#[derive(Debug, Clone)]
+struct Sent {
+    ts_as_text: bool,
+    stream: Option<StreamName>,
+}
+
+/// A valid event, and how it is sent.
+fn event() -> impl Strategy<Value = (Event, Sent)> {
     (
         "[a-zA-Z0-9_-]{1,36}|\\PC{1,30}",
         Timestamp::MIN_VALID.millis()..=NOW,
         prop::option::of("\\PC{0,40}"),
         payload(),
         any::<bool>(),
+        prop::option::of(prop_oneof![Just(stream()), Just(identity())]),
     )
-        .prop_map(|(id, ts, key, payload, ts_as_text)| {
+        .prop_map(|(id, ts, key, payload, ts_as_text, named)| {
             let event = Event {
                 id: EventId::new(id).unwrap(),
-                stream: stream(),
+                stream: identity(),
                 ts: Timestamp::from_millis(ts),
                 key,
                 payload,
             };
-            (event, ts_as_text)
+            let sent = Sent {
+                ts_as_text,
+                stream: named,
+            };
+            (event, sent)
         })
 }
 
-fn as_input((event, ts_as_text): &(Event, bool)) -> Value {
-    let ts = if *ts_as_text {
+fn as_input((event, sent): &(Event, Sent)) -> Value {
+    let ts = if sent.ts_as_text {
         json!(event.ts.to_string())
     } else {
         json!(event.ts.millis())
@@ -141,10 +177,13 @@ fn as_input((event, ts_as_text): &(Event, bool)) -> Value {
     if let Some(key) = &event.key {
         input["key"] = json!(key);
     }
+    if let Some(stream) = &sent.stream {
+        input["stream"] = json!(stream);
+    }
     input
 }
 
-fn json_body(events: &[(Event, bool)], single: bool) -> Vec<u8> {
+fn json_body(events: &[(Event, Sent)], single: bool) -> Vec<u8> {
     if single && events.len() == 1 {
         serde_json::to_vec(&as_input(&events[0])).unwrap()
     } else {
@@ -152,7 +191,7 @@ fn json_body(events: &[(Event, bool)], single: bool) -> Vec<u8> {
     }
 }
 
-fn ndjson_body(events: &[(Event, bool)]) -> Vec<u8> {
+fn ndjson_body(events: &[(Event, Sent)]) -> Vec<u8> {
     let mut body = Vec::new();
     for e in events {
         body.extend(serde_json::to_vec(&as_input(e)).unwrap());

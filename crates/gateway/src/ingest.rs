@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 use tributary_core::parse::{
-    Arrival, BodyFormat, EventError, InvalidEvents, Limits, ParseError, event_from_json,
+    Arrival, BodyFormat, EventError, InvalidEvents, Limits, ParseError, Target, event_from_json,
     parse_events_within,
 };
 use tributary_core::ports::{PortError, Ports};
@@ -110,22 +110,24 @@ impl IngestService {
     }
 
     /// Parses `body` into events of `stream`, all or nothing: inline when small, on the
-    /// blocking pool when larger than [`INLINE_PARSE_MAX_BYTES`].
+    /// blocking pool when larger than [`INLINE_PARSE_MAX_BYTES`]. The events are of the
+    /// stream's identity; their `"stream"` may also be the name the client knows it by
+    /// (see [`Target`]), which is what errors name.
     ///
     /// # Errors
     /// See [`ParseError`]; or the parsing task failed.
-    #[tracing::instrument(level = "debug", name = "ingest", skip_all, fields(%stream, bytes = body.len()))]
+    #[tracing::instrument(level = "debug", name = "ingest", skip_all, fields(stream = %stream.id, bytes = body.len()))]
     pub async fn parse_batch(
         &self,
         body: Bytes,
         format: BodyFormat,
-        stream: &StreamName,
+        stream: Target<'_>,
         limits: Limits,
     ) -> Result<Vec<Event>, BatchError> {
         let arrival = self.arrival();
-        let schema = self.schema_of(stream);
+        let schema = self.schema_of(stream.id);
         let inline = body.len() <= INLINE_PARSE_MAX_BYTES;
-        let parse = move |stream: &StreamName| {
+        let parse = move |stream: Target<'_>| {
             let events = parse_events_within(&body, format, stream, arrival, limits)?;
             if let Some(schema) = schema {
                 check_payloads(&events, &schema, limits)?;
@@ -135,8 +137,14 @@ impl IngestService {
         if inline {
             return Ok(parse(stream)?);
         }
-        let stream = stream.clone();
-        let parsed = tokio::task::spawn_blocking(move || parse(&stream)).await?;
+        let (id, name) = (stream.id.clone(), stream.name.clone());
+        let parsed = tokio::task::spawn_blocking(move || {
+            parse(Target {
+                id: &id,
+                name: &name,
+            })
+        })
+        .await?;
         Ok(parsed?)
     }
 

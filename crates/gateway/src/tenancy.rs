@@ -18,10 +18,12 @@
 //!   pipeline results, and creating a stream answers 409 only for a name of the caller's
 //!   tenant. Inside Tributary (the log, the stores, the engine) a stream is its identity
 //!   (see [Names](crate::catalog#names)); at this edge every name coming in is resolved
-//!   from (tenant, name) to that identity ([`AppState::stream_for`]), and every name going
-//!   out (streams, events' `stream`, dead letters' `stream`, pipelines' `sources`) is shown
-//!   as its tenant's name ([`AppState::shown_stream`]). Pipelines are the config file's:
-//!   their names are the operator's one namespace (no tenant creates or names one).
+//!   from (tenant, name) to that identity ([`AppState::stream_entry_for`]; an ingested
+//!   event's `stream` is checked against the name, [`tributary_core::parse::Target`]), and
+//!   every name going out (streams, events' `stream`, dead letters' `stream`, pipelines'
+//!   `sources`) is shown as its tenant's name ([`AppState::shown_stream`]). Pipelines are
+//!   the config file's: their names are the operator's one namespace (no tenant creates or
+//!   names one).
 //! - Tenants are fully separate: the configured (bootstrap) keys are admins of
 //!   [`DEFAULT_TENANT`] only, and see no other tenant's data either.
 
@@ -49,16 +51,8 @@ impl AppState {
         streams
     }
 
-    /// The identity of the stream that `tenant` names `raw`; an invalid name, an unknown
-    /// stream and another tenant's are the same 404.
-    ///
-    /// # Errors
-    /// [`ApiError::UnknownStream`].
-    pub(crate) fn stream_for(&self, tenant: &str, raw: &str) -> Result<StreamName, ApiError> {
-        self.stream_entry_for(tenant, raw).map(|(name, _)| name)
-    }
-
-    /// As [`AppState::stream_for`], with the stream's entry.
+    /// The identity of the stream that `tenant` names `raw`, with the stream's entry; an
+    /// invalid name, an unknown stream and another tenant's are the same 404.
     ///
     /// # Errors
     /// [`ApiError::UnknownStream`].

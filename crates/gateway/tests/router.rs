@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 use tributary_core::dead_letter::{DeadLetter, Origin};
 use tributary_core::event::MAX_EVENT_BYTES;
 use tributary_core::pipeline::PipelineStatus;
-use tributary_core::ports::{AnalyticsStore, Cache, Checkpoint, DocumentStore, StateDelta};
-use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
-use tributary_core::value::Value as Scalar;
+use tributary_core::ports::{Cache, DocumentStore};
+use tributary_core::results::ResultRow;
 use tributary_core::{Event, Timestamp};
 use tributary_gateway::{DEFAULT_MAX_BODY_BYTES, EdgeSettings, Surfaces};
 
@@ -339,46 +338,12 @@ async fn valid_objects_arrays_and_ndjson_are_appended_before_202() {
 /// A final result of pipeline `clicks-per-minute`: `count` events of `key` in the minute
 /// from `start`.
 fn count_row(start: i64, key: &str, count: i64) -> ResultRow {
-    ResultRow {
-        pipeline: "clicks-per-minute".into(),
-        window_start: Timestamp::from_millis(start),
-        window_end: Timestamp::from_millis(start + 60_000),
-        key: key.into(),
-        keys: vec![Scalar::Str(key.to_owned().into())],
-        values: vec![Scalar::Int(count)],
-        partials: vec![Vec::new()],
-        revision: 1,
-        closed: true,
-        updated_at: None,
-    }
+    common::count_row("clicks-per-minute", start, key, count)
 }
 
 /// Commits `rows` as the first checkpoint of pipeline `clicks-per-minute`, at `watermark`.
 async fn commit_results(h: &Harness, rows: &[ResultRow], watermark: Timestamp) {
-    let checkpoint = Checkpoint {
-        pipeline: "clicks-per-minute".into(),
-        epoch: 1,
-        offsets: vec![],
-        state: json!({}),
-        watermark,
-    };
-    let schema = pipeline("clicks-per-minute", "t").schema();
-    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
-    h.store.prepare_results(&schema).await.unwrap();
-    let owner = h.store.claim("clicks-per-minute").await.unwrap();
-    let write = ResultWrite {
-        schema: &schema,
-        changes: &changes,
-    };
-    h.store
-        .commit_checkpoint(
-            owner.generation,
-            &checkpoint,
-            Some(write),
-            &StateDelta::default(),
-        )
-        .await
-        .unwrap();
+    common::commit_results(h, "clicks-per-minute", "t", rows, watermark).await;
 }
 
 #[tokio::test]

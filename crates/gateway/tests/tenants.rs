@@ -33,11 +33,8 @@ use tributary_connectors::keys::SqlKeyStore;
 use tributary_connectors::streams::SqlStreamStore;
 use tributary_core::Timestamp;
 use tributary_core::ports::{
-    AnalyticsStore, Checkpoint, DocumentStore, KeyStore, Log, Scope, StateDelta, StoredKey,
-    StoredStream, StreamOrigin, StreamStore,
+    DocumentStore, KeyStore, Log, Scope, StoredKey, StoredStream, StreamOrigin, StreamStore,
 };
-use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
-use tributary_core::value::Value as Scalar;
 use tributary_gateway::catalog::{MAX_TAGGED_NAME_LEN, stream_id};
 use tributary_gateway::{ApiKeys, StreamInfo};
 
@@ -554,48 +551,6 @@ async fn every_rest_route_hides_the_other_tenants_data() {
     assert!(covered.len() >= 17, "{covered:?}");
 }
 
-/// Commits one result row of `pipeline` (counting per minute over `source`, a stream's
-/// identity): `count` events of `key` in the first minute of 2026-12-01.
-async fn commit_result(h: &Harness, pipeline: &str, source: &str, key: &str, count: i64) {
-    let start = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
-    let row = ResultRow {
-        pipeline: pipeline.into(),
-        window_start: start,
-        window_end: Timestamp::from_millis(start.millis() + 60_000),
-        key: key.into(),
-        keys: vec![Scalar::Str(key.to_owned().into())],
-        values: vec![Scalar::Int(count)],
-        partials: vec![Vec::new()],
-        revision: 1,
-        closed: true,
-        updated_at: None,
-    };
-    let checkpoint = Checkpoint {
-        pipeline: pipeline.into(),
-        epoch: 1,
-        offsets: vec![],
-        state: json!({}),
-        watermark: row.window_end,
-    };
-    let schema = common::pipeline(pipeline, source).schema();
-    h.store.prepare_results(&schema).await.unwrap();
-    let owner = h.store.claim(pipeline).await.unwrap();
-    let changes = [ResultChange::Upsert(row)];
-    let write = ResultWrite {
-        schema: &schema,
-        changes: &changes,
-    };
-    h.store
-        .commit_checkpoint(
-            owner.generation,
-            &checkpoint,
-            Some(write),
-            &StateDelta::default(),
-        )
-        .await
-        .unwrap();
-}
-
 /// `default` and `beta` each create a stream `clicks` and a pipeline over it, ingest into
 /// it, and see only their own: over REST and GraphQL, the stream, its events, its raw
 /// events, its dead letters and its pipeline's results, always under the name `clicks`.
@@ -658,8 +613,12 @@ async fn each_tenant_names_its_streams() {
     pipelines.push(pipeline("b-clicks", b_id.as_str()));
     h.state.pipelines = Arc::new(pipelines);
     h.router = tributary_gateway::router(h.state.clone());
-    commit_result(&h, "a-clicks", a_id.as_str(), "default", 1).await;
-    commit_result(&h, "b-clicks", b_id.as_str(), BETA, 2).await;
+    let start = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+    for (pipeline, id, key) in [("a-clicks", &a_id, "default"), ("b-clicks", &b_id, BETA)] {
+        let row = common::count_row(pipeline, start.millis(), key, 1);
+        let end = row.window_end;
+        common::commit_results(&h, pipeline, id.as_str(), &[row], end).await;
+    }
 
     for ((bearer, tenant), (own_id, pipeline)) in both
         .iter()
@@ -820,6 +779,88 @@ async fn names_cannot_take_another_tenants_identity() {
             json_of(&h, Method::POST, "/v1/streams", &bearer, Some(&body)).await;
         assert_eq!(status, StatusCode::CREATED, "{name}: {created}");
         assert_eq!(created["name"], name.as_str());
+    }
+}
+
+/// An event sent to a stream of a tenant with a tag may name the stream as the tenant knows
+/// it, whatever the framing and over GraphQL, or by its identity; it is stored under the
+/// identity and read back under the name, and the events read back can be sent again as
+/// they are. Another stream's name is a 422 that names the stream as the tenant knows it,
+/// never its identity, as does the dead letter kept.
+#[tokio::test]
+async fn events_may_name_their_stream_as_the_tenant_knows_it() {
+    let h = two_tenants().await;
+    let b = beta_key();
+    let created = Some(r#"{"name": "clicks", "partitions": 1}"#);
+    let (status, body) = json_of(&h, Method::POST, "/v1/streams", &b, created).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = stream_id(BETA, &stream("clicks")).unwrap();
+
+    let single = r#"{"stream": "clicks", "key": "single", "payload": {"n": 1}}"#.to_owned();
+    let array = json!([
+        {"stream": "clicks", "key": "array", "payload": {"n": 2}},
+        {"stream": id, "key": "identity", "payload": {"n": 3}},
+    ])
+    .to_string();
+    let mut ids = Vec::new();
+    for body in [&single, &array] {
+        let (status, accepted) = ingest(&h, "clicks", &b, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {accepted}");
+        ids.extend(common::ids_of(&accepted));
+    }
+    let ndjson = "{\"stream\": \"clicks\", \"key\": \"ndjson\", \"payload\": {\"n\": 4}}\n";
+    let request = Request::post("/v1/streams/clicks/events")
+        .header(header::AUTHORIZATION, format!("Bearer {b}"))
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from(ndjson))
+        .unwrap();
+    let response = h.send(request).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    ids.extend(common::ids_of(&body_json(response).await));
+    let mutation = "mutation { ingest(stream: \"clicks\", events: [{stream: \"clicks\", \
+                    key: \"graphql\", payload: {n: 5}}]) { accepted ids } }";
+    let data = graphql(&h, &b, mutation).await;
+    assert_eq!(data["data"]["ingest"]["accepted"], 1, "{data}");
+    ids.extend(common::ids_of(&data["data"]["ingest"]));
+
+    // Stored under the identity; read back (archived as the engine does) under the name.
+    let events = h.events_in_log(id.as_str(), 1, 5).await;
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(events.iter().all(|e| e.stream == id), "{events:?}");
+    h.store.put_events(&events).await.unwrap();
+    let (status, page) = json_of(&h, Method::GET, "/v1/streams/clicks/events", &b, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let id_strs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(names(&page, "events", "id"), set(&id_strs));
+    assert_eq!(names(&page, "events", "stream"), set(&["clicks"]));
+    // The events read back, sent again as they are (ids, `stream` and all): accepted.
+    let again = page["events"].to_string();
+    let (status, accepted) = ingest(&h, "clicks", &b, &again).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(common::ids_of(&accepted).len(), 5);
+
+    // Another stream's name (one of beta's own, and a default tenant's): a 422 naming
+    // `clicks`, kept as a dead letter of `clicks`, never showing the identity.
+    for other in [B_STREAM, "t"] {
+        let body = json!({"stream": other, "payload": {}}).to_string();
+        let (status, problem) = ingest(&h, "clicks", &b, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        let error = &problem["errors"][0];
+        assert_eq!(error["field"], "stream", "{problem}");
+        assert_eq!(error["reason"], r#"must be absent or equal to "clicks""#);
+        assert!(!problem.to_string().contains(id.as_str()), "{problem}");
+    }
+    let (_, letters) = json_of(&h, Method::GET, "/v1/dead-letters", &b, None).await;
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in letters {
+        assert_eq!(letter["stream"], "clicks", "{letter}");
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.ends_with(r#"event 0 stream: must be absent or equal to "clicks""#),
+            "{reason}"
+        );
+        assert!(!letter.to_string().contains(id.as_str()), "{letter}");
     }
 }
 

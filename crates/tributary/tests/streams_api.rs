@@ -2,8 +2,10 @@
 //! through the admin API of one node gets its Kafka topic (partitions, `retention.ms`), is
 //! known by a second node (an ingest node) within the catalog's refresh, checks events
 //! against its JSON Schema there, is archived by the first node's processor without a
-//! restart, grows its partitions, and is deleted with its topic. (Kafka, PostgreSQL,
-//! FerretDB and Redis from `scripts/services.sh`.)
+//! restart, grows its partitions, and is deleted with its topic. A second tenant creates a
+//! stream of the same name: its own, with a topic of its own (the name and the tenant's
+//! tag), whose events only it lists. (Kafka, PostgreSQL, FerretDB and Redis from
+//! `scripts/services.sh`.)
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions unwrap too.
 
@@ -17,11 +19,50 @@ use rdkafka::config::ClientConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use tributary_core::StreamName;
+use tributary_gateway::catalog::stream_id;
+
 use common::distributed::{distributed_config, events_in_topic, service};
 use common::{KEY, Node};
 
+/// The tenant that shares a stream's name with the default tenant.
+const BETA: &str = "beta";
+
 async fn call(node: &Node, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     node.call(method, path, KEY, body).await
+}
+
+/// An admin key of `tenant`, issued as the operator does: `tributary keys create`.
+fn issue_key(config: &std::path::Path, tenant: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(common::args(
+            "keys",
+            config,
+            &["create", "--tenant", tenant, "--scope", "admin"],
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Waits until `bearer` lists exactly the events `expected` (ids) in `stream`, each shown
+/// under that name.
+async fn wait_for_listed(node: &Node, bearer: &str, stream: &str, expected: &[&str]) {
+    let path = format!("/v1/streams/{stream}/events");
+    node.eventually(async || {
+        let (status, page) = node.call(Method::GET, &path, bearer, None).await;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let mut ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+        ids.sort_unstable();
+        let named = events.iter().all(|e| e["stream"] == stream);
+        if status == StatusCode::OK && ids == expected && named {
+            Ok(())
+        } else {
+            Err(format!("{status}: {page}"))
+        }
+    })
+    .await;
 }
 
 /// The topic's partition count and `retention.ms`; `None` when it does not exist.
@@ -45,6 +86,15 @@ async fn describe(
     let resource = configs.into_iter().next().unwrap().unwrap();
     let retention = resource.get("retention.ms").unwrap().value.clone().unwrap();
     Some((partitions, retention))
+}
+
+/// Waits until `topic` no longer exists.
+async fn wait_for_deleted(node: &Node, admin: &AdminClient<DefaultClientContext>, topic: &str) {
+    node.eventually(async || match describe(admin, topic).await {
+        None => Ok(()),
+        Some(found) => Err(format!("{topic} still exists: {found:?}")),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,20 +204,40 @@ async fn a_stream_created_on_one_node_is_served_by_another_with_its_schema() {
     assert_eq!(ids, ["m-2", "m-4"]);
 
     // The processor archives the new stream from its beginning, without a restart.
-    one.eventually(async || {
-        let (status, page) = call(&one, Method::GET, "/v1/streams/metrics/events", None).await;
-        let mut ids: Vec<&str> = page["events"]
-            .as_array()
-            .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        if status == StatusCode::OK && ids == ["m-2", "m-4"] {
-            Ok(())
-        } else {
-            Err(format!("{status}: {page}"))
-        }
-    })
-    .await;
+    wait_for_listed(&one, KEY, "metrics", &["m-2", "m-4"]).await;
+
+    // Another tenant's `metrics`: created (no conflict), without the default tenant's
+    // schema, in a topic named by its identity; its events may name it `metrics`.
+    let beta = issue_key(&config.path, BETA);
+    let (status, created) = one
+        .call(
+            Method::POST,
+            "/v1/streams",
+            &beta,
+            Some(json!({"name": "metrics", "partitions": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "metrics");
+    let beta_id = stream_id(BETA, &StreamName::new("metrics").unwrap()).unwrap();
+    assert!(beta_id.as_str().starts_with("metrics__"), "{beta_id}");
+    let beta_topic = format!("{}{beta_id}", config.topic_prefix);
+    assert_eq!(describe(&admin, &beta_topic).await.map(|(p, _)| p), Some(1));
+    let (status, accepted) = one
+        .call(
+            Method::POST,
+            "/v1/streams/metrics/events",
+            &beta,
+            Some(json!({"id": "b-1", "stream": "metrics", "payload": {"cpu": "n/a"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let in_topic = events_in_topic(&brokers, &beta_topic, 1).await;
+    let found: Vec<(&Value, &Value)> = in_topic.iter().map(|e| (&e["id"], &e["stream"])).collect();
+    assert_eq!(found, [(&json!("b-1"), &json!(beta_id))]);
+    assert_eq!(events_in_topic(&brokers, &topic, 2).await.len(), 2);
+    wait_for_listed(&one, &beta, "metrics", &["b-1"]).await;
+    wait_for_listed(&one, KEY, "metrics", &["m-2", "m-4"]).await;
 
     // Partitions grow and retention changes on the topic.
     let (status, changed) = call(
@@ -195,11 +265,21 @@ async fn a_stream_created_on_one_node_is_served_by_another_with_its_schema() {
     // Deleted with its topic; the other node stops serving it.
     let (status, _) = call(&one, Method::DELETE, "/v1/streams/metrics", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    one.eventually(async || match describe(&admin, &topic).await {
-        None => Ok(()),
-        Some(found) => Err(format!("{topic} still exists: {found:?}")),
-    })
-    .await;
+    wait_for_deleted(&one, &admin, &topic).await;
+    // The other tenant's `metrics` is its own: still there, until it deletes it.
+    assert!(describe(&admin, &beta_topic).await.is_some());
+    let (status, shown) = one
+        .call(Method::GET, "/v1/streams/metrics", &beta, None)
+        .await;
+    assert_eq!(
+        (status, &shown["name"]),
+        (StatusCode::OK, &json!("metrics"))
+    );
+    let (status, _) = one
+        .call(Method::DELETE, "/v1/streams/metrics", &beta, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    wait_for_deleted(&one, &admin, &beta_topic).await;
     two.eventually(async || {
         let (status, body) = call(
             &two,

@@ -2,17 +2,18 @@
 //! and [`StreamTopics`], what the log does for a stream's definition (its topic).
 //!
 //! Contract of [`StreamStore`]:
-//! - A stream is stored by its name, unique across tenants (a name is a topic of the log),
+//! - A stream is stored by its identity, unique across tenants (an identity is a topic of
+//!   the log; a tenant's name for it may differ, see `tributary_gateway::catalog`, Names),
 //!   with its tenant, partitions, replication factor (`None` on a log without replicas),
 //!   retention (`None`: the log's default), optional JSON Schema of its events' payloads,
 //!   description, origin ([`StreamOrigin`]) and times.
-//! - [`StreamStore::create`] refuses a name already stored ([`PortError::Refused`]).
+//! - [`StreamStore::create`] refuses an identity already stored ([`PortError::Refused`]).
 //! - [`StreamStore::upsert_config`] writes a stream of the config file: it inserts it, or
 //!   overwrites what the config says (partitions, description, tenant, origin) and keeps
 //!   what the API set (schema, retention, replication, creation time).
 //! - [`StreamStore::update`] replaces a stored stream's definition and says whether it
 //!   exists; [`StreamStore::delete`] removes it and says whether it existed.
-//! - [`StreamStore::list`] returns every stream of every tenant, ordered by name.
+//! - [`StreamStore::list`] returns every stream of every tenant, ordered by identity.
 //!
 //! Contract of [`StreamTopics`]: creating, altering and deleting the log's side of a
 //! stream (a Kafka topic; a stream of the embedded log). What a log cannot do is said by
@@ -70,7 +71,7 @@ impl std::str::FromStr for StreamOrigin {
 /// A stream's definition, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredStream {
-    /// Its name, unique across tenants.
+    /// Its identity, unique across tenants (see `tributary_gateway::catalog`, Names).
     pub name: StreamName,
     /// The tenant it belongs to.
     pub tenant: String,
@@ -110,7 +111,7 @@ pub trait StreamStore: Send + Sync + fmt::Debug {
     /// The stream named `name`, if stored.
     async fn get(&self, name: &StreamName) -> Result<Option<StoredStream>, PortError>;
 
-    /// Every stream, of every tenant, ordered by name.
+    /// Every stream, of every tenant, ordered by identity.
     async fn list(&self) -> Result<Vec<StoredStream>, PortError>;
 
     /// Replaces the definition of the stream named `stream.name` (its creation time is

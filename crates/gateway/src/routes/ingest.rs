@@ -4,7 +4,9 @@
 //! - The stream must be configured, and be of the caller's tenant (404 otherwise, also for
 //!   an invalid name or another tenant's stream, see [`crate::tenancy`]). The path names it
 //!   in the caller's tenant; the events, their dead letters and the metrics carry its
-//!   identity (see [Names](crate::catalog#names)).
+//!   identity (see [Names](crate::catalog#names)). An event's `"stream"`, when present,
+//!   must be that name (or the identity), and a 422 names the stream by that name: the
+//!   client sees and may send back its events as `GET .../events` shows them.
 //! - The body is `application/json` (an object or an array of objects) or NDJSON
 //!   (`application/x-ndjson`, `application/ndjson` or `application/jsonl`); a `charset`
 //!   parameter, if any, must be UTF-8. Anything else, or no content type, is a 415.
@@ -51,7 +53,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tributary_core::DeadLetter;
 use tributary_core::dead_letter::MAX_DEAD_LETTER_RAW;
-use tributary_core::parse::{BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits};
+use tributary_core::parse::{BodyFormat, DEFAULT_MAX_REPORTED_ERRORS, Limits, Target};
 use utoipa::ToSchema;
 
 use super::dead_letters;
@@ -139,12 +141,19 @@ pub(crate) async fn ingest(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let stream = state.stream_for(&principal.tenant, &stream);
-    let label = stream
-        .as_ref()
-        .map_or_else(|_| UNKNOWN_STREAM_LABEL.to_owned(), ToString::to_string);
+    let stream = state.stream_entry_for(&principal.tenant, &stream);
+    let label = stream.as_ref().map_or_else(
+        |_| UNKNOWN_STREAM_LABEL.to_owned(),
+        |(id, _)| id.to_string(),
+    );
     let accepted = match stream {
-        Ok(stream) => accept(&state, &stream, request).await,
+        Ok((id, entry)) => {
+            let target = Target {
+                id: &id,
+                name: &entry.name,
+            };
+            accept(&state, target, request).await
+        }
         Err(error) => Err(error.into()),
     };
     let (response, accepted) = match accepted {
@@ -187,11 +196,11 @@ impl From<ApiError> for Refusal {
     }
 }
 
-/// Checks, parses and appends the request's events (to the stream whose identity is
-/// `stream`); returns their ids once durable.
+/// Checks, parses and appends the request's events (to `stream`, which the client knows by
+/// its name); returns their ids once durable.
 async fn accept(
     state: &AppState,
-    stream: &tributary_core::StreamName,
+    stream: Target<'_>,
     request: Request,
 ) -> Result<Vec<String>, Refusal> {
     let format = body_format(request.headers());
@@ -232,7 +241,7 @@ async fn accept(
         }
     };
     service
-        .append(HTTP_SOURCE, stream, &events)
+        .append(HTTP_SOURCE, stream.id, &events)
         .await
         .map_err(ApiError::from)?;
     drop(body);

@@ -23,8 +23,11 @@ use tributary_connectors::streams::{EmbeddedTopics, SqlStreamStore};
 use tributary_core::dead_letter::DeadLetter;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::ports::{
-    DEFAULT_TENANT, Log, PartitionOffset, Ports, StoredStream, StreamOrigin, StreamStore,
+    AnalyticsStore, Checkpoint, DEFAULT_TENANT, Log, PartitionOffset, Ports, StateDelta,
+    StoredStream, StreamOrigin, StreamStore,
 };
+use tributary_core::results::{ResultChange, ResultRow, ResultWrite};
+use tributary_core::value::Value as Scalar;
 use tributary_core::{Event, EventId, StreamName, Timestamp};
 use tributary_gateway::catalog::CatalogStore;
 use tributary_gateway::{
@@ -307,6 +310,58 @@ pub fn event(name: &str, id: &str, ts: i64) -> Event {
         key: Some("k".into()),
         payload: json!({"n": ts}).as_object().unwrap().clone(),
     }
+}
+
+/// A final result of the counting `pipeline` (see [`pipeline`]): `count` events of `key`
+/// in the minute from `start` (epoch milliseconds).
+pub fn count_row(pipeline: &str, start: i64, key: &str, count: i64) -> ResultRow {
+    ResultRow {
+        pipeline: pipeline.into(),
+        window_start: Timestamp::from_millis(start),
+        window_end: Timestamp::from_millis(start + 60_000),
+        key: key.into(),
+        keys: vec![Scalar::Str(key.to_owned().into())],
+        values: vec![Scalar::Int(count)],
+        partials: vec![Vec::new()],
+        revision: 1,
+        closed: true,
+        updated_at: None,
+    }
+}
+
+/// Commits `rows` as the first checkpoint of the counting `pipeline` over the stream
+/// `source`, at `watermark`, as the engine does.
+pub async fn commit_results(
+    h: &Harness,
+    pipeline: &str,
+    source: &str,
+    rows: &[ResultRow],
+    watermark: Timestamp,
+) {
+    let checkpoint = Checkpoint {
+        pipeline: pipeline.into(),
+        epoch: 1,
+        offsets: vec![],
+        state: json!({}),
+        watermark,
+    };
+    let schema = self::pipeline(pipeline, source).schema();
+    let changes: Vec<ResultChange> = rows.iter().cloned().map(ResultChange::Upsert).collect();
+    h.store.prepare_results(&schema).await.unwrap();
+    let owner = h.store.claim(pipeline).await.unwrap();
+    let write = ResultWrite {
+        schema: &schema,
+        changes: &changes,
+    };
+    h.store
+        .commit_checkpoint(
+            owner.generation,
+            &checkpoint,
+            Some(write),
+            &StateDelta::default(),
+        )
+        .await
+        .unwrap();
 }
 
 /// Every dead letter, read page by page.

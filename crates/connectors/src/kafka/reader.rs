@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -155,13 +155,16 @@ impl LogReader for KafkaLogReader {
         }
         let consumer = self.consumer.as_ref().ok_or_else(closed)?;
         let deadline = Instant::now() + timeout;
-        let Ok(first) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+        // One stream for the whole poll: each `recv` would register and unregister a
+        // waker of its own (two locks per record).
+        let mut messages = consumer.stream();
+        let Ok(Some(first)) = tokio::time::timeout_at(deadline, messages.next()).await else {
             return Ok(());
         };
         let first = first.map_err(consume_error)?;
         push_message(&self.streams, &first, batch);
         for _ in 1..max {
-            match consumer.recv().now_or_never() {
+            match messages.next().now_or_never().flatten() {
                 None => break,
                 Some(Ok(message)) => push_message(&self.streams, &message, batch),
                 Some(Err(error)) => {

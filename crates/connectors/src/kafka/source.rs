@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -33,6 +34,11 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The system named in errors.
 const SYSTEM: &str = "kafka source";
+
+/// The error of a source whose consumer is gone (while it is dropped).
+fn closed() -> PortError {
+    PortError::unavailable(SYSTEM, "the consumer is closed")
+}
 
 /// Where and how a Kafka source reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +110,7 @@ impl KafkaSourceConsumer {
     }
 
     fn consumer(&self) -> Result<&Arc<StreamConsumer>, PortError> {
-        self.consumer
-            .as_ref()
-            .ok_or_else(|| PortError::unavailable(SYSTEM, "the consumer is closed"))
+        self.consumer.as_ref().ok_or_else(closed)
     }
 
     /// Waits for a record, then takes what else arrives within `linger`, up to `max`.
@@ -120,18 +124,25 @@ impl KafkaSourceConsumer {
         linger: Duration,
     ) -> Result<Vec<SourceRecord>, PortError> {
         let consumer = self.consumer()?;
-        let first = consumer.recv().await.map_err(kafka_error)?;
+        // One stream for the whole batch: each `recv` would register and unregister a
+        // waker of its own (two locks per record).
+        let mut messages = consumer.stream();
+        let first = messages
+            .next()
+            .await
+            .ok_or_else(closed)?
+            .map_err(kafka_error)?;
         let mut batch = vec![record(&first)];
         drop(first);
         let until = tokio::time::Instant::now() + linger;
         while batch.len() < max {
-            match tokio::time::timeout_at(until, consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(record(&message)),
-                Ok(Err(error)) => {
+            match tokio::time::timeout_at(until, messages.next()).await {
+                Ok(Some(Ok(message))) => batch.push(record(&message)),
+                Ok(Some(Err(error))) => {
                     tracing::warn!(group = self.group_id, %error, "kafka source: consumer error");
                     break;
                 }
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
         Ok(batch)

@@ -312,6 +312,9 @@ pub enum WrappedView<'a> {
         stream: Cow<'a, str>,
         /// The partition of `stream` it was read from.
         partition: u32,
+        /// The record's own key: what the repartition task routed the event by
+        /// ([`crate::repartition::routed_key_text`] reads the pipeline's key text in it).
+        route: Option<Cow<'a, str>>,
     },
     /// A progress record ([`crate::repartition::progress_records`]): `partition` of
     /// `stream` was read up to event time `ts`.
@@ -344,9 +347,14 @@ pub fn decode_wrapped_view<'a>(
             partition,
             key,
         }) => Some(WrappedView::Event {
-            event: EventView { key, ..view },
+            event: EventView {
+                id: view.id,
+                ts: view.ts,
+                key,
+            },
             stream,
             partition,
+            route: view.key,
         }),
         Some(Wrapper::Progress { stream, partition }) => Some(WrappedView::Progress {
             stream,
@@ -1116,7 +1124,9 @@ mod tests {
                 event: fast,
                 stream,
                 partition,
+                route,
             } => {
+                assert_eq!(route.as_deref(), record.key.as_deref(), "{text}");
                 assert_eq!(progress_of(&record), None, "{text}");
                 let Ok((event, from)) = unwrap(record) else {
                     assert!(StreamName::new(stream.to_string()).is_err(), "{text}");
@@ -1195,11 +1205,13 @@ mod tests {
             event: view,
             stream,
             partition,
+            route,
         }) = agree_wrapped(&bytes)
         else {
             panic!("not decided fast: {}", String::from_utf8_lossy(&bytes));
         };
         assert_eq!((&*stream, partition), ("clicks", 7));
+        assert_eq!(route.as_deref(), Some("campaign-1"));
         assert_eq!(view.key.as_deref(), Some("k\\1"));
         for record in progress_records(&internal(), &["~0".to_owned()], &clicks(), 3, event.ts) {
             let bytes = record.to_json_bytes();

@@ -55,6 +55,20 @@ pub fn partition_key(key_text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The pipeline's key text of an event whose record of the internal stream has the key
+/// `route` ([`partition_key`]'s): the route itself, unless it has the form of a hashed key
+/// (`#` and 16 hexadecimal digits), when the key text must be computed again from the
+/// event.
+#[must_use]
+pub fn routed_key_text(route: &str) -> Option<&str> {
+    let hashed = route.len() == 17
+        && route.starts_with('#')
+        && route[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (!hashed).then_some(route)
+}
+
 /// Why an event cannot be repartitioned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("wrapped for the internal stream, the event would take {0} bytes, more than the log holds")]
@@ -292,6 +306,17 @@ mod tests {
     use super::*;
     use crate::event::{EventId, Timestamp};
     use crate::window::WindowSpec;
+
+    #[test]
+    fn the_routed_key_is_the_key_text_unless_hashed() {
+        for text in ["campaign-7", "", "#0123", "#0123456789abcdeg", "7"] {
+            assert_eq!(routed_key_text(&partition_key(text)), Some(text));
+        }
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for text in [long.as_str(), "a\0b"] {
+            assert_eq!(routed_key_text(&partition_key(text)), None, "{text}");
+        }
+    }
 
     #[test]
     fn a_wrapped_event_unwraps_to_itself_and_its_partition() {

@@ -3,6 +3,7 @@
 //! handed on: it is counted in `tributary_log_undecodable_records_total`, logged, and
 //! kept as a dead letter ([`DeadLetter::log_record`]) before any checkpoint covers it.
 
+use std::borrow::Cow;
 use std::error::Error;
 
 use tributary_core::dead_letter::error_chain;
@@ -12,7 +13,7 @@ use tributary_core::record::{
     EventView, Projection, UndecodableRecord, WrappedView, decode_event, decode_view,
     decode_wrapped_view,
 };
-use tributary_core::repartition::{progress_of, unwrap};
+use tributary_core::repartition::{progress_of, routed_key_text, unwrap};
 use tributary_core::value::Value;
 use tributary_core::{DeadLetter, Event, StreamName};
 
@@ -169,6 +170,7 @@ enum Unwrapped<'b> {
         start: usize,
         source: usize,
         partition: u32,
+        route: Option<Cow<'b, str>>,
     },
     /// An event decoded whole, at this index of `whole`, read from `partition` of its
     /// stream.
@@ -185,8 +187,10 @@ enum Unwrapped<'b> {
 
 /// An item of a batch of an internal stream, in the batch's order.
 pub(crate) enum Item<'e> {
-    /// A wrapped event and the source partition it was read from.
-    Event(u32, EventRef<'e>),
+    /// A wrapped event, the source partition it was read from, and the pipeline's key text
+    /// the repartition task routed it by, when the record holds it as it is
+    /// ([`routed_key_text`]).
+    Event(u32, EventRef<'e>, Option<&'e str>),
     /// Partition `.1` of stream `.0` was read up to event time `.2` (milliseconds).
     Progress(&'e StreamName, u32, i64),
 }
@@ -216,11 +220,13 @@ impl<'b> Wrapped<'b> {
                     event,
                     stream,
                     partition,
+                    route,
                 }) => source_of(&stream).map(|source| Unwrapped::View {
                     view: event,
                     start: before,
                     source,
                     partition,
+                    route,
                 }),
                 Some(WrappedView::Progress {
                     stream,
@@ -281,6 +287,7 @@ impl<'b> Wrapped<'b> {
                     start,
                     source,
                     partition,
+                    route,
                 } => Item::Event(
                     *partition,
                     EventRef {
@@ -293,8 +300,11 @@ impl<'b> Wrapped<'b> {
                             slots: &self.slots[*start..*start + self.projection.len()],
                         },
                     },
+                    route.as_deref().and_then(routed_key_text),
                 ),
-                Unwrapped::Whole(i, partition) => Item::Event(*partition, (&self.whole[*i]).into()),
+                Unwrapped::Whole(i, partition) => {
+                    Item::Event(*partition, (&self.whole[*i]).into(), None)
+                }
                 Unwrapped::Progress {
                     source,
                     partition,

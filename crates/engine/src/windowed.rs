@@ -303,15 +303,18 @@ impl Pipeline {
         let records = records::Wrapped::decode(batch, &self.projection, sources, refused);
         let mut tally = [0_u64; Outcome::ALL.len()];
         for (record, item) in records.items(sources) {
-            let (partition, event) = match item {
+            let (partition, event, key) = match item {
                 records::Item::Progress(stream, partition, ts) => {
                     operator.observe_progress(stream, partition, ts, now);
                     continue;
                 }
-                records::Item::Event(partition, event) => (partition, event),
+                records::Item::Event(partition, event, key) => (partition, event, key),
             };
             let rows = enricher.rows(event);
-            let outcome = operator.process_ref(partition, event, rows, now);
+            let outcome = match key {
+                Some(key) => operator.process_routed(partition, event, rows, key, now),
+                None => operator.process_ref(partition, event, rows, now),
+            };
             tally[outcome as usize] += 1;
             if outcome == Outcome::Late {
                 // Rare: the dead letter keeps the whole event.

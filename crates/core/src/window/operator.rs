@@ -379,7 +379,7 @@ impl WindowOperator {
         self.state_changed = true;
         for (&start, window) in &legacy.open {
             for (key, &count) in &window.counts {
-                let mut accumulators = self.new_accumulators();
+                let mut accumulators = new_accumulators(&self.spec);
                 for _ in 0..count {
                     accumulators[0].update(&Value::Bool(true));
                 }
@@ -518,10 +518,39 @@ impl WindowOperator {
         lookups: &[Option<&serde_json::Map<String, serde_json::Value>>],
         now_ms: i64,
     ) -> Outcome {
+        self.process_keyed(partition, event, lookups, None, now_ms)
+    }
+
+    /// As [`WindowOperator::process_ref`], for an event a repartition task already
+    /// filtered and keyed (a record of the pipeline's internal stream): its key text is
+    /// `key` (from [`crate::repartition::routed_key_text`]), the one it was routed by, and
+    /// the filter is not applied again. So a shard groups every event by the key that sent
+    /// it there, even when a lookup table changed between the two.
+    pub fn process_routed(
+        &mut self,
+        partition: u32,
+        event: EventRef<'_>,
+        lookups: &[Option<&serde_json::Map<String, serde_json::Value>>],
+        key: &str,
+        now_ms: i64,
+    ) -> Outcome {
+        self.process_keyed(partition, event, lookups, Some(key), now_ms)
+    }
+
+    /// Filters, de-duplicates, keys and adds one event; `routed` is its key text when a
+    /// repartition task filtered and keyed it already.
+    fn process_keyed(
+        &mut self,
+        partition: u32,
+        event: EventRef<'_>,
+        lookups: &[Option<&serde_json::Map<String, serde_json::Value>>],
+        routed: Option<&str>,
+        now_ms: i64,
+    ) -> Outcome {
         let ts = event.ts.millis();
         self.observe(event.stream, partition, ts, now_ms);
         let row = Row { event, lookups };
-        if let Some(filter) = &self.spec.filter {
+        if let (Some(filter), None) = (&self.spec.filter, routed) {
             if !filter.matches(&row) {
                 self.counters.filtered += 1;
                 self.state_changed = true;
@@ -536,7 +565,13 @@ impl WindowOperator {
             self.state_changed = true;
             return Outcome::Duplicate;
         }
-        self.spec.write_key(&row, &mut self.key_text);
+        match routed {
+            Some(key) => {
+                self.key_text.clear();
+                self.key_text.push_str(key);
+            }
+            None => self.spec.write_key(&row, &mut self.key_text),
+        }
         let accepted = if self.spec.window.merges() {
             self.add_to_session(&row, ts)
         } else {
@@ -592,30 +627,6 @@ impl WindowOperator {
             .is_some_and(|wm| end.saturating_add(self.lateness_ms) <= wm)
     }
 
-    fn new_accumulators(&self) -> Vec<Box<dyn Accumulator>> {
-        self.spec
-            .aggregates
-            .iter()
-            .map(|a| a.function.create())
-            .collect()
-    }
-
-    fn new_slot(&self, end: i64, row: &Row<'_>) -> Slot {
-        Slot {
-            end,
-            keys: self
-                .spec
-                .keys
-                .iter()
-                .map(|k| k.expr.eval(row).into_owned())
-                .collect(),
-            accumulators: self.new_accumulators(),
-            revision: 0,
-            fired: false,
-            dirty: true,
-        }
-    }
-
     /// Adds the event to its (non-merging) windows that still accept; whether any did.
     fn add_to_windows(&mut self, row: &Row<'_>, ts: i64) -> bool {
         let mut windows = std::mem::take(&mut self.windows);
@@ -627,23 +638,15 @@ impl WindowOperator {
                 continue;
             }
             accepted = true;
-            let exists = self
-                .slots
-                .get(&window.start)
-                .is_some_and(|m| m.contains_key(self.key_text.as_str()));
-            if !exists {
-                let slot = self.new_slot(window.end, row);
-                self.slots
-                    .entry(window.start)
-                    .or_default()
-                    .insert(self.key_text.as_str().into(), slot);
-            }
-            if let Some(slot) = self
-                .slots
-                .get_mut(&window.start)
-                .and_then(|m| m.get_mut(self.key_text.as_str()))
-            {
-                update(slot, &self.spec, row);
+            // One lookup for the usual case, a slot that exists.
+            let slots = self.slots.entry(window.start).or_default();
+            match slots.get_mut(self.key_text.as_str()) {
+                Some(slot) => update(slot, &self.spec, row),
+                None => {
+                    let mut slot = new_slot(&self.spec, window.end, row);
+                    update(&mut slot, &self.spec, row);
+                    slots.insert(self.key_text.as_str().into(), slot);
+                }
             }
             self.dirty_starts.insert(window.start);
         }
@@ -684,7 +687,7 @@ impl WindowOperator {
             None => None,
         }
         .unwrap_or_else(|| {
-            let mut slot = self.new_slot(merged.end, row);
+            let mut slot = new_slot(&self.spec, merged.end, row);
             slot.dirty = true;
             slot
         });
@@ -998,6 +1001,30 @@ fn legacy_mismatch(spec: &PipelineSpec) -> StateError {
 }
 
 /// Adds the event of `row` to `slot`'s accumulators.
+/// A fresh accumulator per aggregate of `spec`.
+fn new_accumulators(spec: &PipelineSpec) -> Vec<Box<dyn Accumulator>> {
+    spec.aggregates
+        .iter()
+        .map(|a| a.function.create())
+        .collect()
+}
+
+/// A fresh slot of the window ending at `end`, for the key of the event in `row`.
+fn new_slot(spec: &PipelineSpec, end: i64, row: &Row<'_>) -> Slot {
+    Slot {
+        end,
+        keys: spec
+            .keys
+            .iter()
+            .map(|k| k.expr.eval(row).into_owned())
+            .collect(),
+        accumulators: new_accumulators(spec),
+        revision: 0,
+        fired: false,
+        dirty: true,
+    }
+}
+
 fn update(slot: &mut Slot, spec: &PipelineSpec, row: &Row<'_>) {
     for (accumulator, aggregate) in slot.accumulators.iter_mut().zip(&spec.aggregates) {
         match &aggregate.argument {

@@ -394,6 +394,32 @@ fn a_retry_just_after_its_window_closed_is_a_duplicate_not_late() {
 }
 
 #[test]
+fn a_routed_event_is_grouped_by_the_key_it_was_routed_by_and_not_filtered_again() {
+    let spec = plan(
+        WindowSpec::Tumbling { size_ms: MINUTE },
+        Some("payload.x > 0"),
+        &["payload.k"],
+        &[("count", "count", None, &[])],
+        0,
+    );
+    let mut op = WindowOperator::new(&spec, [(stream(), 0)], 0);
+    let routed =
+        |op: &mut WindowOperator, e: &Event, key: &str| op.process_routed(0, e.into(), &[], key, 0);
+    // The repartition task filtered and keyed these: the shard keeps its verdict.
+    let a = event("a", 1_000, "-", serde_json::json!({"x": -1, "k": "p"}));
+    let b = event("b", 2_000, "-", serde_json::json!({"x": 1, "k": "q"}));
+    assert_eq!(routed(&mut op, &a, "p"), Outcome::Counted);
+    assert_eq!(routed(&mut op, &b, "p"), Outcome::Counted);
+    assert_eq!(routed(&mut op, &b, "p"), Outcome::Duplicate);
+    // Not routed: filtered and keyed here.
+    let c = event("c", 3_000, "-", serde_json::json!({"x": -1, "k": "p"}));
+    assert_eq!(op.process(0, &c, 0), Outcome::Filtered);
+    op.advance(0);
+    let mut stored = Stored::default();
+    assert_eq!(stored.apply(&mut op), vec!["[0, 60000) \"p\" 2 rev 1"]);
+}
+
+#[test]
 fn a_quiet_stream_finalizes_its_last_windows_after_the_delay() {
     let mut spec = plan(
         WindowSpec::Tumbling { size_ms: MINUTE },

@@ -122,11 +122,10 @@ pub fn document(pipelines: &[PipelineSpec]) -> Value {
             schemas.insert(name, result_schema(spec));
         }
     }
-    if !refs.is_empty() {
-        if let Some(items) = doc.pointer_mut("/components/schemas/Results/properties/results/items")
-        {
-            *items = json!({ "anyOf": refs });
-        }
+    if !refs.is_empty()
+        && let Some(items) = doc.pointer_mut("/components/schemas/Results/properties/results/items")
+    {
+        *items = json!({ "anyOf": refs });
     }
     doc
 }

@@ -189,13 +189,13 @@ struct DemoKey {
 /// else the key kept in `data_dir` ([`KEY_FILE`]), made (32 random bytes) and written
 /// there (readable by its owner only) at the first run.
 fn demo_key(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<DemoKey> {
-    if let Some(key) = from_env {
-        if !key.trim().is_empty() {
-            return Ok(DemoKey {
-                value: key.trim().to_owned(),
-                origin: format!("from {}", ApiKeys::BOOTSTRAP_ENV),
-            });
-        }
+    if let Some(key) = from_env
+        && !key.trim().is_empty()
+    {
+        return Ok(DemoKey {
+            value: key.trim().to_owned(),
+            origin: format!("from {}", ApiKeys::BOOTSTRAP_ENV),
+        });
     }
     let path = data_dir.join(KEY_FILE);
     let origin = format!(

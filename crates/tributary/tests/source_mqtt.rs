@@ -155,13 +155,13 @@ async fn publish(topic: &str, range: std::ops::Range<u32>, published: &mut Publi
 fn payload(i: u32) -> String {
     let time = T0 + i64::from(i);
     let user = format!("u{}", i % 5);
-    if i < FIRST && i % 11 == 0 {
-        if i % 2 == 0 {
+    if i < FIRST && i.is_multiple_of(11) {
+        if i.is_multiple_of(2) {
             "{\"event_id\": \"broken".to_owned()
         } else {
             json!({"event_id": format!("ev-{i}"), "time": "yesterday"}).to_string()
         }
-    } else if i % 7 == 0 {
+    } else if i.is_multiple_of(7) {
         json!({"time": time, "user": user, "payload": {"n": i}}).to_string()
     } else {
         json!({"event_id": format!("ev-{i}"), "time": time, "user": user, "payload": {"n": i}})

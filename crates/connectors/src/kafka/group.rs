@@ -208,10 +208,10 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Assign(list) = rebalance else {
             return;
         };
-        if list.count() > 0 {
-            if let Err(err) = consumer.pause(list) {
-                tracing::warn!(group = %self.group, error = &err as &dyn std::error::Error, "assigned partitions not paused");
-            }
+        if list.count() > 0
+            && let Err(err) = consumer.pause(list)
+        {
+            tracing::warn!(group = %self.group, error = &err as &dyn std::error::Error, "assigned partitions not paused");
         }
         let _ = self
             .changes

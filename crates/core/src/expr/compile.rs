@@ -566,11 +566,11 @@ impl<'s> Compiler<'s> {
 
     /// A node computed by `eval` from `inputs`: folded to a constant when they all are.
     fn node(&self, eval: EvalFn, ty: Ty, at: Location, inputs: &[&Node]) -> Node {
-        if inputs.iter().all(|input| input.constant.is_some()) {
-            if let Some(event) = &self.blank {
-                let value = eval(&Row::new(event, &[])).into_owned();
-                return Node::constant(value, ty, at);
-            }
+        if inputs.iter().all(|input| input.constant.is_some())
+            && let Some(event) = &self.blank
+        {
+            let value = eval(&Row::new(event, &[])).into_owned();
+            return Node::constant(value, ty, at);
         }
         Node::dynamic(eval, ty, at)
     }
@@ -1390,14 +1390,14 @@ fn arguments<'f>(
 
 /// The character of `ESCAPE 'c'`; `None` for `ESCAPE ''`.
 fn escape_char(e: &ast::Expr, parent: Location) -> Result<Option<char>, ExprError> {
-    if let ast::Expr::Value(v) = e {
-        if let Some(s) = string_literal(&v.value) {
-            let mut chars = s.chars();
-            match (chars.next(), chars.next()) {
-                (None, _) => return Ok(None),
-                (Some(c), None) => return Ok(Some(c)),
-                _ => {}
-            }
+    if let ast::Expr::Value(v) = e
+        && let Some(s) = string_literal(&v.value)
+    {
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (None, _) => return Ok(None),
+            (Some(c), None) => return Ok(Some(c)),
+            _ => {}
         }
     }
     Err(ExprError::at(

@@ -550,12 +550,12 @@ impl WindowOperator {
         let ts = event.ts.millis();
         self.observe(event.stream, partition, ts, now_ms);
         let row = Row { event, lookups };
-        if let (Some(filter), None) = (&self.spec.filter, routed) {
-            if !filter.matches(&row) {
-                self.counters.filtered += 1;
-                self.state_changed = true;
-                return Outcome::Filtered;
-            }
+        if let (Some(filter), None) = (&self.spec.filter, routed)
+            && !filter.matches(&row)
+        {
+            self.counters.filtered += 1;
+            self.state_changed = true;
+            return Outcome::Filtered;
         }
         let hash = stable_hash64(&[event.stream.as_str().as_bytes(), event.id.as_bytes()]);
         let bucket_ms = self.spec.window.bucket_ms();
@@ -759,26 +759,25 @@ impl WindowOperator {
                 None => held = true,
             }
         }
-        if !held {
-            if let Some(candidate) = active_min {
-                if self.watermark.is_none_or(|wm| candidate > wm) {
-                    self.watermark = Some(candidate);
-                }
-            }
+        if !held
+            && let Some(candidate) = active_min
+            && self.watermark.is_none_or(|wm| candidate > wm)
+        {
+            self.watermark = Some(candidate);
         }
-        if let Some(quiet) = self.finalize_ms {
-            if now_ms.saturating_sub(self.last_event_at) >= quiet {
-                let last_end = self
-                    .slots
-                    .values()
-                    .flat_map(HashMap::values)
-                    .map(|s| s.end)
-                    .max();
-                if let Some(end) = last_end {
-                    if self.watermark.is_none_or(|wm| end > wm) {
-                        self.watermark = Some(end);
-                    }
-                }
+        if let Some(quiet) = self.finalize_ms
+            && now_ms.saturating_sub(self.last_event_at) >= quiet
+        {
+            let last_end = self
+                .slots
+                .values()
+                .flat_map(HashMap::values)
+                .map(|s| s.end)
+                .max();
+            if let Some(end) = last_end
+                && self.watermark.is_none_or(|wm| end > wm)
+            {
+                self.watermark = Some(end);
             }
         }
         if self.watermark != before {

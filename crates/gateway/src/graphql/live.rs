@@ -133,11 +133,11 @@ async fn poll(
             tracing::debug!(pipeline, "no subscriber left: poller stopped");
             return;
         }
-        if let Some(status) = cached_status(&state, &pipeline).await {
-            if let Some(update) = seen.update(status) {
-                // Fails only when every subscriber left since the check: the next poll ends.
-                let _ = sender.send(Arc::new(update));
-            }
+        if let Some(status) = cached_status(&state, &pipeline).await
+            && let Some(update) = seen.update(status)
+        {
+            // Fails only when every subscriber left since the check: the next poll ends.
+            let _ = sender.send(Arc::new(update));
         }
     }
 }

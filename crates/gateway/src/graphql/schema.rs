@@ -241,10 +241,10 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
 async fn json_of(answer: Result<Response, ApiError>) -> Result<Value, Error> {
     let response = answer.unwrap_or_else(IntoResponse::into_response);
     let status = response.status();
-    if let Some(logged) = response.extensions().get::<LoggedError>() {
-        if logged.server_fault {
-            tracing::error!(status = status.as_u16(), error = %logged.message, "GraphQL field failed");
-        }
+    if let Some(logged) = response.extensions().get::<LoggedError>()
+        && logged.server_fault
+    {
+        tracing::error!(status = status.as_u16(), error = %logged.message, "GraphQL field failed");
     }
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await

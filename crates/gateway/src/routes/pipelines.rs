@@ -360,13 +360,13 @@ fn checked_query<'a>(
         .as_deref()
         .map(|t| time_param("to", t))
         .transpose()?;
-    if let (Some(from), Some(to)) = (from, to) {
-        if from > to {
-            return Err(ApiError::InvalidParameter {
-                name: "from",
-                reason: format!("must not be after to ({from} > {to})"),
-            });
-        }
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(ApiError::InvalidParameter {
+            name: "from",
+            reason: format!("must not be after to ({from} > {to})"),
+        });
     }
     if let Some(key) = &query.key {
         check_key(key).map_err(|reason| ApiError::InvalidParameter {

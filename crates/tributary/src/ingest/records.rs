@@ -177,10 +177,10 @@ pub fn ndjson_event(
     derived_id: impl FnOnce() -> String,
 ) -> Value {
     for (from, to) in [(&fields.id, "id"), (&fields.ts, "ts"), (&fields.key, "key")] {
-        if from != to {
-            if let Some(value) = object.remove(from.as_str()) {
-                object.insert(to.to_owned(), value);
-            }
+        if from != to
+            && let Some(value) = object.remove(from.as_str())
+        {
+            object.insert(to.to_owned(), value);
         }
     }
     if matches!(object.get("id"), None | Some(Value::Null)) {

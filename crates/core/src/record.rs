@@ -1240,6 +1240,8 @@ mod tests {
         for record in progress_records(&internal(), &["~0".to_owned()], &clicks(), 3, plain.ts) {
             let text = String::from_utf8(record.to_json_bytes()).unwrap();
             assert!(scan_agrees_on(&internal(), &text, true), "{text}");
+            let spaced = text.replace("\"partition\":", "\"partition\": ");
+            assert!(scan_agrees_on(&internal(), &spaced, true), "{spaced}");
         }
     }
 

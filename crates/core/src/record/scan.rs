@@ -170,6 +170,7 @@ impl<'a> Scan<'a> {
     /// decimal or an exponent a `Float`; `None` for a longer integer and for `-0` (which
     /// serde_json reads as a float).
     fn number(&mut self) -> Option<Value<'a>> {
+        self.peek()?;
         let bytes = self.bytes();
         let start = self.at;
         let negative = bytes.get(self.at) == Some(&b'-');

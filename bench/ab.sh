@@ -4,6 +4,10 @@
 #
 #   bench/ab.sh REPS EVENTS "WORKLOADS" NAME=BINARY...
 #   bench/ab.sh 3 2000000 "count yahoo" old=target/bench-old/release/pipeline new=target/release/pipeline
+#   bench/ab.sh 3 2000000 count raw="target/release/pipeline --read-only raw" new=target/release/pipeline
+#
+# A variant's command may carry arguments of its own (split at spaces), such as
+# `--read-only raw|decode`: the log client's floor under the same drain.
 #
 # CPU is the `pipeline` process's over the drain, read from outside (`benchctl
 # watch-drain`), with the Kafka broker's. Needs the services (scripts/services.sh up) and
@@ -21,9 +25,10 @@ trap '"$BENCHCTL" cleanup --prefix "$PREFIX" >/dev/null 2>&1 || true' EXIT
 for rep in $(seq 1 "$REPS"); do
   for workload in $WORKLOADS; do
     for variant in "$@"; do
-      name=${variant%%=*} binary=${variant#*=}
+      name=${variant%%=*}
+      read -ra command <<<"${variant#*=}"
       out=$(setsid "$BENCHCTL" watch-drain --watch kafka="$KAFKA_PID" -- \
-        "$binary" --mode kafka --events "$EVENTS" --partitions 3 --checkpoint-interval-ms 1000 \
+        "${command[@]}" --mode kafka --events "$EVENTS" --partitions 3 --checkpoint-interval-ms 1000 \
         --no-archive --prefix "${PREFIX}_${workload:0:1}$rep$(tr -dc a-z0-9 <<<"$name" | head -c 8)" \
         --label "$name" --workload "$workload" 2>/dev/null </dev/null)
       jq -c --arg w "$workload" --arg r "$rep" --arg n "$name" \

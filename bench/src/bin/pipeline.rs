@@ -69,7 +69,8 @@ use tributary_connectors::sqlite::SqliteConfig;
 use tributary_core::partition::partition_for;
 use tributary_core::pipeline::{PipelineSpec, WindowSpec};
 use tributary_core::plan::{self, Definition, KeyDefinition, LookupDefinition};
-use tributary_core::ports::AnalyticsStore;
+use tributary_core::ports::{AnalyticsStore, PartitionOffset, RawBatch};
+use tributary_core::record::decode_view;
 use tributary_core::repartition;
 use tributary_core::value::Value;
 use tributary_core::{Event, StreamName, Timestamp};
@@ -137,6 +138,15 @@ impl Workload {
     }
 }
 
+/// What `--read-only` does with each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReadOnly {
+    /// Nothing: the log client's own cost.
+    Raw,
+    /// Decodes it as the pipeline's shards do.
+    Decode,
+}
+
 /// Times the engine draining a pre-filled log.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -169,6 +179,13 @@ struct Args {
     /// Do not run the raw-event archive task.
     #[arg(long)]
     no_archive: bool,
+    /// Instead of running the pipeline, only read the filled topic through the log port as
+    /// a pipeline's reader does (`raw`: the records' bytes, as the Kafka client hands them
+    /// over), or also decode each record on the pipeline's fast path (`decode`: id, time,
+    /// key and the fields the pipeline reads). The floor under a drain, measured the same
+    /// way: what the log client costs per event, and what the decoding adds.
+    #[arg(long, value_enum, conflicts_with_all = ["prefill_only", "live_secs"])]
+    read_only: Option<ReadOnly>,
     /// Prefix of every name created (topic, databases, keys); must start with `bench_`.
     /// A fresh one when absent.
     #[arg(long)]
@@ -633,6 +650,9 @@ async fn measure(
     };
 
     let spec = pipeline_spec(args, &stream, dir)?;
+    if let Some(level) = args.read_only {
+        return read_only(args, adapters, &spec, &stream, &set, level).await;
+    }
     let mut references = References::new();
     for lookup in &spec.lookups {
         references.insert(
@@ -779,6 +799,99 @@ async fn measure(
         "filtered": counters.filtered,
         "late_events": counters.late,
         "duplicates": counters.duplicates,
+    }))
+}
+
+/// Reads `stream` from its beginning to the ends `set` expects, as one reader over every
+/// partition, polling `--batch-size` records at a time, and doing `level`'s work on each.
+async fn read_only(
+    args: &Args,
+    adapters: &Ports,
+    spec: &PipelineSpec,
+    stream: &StreamName,
+    set: &Workset,
+    level: ReadOnly,
+) -> anyhow::Result<serde_json::Value> {
+    let start: Vec<PartitionOffset> = set
+        .expected
+        .keys()
+        .map(|&partition| PartitionOffset {
+            stream: stream.clone(),
+            partition,
+            next_offset: 0,
+        })
+        .collect();
+    let projection = spec.projection();
+    progress(&format!("{:?}: draining (read only, {level:?})", args.mode));
+    let me = cpu::own_pid();
+    let cpu_before = cpu::process_ticks(me);
+    let started = Instant::now();
+    let mut reader = adapters
+        .log
+        .reader(&format!("{}-read-only", spec.name), &start)
+        .await?;
+    let mut batch = RawBatch::default();
+    let (mut read, mut decoded, mut bytes) = (0_usize, 0_usize, 0_usize);
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    while set
+        .expected
+        .iter()
+        .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "not read after {} s",
+            args.timeout_secs
+        );
+        batch.clear();
+        reader
+            .poll_raw(args.batch_size, Duration::from_secs(1), &mut batch)
+            .await?;
+        // As a shard: one vector of slots per batch, borrowing from it.
+        let mut slots = Vec::new();
+        for record in batch.records() {
+            read += 1;
+            next.insert(record.partition, record.offset + 1);
+            let value = batch.value(record).unwrap_or_default();
+            bytes += value.len();
+            if level == ReadOnly::Decode {
+                slots.clear();
+                if decode_view(stream, value, &projection, &mut slots).is_some() {
+                    decoded += 1;
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu::process_ticks(me);
+    drop(reader);
+    ensure!(
+        level == ReadOnly::Raw || decoded == read,
+        "{} of {read} records not decoded on the fast path",
+        read - decoded
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let drain_cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / cpu::TICKS_PER_SEC),
+        _ => None,
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let total = args.events as f64;
+    Ok(json!({
+        "bench": "pipeline",
+        "label": args.label,
+        "read_only": format!("{level:?}").to_lowercase(),
+        "workload": args.workload.name(),
+        "events": args.events,
+        "records_read": read,
+        "bytes_read": bytes,
+        "prefilled": args.from.is_some(),
+        "batch_size": args.batch_size,
+        "pipeline_seconds": round(secs, 3),
+        "pipeline_events_per_sec": round(total / secs, 0),
+        "drain_cpu_seconds": drain_cpu.map(|s| round(s, 2)),
+        "cpu_s_per_million_events": drain_cpu.map(|s| round(s / total * 1e6, 2)),
     }))
 }
 

@@ -224,6 +224,36 @@ async fn append_then_read_back_in_order(backend: &dyn Backend) {
     assert_partitioned_in_order(&records, &events, 3);
 }
 
+/// One reader over two streams (a pipeline with two sources) reads each record as an
+/// event of the stream it is in.
+async fn one_reader_tells_two_streams_apart(backend: &dyn Backend) {
+    let log = backend.open().await;
+    let (views, buys) = (stream("views"), stream("buys"));
+    let mut appended = BTreeSet::new();
+    for name in [&views, &buys] {
+        assert_eq!(log.ensure_stream(name, 2).await.unwrap(), 2);
+        let events: Vec<Event> = (0..10)
+            .map(|i| event(name, &format!("{name}-{i}"), Some(&format!("k{i}")), i))
+            .collect();
+        log.append(name, &events).await.unwrap();
+        appended.extend(
+            events
+                .iter()
+                .map(|e| (e.stream.to_string(), e.id.to_string())),
+        );
+    }
+    let mut start = from_start(&views, 2);
+    start.extend(from_start(&buys, 2));
+    let mut reader = log.reader("conformance", &start).await.unwrap();
+    let records = common::read_exactly(reader.as_mut(), appended.len()).await;
+    let read: BTreeSet<(String, String)> = records
+        .iter()
+        .map(|r| (r.event.stream.to_string(), r.event.id.to_string()))
+        .collect();
+    assert_eq!(read, appended);
+    assert!(reader.take_rejected().is_empty());
+}
+
 /// Events appended already encoded (a repartition task's records) read back as if
 /// appended decoded: the same events, on `partition_for` their key, in order.
 async fn encoded_appends_read_back_as_the_events(backend: &dyn Backend) {
@@ -670,6 +700,7 @@ macro_rules! conformance {
 
 conformance!(
     append_then_read_back_in_order,
+    one_reader_tells_two_streams_apart,
     encoded_appends_read_back_as_the_events,
     unknown_stream_is_refused,
     end_offsets_count_appended_records,

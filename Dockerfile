@@ -12,6 +12,9 @@
 # is distroless: glibc and libgcc (all the binary links: librdkafka, zlib and jemalloc are
 # built in statically), no shell, no package manager, user 65532 (nonroot). The health
 # check is the binary itself (`tributary health` asks /healthz), as the image has no curl.
+# The binary is stripped of its debug info (the release profile's line tables: 321 MB with
+# them, 62 MB without; 44 MB embedded-only) and keeps its symbols, so a backtrace still
+# names its functions.
 # See docs/DEPLOY.md.
 
 ARG RUST_VERSION=1.95
@@ -29,7 +32,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p tributary ${FEATURE_FLAGS} \
-    && install -D -m 0755 target/release/tributary /out/tributary
+    && install -D -m 0755 target/release/tributary /out/tributary \
+    && strip --strip-debug /out/tributary
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="tributary" \

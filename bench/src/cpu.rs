@@ -7,6 +7,15 @@ use std::collections::BTreeMap;
 /// `/proc` reports CPU time in clock ticks of `USER_HZ`, which is 100 on Linux.
 pub const TICKS_PER_SEC: f64 = 100.0;
 
+/// The CPU seconds between two readings of [`process_ticks`]; `None` when either is.
+#[must_use]
+pub fn seconds_between(before: Option<u64>, after: Option<u64>) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    before
+        .zip(after)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / TICKS_PER_SEC)
+}
+
 /// One sample of the machine's and some processes' CPU counters.
 #[derive(Debug, Clone)]
 pub struct Sample {

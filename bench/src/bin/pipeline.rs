@@ -756,11 +756,7 @@ async fn measure(
             0.0
         }
     };
-    #[allow(clippy::cast_precision_loss)]
-    let drain_cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / cpu::TICKS_PER_SEC),
-        _ => None,
-    };
+    let drain_cpu = cpu::seconds_between(cpu_before, cpu_after);
     #[allow(clippy::cast_precision_loss)]
     let cores_busy = match (machine_before, machine_after) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
@@ -871,11 +867,7 @@ async fn read_only(
         "{} of {read} records not decoded on the fast path",
         read - decoded
     );
-    #[allow(clippy::cast_precision_loss)]
-    let drain_cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / cpu::TICKS_PER_SEC),
-        _ => None,
-    };
+    let drain_cpu = cpu::seconds_between(cpu_before, cpu_after);
     #[allow(clippy::cast_precision_loss)]
     let total = args.events as f64;
     Ok(json!({

@@ -873,7 +873,7 @@ async fn read_only(
     Ok(json!({
         "bench": "pipeline",
         "label": args.label,
-        "read_only": format!("{level:?}").to_lowercase(),
+        "read_only": level.to_possible_value().map(|v| v.get_name().to_owned()),
         "workload": args.workload.name(),
         "events": args.events,
         "records_read": read,

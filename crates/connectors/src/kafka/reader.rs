@@ -126,9 +126,10 @@ fn push_message(
     // The consumer is assigned only these topics, and partitions and offsets of
     // delivered messages are never negative. A reader of one topic (a shard's, nearly
     // always) needs no lookup, nor the topic name's UTF-8 check that `topic()` makes.
-    let stream = match streams.values().next() {
-        Some(only) if streams.len() == 1 => Some(only),
-        _ => streams.get(message.topic()),
+    let stream = if streams.len() == 1 {
+        streams.values().next()
+    } else {
+        streams.get(message.topic())
     };
     let (Some(stream), Ok(partition), Ok(offset)) = (
         stream,

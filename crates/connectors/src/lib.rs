@@ -38,6 +38,7 @@ pub mod kafka;
 pub mod keys;
 mod log_checks;
 pub mod memory;
+mod migrations;
 pub mod mongodb;
 pub mod postgres;
 pub mod rate_limit;

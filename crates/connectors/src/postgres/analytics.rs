@@ -25,9 +25,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The latest time chrono holds comes before PostgreSQL's latest, so chrono bounds that end.
 const PG_MIN_MILLIS: i64 = -210_866_803_200_000;
 
-/// The schema, embedded at build time from `migrations/postgres/`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// Window results, checkpoints and operator state in PostgreSQL. Cheap to clone: clones
 /// share the pool.
 pub type PostgresStore = SqlStore<Postgres>;
@@ -58,7 +55,10 @@ impl SqlStore<Postgres> {
             .await
             .map_err(|elapsed| PortError::unavailable(SYSTEM, elapsed))?
             .map_err(sqlx_error)?;
-        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        crate::migrations::POSTGRES
+            .run(&pool)
+            .await
+            .map_err(migrate_error)?;
         tracing::info!(
             max_connections = config.max_connections,
             "postgres analytics store ready"

@@ -48,9 +48,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the pool: readers run in parallel in WAL mode, writers take turns.
 const MAX_CONNECTIONS: u32 = 4;
 
-/// The schema, embedded at build time from `migrations/sqlite/`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 /// The embedded analytics and document store on one SQLite file. Cheap to clone: clones
 /// share the pool.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -80,7 +77,10 @@ impl SqlStore<Sqlite> {
             .connect_with(options)
             .await
             .map_err(sqlx_error)?;
-        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        crate::migrations::SQLITE
+            .run(&pool)
+            .await
+            .map_err(migrate_error)?;
         tracing::info!(path = %config.path.display(), "sqlite store ready");
         Ok(Self {
             pool,

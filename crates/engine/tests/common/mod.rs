@@ -13,8 +13,10 @@ use tributary_core::{EventId, StreamName};
 use tributary_engine::Ports;
 
 /// A redb log and one SQLite store (analytics and documents) in `dir`, and a memory cache.
-/// Opening waits up to 5 s for the log file: an aborted engine's blocking reads may hold it
-/// for a moment longer.
+/// Opening waits up to 15 s for the log file, which an aborted engine's last handles hold
+/// until they go: usually within 100 ms, but once in about ten aborts 5–10 s (10.03 s at
+/// most in 300 opens, SQLite's busy timeout: an aborted statement waiting for a lock that
+/// another one held). A process that is killed lets go at once.
 pub async fn embedded_ports(dir: &Path) -> Ports {
     let config = RedbLogConfig {
         path: dir.join("log.redb"),
@@ -23,7 +25,7 @@ pub async fn embedded_ports(dir: &Path) -> Ports {
     let log = loop {
         match RedbLog::open(&config) {
             Ok(log) => break log,
-            Err(_) if attempts < 250 => {
+            Err(_) if attempts < 750 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

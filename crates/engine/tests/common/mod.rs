@@ -14,9 +14,9 @@ use tributary_engine::Ports;
 
 /// A redb log and one SQLite store (analytics and documents) in `dir`, and a memory cache.
 /// Opening waits up to 15 s for the log file, which an aborted engine's last handles hold
-/// until they go: usually within 100 ms, but once in about ten aborts 5–10 s (10.03 s at
-/// most in 300 opens, SQLite's busy timeout: an aborted statement waiting for a lock that
-/// another one held). A process that is killed lets go at once.
+/// until they go: usually within 100 ms, but 5–10 s in about one test run in ten (10.03 s
+/// at most in 300 opens, SQLite's busy timeout: an aborted statement waiting for a lock
+/// that another one held). A process that is killed lets go at once.
 pub async fn embedded_ports(dir: &Path) -> Ports {
     let config = RedbLogConfig {
         path: dir.join("log.redb"),
